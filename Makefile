@@ -1,0 +1,48 @@
+# prtip_nb: `make demo` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests use as oracles and lab tools (installed only when root).
+APT_PACKAGES ?= nmap iproute2 nftables util-linux strace
+
+.PHONY: demo test lint system-deps bench clean help
+
+help:
+	@echo "make demo   - install, start the built-in lab, scan it, write data/scans + data/report.html"
+	@echo "make test   - install (venv + Debian packages when root), lint, run the whole suite"
+	@echo "make bench  - benchmarks against nmap, in a private network namespace"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,nb]"
+	@touch $(STAMP)
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping Debian packages ($(APT_PACKAGES)); tests that need them skip"; fi
+
+demo: $(STAMP)
+	$(VENV)/bin/prtip-nb demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check prtip_nb tests benchmarks
+	$(VENV)/bin/mypy prtip_nb
+
+# The suite runs inside a private network namespace (scripts/in-netns): every packet the
+# tests send stays on a loopback that nothing else shares.
+test: $(STAMP) system-deps lint
+	scripts/in-netns $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

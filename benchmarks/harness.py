@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmark scenarios: run a command, time it, read its peak RSS.
+
+Figures from a noisy 2-core machine hold only as ratios, so every scenario runs prtip_nb
+and nmap alternately in the same process tree, and reports medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Run:
+    tool: str
+    wall_s: float
+    peak_rss_bytes: int
+    open_ports: set[int] = field(default_factory=set)
+    exit_code: int = 0
+
+
+def timed(cmd: Sequence[str], tool: str, timeout: float = 300.0) -> Run:
+    """Run ``cmd`` under ``benchmarks.rusage``: its own wall time and peak RSS."""
+    wrapped = [sys.executable, "-m", "benchmarks.rusage", *cmd]
+    proc = subprocess.run(
+        wrapped, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env_for_scan()
+    )
+    m = _RUSAGE_RE.search(proc.stderr)
+    if m is None or proc.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+    return Run(tool, float(m[1]), int(m[2]) * 1024, parse_open_ports(proc.stdout), proc.returncode)
+
+
+_RUSAGE_RE = re.compile(r"RUSAGE wall_s=([0-9.]+) maxrss_kb=(\d+)")
+
+
+_PORT_RE = re.compile(r"^(\d+)/tcp\s+open\b", re.M)
+
+
+def parse_open_ports(text: str) -> set[int]:
+    """Open TCP ports from nmap's or prtip-nb's normal (-oN style) output."""
+    return {int(m) for m in _PORT_RE.findall(text)}
+
+
+def summarise(runs: list[Run], ours: str, theirs: str) -> dict[str, float]:
+    a = [r.wall_s for r in runs if r.tool == ours]
+    b = [r.wall_s for r in runs if r.tool == theirs]
+    ra = [r.peak_rss_bytes for r in runs if r.tool == ours]
+    rb = [r.peak_rss_bytes for r in runs if r.tool == theirs]
+    return {
+        f"{ours}_median_s": statistics.median(a),
+        f"{theirs}_median_s": statistics.median(b),
+        "ratio": statistics.median(a) / statistics.median(b),
+        f"{ours}_peak_rss_mib": max(ra) / 2**20,
+        f"{theirs}_peak_rss_mib": max(rb) / 2**20,
+    }
+
+
+def save(name: str, payload: dict) -> Path:
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+
+    def default(o: object) -> object:
+        return sorted(o) if isinstance(o, set) else str(o)
+
+    path.write_text(json.dumps(payload, indent=2, default=default))
+    return path
+
+
+def as_dict(run: Run) -> dict:
+    d = asdict(run)
+    d["open_ports"] = len(run.open_ports)
+    return d
+
+
+def env_for_scan() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    return env

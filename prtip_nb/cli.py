@@ -1,0 +1,208 @@
+"""``prtip-nb``: the command line, with nmap's flags where nmap has them.
+
+Exit codes: 0 success, 1 the scan failed, 2 bad usage or a bad target/port spec
+(nothing was sent). The scan path imports pyarrow but never pandas, to start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from . import __version__
+from .errors import PrtipError, SpecError
+
+if TYPE_CHECKING:
+    from .engine.scan import Scan
+    from .results import ScanResult
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prtip-nb", description="A port scanner built for Jupyter.")
+    p.add_argument("--version", action="version", version=f"prtip-nb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("scan", help="scan targets (nmap-style flags)")
+    s.add_argument("targets", nargs="*", help="IPs, CIDRs, ranges (10.0.0.1-20), hostnames")
+    m = s.add_mutually_exclusive_group()
+    m.add_argument("-sT", dest="method", action="store_const", const="connect",
+                   help="TCP connect scan (the default; needs no privileges)")
+    m.add_argument("-sS", dest="method", action="store_const", const="syn",
+                   help="TCP SYN scan (needs root or CAP_NET_RAW)")
+    s.add_argument("--method", dest="method", choices=["connect", "syn", "auto"])
+    s.add_argument("-p", dest="ports", metavar="PORTS",
+                   help="ports: 22,80,8000-8100, '-' for 1-65535, T:/U: prefixes")
+    s.add_argument("--top-ports", type=int, metavar="N", help="the N most common ports")
+    s.add_argument("-6", dest="family", action="store_const", const=6, help="resolve to IPv6")
+    s.add_argument("-iL", dest="input_file", metavar="FILE", help="read targets from FILE")
+    s.add_argument("--exclude", action="append", default=[], metavar="TARGETS")
+    s.add_argument("--excludefile", dest="exclude_file", metavar="FILE")
+    s.add_argument("-T", dest="timing", type=int, choices=range(6), default=3,
+                   metavar="0-5", help="timing template (T3 normal, T4 aggressive)")
+    s.add_argument("--max-retries", type=int, metavar="N")
+    s.add_argument("--host-timeout", type=float, metavar="SECONDS")
+    s.add_argument("--rate", type=float, metavar="PPS", help="probes per second (default: none)")
+    s.add_argument("--concurrency", type=int, metavar="N", help="connects in flight at once")
+    s.add_argument("--seed", type=int, help="seed of the target order (reproducible runs)")
+    s.add_argument("--shard", metavar="K/N", help="scan only shard K of N")
+    s.add_argument("--open", action="store_true", help="show only open ports")
+    s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
+    s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
+    s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
+    s.add_argument("-Pn", action="store_true", help="skip host discovery (the default here)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on a TTY")
+
+    d = sub.add_parser("demo", help="start the built-in lab, scan it, write Parquet + HTML")
+    d.add_argument("-o", "--output", default="data/scans", metavar="DIR")
+    d.add_argument("--report", default="data/report.html", metavar="FILE")
+
+    r = sub.add_parser("read", help="summarise the scans stored in a Parquet dataset")
+    r.add_argument("root", metavar="DIR")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "scan":
+            return _cmd_scan(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.output, args.report)
+        if args.command == "read":
+            return _cmd_read(args)
+    except SpecError as exc:
+        print(f"prtip-nb: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PrtipError as exc:
+        print(f"prtip-nb: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print("prtip-nb: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from .engine.scan import Scan
+    from .targets import parse_shard
+
+    options: dict[str, Any] = {
+        "method": args.method or "connect",
+        "top_ports": args.top_ports,
+        "exclude": tuple(args.exclude),
+        "exclude_file": args.exclude_file,
+        "input_file": args.input_file,
+        "family": args.family,
+        "timing": args.timing,
+        "max_retries": args.max_retries,
+        "host_timeout": args.host_timeout,
+        "rate": args.rate,
+        "concurrency": args.concurrency,
+        "seed": args.seed,
+        "output": args.output,
+    }
+    if args.shard:
+        options["shard"] = parse_shard(args.shard)
+    sc = Scan(args.targets, args.ports, **options)
+    sc.start()
+    show = sys.stderr.isatty() and not args.no_progress
+    try:
+        while sc.running:
+            if show:
+                _draw_progress(sc, sys.stderr)
+            time.sleep(0.1 if show else 0.02)
+        res = sc.wait()
+    except KeyboardInterrupt:
+        sc.cancel()
+        res = sc.wait()
+        print("\nprtip-nb: cancelled; partial results follow", file=sys.stderr)
+    if show:
+        sys.stderr.write("\r\033[K")
+    text = format_report(res, only_open=args.open, elapsed=sc.progress.elapsed)
+    sys.stdout.write(text)
+    if args.normal_output:
+        with open(args.normal_output, "w") as fh:
+            fh.write(text)
+    if args.output:
+        print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
+    return EXIT_OK if sc.status in ("completed", "cancelled") else EXIT_FAIL
+
+
+def _draw_progress(sc: Scan, out: TextIO) -> None:
+    pr = sc.progress
+    width = 30
+    filled = int(width * pr.fraction)
+    eta = f"{pr.eta:5.1f}s" if pr.eta is not None else "  ?  "
+    out.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {pr.fraction:6.1%} "
+        f"{pr.done}/{pr.total} {pr.rate:8.0f}/s ETA {eta} open {pr.open}"
+    )
+    out.flush()
+
+
+def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | None = None) -> str:
+    """nmap-like text: one block per host, open (or all responsive) ports, then totals."""
+    import pyarrow.compute as pc
+
+    ports = res.tables["ports"]
+    lines = [f"prtip-nb {__version__} scan {res.scan_id}"]
+    hosts = res.tables["hosts"].to_pylist()
+    for h in hosts:
+        rows = ports.filter(pc.equal(ports["host"], h["host"]))
+        name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
+        lines.append(f"\nScan report for {name}")
+        lines.append(f"Host is {h['state']} ({h['reason']}).")
+        shown = rows.filter(pc.equal(rows["state"].cast("string"), "open"))
+        if not only_open:
+            # Like nmap: list every port whose state is rare, fold the common one.
+            states = rows["state"].cast("string").value_counts().to_pylist()
+            states.sort(key=lambda s: -s["counts"])
+            if states and states[0]["values"] != "open":
+                common = states[0]["values"]
+                lines.append(f"Not shown: {states[0]['counts']} {common} ports")
+                shown = rows.filter(pc.not_equal(rows["state"].cast("string"), common))
+            else:
+                shown = rows
+        if shown.num_rows:
+            lines.append(f"{'PORT':<12}{'STATE':<15}REASON")
+            order = pc.sort_indices(shown, [("port", "ascending")])
+            for r in shown.take(order).select(["proto", "port", "state", "reason"]).to_pylist():
+                where = f"{r['port']}/{r['proto']}"
+                lines.append(f"{where:<12}{r['state']:<15}{r['reason']}")
+        else:
+            lines.append("No open ports.")
+    if not hosts:
+        lines.append("\nNo host answered.")
+    n_open = int(pc.sum(pc.equal(ports["state"].cast("string"), "open")).as_py() or 0)
+    took = f" in {elapsed:.2f} s" if elapsed is not None else ""
+    lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    from .results import list_scans
+
+    df = list_scans(args.root)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

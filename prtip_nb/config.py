@@ -1,0 +1,200 @@
+"""Scan configuration: one frozen dataclass, and nmap's timing templates T0–T5.
+
+``ScanConfig`` holds what the user asked for, validated, before anything is sent. The
+engine reads only this object; there is no global configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+Method = Literal["connect", "syn", "auto"]
+METHODS: tuple[str, ...] = ("connect", "syn", "auto")
+KEEP: tuple[str, ...] = ("all", "responsive", "open")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One of nmap's -T templates: how long to wait for a reply and how often to retry.
+
+    The values follow nmap's documentation of -T0..-T5 (``man nmap``, "Timing and
+    performance"): initial/min/max RTT timeouts, max retries and the delay between probes.
+    """
+
+    name: str
+    initial_rtt_timeout: float  # seconds
+    min_rtt_timeout: float
+    max_rtt_timeout: float
+    max_retries: int
+    scan_delay: float  # seconds between probes to one host (0 = none)
+    max_parallelism: int  # probes in flight at once
+
+
+TIMINGS: tuple[Timing, ...] = (
+    Timing("paranoid", 300.0, 0.1, 300.0, 10, 300.0, 1),
+    Timing("sneaky", 15.0, 0.1, 15.0, 10, 15.0, 1),
+    Timing("polite", 1.0, 0.1, 10.0, 10, 0.4, 1),
+    Timing("normal", 1.0, 0.1, 10.0, 10, 0.0, 1024),
+    Timing("aggressive", 0.5, 0.1, 1.25, 6, 0.0, 2048),
+    Timing("insane", 0.25, 0.05, 0.3, 2, 0.0, 4096),
+)
+
+
+def timing(level: int | str) -> Timing:
+    """Return the template for ``level``: 0–5, ``"T4"``, or a name such as ``"aggressive"``."""
+    if isinstance(level, str):
+        text = level.strip().lower().removeprefix("-").removeprefix("t")
+        for t in TIMINGS:
+            if text == t.name:
+                return t
+        level = int(text) if text.isdigit() else -1
+    if not 0 <= level <= 5:
+        raise ConfigError(
+            f"unknown timing template {level!r}",
+            token=str(level),
+            hint="use 0-5 (T0 paranoid … T5 insane) or a name such as 'aggressive'",
+        )
+    return TIMINGS[level]
+
+
+def fd_budget(reserve: int = 64) -> int:
+    """How many sockets may be open at once, from RLIMIT_NOFILE minus a reserve.
+
+    A scan that ignores the limit dies with EMFILE (``ulimit -n 256`` is common in
+    containers). The soft limit is raised to the hard limit first, as nmap does.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(8, soft - reserve)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything a scan needs, validated. Build it with keyword arguments.
+
+    ``targets`` and ``ports`` use nmap's grammar (see ``prtip_nb.targets``). Unset timing
+    values (``None``) come from the ``timing`` template.
+    """
+
+    targets: tuple[str, ...]
+    ports: str | None = None
+    top_ports: int | None = None
+    exclude: tuple[str, ...] = ()
+    exclude_file: str | None = None
+    input_file: str | None = None
+    family: int | None = None
+    method: str = "connect"
+    timing: int = 3
+    rate: float | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+    host_timeout: float | None = None
+    concurrency: int | None = None
+    workers: int | None = None
+    seed: int | None = None
+    shard: tuple[int, int] = (1, 1)
+    keep: str = "all"
+    output: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, str):
+            object.__setattr__(self, "targets", (self.targets,))
+        elif not isinstance(self.targets, tuple):
+            object.__setattr__(self, "targets", tuple(self.targets))
+        if isinstance(self.exclude, str):
+            object.__setattr__(self, "exclude", (self.exclude,))
+        elif not isinstance(self.exclude, tuple):
+            object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"unknown scan method {self.method!r}",
+                token=str(self.method),
+                hint="use 'connect' (-sT), 'syn' (-sS) or 'auto'",
+            )
+        timing(self.timing)  # validates
+        if self.family not in (None, 4, 6):
+            raise ConfigError(f"family must be 4, 6 or None, not {self.family!r}")
+        if self.rate is not None and not self.rate > 0:
+            raise ConfigError(
+                f"rate must be a positive number of packets per second, not {self.rate!r}",
+                hint="use rate=None for no limit",
+            )
+        for name in ("max_retries", "concurrency", "workers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{name} must be a non-negative integer, not {value!r}")
+        if self.concurrency == 0 or self.workers == 0:
+            raise ConfigError("concurrency and workers must be at least 1 when given")
+        for name in ("timeout", "host_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.keep not in KEEP:
+            raise ConfigError(
+                f"keep must be one of {', '.join(KEEP)}, not {self.keep!r}",
+                hint="'all' keeps a row per probed port; 'open' keeps only open ports",
+            )
+        k, n = self.shard
+        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+            raise ConfigError(f"shard must be k/n with 1 <= k <= n, not {k}/{n}")
+
+    @property
+    def template(self) -> Timing:
+        return timing(self.timing)
+
+    @property
+    def retries(self) -> int:
+        return self.template.max_retries if self.max_retries is None else self.max_retries
+
+    @property
+    def probe_timeout(self) -> float:
+        """Seconds to wait for an answer to one probe, counted from when it was sent."""
+        return self.template.initial_rtt_timeout if self.timeout is None else self.timeout
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict; the scan's Parquet metadata records it."""
+        out = dataclasses.asdict(self)
+        out["targets"] = list(self.targets)
+        out["exclude"] = list(self.exclude)
+        out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        return out
+
+    def replace(self, **changes: Any) -> ScanConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def is_privileged() -> bool:
+    """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 13))  # CAP_NET_RAW
+    except OSError:
+        pass
+    return False
+
+
+def as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)

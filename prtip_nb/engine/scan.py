@@ -1,0 +1,299 @@
+"""``Scan``: one scan on a background thread, and ``scan()``, its blocking wrapper.
+
+Everything the user typed is parsed and validated in ``Scan.__init__``: a bad target or
+port raises there, before any socket exists. ``start()`` runs the engine on a daemon
+thread; ``cancel()`` makes it stop within one poll interval (50 ms) and keeps what was
+found; ``wait()`` returns the ``ScanResult``. Because the scan runs on its own thread,
+``scan()`` works the same inside a notebook, whose event loop is already running.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..config import ScanConfig, fd_budget, is_privileged
+from ..errors import ConfigError, ScanError
+from ..targets import TargetSpace, parse_ports, parse_targets
+from .counters import Counters, RttEstimator
+from .telemetry import Poller
+
+if TYPE_CHECKING:
+    from ..results import ResultBuilder, ScanResult
+
+#: Below this many probes one process is as fast as several (a worker starts in ~0.1 s).
+AUTO_WORKERS_MIN_PROBES = 20_000
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a scan has got. ``eta`` is in seconds, None until there is a rate."""
+
+    done: int
+    total: int
+    sent: int
+    open: int
+    elapsed: float
+    rate: float  # verdicts per second so far
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else min(1.0, self.done / self.total)
+
+    @property
+    def eta(self) -> float | None:
+        if self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+
+def _resolve_method(method: str) -> str:
+    if method == "auto":
+        # SYN scanning is not in this version yet; connect works without privileges.
+        picked = "connect"
+        warnings.warn(
+            f"method='auto' picked {picked!r} (privileged={is_privileged()})",
+            stacklevel=3,
+        )
+        return picked
+    if method == "syn":
+        raise ConfigError(
+            "SYN scanning (method='syn', -sS) is not available in this version",
+            hint="use method='connect' (-sT)",
+        )
+    return method
+
+
+class Scan:
+    """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``.
+
+    >>> s = Scan("127.0.0.1", ports="22,80,443").start()   # doctest: +SKIP
+    >>> s.wait().ports                                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        targets: str | Sequence[str] | None = None,
+        ports: str | int | Sequence[int] | None = None,
+        *,
+        config: ScanConfig | None = None,
+        **options: Any,
+    ) -> None:
+        if config is None:
+            if targets is None:
+                targets = ()
+            if ports is not None and not isinstance(ports, str):
+                ports = ",".join(str(p) for p in ([ports] if isinstance(ports, int) else ports))
+            config = ScanConfig(targets=targets, ports=ports, **options)  # type: ignore[arg-type]
+        elif targets is not None or ports is not None or options:
+            raise ConfigError("give either config= or targets/ports/options, not both")
+        method = _resolve_method(config.method)
+        if config.seed is None:
+            config = config.replace(seed=random.SystemRandom().getrandbits(63))
+        self.config = config.replace(method=method)
+        self.targets = parse_targets(
+            list(config.targets),
+            exclude=list(config.exclude) or None,
+            exclude_file=config.exclude_file,
+            input_file=config.input_file,
+            family=config.family,
+        )
+        self.ports = parse_ports(config.ports, top_ports=config.top_ports)
+        if self.ports.count("udp"):
+            raise ConfigError(
+                "a connect scan (-sT) probes TCP only, but the port list has UDP ports",
+                hint="drop the U: ports, or use a UDP scan",
+            )
+        self.space = TargetSpace(self.targets, self.ports)
+        self.counters = Counters()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._builder: ResultBuilder | None = None
+        self._result: ScanResult | None = None
+        self._error: BaseException | None = None
+        self._t0 = 0.0
+        self._t_end: float | None = None
+        self.status = "created"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Scan:
+        """Start scanning on a background thread and return self at once."""
+        if self._thread is not None:
+            raise ScanError("this Scan was already started; create a new Scan to scan again")
+        from ..results import ResultBuilder, ScanMeta, new_scan_id
+
+        meta = ScanMeta(
+            scan_id=new_scan_id(), config=self.config.to_json(), started=datetime.now(UTC)
+        )
+        self._builder = ResultBuilder(meta, sink=self.config.output)
+        self._t0 = time.monotonic()
+        self.status = "running"
+        self._thread = threading.Thread(target=self._run, name="prtip-scan", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the scan to stop; it does within 50 ms and keeps every result so far."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> ScanResult:
+        """Block until the scan ends; return its result (partial if it was cancelled)."""
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        try:
+            self._thread.join(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._thread.join(2.0)
+            raise
+        if self._thread.is_alive():
+            raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
+        if self._error is not None:
+            raise ScanError(f"scan failed: {self._error}") from self._error
+        assert self._result is not None
+        return self._result
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def result(self) -> ScanResult:
+        """The final result, or while the scan runs, a snapshot of what was found so far."""
+        if self._result is not None:
+            return self._result
+        if self._builder is None:
+            raise ScanError("the scan has not started; call start() first")
+        return self._builder.snapshot()
+
+    @property
+    def progress(self) -> Progress:
+        total, done, sent, _recv, n_open, _retries = self.counters.snapshot()
+        end = self._t_end if self._t_end is not None else time.monotonic()
+        elapsed = max(1e-9, end - self._t0) if self._t0 else 0.0
+        return Progress(done, total, sent, n_open, elapsed, done / elapsed if elapsed else 0.0)
+
+    # -- the scan thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        builder = self._builder
+        assert builder is not None
+        cfg = self.config
+        k, n = cfg.shard
+        self.counters.total = max(0, (self.space.size - k + n) // n)  # len(shard), any size
+        poller = Poller(self.counters, builder, self._t0)
+        poller.start()
+        builder.add_event(0.0, "ScanStarted", {"total": self.counters.total})
+        try:
+            self._run_connect()
+            self.status = "cancelled" if self._cancel.is_set() else "completed"
+        except BaseException as exc:  # reported through wait(); the thread must not die silently
+            self._error = exc
+            self.status = "failed"
+        finally:
+            self._t_end = time.monotonic()
+            poller.stop()
+            t = self._t_end - self._t0
+            builder.add_event(
+                t,
+                {"completed": "ScanCompleted", "cancelled": "ScanCancelled"}.get(
+                    self.status, "ScanFailed"
+                ),
+                {"done": self.counters.done, "open": self.counters.open, "error": repr(self._error)}
+                if self._error
+                else {"done": self.counters.done, "open": self.counters.open},
+            )
+            try:
+                self._result = builder.finish(ended=datetime.now(UTC))
+            except BaseException as exc:
+                if self._error is None:
+                    self._error = exc
+                    self.status = "failed"
+
+    def _run_connect(self) -> None:
+        from ..net.connect import ConnectEngine, verdict
+        from .records import RecordBuffer, RecordSink
+        from .workers import WorkerPool, probe_stream
+
+        cfg = self.config
+        tmpl = cfg.template
+        builder = self._builder
+        assert builder is not None
+        sink = RecordSink(
+            targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
+            decode=verdict, on_batch=builder.add_batch, counters=self.counters, keep=cfg.keep,
+        )
+        concurrency = min(cfg.concurrency or tmpl.max_parallelism, fd_budget())
+        rtt = RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout)
+        workers = self._workers()
+        try:
+            if workers > 1:
+                job = {
+                    "seed": cfg.seed or 0,
+                    "shard": list(cfg.shard),
+                    "concurrency": max(1, concurrency // workers),
+                    "rtt": [rtt.initial, rtt.lo, rtt.hi],
+                    "retries": cfg.retries,
+                    "scan_delay": tmpl.scan_delay,
+                }
+                WorkerPool(
+                    targets=self.targets, ports=self.ports, job=job, workers=workers,
+                    sink=sink, cancel=self._cancel,
+                ).run()
+            else:
+                out = RecordBuffer(sink.feed)
+                engine = ConnectEngine(
+                    emit=out.emit,
+                    concurrency=concurrency,
+                    rtt=rtt,
+                    retries=cfg.retries,
+                    counters=self.counters,
+                    cancel=self._cancel,
+                    scan_delay=tmpl.scan_delay,
+                    tick=out.tick,
+                )
+                try:
+                    engine.run(probe_stream(self.targets, self.ports, cfg.seed or 0, cfg.shard))
+                finally:
+                    out.flush()
+        finally:
+            sink.flush()
+            builder.add_event(
+                time.monotonic() - self._t0, "EngineDone",
+                {"workers": workers, "worker_peak_rss_bytes": sink.peak_rss},
+            )
+
+    def _workers(self) -> int:
+        """Processes to scan with: the user's choice, else one per core for big scans.
+
+        A connect scan is bound by kernel time inside connect(), which threads cannot
+        spread over cores but processes can; small scans do not repay a process start.
+        """
+        if self.config.workers is not None:
+            return self.config.workers
+        if self.config.template.scan_delay > 0 or self.counters.total < AUTO_WORKERS_MIN_PROBES:
+            return 1
+        return max(1, min(os.cpu_count() or 1, 4))
+
+
+def scan(
+    targets: str | Sequence[str],
+    ports: str | int | Sequence[int] | None = None,
+    **options: Any,
+) -> ScanResult:
+    """Scan ``targets`` on ``ports`` and return the result; blocks until done.
+
+    Options are ScanConfig's: ``method``, ``top_ports``, ``exclude``, ``timing``,
+    ``max_retries``, ``timeout``, ``concurrency``, ``seed``, ``keep``, ``output`` …
+    Ctrl-C (KeyboardInterrupt) cancels the scan and re-raises.
+
+    >>> res = scan("127.0.0.1", ports="22,80", method="connect")   # doctest: +SKIP
+    """
+    return Scan(targets, ports, **options).start().wait()

@@ -1,0 +1,28 @@
+"""The built-in target lab: local services with known ground truth, and private namespaces.
+
+``Lab`` runs plain TCP listeners, HTTP, HTTPS, SSH/SMTP/FTP banners and a UDP echo on one
+background thread, and says exactly what a scan of it should find (``Lab.truth``).
+The namespace helpers keep scans of the lab off the host's shared loopback.
+Importing this package imports neither pandas nor pyarrow nor cryptography.
+"""
+
+from __future__ import annotations
+
+from prtip_nb.lab.lab import DEFAULT_LAYOUT, Lab
+from prtip_nb.lab.netns import (
+    can_unshare,
+    in_private_netns,
+    lo_up,
+    reexec_in_private_netns,
+    run_in_private_netns,
+)
+
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "Lab",
+    "can_unshare",
+    "in_private_netns",
+    "lo_up",
+    "reexec_in_private_netns",
+    "run_in_private_netns",
+]

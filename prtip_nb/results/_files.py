@@ -1,0 +1,84 @@
+"""The on-disk layout: ``<root>/scan_id=<id>/<table>/part-NNNNN.parquet``, written atomically.
+
+A part file appears under its final name only once complete (temp name + ``os.replace``), so
+readers never see half a file. The hosts table is written last: its presence marks a scan as
+complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from prtip_nb.errors import DatasetError
+from prtip_nb.results import schema
+
+PART_GLOB = "part-*.parquet"
+HOW_TO_CREATE = "create one with `res.to_parquet(root)` or `prtip-nb scan ... -o root`"
+
+
+def scan_dir(root: str | os.PathLike[str], scan_id: str) -> Path:
+    return Path(root) / f"scan_id={scan_id}"
+
+
+def part_path(directory: Path, table: str, number: int) -> Path:
+    return directory / table / f"part-{number:05d}.parquet"
+
+
+def parts(directory: Path, table: str) -> list[Path]:
+    """The complete part files of one table of one scan, in write order."""
+    return sorted((directory / table).glob(PART_GLOB))
+
+
+def scan_dirs(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """``{scan_id: directory}`` of every scan under ``root`` that has at least one part file.
+
+    Raises DatasetError naming ``root`` when it does not exist or holds no scan.
+    """
+    path = Path(root)
+    if not path.is_dir():
+        raise DatasetError(
+            f"no scan dataset at {path.resolve()} (no such directory); {HOW_TO_CREATE}"
+        )
+    found = {}
+    for d in sorted(path.glob("scan_id=*")):
+        if d.is_dir() and any(parts(d, t) for t in schema.TABLES):
+            found[d.name.split("=", 1)[1]] = d
+    if not found:
+        raise DatasetError(
+            f"no scans in {path.resolve()} (looked for scan_id=*/<table>/{PART_GLOB}); "
+            + HOW_TO_CREATE
+        )
+    return found
+
+
+def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes]) -> None:
+    """Write an in-memory table (with scan_id) as a complete part file at ``path``.
+
+    The file drops scan_id (the directory carries it). No fsync: the rename alone already
+    protects readers and a killed process; only a power cut could lose the last part.
+    """
+    import pyarrow.parquet as pq  # only when writing: not every builder has a sink
+
+    table = table.drop_columns(["scan_id"]) if "scan_id" in table.column_names else table
+    table = table.replace_schema_metadata(metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden and not *.parquet: no reader globs it
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"could not write {path}: {exc}") from exc
+
+
+def read_footer(path: Path) -> dict[bytes, bytes]:
+    """The key/value metadata of one part file (reads the footer only)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return dict(pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DatasetError(f"cannot read the Parquet footer of {path}: {exc}") from exc

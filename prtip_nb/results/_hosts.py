@@ -1,0 +1,170 @@
+"""Arrow-only hosts logic: the hosts table derived from ports, and the per-host summary.
+
+Tables here are sorted by (scan_id, host), so a host's rows are one contiguous run. Runs
+replace ``Table.group_by``, which (through Acero) imports pandas, and they need no hashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prtip_nb.results import _convert as cv
+from prtip_nb.results import schema
+from prtip_nb.results._arrow import (
+    OPEN,
+    RESPONSIVE_SET,
+    SEP,
+    TRUE,
+    fix_dictionary,
+    host_rank,
+    set_column,
+    text_rank,
+)
+
+
+def _codes(col: pa.ChunkedArray) -> pa.Array:
+    """Values that compare equal where ``col`` does (dictionary indices after unifying)."""
+    if not pa.types.is_dictionary(col.type):
+        return col.combine_chunks()
+    unified = pa.table({"c": col}).unify_dictionaries().combine_chunks()["c"]
+    return unified.chunk(0).indices if unified.num_chunks else pa.nulls(0, pa.int32())
+
+
+def _runs(keys: Sequence[pa.Array]) -> tuple[pa.Array, pa.Array]:
+    """(group id of each row, start row of each group) for rows sorted by ``keys``."""
+    n = len(keys[0])
+    change = None
+    for k in keys:
+        ne = pc.not_equal(k.slice(1), k.slice(0, n - 1))
+        change = ne if change is None else pc.or_(change, ne)
+    assert change is not None
+    starts_mask = pa.concat_arrays([TRUE, change])
+    gid = pc.subtract(
+        pc.cumulative_sum(pc.cast(starts_mask, pa.int64())), cv.numbers([1], pa.int64())[0]
+    )
+    return gid, pc.indices_nonzero(starts_mask)
+
+
+def _array(values: Any) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _group_sum(flags: Any, starts: pa.Array) -> pa.Array:
+    """Per group, how many ``flags`` are true (differences of a prefix sum)."""
+    flags = _array(flags)
+    prefix = pa.concat_arrays(
+        [cv.numbers([0], pa.uint64()), pc.cumulative_sum(pc.cast(flags, pa.uint64()))]
+    )
+    ends = pa.concat_arrays([starts.slice(1), cv.numbers([len(flags)], pa.uint64())])
+    return pc.cast(pc.subtract(prefix.take(ends), prefix.take(starts)), pa.uint32())
+
+
+def _first(
+    gid: pa.Array,
+    values: Any,
+    m: int,
+    *,
+    where: Any,
+    by: Any = None,
+) -> pa.Array:
+    """Per group (``m`` of them), the first of ``values`` where ``where`` holds, in row order
+    or, given ``by``, in ascending ``by`` order (nulls last). Null for a group with none."""
+    t = pa.table({"g": gid, "v": values} | ({} if by is None else {"by": by})).filter(where)
+    if by is not None:  # stable sort: ties stay in row order
+        t = t.take(
+            pc.sort_indices(t, sort_keys=[("g", "ascending"), ("by", "ascending", "at_end")])
+        )
+    if t.num_rows == 0:
+        return pa.nulls(m, t.schema.field("v").type)
+    g = t["g"].combine_chunks()
+    firsts = t.filter(pa.concat_arrays([TRUE, pc.not_equal(g.slice(1), g.slice(0, len(g) - 1))]))
+    pos = pc.index_in(cv.numbers(range(m), pa.int64()), value_set=firsts["g"].combine_chunks())
+    return firsts["v"].take(pos)
+
+
+# --- hosts --------------------------------------------------------------------------------
+
+
+def _host_key(t: pa.Table) -> Any:
+    return pc.binary_join_element_wise(pc.cast(t["scan_id"], pa.string()), t["host"], SEP)
+
+
+def sort_hosts(hosts: pa.Table) -> pa.Table:
+    """Hosts by scan_id then IP order, host state words in HOST_STATES order."""
+    hosts = schema.conform(hosts, "hosts")
+    if hosts.num_rows:
+        keys = pa.table({"scan": text_rank(hosts["scan_id"]), "host": host_rank(hosts["host"])})
+        by = [("scan", "ascending"), ("host", "ascending")]
+        hosts = hosts.take(pc.sort_indices(keys, sort_keys=by))
+    return set_column(hosts, "state", fix_dictionary(hosts["state"], schema.HOST_STATES))
+
+
+def derive_hosts(ports: pa.Table) -> pa.Table:
+    """One hosts row per (scan_id, host) of a normalized (sorted) ports table.
+
+    "up" with the reason of the earliest responsive row (by first_seen) when any port
+    answered; otherwise "unknown" / "no-response" (silence is not proof of "down").
+    """
+    if ports.num_rows == 0:
+        return schema.empty("hosts")
+    gid, starts = _runs([_codes(ports["scan_id"]), ports["host"].combine_chunks()])
+    m = len(starts)
+    state = ports["state"]
+    first_rows = ports.select(["scan_id", "host", "family"]).take(starts)
+    responsive = pc.is_in(state, value_set=RESPONSIVE_SET)
+    first_reason = _first(gid, ports["reason"], m, where=responsive, by=ports["first_seen"])
+    reason = pc.cast(first_reason, pa.string())
+    counts = {
+        word: _group_sum(pc.is_in(state, value_set=cv.plain_strings([word])), starts)
+        for word in ("open", "closed", "filtered")
+    }
+    total = _group_sum(pc.is_valid(state), starts)
+    up = pc.is_valid(reason)
+    hosts = pa.table(
+        {
+            **{name: first_rows[name] for name in first_rows.column_names},
+            "hostname": _first(gid, ports["hostname"], m, where=pc.is_valid(ports["hostname"])),
+            "state": cv.plain_strings(["unknown", "up"]).take(pc.cast(up, pa.int8())),
+            "reason": pc.coalesce(reason, cv.scalar_str("no-response")),
+            "rtt_ms": _first(
+                gid, ports["rtt_ms"], m, where=pc.is_valid(ports["rtt_ms"]), by=ports["rtt_ms"]
+            ),
+            **counts,
+            "other": pc.subtract(
+                total, pc.add(pc.add(counts["open"], counts["closed"]), counts["filtered"])
+            ),
+        }
+    )
+    return sort_hosts(hosts)
+
+
+# --- summary ------------------------------------------------------------------------------
+
+
+def summary_table(ports: pa.Table, hosts: pa.Table, *, with_scan_id: bool) -> pa.Table:
+    """Per host: counts and its open ports as text ("22/tcp, 80/tcp"), in hosts order."""
+    open_rows = ports.filter(pc.is_in(ports["state"], value_set=OPEN))
+    names = ["host", "hostname", "state", "open", "closed", "filtered", "other"]
+    if with_scan_id:
+        names = ["scan_id", *names]
+    empty = cv.scalar_str("")
+    if open_rows.num_rows == 0:
+        return hosts.select(names).append_column(
+            "open_ports", pc.fill_null(pa.nulls(hosts.num_rows, pa.string()), empty)
+        )
+    _, starts = _runs([_codes(open_rows["scan_id"]), open_rows["host"].combine_chunks()])
+    label = pc.binary_join_element_wise(
+        pc.cast(open_rows["port"], pa.string()),
+        pc.cast(open_rows["proto"], pa.string()),
+        cv.scalar_str("/"),
+    )
+    offsets = pa.concat_arrays([starts, cv.numbers([open_rows.num_rows], pa.uint64())])
+    lists = pa.ListArray.from_arrays(pc.cast(offsets, pa.int32()), label.combine_chunks())
+    joined = pc.binary_join(lists, cv.scalar_str(", "))
+    pos = pc.index_in(_host_key(hosts), value_set=_host_key(open_rows.take(starts)))
+    open_ports = pc.fill_null(joined.take(pos), empty)
+    return hosts.select(names).append_column("open_ports", open_ports)

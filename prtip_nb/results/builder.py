@@ -1,0 +1,270 @@
+"""ResultBuilder: the receive loop's sink for results.
+
+The hot path (``append``) only appends to Python lists. Every ``flush_rows`` rows they become
+one Arrow record batch, and, with a sink, one complete Parquet part file: a cancelled or
+killed scan keeps every flushed row. Dedup, sorting and the hosts table happen once, at
+``snapshot``/``finish``, on whole columns.
+
+Threads: ``append``, ``add_*``, ``flush`` and ``finish`` belong to the scanning thread;
+``snapshot`` may be called from any thread (a live view).
+
+Imports: pyarrow and the stdlib only (pyarrow.parquet once writing) — never pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from prtip_nb.errors import DatasetError
+from prtip_nb.results import _arrow, _files, _hosts, schema
+from prtip_nb.results import _convert as cv
+from prtip_nb.results.meta import ScanMeta, new_scan_id
+from prtip_nb.results.result import ScanResult
+
+__all__ = ["ResultBuilder", "ScanMeta", "new_scan_id"]
+
+_CORE = ("host", "hostname", "family", "proto", "port", "state", "reason", "ttl", "rtt_ms",
+         "first_seen")  # fmt: skip
+_TELEMETRY = schema.file_schema("telemetry")
+_EVENTS = schema.file_schema("events")
+
+
+class ResultBuilder:
+    """Collects one scan's results; ``finish`` returns its ScanResult.
+
+    ``sink`` is a dataset root (e.g. "data/scans"): parts go to
+    ``<sink>/scan_id=<id>/<table>/part-NNNNN.parquet``.
+    """
+
+    def __init__(
+        self,
+        meta: ScanMeta,
+        *,
+        sink: str | os.PathLike[str] | None = None,
+        flush_rows: int = 65536,
+    ) -> None:
+        if flush_rows < 1:
+            raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
+        self.meta = meta
+        self.flush_rows = flush_rows
+        self._dir = _files.scan_dir(sink, meta.scan_id) if sink is not None else None
+        if self._dir is not None and self._dir.exists():
+            # Two scans writing one directory would mix their rows: refuse before scanning.
+            raise DatasetError(f"{self._dir} already exists; scan ids must be unique")
+        self._lock = threading.Lock()
+        self._cols: dict[str, list[Any]] = {name: [] for name in _CORE}
+        # Bound list.append methods: the hot path then does no attribute or dict lookups.
+        self._appends = tuple(self._cols[name].append for name in _CORE)
+        self._last_col = self._cols[_CORE[-1]]  # appended last: its length is the row count
+        self._batches: list[pa.RecordBatch] = []
+        self._flushed = 0
+        self._parts_written: list[str] = []
+        self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._telemetry: list[tuple[Any, ...]] = []
+        self._events: list[tuple[float, str, str | None]] = []
+        self._result: ScanResult | None = None
+
+    # --- hot path -----------------------------------------------------------------------
+
+    def append(
+        self,
+        host: str,
+        hostname: str | None,
+        family: int,
+        proto: str,
+        port: int,
+        state: str,
+        reason: str,
+        ttl: int | None,
+        rtt_ms: float | None,
+        first_seen_us: int | None,
+    ) -> None:
+        """Record one probed port. ``first_seen_us``: microseconds since the Unix epoch."""
+        a = self._appends
+        a[0](host)
+        a[1](hostname)
+        a[2](family)
+        a[3](proto)
+        a[4](port)
+        a[5](state)
+        a[6](reason)
+        a[7](ttl)
+        a[8](rtt_ms)
+        a[9](first_seen_us)
+        if len(self._last_col) >= self.flush_rows:
+            self.flush()
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        """Ports rows built elsewhere, in bulk (``engine.records``): schema.PORTS exactly.
+
+        With a sink the batch becomes a Parquet part at once, like a flush.
+        """
+        if not batch.schema.equals(schema.PORTS):
+            raise ValueError(f"add_batch needs schema.PORTS, got {batch.schema}")
+        self.flush()  # keep appended rows ahead of this batch
+        with self._lock:
+            self._batches.append(batch)
+            self._flushed += batch.num_rows
+        if self._dir is not None:
+            self._write("ports", pa.Table.from_batches([batch]), len(self._parts_written))
+
+    # --- side tables --------------------------------------------------------------------
+
+    def add_services(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Service/TLS columns (``_arrow.SERVICE_COLUMNS``) for ports keyed by host/proto/port.
+
+        Later rows for the same port update earlier ones field by field; merged at finish.
+        """
+        for row in rows:
+            key = (str(row["host"]), str(row["proto"]), int(row["port"]))
+            entry = self._services.setdefault(key, {})
+            entry.update({k: v for k, v in row.items() if v is not None})
+
+    def add_telemetry(
+        self,
+        t: float,
+        sent: int,
+        received: int,
+        open: int,
+        retries: int,
+        pps: float,
+        rss_bytes: int,
+        cpu_percent: float,
+    ) -> None:
+        self._telemetry.append((t, sent, received, open, retries, pps, rss_bytes, cpu_percent))
+
+    def add_event(self, t: float, kind: str, payload: Mapping[str, Any] | None) -> None:
+        text = None if payload is None else json.dumps(dict(payload), default=str)
+        self._events.append((t, kind, text))
+
+    @property
+    def rows(self) -> int:
+        """Ports rows appended so far (before dedup)."""
+        return self._flushed + len(self._last_col)
+
+    # --- batches ------------------------------------------------------------------------
+
+    def _batch(self, n: int) -> pa.RecordBatch:
+        """The first ``n`` buffered rows as one record batch of schema.PORTS."""
+        c = {name: values[:n] for name, values in self._cols.items()}
+        zero = _arrow.zeros(n)
+        core = {"scan_id": _arrow.constant_dict(self.meta.scan_id, n, zero)}
+        for name, values in c.items():
+            typ = schema.PORTS.field(name).type
+            if values[0] is None and values.count(None) == n:  # e.g. no hostnames at all
+                core[name] = _arrow.null_array(typ, n, zero)
+                continue
+            try:
+                core[name] = cv.column(values, typ)
+            except (TypeError, ValueError, OverflowError, pa.ArrowInvalid) as exc:
+                # Found at flush, not append (the hot path does not check): say which column.
+                raise ValueError(f"ports column {name!r} got a bad value: {exc}") from exc
+        arrays = [
+            core[f.name] if f.name in core else _arrow.null_array(f.type, n, zero)
+            for f in schema.PORTS
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema.PORTS)
+
+    def flush(self) -> None:
+        """Turn the buffered rows into a record batch; with a sink, write it as a part file."""
+        with self._lock:  # snapshot() must see the rows either buffered or batched, never both
+            n = min(len(values) for values in self._cols.values())
+            if n == 0:
+                return
+            batch = self._batch(n)
+            for values in self._cols.values():
+                del values[:n]
+            self._batches.append(batch)
+            self._flushed += n
+        if self._dir is not None:
+            self._write("ports", pa.Table.from_batches([batch]), len(self._parts_written))
+
+    def _write(
+        self, table: str, data: pa.Table, number: int, *, ended: datetime | None = None
+    ) -> None:
+        assert self._dir is not None
+        path = _files.part_path(self._dir, table, number)
+        _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
+        if table == "ports":
+            self._parts_written.append(path.name)
+
+    # --- results ------------------------------------------------------------------------
+
+    def _tables(
+        self, batches: list[pa.RecordBatch], hosts: pa.Table | None = None
+    ) -> dict[str, pa.Table]:
+        sid = self.meta.scan_id
+        ports = _arrow.normalize_ports(pa.Table.from_batches(batches, schema=schema.PORTS))
+        # list() copies: snapshot() may run while the scanning thread adds rows.
+        services = list(self._services.items())
+        if services:
+            rows = [{"host": k[0], "proto": k[1], "port": k[2], **v} for k, v in services]
+            columns = {name: [row.get(name) for row in rows] for name in _arrow.SERVICES.names}
+            ports = _arrow.merge_services(ports, cv.table(columns, _arrow.SERVICES))
+        tel = cv.table(_transpose(self._telemetry, _TELEMETRY), _TELEMETRY)
+        events = cv.table(_transpose(self._events, _EVENTS), _EVENTS)
+        hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
+        return {
+            "ports": ports,
+            "hosts": _hosts.sort_hosts(hosts),
+            "telemetry": _with_scan_id(tel, sid),
+            "events": _with_scan_id(events, sid),
+        }
+
+    def snapshot(self) -> ScanResult:
+        """Everything so far as a ScanResult (ended=None), without flushing or writing."""
+        if self._result is not None:
+            return self._result
+        with self._lock:
+            n = min(len(values) for values in self._cols.values())
+            batches = list(self._batches) + ([self._batch(n)] if n else [])
+        return ScanResult(self._tables(batches), self.meta)
+
+    def finish(self, *, ended: datetime, hosts: pa.Table | None = None) -> ScanResult:
+        """Flush, build the final tables (hosts derived unless given), write them; return them."""
+        if self._result is not None:
+            return self._result
+        self.flush()
+        meta = self.meta.with_ended(ended)
+        tables = self._tables(self._batches, hosts)
+        if self._dir is not None:
+            self._write_final(tables, ended)
+        self._batches = []  # the result owns the rows now; keep one copy, not two
+        self._result = ScanResult(tables, meta)
+        return self._result
+
+    def _write_final(self, tables: dict[str, pa.Table], ended: datetime) -> None:
+        assert self._dir is not None
+        ports = tables["ports"]
+        # The parts hold rows as appended. If dedup dropped some, or services were merged,
+        # replace them by the final table: new part first, then delete the old ones (a crash
+        # in between leaves duplicates on disk, which read_scans removes).
+        if ports.num_rows != self._flushed or self._services or not self._parts_written:
+            old, self._parts_written = self._parts_written, []
+            self._write("ports", ports, len(old), ended=ended)
+            for name in old:
+                (self._dir / "ports" / name).unlink()
+        self._write("telemetry", tables["telemetry"], 0, ended=ended)
+        self._write("events", tables["events"], 0, ended=ended)
+        self._write("hosts", tables["hosts"], 0, ended=ended)  # last: marks the scan complete
+
+
+def _with_scan_id(table: pa.Table, scan_id: str) -> pa.Table:
+    """``table`` with a constant scan_id column first (replacing any there)."""
+    if "scan_id" in table.column_names:
+        table = table.drop_columns(["scan_id"])
+    col = _arrow.constant_dict(scan_id, table.num_rows, _arrow.zeros(table.num_rows))
+    return table.add_column(0, schema.SCAN_ID, col)
+
+
+def _transpose(rows: list[tuple[Any, ...]], columns: pa.Schema) -> dict[str, list[Any]]:
+    """Row tuples -> {column: values}. Copies first: another thread may be appending."""
+    rows = list(rows)
+    return {name: [row[i] for row in rows] for i, name in enumerate(columns.names)}

@@ -1,0 +1,184 @@
+"""Reading a dataset of scans: ``<root>/scan_id=<id>/<table>/part-*.parquet``.
+
+``scan_id`` comes from the hive directory, never from the files. Choosing scans prunes whole
+directories before any file is opened; the host filter is pushed into the Parquet scan.
+A scan without a hosts table was cut short (cancelled or killed): its hosts are derived
+from its ports, and its ports are deduplicated like a finished scan's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prtip_nb.errors import DatasetError
+from prtip_nb.results import _arrow, _files, _hosts, schema
+from prtip_nb.results import _convert as cv
+from prtip_nb.results.meta import ScanMeta, parse_time
+from prtip_nb.results.result import ScanResult, to_pandas
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["list_scans", "read_scans"]
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def read_meta(directory: Path) -> ScanMeta:
+    """The meta of one scan from one footer: hosts (has ``ended``) if the scan finished,
+    else its newest ports part."""
+    for table in ("hosts", "events", "ports", "telemetry"):
+        found = _files.parts(directory, table)
+        if found:
+            return ScanMeta.from_parquet_metadata(
+                _files.read_footer(found[-1]), path=str(found[-1])
+            )
+    raise DatasetError(f"{directory} holds no part files")
+
+
+def _read_table(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    files = [str(p) for d in dirs.values() for p in _files.parts(d, name)]
+    if not files:
+        return schema.empty(name)
+    # Explicit hive partitioning with the known ids: scan_id gets the schema's dictionary type.
+    partitioning = ds.partitioning(
+        pa.schema([schema.SCAN_ID]),
+        flavor="hive",
+        dictionaries={"scan_id": cv.plain_strings(list(dirs))},
+    )
+    dataset = ds.dataset(
+        files,
+        schema=schema.TABLES[name],  # older files missing a column read it as nulls
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=str(root),
+    )
+    where = (
+        pc.field("host").isin(cv.plain_strings(host))
+        if host is not None and "host" in dataset.schema.names
+        else None
+    )
+    return dataset.to_table(filter=where)
+
+
+def read_scans(
+    root: str | os.PathLike[str],
+    scan_id: str | Sequence[str] | None = None,
+    *,
+    host: str | Sequence[str] | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+) -> ScanResult:
+    """Every scan under ``root`` (or those named) as one ScanResult.
+
+    ``host`` keeps only those hosts' rows; ``since``/``until`` keep scans started in
+    ``[since, until)``. The result has ``meta`` set when exactly one scan is read.
+    """
+    root = Path(root)
+    dirs = _files.scan_dirs(root)
+    wanted = _as_list(scan_id)
+    if wanted is not None:
+        unknown = [s for s in wanted if s not in dirs]
+        if unknown:
+            known = ", ".join(list(dirs)[-5:])
+            raise DatasetError(f"no scan {unknown[0]!r} in {root.resolve()}; latest there: {known}")
+        dirs = {s: dirs[s] for s in wanted}
+    metas = {sid: read_meta(d) for sid, d in dirs.items()}
+    lo = parse_time(since, what="since") if since is not None else None
+    hi = parse_time(until, what="until") if until is not None else None
+    metas = {
+        sid: m
+        for sid, m in metas.items()
+        if (lo is None or m.started >= lo) and (hi is None or m.started < hi)
+    }
+    dirs = {sid: dirs[sid] for sid in metas}
+    hosts_wanted = _as_list(host)
+    tables = {name: _read_table(root, dirs, name, hosts_wanted) for name in schema.TABLES}
+    ports = _arrow.normalize_ports(tables["ports"])
+    hosts = tables["hosts"]
+    cut_short = [sid for sid, d in dirs.items() if not _files.parts(d, "hosts")]
+    if cut_short:
+        mine = ports.filter(pc.is_in(ports["scan_id"], value_set=cv.plain_strings(cut_short)))
+        hosts = pa.concat_tables([schema.conform(hosts, "hosts"), _hosts.derive_hosts(mine)])
+    tables.update(ports=ports, hosts=_hosts.sort_hosts(hosts))
+    for name in ("telemetry", "events"):
+        tables[name] = _sort_by_scan(tables[name])
+    scans = [metas[s] for s in sorted(metas)]
+    return ScanResult(tables, scans[0] if len(scans) == 1 else None, scans=scans)
+
+
+def _sort_by_scan(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    keys = pa.table({"scan": _arrow.text_rank(table["scan_id"]), "t": table["t"]})
+    return table.take(pc.sort_indices(keys, sort_keys=[("scan", "ascending"), ("t", "ascending")]))
+
+
+def _n_open(directory: Path, complete: bool) -> int:
+    import pyarrow.parquet as pq
+
+    if complete:  # one small column of one row per host
+        t = pq.read_table(_files.parts(directory, "hosts"), columns=["open"])
+        return int(pc.sum(t["open"]).as_py() or 0)
+    n = 0  # cut short: count the open states (a dictionary column, cheap to read)
+    for part in _files.parts(directory, "ports"):
+        state = pq.read_table(part, columns=["state"])["state"]
+        n += int(pc.sum(pc.is_in(state, value_set=_arrow.OPEN)).as_py() or 0)
+    return n
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def list_scans(root: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per scan: scan_id, started, ended, complete, targets, ports, method,
+    n_ports, n_open, from footers (only the hosts counts are read for a finished scan).
+
+    ``complete`` is False for a scan that was cancelled or killed (no hosts table); its
+    n_ports counts rows as written, before dedup.
+    """
+    import pyarrow.parquet as pq
+
+    rows = []
+    for sid, d in _files.scan_dirs(root).items():
+        meta = read_meta(d)
+        complete = bool(_files.parts(d, "hosts"))
+        n_ports = sum(pq.read_metadata(p).num_rows for p in _files.parts(d, "ports"))
+        rows.append(
+            {
+                "scan_id": sid,
+                "started": meta.started,
+                "ended": meta.ended,
+                "complete": complete,
+                "targets": _text(meta.config.get("targets")),
+                "ports": _text(meta.config.get("ports")),
+                "method": _text(meta.config.get("method")),
+                "n_ports": n_ports,
+                "n_open": _n_open(d, complete),
+            }
+        )
+    ts = pa.timestamp("us", tz="UTC")
+    columns = pa.schema(
+        [("scan_id", pa.string()), ("started", ts), ("ended", ts), ("complete", pa.bool_()),
+         ("targets", pa.string()), ("ports", pa.string()), ("method", pa.string()),
+         ("n_ports", pa.int64()), ("n_open", pa.int64())]
+    )  # fmt: skip
+    return to_pandas(pa.Table.from_pylist(rows, schema=columns))

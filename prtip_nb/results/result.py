@@ -1,0 +1,183 @@
+"""ScanResult: the four Arrow tables of one scan (or several), shown as pandas on demand.
+
+pandas is imported only when a DataFrame is asked for: building, saving and loading results
+stays pandas-free, so the CLI does not pay pandas' import time and memory.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prtip_nb.errors import DatasetError
+from prtip_nb.results import _arrow, _files, _hosts, schema
+from prtip_nb.results.meta import ScanMeta
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ScanResult"]
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A DataFrame whose every column is ``pd.ArrowDtype`` (uint16[pyarrow], not object)."""
+    import pandas as pd
+
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+class ScanResult:
+    """The results of one scan, or of several read together from a dataset.
+
+    ``tables`` maps "ports", "hosts", "telemetry" and "events" to Arrow tables of exactly
+    ``schema.TABLES[name]``. ``meta`` is None when the result merges several scans; ``scans``
+    then holds each scan's meta.
+    """
+
+    def __init__(
+        self,
+        tables: Mapping[str, pa.Table],
+        meta: ScanMeta | None = None,
+        *,
+        scans: Sequence[ScanMeta] = (),
+    ) -> None:
+        unknown = set(tables) - set(schema.TABLES)
+        if unknown:
+            raise ValueError(f"unknown tables {sorted(unknown)}; expected {list(schema.TABLES)}")
+        self.tables: dict[str, pa.Table] = {
+            name: schema.conform(tables[name], name) if name in tables else schema.empty(name)
+            for name in schema.TABLES
+        }
+        self.meta = meta
+        self.scans: tuple[ScanMeta, ...] = tuple(scans) or ((meta,) if meta else ())
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    # --- identity -----------------------------------------------------------------------
+
+    @property
+    def scan_id(self) -> str | None:
+        return self.meta.scan_id if self.meta else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.meta.config) if self.meta else {}
+
+    @property
+    def started(self) -> datetime | None:
+        return min((m.started for m in self.scans), default=None)
+
+    @property
+    def ended(self) -> datetime | None:
+        ends = [m.ended for m in self.scans]
+        if not ends or any(e is None for e in ends):
+            return None  # still running, or killed before it could record its end
+        return max(e for e in ends if e is not None)
+
+    # --- DataFrames (cached; the tables never change) ------------------------------------
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = to_pandas(self.tables[name])
+        return self._frames[name]
+
+    @property
+    def ports(self) -> pd.DataFrame:
+        return self._frame("ports")
+
+    @property
+    def hosts(self) -> pd.DataFrame:
+        return self._frame("hosts")
+
+    @property
+    def telemetry(self) -> pd.DataFrame:
+        return self._frame("telemetry")
+
+    @property
+    def events(self) -> pd.DataFrame:
+        return self._frame("events")
+
+    @property
+    def open_ports(self) -> pd.DataFrame:
+        if "open_ports" not in self._frames:
+            ports = self.tables["ports"]
+            is_open = pc.is_in(ports["state"], value_set=_arrow.OPEN)
+            self._frames["open_ports"] = to_pandas(ports.filter(is_open))
+        return self._frames["open_ports"]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per host: host, hostname, state, counts by state, and its open ports as text.
+
+        A result of several scans has one row per (scan_id, host), scan_id first.
+        """
+        t = _hosts.summary_table(
+            self.tables["ports"], self.tables["hosts"], with_scan_id=len(self.scans) > 1
+        )
+        return to_pandas(t)
+
+    # --- display ------------------------------------------------------------------------
+
+    def _counts(self) -> str:
+        hosts = self.tables["hosts"].num_rows
+        ports = self.tables["ports"]
+        n_open = pc.sum(pc.is_in(ports["state"], value_set=_arrow.OPEN)).as_py() or 0
+        plural = "" if hosts == 1 else "s"
+        return f"{hosts} host{plural}, {ports.num_rows} ports, {n_open} open"
+
+    def __repr__(self) -> str:
+        if self.meta is None:
+            return f"<ScanResult {len(self.scans)} scans: {self._counts()}>"
+        if self.ended is None:
+            took = "running"
+        else:
+            took = f"{(self.ended - self.meta.started).total_seconds():.1f} s"
+        return f"<ScanResult {self.meta.scan_id}: {self._counts()}, {took}>"
+
+    def _repr_html_(self) -> str:
+        head = f"<p><code>{html.escape(repr(self))}</code></p>"
+        hosts = self.tables["hosts"].num_rows
+        if hosts == 0:
+            return head
+        more = (
+            f"<p>… {hosts - 10} more hosts: see <code>.summary()</code></p>" if hosts > 10 else ""
+        )
+        return head + self.summary().head(10).to_html(index=False) + more
+
+    # --- Parquet ------------------------------------------------------------------------
+
+    def to_parquet(self, root: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write this scan to ``<root>/scan_id=<id>/<table>/part-00000.parquet``; return the dir.
+
+        Refuses (DatasetError) to replace an existing scan of the same id unless ``overwrite``.
+        """
+        if self.meta is None:
+            raise DatasetError(
+                f"to_parquet writes one scan, and this result merges {len(self.scans)}; "
+                "they are already stored under their own scan_id"
+            )
+        directory = _files.scan_dir(root, self.meta.scan_id)
+        if directory.exists():
+            if not overwrite:
+                raise DatasetError(
+                    f"{directory} already exists; pass overwrite=True to replace that scan"
+                )
+            shutil.rmtree(directory)
+        md = self.meta.parquet_metadata()
+        # hosts last: its presence is what marks the scan complete to readers.
+        for name in ("ports", "telemetry", "events", "hosts"):
+            _files.write_part(_files.part_path(directory, name, 0), self.tables[name], md)
+        return directory
+
+    @classmethod
+    def from_parquet(cls, root: str | os.PathLike[str], scan_id: str) -> ScanResult:
+        """Read one scan back from a dataset written by :meth:`to_parquet` or a builder."""
+        from prtip_nb.results.dataset import read_scans
+
+        return read_scans(root, scan_id)

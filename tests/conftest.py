@@ -1,0 +1,49 @@
+"""Shared test helpers.
+
+The suite runs inside a private network namespace (``make test`` uses scripts/in-netns).
+A test that needs a system piece (the namespace, root, nmap) skips with the reason
+outside CI, and fails under CI=true, where everything must be present.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip (outside CI) or fail (in CI) unless ``condition`` holds."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {why}")
+    pytest.skip(why)
+
+
+def in_netns() -> bool:
+    from prtip_nb.lab import in_private_netns
+
+    return os.environ.get("PRTIP_NB_NETNS") == "1" or in_private_netns()
+
+
+@pytest.fixture
+def netns() -> None:
+    """The test binds fixed ports and scans 127.0.0.1 broadly: only in a private namespace."""
+    need(in_netns(), "needs a private network namespace: run the suite with `make test`")
+
+
+@pytest.fixture
+def nmap() -> str:
+    path = shutil.which("nmap")
+    need(path is not None, "needs nmap (apt-get install nmap; `make test` does it as root)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def root() -> None:
+    need(os.geteuid() == 0, "needs root")

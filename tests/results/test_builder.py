@@ -1,0 +1,229 @@
+"""ResultBuilder: schema-exact tables, parts on disk while running, dedup, hosts, memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prtip_nb.errors import DatasetError
+from prtip_nb.results import ResultBuilder, ScanResult, list_scans, read_scans, schema
+
+from .scans import T0, T0_US, fill, make_meta
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_table_is_exactly_the_schema(result: ScanResult) -> None:
+    for name, expected in schema.TABLES.items():
+        table = result.tables[name]
+        assert table.schema.equals(expected), name
+        df = getattr(result, name)
+        assert list(df.columns) == expected.names
+        for field in expected:
+            dtype = df[field.name].dtype
+            assert isinstance(dtype, pd.ArrowDtype), (name, field.name, dtype)
+            assert dtype.pyarrow_dtype == field.type, (name, field.name)
+    ports = result.ports
+    assert str(ports["port"].dtype) == "uint16[pyarrow]"
+    assert str(ports["first_seen"].dtype) == "timestamp[us, tz=UTC][pyarrow]"
+    assert result.ports is ports  # cached
+
+
+def test_ports_sorted_by_ip_then_proto_then_port(result: ScanResult) -> None:
+    got = list(zip(result.ports["host"], result.ports["proto"], result.ports["port"], strict=True))
+    assert got == [
+        ("10.0.0.1", "tcp", 21),
+        ("10.0.0.1", "tcp", 22),
+        ("10.0.0.1", "tcp", 23),
+        ("10.0.0.1", "udp", 53),
+        ("10.0.0.2", "tcp", 22),
+        ("10.0.0.2", "tcp", 80),
+        ("10.0.0.10", "tcp", 80),  # numeric order: .10 after .2
+    ]
+    # The state dictionary is nmap's word order, whatever order the rows came in.
+    states = result.tables["ports"]["state"].chunk(0).dictionary.to_pylist()
+    assert states[: len(schema.STATES)] == list(schema.STATES)
+
+
+def test_hosts_are_derived_from_ports(result: ScanResult) -> None:
+    hosts = result.hosts.set_index("host")
+    assert list(hosts.index) == ["10.0.0.1", "10.0.0.2", "10.0.0.10"]
+    one = hosts.loc["10.0.0.1"]
+    # up, with the reason of its earliest answer (the reset came before the syn-ack)
+    assert (one["state"], one["reason"], one["hostname"]) == ("up", "reset", "gw.lan")
+    assert (one["open"], one["closed"], one["filtered"], one["other"]) == (1, 1, 1, 1)
+    assert one["rtt_ms"] == pytest.approx(0.2)
+    two = hosts.loc["10.0.0.2"]
+    assert (two["state"], two["reason"], two["open"], two["closed"]) == ("up", "reset", 1, 1)
+    silent = hosts.loc["10.0.0.10"]
+    assert (silent["state"], silent["reason"], silent["filtered"]) == ("unknown", "no-response", 1)
+    assert pd.isna(silent["rtt_ms"])
+
+
+def test_summary_open_ports_and_repr(result: ScanResult) -> None:
+    s = result.summary()
+    assert list(s.columns) == [
+        "host", "hostname", "state", "open", "closed", "filtered", "other", "open_ports",
+    ]  # fmt: skip
+    assert all(isinstance(t, pd.ArrowDtype) for t in s.dtypes)
+    assert list(s["open_ports"]) == ["22/tcp", "80/tcp", ""]
+    assert list(result.open_ports["port"]) == [22, 80]
+    assert repr(result) == "<ScanResult 20261128T101500Z-aaaaaa: 3 hosts, 7 ports, 2 open, 1.5 s>"
+    assert "22/tcp" in result._repr_html_()
+
+
+def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
+    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=2)  # duplicates span part files
+    b.append("10.0.0.1", None, 4, "tcp", 80, "filtered", "no-response", None, None, None)
+    b.append("10.0.0.1", None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9)
+    b.append("10.0.0.1", None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10)
+    b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1)
+    b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2)
+    b.append("10.0.0.1", None, 4, "udp", 80, "open|filtered", "no-response", None, None, None)
+    assert b.rows == 6
+    res = b.finish(ended=T0 + timedelta(seconds=1))
+    ports = res.ports
+    assert list(zip(ports["proto"], ports["port"], ports["state"], strict=True)) == [
+        ("tcp", 80, "open"),
+        ("tcp", 443, "filtered"),
+        ("udp", 80, "open|filtered"),
+    ]
+    assert ports["first_seen"][1] == pd.Timestamp(T0_US + 1, unit="us", tz="UTC")
+    # On disk too: the parts of appended rows were replaced by the deduplicated table.
+    again = read_scans(tmp_path)
+    assert again.tables["ports"].equals(res.tables["ports"])
+    assert len(list((tmp_path / f"scan_id={res.scan_id}" / "ports").glob("*.parquet"))) == 1
+
+
+def test_parts_are_written_while_running(tmp_path: Path) -> None:
+    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=10)
+    for port in range(35):
+        b.append("10.0.0.1", None, 4, "tcp", port, "closed", "reset", 64, 0.1, T0_US + port)
+    parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").iterdir())
+    assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(3)]
+    for part in parts:
+        file = pq.ParquetFile(part)
+        assert "scan_id" not in file.schema_arrow.names  # the directory carries it
+        assert file.schema_arrow.equals(schema.file_schema("ports"))
+        md = file.schema_arrow.metadata
+        assert md[schema.META_ENDED] == b""  # not ended yet
+        assert md[schema.META_SCAN_ID] == b"20261128T101500Z-aaaaaa"
+    # The builder is dropped without finish(), as by a crash: the flushed rows are there.
+    res = read_scans(tmp_path)
+    assert len(res.ports) == 30 and res.ended is None
+    assert res.hosts["state"].tolist() == ["up"]
+
+
+def test_kill_9_keeps_every_flushed_row(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.results.scans import make_meta
+        from prtip_nb.results import ResultBuilder
+        b = ResultBuilder(make_meta(), sink={str(tmp_path)!r}, flush_rows=10)
+        for port in range(35):
+            b.append("10.0.0.1", None, 4, "tcp", port, "open", "syn-ack", 64, 0.1, None)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=60)
+    assert proc.returncode == -9
+    res = read_scans(tmp_path)
+    assert len(res.ports) == 30 and res.open_ports["port"].tolist() == list(range(30))
+    listed = list_scans(tmp_path)
+    assert listed["complete"].tolist() == [False]
+    assert listed["n_ports"].tolist() == [30] and listed["n_open"].tolist() == [30]
+
+
+def test_snapshot_does_not_disturb_the_builder(tmp_path: Path) -> None:
+    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=3)
+    fill(b)
+    snap = b.snapshot()
+    assert len(snap.ports) == 7 and snap.ended is None and "running" in repr(snap)
+    b.append("10.0.0.3", None, 4, "tcp", 443, "open", "syn-ack", 64, 2.0, T0_US + 50)
+    res = b.finish(ended=T0 + timedelta(seconds=2))
+    assert len(res.ports) == 8 and len(res.hosts) == 4 and len(snap.ports) == 7
+    assert b.finish(ended=T0) is res  # idempotent
+
+
+def test_services_merge_by_host_proto_port(result: ScanResult) -> None:
+    b = ResultBuilder(make_meta())
+    fill(b)
+    b.add_services([{"host": "10.0.0.1", "proto": "tcp", "port": 22, "service": "ssh"}])
+    b.add_services(
+        [{"host": "10.0.0.1", "proto": "tcp", "port": 22, "product": "OpenSSH", "tls_san": ["a"]}]
+    )
+    ports = b.finish(ended=T0).ports.set_index(["host", "port"])
+    row = ports.loc[("10.0.0.1", 22)]
+    assert (row["service"], row["product"], list(row["tls_san"])) == ("ssh", "OpenSSH", ["a"])
+    assert ports["service"].notna().sum() == 1
+
+
+def test_given_hosts_table_is_used(result: ScanResult) -> None:
+    b = ResultBuilder(make_meta())
+    fill(b)
+    hosts = pa.table(
+        {
+            "host": ["10.0.0.9"],
+            "family": pa.array([4], pa.uint8()),
+            "state": ["down"],
+            "reason": ["host-unreach"],
+            "open": pa.array([0], pa.uint32()),
+            "closed": pa.array([0], pa.uint32()),
+            "filtered": pa.array([0], pa.uint32()),
+            "other": pa.array([0], pa.uint32()),
+        }
+    )
+    res = b.finish(ended=T0, hosts=hosts)
+    assert res.tables["hosts"].schema.equals(schema.HOSTS)
+    assert res.hosts[["scan_id", "host", "state"]].values.tolist() == [
+        ["20261128T101500Z-aaaaaa", "10.0.0.9", "down"]
+    ]
+
+
+def test_existing_scan_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "scan_id=20261128T101500Z-aaaaaa").mkdir()
+    with pytest.raises(DatasetError, match="already exists"):
+        ResultBuilder(make_meta(), sink=tmp_path)
+
+
+def test_bytes_per_row_of_a_full_port_range() -> None:
+    b = ResultBuilder(make_meta())
+    for port in range(1, 65536):
+        state, reason = ("open", "syn-ack") if port % 1000 == 0 else ("closed", "reset")
+        b.append("192.168.100.200", None, 4, "tcp", port, state, reason, 64, 0.25, T0_US + port)
+    table = b.finish(ended=T0).tables["ports"]
+    per_row = table.get_total_buffer_size() / table.num_rows
+    print(f"ports table: {per_row:.1f} B per row over {table.num_rows} rows")
+    assert table.num_rows == 65535 and per_row < 60
+
+
+def test_scanning_path_does_not_import_pandas(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from datetime import timedelta
+        from tests.results.scans import T0, fill, make_meta
+        from prtip_nb.results import ResultBuilder
+        b = ResultBuilder(make_meta(), sink={str(tmp_path / "a")!r}, flush_rows=2)
+        fill(b)
+        b.snapshot()
+        res = b.finish(ended=T0 + timedelta(seconds=1))
+        res.to_parquet({str(tmp_path / "b")!r})
+        print(repr(res))
+        assert "pandas" not in sys.modules, "pandas was imported"
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 hosts, 7 ports, 2 open" in proc.stdout

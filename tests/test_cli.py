@@ -1,0 +1,76 @@
+"""The `prtip-nb` command: real processes, real sockets (in the suite's namespace)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import prtip_nb as pn
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prtip_nb.cli", *args], capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, token",
+    [
+        (["scan", "-p", "80abc", "127.0.0.1"], "80abc"),
+        (["scan", "-p", "65536", "127.0.0.1"], "65536"),
+        (["scan", "-p", "", "127.0.0.1"], "port"),
+        (["scan", "-p", "80", "300.1.1.1"], "300.1.1.1"),  # parse-only
+        (["scan", "-p", "80"], "target"),
+        (["scan", "-p", "80", "127.0.0.1", "--exclude", "127.0.0.0/8"], "exclu"),
+        (["scan", "-T", "9", "127.0.0.1"], "-T"),
+    ],
+)
+def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) -> None:
+    out = run(*args)
+    assert out.returncode == 2, out
+    assert token.lower() in out.stderr.lower()
+    assert "Traceback" not in out.stderr
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[int]]:
+    ports = [2222, 8080]
+    socks = []
+    for p in ports:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", p))
+        s.listen()
+        socks.append(s)
+    yield ports
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.usefixtures("netns")
+def test_scan_writes_text_and_dataset(listeners: list[int], tmp_path: Path) -> None:
+    normal = tmp_path / "scan.txt"
+    out = run("scan", "-sT", "-p", "1-9000", "127.0.0.1", "-T4", "-oN", str(normal),
+              "-o", str(tmp_path / "scans"))
+    assert out.returncode == 0, out.stderr
+    assert "2222/tcp    open" in out.stdout
+    assert "8080/tcp    open" in out.stdout
+    assert "Not shown: 8998 closed ports" in out.stdout
+    assert normal.read_text() in out.stdout
+    res = pn.read_scans(tmp_path / "scans")
+    assert sorted(res.open_ports["port"].astype(int)) == listeners
+    listing = run("read", str(tmp_path / "scans"))
+    assert listing.returncode == 0
+    assert str(res.ports["scan_id"].iloc[0]) in listing.stdout
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("prtip-nb ")
+    assert "-sT" in run("scan", "--help").stdout
