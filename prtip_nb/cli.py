@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .results import ScanResult
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+FOLD_OVER = 25  # nmap lists a state's ports one by one up to about this many
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,39 +156,50 @@ def _draw_progress(sc: Scan, out: TextIO) -> None:
 
 
 def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | None = None) -> str:
-    """nmap-like text: one block per host, open (or all responsive) ports, then totals."""
+    """nmap-like text: one block per host, open (or all rare-state) ports, then totals.
+
+    Works on the Arrow tables: comparisons use Arrow scalars built without ``pa.scalar``
+    (which would import pandas — see results/_convert.py), so the CLI stays light.
+    """
     import pyarrow.compute as pc
 
+    from .results._convert import scalar_str
+
     ports = res.tables["ports"]
+    states = ports["state"].cast("string")
     lines = [f"prtip-nb {__version__} scan {res.scan_id}"]
     hosts = res.tables["hosts"].to_pylist()
     for h in hosts:
-        rows = ports.filter(pc.equal(ports["host"], h["host"]))
+        mine = pc.equal(ports["host"], scalar_str(h["host"])) if len(hosts) > 1 else None
+        rows = ports if mine is None else ports.filter(mine)
+        st = states if mine is None else states.filter(mine)
         name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
-        shown = rows.filter(pc.equal(rows["state"].cast("string"), "open"))
-        if not only_open:
-            # Like nmap: list every port whose state is rare, fold the common one.
-            states = rows["state"].cast("string").value_counts().to_pylist()
-            states.sort(key=lambda s: -s["counts"])
-            if states and states[0]["values"] != "open":
-                common = states[0]["values"]
-                lines.append(f"Not shown: {states[0]['counts']} {common} ports")
-                shown = rows.filter(pc.not_equal(rows["state"].cast("string"), common))
-            else:
-                shown = rows
+        counts = sorted(pc.value_counts(st).to_pylist(), key=lambda c: -c["counts"])
+        if only_open:
+            keep = pc.equal(st, scalar_str("open"))
+        elif counts and counts[0]["values"] != "open" and counts[0]["counts"] > FOLD_OVER:
+            # Like nmap: fold the most common state, unless it is "open" or rare.
+            common = counts[0]["values"]
+            lines.append(f"Not shown: {counts[0]['counts']} {common} ports")
+            keep = pc.not_equal(st, scalar_str(common))
+        else:
+            keep = None
+        shown = rows if keep is None else rows.filter(keep)
         if shown.num_rows:
             lines.append(f"{'PORT':<12}{'STATE':<15}REASON")
-            order = pc.sort_indices(shown, [("port", "ascending")])
-            for r in shown.take(order).select(["proto", "port", "state", "reason"]).to_pylist():
-                where = f"{r['port']}/{r['proto']}"
-                lines.append(f"{where:<12}{r['state']:<15}{r['reason']}")
+            order = pc.sort_indices(shown["port"])
+            cols = shown.take(order).select(["proto", "port", "state", "reason"]).to_pydict()
+            for proto, port, state, reason in zip(
+                cols["proto"], cols["port"], cols["state"], cols["reason"], strict=True
+            ):
+                lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
-            lines.append("No open ports.")
+            lines.append("No open ports." if only_open else "No ports to show.")
     if not hosts:
         lines.append("\nNo host answered.")
-    n_open = int(pc.sum(pc.equal(ports["state"].cast("string"), "open")).as_py() or 0)
+    n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     return "\n".join(lines) + "\n"
