@@ -46,7 +46,10 @@ def run_demo(output: str, report_path: str) -> int:
     from .results import read_scans
 
     back = read_scans(output, scan_id=res.scan_id)
-    print(res.summary().to_string(index=False))
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 60, "display.width", 160):
+        print(res.summary().to_string(index=False))
     print(f"\nopen ports found: {len(found)} of {len(truth)} lab ports; missed {sorted(missed)}, "
           f"false opens {sorted(extra)}")
     took = (res.ended - res.started).total_seconds() if res.ended and res.started else 0.0

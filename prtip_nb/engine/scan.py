@@ -27,6 +27,7 @@ from .telemetry import Poller
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
+    from .workers import WorkerPool
 
 #: Below this many probes one process is as fast as several (a worker starts in ~0.1 s).
 AUTO_WORKERS_MIN_PROBES = 20_000
@@ -113,9 +114,12 @@ class Scan:
             )
         self.space = TargetSpace(self.targets, self.ports)
         self.counters = Counters()
+        k, n = self.config.shard
+        self.counters.total = max(0, (self.space.size - k + n) // n)  # len(shard), any size
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
+        self._pool: WorkerPool | None = None
         self._result: ScanResult | None = None
         self._error: BaseException | None = None
         self._t0 = 0.0
@@ -127,12 +131,19 @@ class Scan:
         """Start scanning on a background thread and return self at once."""
         if self._thread is not None:
             raise ScanError("this Scan was already started; create a new Scan to scan again")
-        from ..results import ResultBuilder, ScanMeta, new_scan_id
+        self._t0 = time.monotonic()
+        self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
+        try:
+            from ..results import ResultBuilder, ScanMeta, new_scan_id
 
-        meta = ScanMeta(
-            scan_id=new_scan_id(), config=self.config.to_json(), started=datetime.now(UTC)
-        )
-        self._builder = ResultBuilder(meta, sink=self.config.output)
+            meta = ScanMeta(
+                scan_id=new_scan_id(), config=self.config.to_json(), started=datetime.now(UTC)
+            )
+            self._builder = ResultBuilder(meta, sink=self.config.output)
+        except BaseException:
+            if self._pool is not None:
+                self._pool.stop()
+            raise
         self._t0 = time.monotonic()
         self.status = "running"
         self._thread = threading.Thread(target=self._run, name="prtip-scan", daemon=True)
@@ -185,9 +196,6 @@ class Scan:
     def _run(self) -> None:
         builder = self._builder
         assert builder is not None
-        cfg = self.config
-        k, n = cfg.shard
-        self.counters.total = max(0, (self.space.size - k + n) // n)  # len(shard), any size
         poller = Poller(self.counters, builder, self._t0)
         poller.start()
         builder.add_event(0.0, "ScanStarted", {"total": self.counters.total})
@@ -219,8 +227,9 @@ class Scan:
 
     def _run_connect(self) -> None:
         from ..net.connect import ConnectEngine, verdict
-        from .records import RecordBuffer, RecordSink
-        from .workers import WorkerPool, probe_stream
+        from .records import RecordBuffer
+        from .sink import RecordSink
+        from .workers import probe_stream
 
         cfg = self.config
         tmpl = cfg.template
@@ -230,23 +239,11 @@ class Scan:
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
             decode=verdict, on_batch=builder.add_batch, counters=self.counters, keep=cfg.keep,
         )
-        concurrency = min(cfg.concurrency or tmpl.max_parallelism, fd_budget())
-        rtt = RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout)
-        workers = self._workers()
+        concurrency, rtt = self._connect_limits()
+        workers = self._pool.workers if self._pool is not None else 1
         try:
-            if workers > 1:
-                job = {
-                    "seed": cfg.seed or 0,
-                    "shard": list(cfg.shard),
-                    "concurrency": max(1, concurrency // workers),
-                    "rtt": [rtt.initial, rtt.lo, rtt.hi],
-                    "retries": cfg.retries,
-                    "scan_delay": tmpl.scan_delay,
-                }
-                WorkerPool(
-                    targets=self.targets, ports=self.ports, job=job, workers=workers,
-                    sink=sink, cancel=self._cancel,
-                ).run()
+            if self._pool is not None:
+                self._pool.run(sink)
             else:
                 out = RecordBuffer(sink.feed)
                 engine = ConnectEngine(
@@ -269,6 +266,36 @@ class Scan:
                 time.monotonic() - self._t0, "EngineDone",
                 {"workers": workers, "worker_peak_rss_bytes": sink.peak_rss},
             )
+
+    def _connect_limits(self) -> tuple[int, RttEstimator]:
+        """Connects in flight (within the fd budget) and the RTT estimator's settings."""
+        cfg, tmpl = self.config, self.config.template
+        concurrency = min(cfg.concurrency or tmpl.max_parallelism, fd_budget())
+        rtt = RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout)
+        return concurrency, rtt
+
+    def _spawn_workers(self) -> WorkerPool | None:
+        """Worker processes for a large connect scan, started at once (None: in-process)."""
+        workers = self._workers()
+        if self.config.method != "connect" or workers <= 1:
+            return None
+        from .workers import WorkerPool
+
+        cfg = self.config
+        concurrency, rtt = self._connect_limits()
+        job = {
+            "seed": cfg.seed or 0,
+            "shard": list(cfg.shard),
+            "concurrency": max(1, concurrency // workers),
+            "rtt": [rtt.initial, rtt.lo, rtt.hi],
+            "retries": cfg.retries,
+            "scan_delay": cfg.template.scan_delay,
+        }
+        pool = WorkerPool(
+            targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel
+        )
+        pool.spawn()
+        return pool
 
     def _workers(self) -> int:
         """Processes to scan with: the user's choice, else one per core for big scans.

@@ -22,11 +22,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ScanError
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
-from .records import PEAK_RSS, RECORD, RETRIES, SENT, RecordBuffer, RecordSink
+from .records import PEAK_RSS, RECORD, RETRIES, SENT, RecordBuffer
+
+if TYPE_CHECKING:
+    from .sink import RecordSink
 
 Probe = tuple[int, str, int, int]
 
@@ -107,7 +110,7 @@ def _vm_hwm() -> int:
 
 # -- the parent side -------------------------------------------------------------------------
 class WorkerPool:
-    """Runs ``job`` in ``workers`` child processes and feeds their records to ``sink``."""
+    """Runs ``job`` in ``workers`` child processes and feeds their records to a sink."""
 
     def __init__(
         self,
@@ -116,7 +119,6 @@ class WorkerPool:
         ports: PortSet,
         job: dict[str, Any],
         workers: int,
-        sink: RecordSink,
         cancel: threading.Event,
     ) -> None:
         self.job = {
@@ -125,28 +127,41 @@ class WorkerPool:
             "tcp": [list(r) for r in ports.tcp],
         }
         self.workers = workers
-        self.sink = sink
         self.cancel = cancel
+        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
 
-    def run(self) -> None:
-        procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+    def spawn(self) -> None:
+        """Start the worker processes; they begin scanning as soon as they have imported.
+
+        Called early (before the parent imports pyarrow) so the two start-ups overlap.
+        """
+        if self.procs:
+            return
+        for shard in sub_shards(tuple(self.job["shard"]), self.workers):
+            err = tempfile.TemporaryFile()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "prtip_nb.engine.workers"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({**self.job, "shard": list(shard)}).encode())
+            proc.stdin.close()
+            self.procs.append((proc, err))
+
+    def stop(self) -> None:
+        """Terminate and reap every worker (idempotent)."""
+        for proc, _err in self.procs:
+            proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
+            proc.wait()
+
+    def run(self, sink: RecordSink) -> None:
+        """Feed every worker's records to ``sink`` until all have finished."""
         try:
-            for shard in sub_shards(tuple(self.job["shard"]), self.workers):
-                err = tempfile.TemporaryFile()
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "prtip_nb.engine.workers"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                )
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({**self.job, "shard": list(shard)}).encode())
-                proc.stdin.close()
-                procs.append((proc, err))
-            self._pump([p for p, _ in procs])
+            self.spawn()
+            self._pump([p for p, _ in self.procs], sink)
         finally:
-            for proc, _err in procs:
-                proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
-                proc.wait()
-        failed = [(p, e) for p, e in procs if p.returncode not in (0, -signal.SIGTERM)]
+            self.stop()
+        failed = [(p, e) for p, e in self.procs if p.returncode not in (0, -signal.SIGTERM)]
         if failed and not self.cancel.is_set():
             proc, err = failed[0]
             err.seek(0)
@@ -155,7 +170,7 @@ class WorkerPool:
                 f"{err.read().decode(errors='replace').strip()[-2000:]}"
             )
 
-    def _pump(self, procs: list[subprocess.Popen[bytes]]) -> None:
+    def _pump(self, procs: list[subprocess.Popen[bytes]], sink: RecordSink) -> None:
         size = RECORD.size
         sel = selectors.DefaultSelector()
         rest: dict[int, bytes] = {}
@@ -183,7 +198,7 @@ class WorkerPool:
                 cut = len(data) - len(data) % size
                 rest[w] = data[cut:]
                 if cut:
-                    self.sink.feed(data[:cut], worker=w)
+                    sink.feed(data[:cut], worker=w)
         sel.close()
 
 
