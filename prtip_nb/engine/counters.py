@@ -17,9 +17,14 @@ class Counters:
     received: int = 0  # replies seen (SYN-ACK, RST, ICMP, connect completion)
     open: int = 0
     retries: int = 0
+    skipped: int = 0  # probes not sent because their host timed out (--host-timeout)
 
     def snapshot(self) -> tuple[int, int, int, int, int, int]:
-        return (self.total, self.done, self.sent, self.received, self.open, self.retries)
+        """(total, done, sent, received, open, retries); done includes skipped probes."""
+        return (
+            self.total, self.done + self.skipped, self.sent, self.received, self.open,
+            self.retries,
+        )
 
 
 class RttEstimator:

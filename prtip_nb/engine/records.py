@@ -21,7 +21,7 @@ RECORD = struct.Struct("<qifq")
 
 NO_RESPONSE = -1
 # Control records from worker processes (never verdicts): ``index`` carries the value.
-SENT, RETRIES, PEAK_RSS = -2, -3, -4
+SENT, RETRIES, PEAK_RSS, SKIPPED = -2, -3, -4, -5
 
 
 class RecordBuffer:

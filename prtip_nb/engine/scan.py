@@ -255,6 +255,8 @@ class Scan:
                     cancel=self._cancel,
                     scan_delay=tmpl.scan_delay,
                     tick=out.tick,
+                    rate=cfg.rate,
+                    host_timeout=cfg.host_timeout,
                 )
                 try:
                     engine.run(probe_stream(self.targets, self.ports, cfg.seed or 0, cfg.shard))
@@ -290,6 +292,8 @@ class Scan:
             "rtt": [rtt.initial, rtt.lo, rtt.hi],
             "retries": cfg.retries,
             "scan_delay": cfg.template.scan_delay,
+            "rate": None if cfg.rate is None else cfg.rate / workers,
+            "host_timeout": cfg.host_timeout,
         }
         pool = WorkerPool(
             targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel

@@ -17,7 +17,7 @@ from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
 from .counters import Counters
-from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT
+from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
 
 DTYPE = np.dtype([("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8")])
 assert DTYPE.itemsize == RECORD.size
@@ -112,6 +112,8 @@ class RecordSink:
             self.counters.sent = total
         elif kind == RETRIES:
             self.counters.retries = total
+        elif kind == SKIPPED:
+            self.counters.skipped = total
 
     def flush(self) -> None:
         with self.lock:

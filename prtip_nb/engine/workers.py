@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ScanError
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
-from .records import PEAK_RSS, RECORD, RETRIES, SENT, RecordBuffer
+from .records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
 
 if TYPE_CHECKING:
     from .sink import RecordSink
@@ -75,6 +75,7 @@ def _child_main() -> int:
     def deliver(data: bytes) -> None:
         data += RECORD.pack(counters.sent, SENT, 0.0, 0)
         data += RECORD.pack(counters.retries, RETRIES, 0.0, 0)
+        data += RECORD.pack(counters.skipped, SKIPPED, 0.0, 0)
         while data:
             data = data[os.write(1, data) :]
 
@@ -88,6 +89,8 @@ def _child_main() -> int:
         cancel=cancel,
         scan_delay=job["scan_delay"],
         tick=out.tick,
+        rate=job["rate"],
+        host_timeout=job["host_timeout"],
     )
     engine.run(probe_stream(targets, ports, job["seed"], tuple(job["shard"])))
     # wait4()'s ru_maxrss would charge the parent's size at fork time to this child; the

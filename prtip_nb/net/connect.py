@@ -31,6 +31,7 @@ Emit = Callable[[int, int, "float | None"], None]
 NO_RESPONSE = -1
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_UNLIMITED = 1 << 62
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # l_onoff=1, l_linger=0: close() sends RST
 
@@ -80,7 +81,12 @@ class ConnectEngine:
         cancel: threading.Event | None = None,
         scan_delay: float = 0.0,
         tick: Callable[[], None] | None = None,
+        rate: float | None = None,
+        host_timeout: float | None = None,
     ) -> None:
+        self.rate = rate  # connect() calls per second, None = as fast as the window allows
+        self.host_timeout = host_timeout  # seconds from a host's first probe; then give up
+        self._first_probe: dict[str, float] = {}
         self.emit = emit
         self.tick = tick  # called after every poll (<= 50 ms apart): lets buffers age out
         self.concurrency = max(1, concurrency)
@@ -112,14 +118,21 @@ class ConnectEngine:
         exhausted = False
         clock = time.monotonic
         last_send = 0.0
+        rate = self.rate
+        t_start = clock()
+        host_timeout = self.host_timeout
+        first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
 
         while True:
             if cancel.is_set():
                 for entry in pending.values():
                     entry[0].close()
                 return
+            # The rate limiter hands out a batch: whatever is due since the start, so a
+            # slow pass is made up in the next one and the mean rate holds.
+            budget = _UNLIMITED if rate is None else int((clock() - t_start) * rate) - c.sent
             # 1. Fill the window: retries first (they are older), then new probes.
-            while len(pending) < limit:
+            while len(pending) < limit and budget > 0:
                 if again:
                     index, addr, fam, port, tries = again.popleft()
                 elif not exhausted:
@@ -131,10 +144,16 @@ class ConnectEngine:
                     tries = 0
                 else:
                     break
+                if host_timeout is not None:
+                    began = first_probe.setdefault(addr, clock())
+                    if clock() - began > host_timeout:
+                        c.skipped += 1  # nmap gives up on the host: no probe, no row
+                        continue
                 if self.scan_delay:
                     wait = last_send + self.scan_delay - clock()
                     if wait > 0 and cancel.wait(wait):
                         break
+                budget -= 1
                 try:
                     # The C socket type: socket.socket's Python __init__/close cost ~1.3 µs.
                     s = _socket.socket(_AF[fam], _STREAM_NONBLOCK)
@@ -173,15 +192,15 @@ class ConnectEngine:
                 emit(index, err, clock() - now)
 
             if not pending:
-                if again:
-                    continue
-                if exhausted:
+                if exhausted and not again:
                     return
+                if budget <= 0 and rate is not None:
+                    cancel.wait(1.0 / rate)  # nothing in flight: sleep until a probe is due
                 continue
 
             # 2. Wait for completions, at most until the oldest probe times out.
             now = clock()
-            wait = 0.05
+            wait = 0.05 if rate is None else min(0.05, max(0.0005, 1.0 / rate))
             if timers:
                 wait = min(wait, max(0.0, timers[0][0] - now))
             for fd, _events in ep.poll(wait, 4096):
@@ -219,6 +238,11 @@ class ConnectEngine:
     def _expire(self, entry: list, again: deque, max_tries: int) -> None:
         """A probe got no answer in time: retry it, or record filtered/no-response."""
         tries = entry[5]
+        if self.host_timeout is not None and (
+            time.monotonic() - self._first_probe.get(entry[2], 0.0) > self.host_timeout
+        ):
+            self.counters.skipped += 1  # the host timed out: no retry, no row
+            return
         if tries < max_tries:
             self.counters.retries += 1
             again.append((entry[1], entry[2], entry[3], entry[4], tries))

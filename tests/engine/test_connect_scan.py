@@ -210,3 +210,24 @@ def test_progress_and_threads_end(listening: list[int]) -> None:
     assert not {n for n in leftover if n.startswith("prtip")}
     fds = len(os.listdir("/proc/self/fd"))
     assert fds < 200
+
+
+def test_rate_limit_paces_probes(listening: list[int]) -> None:
+    """300 probes at 300/s take about a second, in one process and split over two."""
+    for workers in (1, 2):
+        t0 = time.monotonic()
+        res = pn.scan("127.0.0.1", ports="1-300", method="connect", rate=300, workers=workers)
+        took = time.monotonic() - t0
+        assert 0.85 <= took < 2.5, (workers, took)
+        assert len(res.ports) == 300
+
+
+def test_host_timeout_gives_up_on_a_silent_host(dropped: str) -> None:
+    """Without --host-timeout 10 dropped ports x 6 tries x 0.3 s would take about 2 s."""
+    s = pn.Scan("127.0.0.1", ports="1000-1009", method="connect", timeout=0.3, max_retries=5,
+                host_timeout=0.5)
+    t0 = time.monotonic()
+    res = s.start().wait()
+    assert time.monotonic() - t0 < 1.5
+    assert len(res.ports) == 0  # given up before any verdict, as nmap does
+    assert s.progress.done == s.progress.total == 10
