@@ -25,9 +25,10 @@ VENV_BIN = Path(sys.executable).parent
 class Run:
     tool: str
     wall_s: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # peak of the process tree's summed RSS (sampled every 5 ms)
     open_ports: set[int] = field(default_factory=set)
     exit_code: int = 0
+    sum_of_peaks_bytes: int = 0  # upper bound: each process's own peak, added up
 
 
 def timed(cmd: Sequence[str], tool: str, timeout: float = 300.0) -> Run:
@@ -39,10 +40,28 @@ def timed(cmd: Sequence[str], tool: str, timeout: float = 300.0) -> Run:
     m = _RUSAGE_RE.search(proc.stderr)
     if m is None or proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
-    return Run(tool, float(m[1]), int(m[2]) * 1024, parse_open_ports(proc.stdout), proc.returncode)
+    return Run(
+        tool, float(m[1]), int(m[3]) * 1024, parse_open_ports(proc.stdout), proc.returncode,
+        sum_of_peaks_bytes=int(m[2]) * 1024 + worker_rss_bytes(proc.stdout),
+    )
 
 
-_RUSAGE_RE = re.compile(r"RUSAGE wall_s=([0-9.]+) maxrss_kb=(\d+)")
+_WORKERS_RE = re.compile(r"^Memory: .* \+ \d+ workers ([0-9. +]+) MiB", re.M)
+
+
+def worker_rss_bytes(text: str) -> int:
+    """The peak RSS of prtip-nb's worker processes, from its "Memory:" line.
+
+    wait4() reports the largest of the process tree, not the sum; workers report their own
+    VmHWM, and a scan's memory cost is the parent's peak plus theirs.
+    """
+    m = _WORKERS_RE.search(text)
+    if m is None:
+        return 0
+    return int(sum(float(x) for x in m[1].split("+")) * 2**20)
+
+
+_RUSAGE_RE = re.compile(r"RUSAGE wall_s=([0-9.]+) maxrss_kb=(\d+) tree_kb=(\d+)")
 
 
 _PORT_RE = re.compile(r"^(\d+)/tcp\s+open\b", re.M)
@@ -58,7 +77,9 @@ def summarise(runs: list[Run], ours: str, theirs: str) -> dict[str, float]:
     b = [r.wall_s for r in runs if r.tool == theirs]
     ra = [r.peak_rss_bytes for r in runs if r.tool == ours]
     rb = [r.peak_rss_bytes for r in runs if r.tool == theirs]
+    sa = [r.sum_of_peaks_bytes for r in runs if r.tool == ours]
     return {
+        f"{ours}_sum_of_process_peaks_mib": max(sa) / 2**20,
         f"{ours}_median_s": statistics.median(a),
         f"{theirs}_median_s": statistics.median(b),
         "ratio": statistics.median(a) / statistics.median(b),

@@ -202,7 +202,27 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
+    lines.append(_memory_line(res))
     return "\n".join(lines) + "\n"
+
+
+def _memory_line(res: ScanResult) -> str:
+    """Peak RSS of this process and of each worker process (their sum is the scan's cost)."""
+    import json
+
+    from .engine.telemetry import peak_rss_bytes
+
+    workers: list[int] = []
+    events = res.tables["events"]
+    kinds = events["kind"].cast("string").to_pylist()
+    for kind, payload in zip(kinds, events["payload"].to_pylist(), strict=True):
+        if kind == "EngineDone" and payload:
+            workers = json.loads(payload).get("worker_peak_rss_bytes", [])
+    line = f"Memory: peak RSS {peak_rss_bytes() / 2**20:.1f} MiB"
+    if workers:
+        line += f" + {len(workers)} workers {' + '.join(f'{w / 2**20:.1f}' for w in workers)} MiB"
+        line += f" = {(peak_rss_bytes() + sum(workers)) / 2**20:.1f} MiB"
+    return line
 
 
 def _cmd_read(args: argparse.Namespace) -> int:

@@ -29,6 +29,18 @@ def rss_bytes() -> int:
         return 0
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM), in bytes."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class Poller:
     def __init__(
         self, counters: Counters, builder: ResultBuilder, t0: float, interval: float = 0.25

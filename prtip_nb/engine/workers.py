@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ScanError
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
 from .records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
+from .telemetry import peak_rss_bytes
 
 if TYPE_CHECKING:
     from .sink import RecordSink
@@ -95,19 +96,8 @@ def _child_main() -> int:
     engine.run(probe_stream(targets, ports, job["seed"], tuple(job["shard"])))
     # wait4()'s ru_maxrss would charge the parent's size at fork time to this child; the
     # kernel's VmHWM of this process image is the worker's own peak.
-    out.control(PEAK_RSS, _vm_hwm())
+    out.control(PEAK_RSS, peak_rss_bytes())
     out.flush()
-    return 0
-
-
-def _vm_hwm() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return 0
 
 
