@@ -74,3 +74,33 @@ def test_scan_writes_text_and_dataset(listeners: list[int], tmp_path: Path) -> N
 def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("prtip-nb ")
     assert "-sT" in run("scan", "--help").stdout
+
+
+@pytest.mark.usefixtures("netns")
+def test_progress_bar_on_a_tty(listeners: list[int]) -> None:
+    """On a terminal, stderr shows a progress bar with percent, rate and ETA."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prtip_nb.cli", "scan", "-p", "1-20000", "127.0.0.1",
+         "--rate", "10000"],
+        stdout=subprocess.PIPE, stderr=slave, text=True,
+    )
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "%" in bar and "ETA" in bar and "/s" in bar
+    assert "2222/tcp" in out
