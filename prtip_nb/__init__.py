@@ -28,7 +28,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .config import ScanConfig, Timing
-    from .engine.scan import Progress, Scan, scan
+    from .engine.events import Progress
+    from .engine.scan import Scan, scan
     from .lab import Lab
     from .results import ScanResult, list_scans, read_scans
     from .targets import PortSet, TargetSet, parse_ports, parse_targets
@@ -62,7 +63,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "Lab": ".lab",
     "PortSet": ".targets",
-    "Progress": ".engine.scan",
+    "Progress": ".engine.events",
     "Scan": ".engine.scan",
     "ScanConfig": ".config",
     "ScanResult": ".results",

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
     s.add_argument("-Pn", action="store_true", help="skip host discovery (the default here)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on a TTY")
+    s.add_argument("--event-log", metavar="FILE", help="write every scan event as JSON Lines")
 
     d = sub.add_parser("demo", help="start the built-in lab, scan it, write Parquet + HTML")
     d.add_argument("-o", "--output", default="data/scans", metavar="DIR")
@@ -119,6 +120,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     sc = Scan(args.targets, args.ports, **options)
+    log = open(args.event_log, "w") if args.event_log else None  # noqa: SIM115
+    if log is not None:
+        sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))
     sc.start()
     show = sys.stderr.isatty() and not args.no_progress
     try:
@@ -133,6 +137,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         print("\nprtip-nb: cancelled; partial results follow", file=sys.stderr)
     if show:
         sys.stderr.write("\r\033[K")
+    if log is not None:
+        sc.bus.close()  # deliver what is queued, then close the file
+        log.close()
     text = format_report(res, only_open=args.open, elapsed=sc.progress.elapsed)
     sys.stdout.write(text)
     if args.normal_output:
@@ -141,6 +148,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
     return EXIT_OK if sc.status in ("completed", "cancelled") else EXIT_FAIL
+
+
+def _event_json(ev: Any) -> str:
+    import json
+
+    return json.dumps({"t": round(ev.t, 6), "scan_id": ev.scan_id, "kind": ev.kind,
+                       **ev.payload()})
 
 
 def _draw_progress(sc: Scan, out: TextIO) -> None:
@@ -216,7 +230,7 @@ def _memory_line(res: ScanResult) -> str:
     events = res.tables["events"]
     kinds = events["kind"].cast("string").to_pylist()
     for kind, payload in zip(kinds, events["payload"].to_pylist(), strict=True):
-        if kind == "EngineDone" and payload:
+        if kind == "EngineStats" and payload:
             workers = json.loads(payload).get("worker_peak_rss_bytes", [])
     line = f"Memory: peak RSS {peak_rss_bytes() / 2**20:.1f} MiB"
     if workers:

@@ -104,3 +104,16 @@ def test_progress_bar_on_a_tty(listeners: list[int]) -> None:
     assert proc.returncode == 0
     assert "%" in bar and "ETA" in bar and "/s" in bar
     assert "2222/tcp" in out
+
+
+@pytest.mark.usefixtures("netns")
+def test_event_log_is_json_lines(listeners: list[int], tmp_path: Path) -> None:
+    import json
+
+    log = tmp_path / "events.jsonl"
+    out = run("scan", "-p", "2200-2300,8080", "127.0.0.1", "--event-log", str(log))
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted"
+    assert sorted(e["port"] for e in events if e["kind"] == "PortFound") == listeners

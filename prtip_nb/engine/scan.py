@@ -14,8 +14,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,19 @@ from ..config import ScanConfig, fd_budget, is_privileged
 from ..errors import ConfigError, ScanError
 from ..targets import TargetSpace, parse_ports, parse_targets
 from .counters import Counters, RttEstimator
+from .events import (
+    EngineStats,
+    Event,
+    EventBus,
+    PortFound,
+    Progress,
+    ScanCancelled,
+    ScanCompleted,
+    ScanFailed,
+    ScanStarted,
+    StageChanged,
+    Subscription,
+)
 from .telemetry import Poller
 
 if TYPE_CHECKING:
@@ -31,28 +43,6 @@ if TYPE_CHECKING:
 
 #: Below this many probes one process is as fast as several (a worker starts in ~0.1 s).
 AUTO_WORKERS_MIN_PROBES = 20_000
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a scan has got. ``eta`` is in seconds, None until there is a rate."""
-
-    done: int
-    total: int
-    sent: int
-    open: int
-    elapsed: float
-    rate: float  # verdicts per second so far
-
-    @property
-    def fraction(self) -> float:
-        return 1.0 if self.total == 0 else min(1.0, self.done / self.total)
-
-    @property
-    def eta(self) -> float | None:
-        if self.rate <= 0:
-            return None
-        return max(0.0, (self.total - self.done) / self.rate)
 
 
 def _resolve_method(method: str) -> str:
@@ -125,6 +115,8 @@ class Scan:
         self._t0 = 0.0
         self._t_end: float | None = None
         self.status = "created"
+        #: Subscribe before or during the scan: ``scan.bus.subscribe(callback, PortFound)``.
+        self.bus = EventBus(record=self._record)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Scan:
@@ -146,6 +138,10 @@ class Scan:
             raise
         self._t0 = time.monotonic()
         self.status = "running"
+        cfg = self.config
+        self.bus.publish(ScanStarted(
+            0.0, meta.scan_id, self.counters.total, cfg.targets, self.ports.to_spec(), cfg.method
+        ))
         self._thread = threading.Thread(target=self._run, name="prtip-scan", daemon=True)
         self._thread.start()
         return self
@@ -186,19 +182,62 @@ class Scan:
         return self._builder.snapshot()
 
     @property
+    def scan_id(self) -> str | None:
+        return None if self._builder is None else self._builder.meta.scan_id
+
+    @property
     def progress(self) -> Progress:
+        """A Progress event for now: done, total, rate and ETA."""
         total, done, sent, _recv, n_open, _retries = self.counters.snapshot()
         end = self._t_end if self._t_end is not None else time.monotonic()
         elapsed = max(1e-9, end - self._t0) if self._t0 else 0.0
-        return Progress(done, total, sent, n_open, elapsed, done / elapsed if elapsed else 0.0)
+        rate = done / elapsed if elapsed else 0.0
+        return Progress(elapsed, self.scan_id or "", done, total, sent, n_open, elapsed, rate)
+
+    def subscribe(
+        self, callback: Callable[[Event], Any], types: type[Event] | tuple[type[Event], ...] | None
+        = None,
+    ) -> Subscription:
+        """Call ``callback(event)`` for each event (of ``types``), on the bus's own thread."""
+        return self.bus.subscribe(callback, types)
+
+    def events(
+        self, types: type[Event] | tuple[type[Event], ...] | None = None, *, maxsize: int = 1024
+    ) -> Subscription:
+        """Iterate events as they happen (``for ev in scan.events(): ...``, or ``async for``).
+
+        Subscribe before ``start()`` to see every event; iteration ends after the terminal
+        event. A slow reader loses old Progress events, never results.
+        """
+        return self.bus.subscribe(None, types, maxsize=maxsize)
+
+    def _record(self, ev: Event) -> None:
+        if self._builder is not None:
+            self._builder.add_event(ev.t, ev.kind, ev.payload())
+
+    def _tick(self) -> None:
+        self.bus.publish(self.progress, record=False)  # telemetry rows already record it
+
+    def _found(self, batch: Any) -> None:
+        """Publish PortFound for the open rows of a ports batch (results arrive in bulk)."""
+        import pyarrow.compute as pc
+
+        from ..results._convert import scalar_str
+
+        sid = self.scan_id or ""
+        t = time.monotonic() - self._t0
+        opened = batch.filter(pc.equal(batch["state"].cast("string"), scalar_str("open")))
+        for row in opened.select(["host", "proto", "port", "state", "reason"]).to_pylist():
+            self.bus.publish(PortFound(t, sid, **row))
 
     # -- the scan thread -----------------------------------------------------------------
     def _run(self) -> None:
         builder = self._builder
         assert builder is not None
-        poller = Poller(self.counters, builder, self._t0)
+        sid = builder.meta.scan_id
+        poller = Poller(self.counters, builder, self._t0, on_sample=self._tick)
         poller.start()
-        builder.add_event(0.0, "ScanStarted", {"total": self.counters.total})
+        self.bus.publish(StageChanged(0.0, sid, "scan"))
         try:
             self._run_connect()
             self.status = "cancelled" if self._cancel.is_set() else "completed"
@@ -208,22 +247,27 @@ class Scan:
         finally:
             self._t_end = time.monotonic()
             poller.stop()
-            t = self._t_end - self._t0
-            builder.add_event(
-                t,
-                {"completed": "ScanCompleted", "cancelled": "ScanCancelled"}.get(
-                    self.status, "ScanFailed"
-                ),
-                {"done": self.counters.done, "open": self.counters.open, "error": repr(self._error)}
-                if self._error
-                else {"done": self.counters.done, "open": self.counters.open},
-            )
+            terminal = self._terminal()
+            self._record(terminal)  # into the events table before it is finished
             try:
                 self._result = builder.finish(ended=datetime.now(UTC))
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc
                     self.status = "failed"
+                    terminal = self._terminal()
+            # Delivered last, so a subscriber that sees it can read the final result.
+            self.bus.publish(terminal, record=False)
+            self.bus.close(timeout=0)  # let callbacks drain on their thread; don't wait
+
+    def _terminal(self) -> Event:
+        sid, t = self.scan_id or "", (self._t_end or time.monotonic()) - self._t0
+        c = self.counters
+        if self.status == "completed":
+            return ScanCompleted(t, sid, c.done + c.skipped, c.open, t)
+        if self.status == "cancelled":
+            return ScanCancelled(t, sid, c.done + c.skipped, c.open, t)
+        return ScanFailed(t, sid, repr(self._error))
 
     def _run_connect(self) -> None:
         from ..net.connect import ConnectEngine, verdict
@@ -237,7 +281,7 @@ class Scan:
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=verdict, on_batch=builder.add_batch, counters=self.counters, keep=cfg.keep,
+            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
         )
         concurrency, rtt = self._connect_limits()
         workers = self._pool.workers if self._pool is not None else 1
@@ -264,10 +308,15 @@ class Scan:
                     out.flush()
         finally:
             sink.flush()
-            builder.add_event(
-                time.monotonic() - self._t0, "EngineDone",
-                {"workers": workers, "worker_peak_rss_bytes": sink.peak_rss},
-            )
+            self.bus.publish(EngineStats(
+                time.monotonic() - self._t0, builder.meta.scan_id, "connect", workers,
+                tuple(sink.peak_rss),
+            ))
+
+    def _on_batch(self, batch: Any) -> None:
+        assert self._builder is not None
+        self._builder.add_batch(batch)
+        self._found(batch)
 
     def _connect_limits(self) -> tuple[int, RttEstimator]:
         """Connects in flight (within the fd budget) and the RTT estimator's settings."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .counters import Counters
@@ -43,8 +44,14 @@ def peak_rss_bytes() -> int:
 
 class Poller:
     def __init__(
-        self, counters: Counters, builder: ResultBuilder, t0: float, interval: float = 0.25
+        self,
+        counters: Counters,
+        builder: ResultBuilder,
+        t0: float,
+        interval: float = 0.25,
+        on_sample: Callable[[], None] | None = None,
     ) -> None:
+        self.on_sample = on_sample  # e.g. publish a Progress event
         self.counters = counters
         self.builder = builder
         self.t0 = t0
@@ -79,6 +86,8 @@ class Poller:
             cpu,
         )
         self._last = (now, c.sent, times)
+        if self.on_sample is not None:
+            self.on_sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

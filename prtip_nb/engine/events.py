@@ -1,0 +1,351 @@
+"""Typed scan events and the EventBus that delivers them without ever blocking the scan.
+
+    Event (t: seconds since the scan started, scan_id)
+    ├── lifecycle:   ScanStarted, StageChanged, ScanCompleted, ScanCancelled, ScanFailed
+    ├── progress:    Progress (done, total, rate, eta)
+    ├── results:     HostDiscovered, PortFound, ServiceDetected, CertificateFound
+    └── diagnostics: ScanWarning, RateLimited, RetryScheduled, EngineStats
+
+Delivery rules (the scanner's hot loops never see a subscriber):
+- ``publish`` only appends to each subscriber's queue and wakes it; it never waits.
+- Queues are bounded for progress only: a slow subscriber loses its *oldest Progress*
+  events, never a result or lifecycle event.
+- Callbacks run on one dispatcher thread per bus. A callback that raises is reported once
+  (a ``ScanWarning`` event and a Python warning) and detached; the scan goes on.
+- Iterators (blocking and async) end after the terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "CertificateFound",
+    "EngineStats",
+    "Event",
+    "EventBus",
+    "HostDiscovered",
+    "PortFound",
+    "Progress",
+    "RateLimited",
+    "RetryScheduled",
+    "ScanCancelled",
+    "ScanCompleted",
+    "ScanFailed",
+    "ScanStarted",
+    "ScanWarning",
+    "ServiceDetected",
+    "StageChanged",
+    "Subscription",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float  # seconds since the scan started
+    scan_id: str
+    terminal: ClassVar[bool] = False
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields (not t/scan_id), JSON-able."""
+        out = dataclasses.asdict(self)
+        del out["t"], out["scan_id"]
+        return out
+
+
+@dataclass(frozen=True)
+class ScanStarted(Event):
+    total: int
+    targets: tuple[str, ...]
+    ports: str
+    method: str
+
+
+@dataclass(frozen=True)
+class StageChanged(Event):
+    stage: str  # "scan", "service", "finish"
+
+
+@dataclass(frozen=True)
+class ScanCompleted(Event):
+    done: int
+    open: int
+    elapsed: float
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class ScanCancelled(Event):
+    done: int
+    open: int
+    elapsed: float
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class ScanFailed(Event):
+    error: str
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """How far the scan has got; ``rate`` in verdicts per second, ``eta`` in seconds."""
+
+    done: int
+    total: int
+    sent: int
+    open: int
+    elapsed: float
+    rate: float
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else min(1.0, self.done / self.total)
+
+    @property
+    def eta(self) -> float | None:
+        if self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+
+@dataclass(frozen=True)
+class HostDiscovered(Event):
+    host: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PortFound(Event):
+    host: str
+    proto: str
+    port: int
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServiceDetected(Event):
+    host: str
+    proto: str
+    port: int
+    service: str | None
+    product: str | None
+    version: str | None
+
+
+@dataclass(frozen=True)
+class CertificateFound(Event):
+    host: str
+    port: int
+    subject: str | None
+    issuer: str | None
+    not_after: str | None
+
+
+@dataclass(frozen=True)
+class EngineStats(Event):
+    """How the probe engine ran: worker processes and their own peak RSS."""
+
+    engine: str
+    workers: int
+    worker_peak_rss_bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ScanWarning(Event):
+    message: str
+
+
+@dataclass(frozen=True)
+class RateLimited(Event):
+    rate: float
+
+
+@dataclass(frozen=True)
+class RetryScheduled(Event):
+    retries: int
+
+
+EventFilter = type[Event] | tuple[type[Event], ...] | None
+
+
+class Subscription:
+    """One subscriber's queue. Iterate it, or let the bus call ``callback`` for each event."""
+
+    def __init__(self, types: EventFilter, maxsize: int, callback: Callable[[Event], Any] | None):
+        self.types = types
+        self.maxsize = maxsize
+        self.callback = callback
+        self.queue: deque[Event] = deque()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.dropped = 0  # progress events lost because this subscriber was slow
+        self._notify: Callable[[], None] | None = None  # async wake-up
+
+    def wants(self, ev: Event) -> bool:
+        # Iterators also get the terminal event whatever their filter: it ends them.
+        if self.types is None or isinstance(ev, self.types):
+            return True
+        return ev.terminal and self.callback is None
+
+    def offer(self, ev: Event) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            self.queue.append(ev)
+            if len(self.queue) > self.maxsize:
+                self._drop_oldest_progress()
+            self.cond.notify_all()
+        if self._notify is not None:
+            self._notify()
+
+    def _drop_oldest_progress(self) -> None:
+        for i, old in enumerate(self.queue):
+            if isinstance(old, Progress):
+                del self.queue[i]
+                self.dropped += 1
+                return
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        if self._notify is not None:
+            self._notify()
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        with self.cond:
+            if not self.queue and not self.closed:
+                self.cond.wait(timeout)
+            return self.queue.popleft() if self.queue else None
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            ev = self.get(timeout=0.5)
+            if ev is None:
+                if self.closed:
+                    return
+                continue
+            yield ev
+            if ev.terminal:
+                self.close()
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self._notify = notify
+        while True:
+            wake.clear()
+            with self.cond:
+                ev = self.queue.popleft() if self.queue else None
+                closed = self.closed
+            if ev is None:
+                if closed:
+                    return
+                await wake.wait()
+                continue
+            yield ev
+            if ev.terminal:
+                self.close()
+                return
+
+
+class EventBus:
+    """Fan-out of scan events; ``publish`` never blocks (see the module docstring)."""
+
+    def __init__(self, record: Callable[[Event], None] | None = None) -> None:
+        self._record = record
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+        self._dispatcher: threading.Thread | None = None
+        self._wake = threading.Condition()
+        self._stopped = False
+
+    def subscribe(
+        self,
+        callback: Callable[[Event], Any] | None = None,
+        types: EventFilter = None,
+        *,
+        maxsize: int = 1024,
+    ) -> Subscription:
+        """A new subscription; with ``callback`` the bus calls it on its dispatcher thread."""
+        sub = Subscription(types, maxsize, callback)
+        with self._lock:
+            self._subs.append(sub)
+            if callback is not None and self._dispatcher is None:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="prtip-events", daemon=True
+                )
+                self._dispatcher.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+        sub.close()
+
+    def publish(self, ev: Event, *, record: bool = True) -> None:
+        """Record ``ev`` (the scan's events table) and queue it for every subscriber."""
+        if record and self._record is not None:
+            self._record(ev)
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            if sub.wants(ev):
+                sub.offer(ev)
+        if any(s.callback is not None for s in subs):
+            with self._wake:
+                self._wake.notify()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued to callbacks, then stop the dispatcher thread."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                subs = [s for s in self._subs if s.callback is not None]
+            busy = False
+            for sub in subs:
+                ev = sub.get(timeout=0)
+                while ev is not None:
+                    busy = True
+                    try:
+                        assert sub.callback is not None
+                        sub.callback(ev)
+                    except Exception as exc:  # a broken subscriber must not hurt the scan
+                        self.unsubscribe(sub)
+                        msg = f"event subscriber {sub.callback!r} raised {exc!r}; detached"
+                        warnings.warn(msg, RuntimeWarning, stacklevel=1)
+                        self.publish(ScanWarning(ev.t, ev.scan_id, msg))
+                        break
+                    ev = sub.get(timeout=0)
+            if busy:
+                continue
+            with self._wake:
+                if self._stopped and all(not s.queue for s in subs):
+                    return
+                self._wake.wait(0.1)

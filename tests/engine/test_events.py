@@ -1,0 +1,122 @@
+"""Scan events: order and completeness, iterators, slow and broken subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import prtip_nb as pn
+from prtip_nb.engine import events as ev
+
+pytestmark = pytest.mark.usefixtures("netns")
+
+OPEN = [7001, 7002, 7003]
+
+
+@pytest.fixture
+def listening() -> Iterator[list[int]]:
+    socks = []
+    for p in OPEN:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", p))
+        s.listen()
+        socks.append(s)
+    yield OPEN
+    for s in socks:
+        s.close()
+
+
+def test_order_and_completeness(listening: list[int]) -> None:
+    s = pn.Scan("127.0.0.1", ports="7000-7100", method="connect")
+    seen: list[ev.Event] = []
+    it = s.events()  # subscribed before start: sees everything
+    s.start()
+    for e in it:
+        seen.append(e)
+    res = s.wait()
+    assert isinstance(seen[0], ev.ScanStarted)
+    terminal = [e for e in seen if e.terminal]
+    assert terminal == [seen[-1]] and isinstance(seen[-1], ev.ScanCompleted)
+    found = sorted(e.port for e in seen if isinstance(e, ev.PortFound))
+    assert found == sorted(res.open_ports["port"].astype(int)) == listening
+    # The events table records the same story (Progress lives in telemetry instead).
+    kinds = list(res.events["kind"].astype(str))
+    assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted"
+    assert kinds.count("PortFound") == len(listening)
+    payload = json.loads(res.events.loc[res.events["kind"] == "PortFound", "payload"].iloc[0])
+    assert payload["state"] == "open"
+
+
+def test_callback_with_type_filter_and_async_iterator(listening: list[int]) -> None:
+    s = pn.Scan("127.0.0.1", ports="7000-7100", method="connect")
+    ports: list[int] = []
+    s.subscribe(lambda e: ports.append(e.port), ev.PortFound)
+
+    async def consume() -> list[str]:
+        kinds = []
+        s.start()
+        async for e in s.events():
+            kinds.append(e.kind)
+        return kinds
+
+    kinds = asyncio.run(consume())
+    s.wait()
+    time.sleep(0.2)  # the dispatcher thread delivers callbacks
+    assert sorted(ports) == listening
+    assert kinds[-1] == "ScanCompleted"
+
+
+def test_raising_subscriber_is_detached_and_scan_completes(listening: list[int]) -> None:
+    s = pn.Scan("127.0.0.1", ports="7000-7100", method="connect")
+    calls = []
+
+    def broken(e: ev.Event) -> None:
+        calls.append(e)
+        raise ValueError("boom")
+
+    s.subscribe(broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = s.start().wait()
+        time.sleep(0.3)
+    assert s.status == "completed"
+    assert len(calls) == 1  # reported once, then detached
+    assert any("boom" in str(w.message) for w in caught)
+    assert sorted(res.open_ports["port"].astype(int)) == listening
+
+
+def test_slow_subscriber_loses_progress_never_results(listening: list[int]) -> None:
+    bus = ev.EventBus()
+    sub = bus.subscribe(maxsize=5)
+    for i in range(50):
+        bus.publish(ev.Progress(i, "x", i, 100, i, 0, i, 1.0))
+    bus.publish(ev.PortFound(51.0, "x", "127.0.0.1", "tcp", 80, "open", "syn-ack"))
+    for i in range(50):
+        bus.publish(ev.Progress(60 + i, "x", i, 100, i, 0, i, 1.0))
+    bus.publish(ev.ScanCompleted(200.0, "x", 100, 1, 200.0))
+    got = list(sub)
+    assert any(isinstance(e, ev.PortFound) for e in got)
+    assert isinstance(got[-1], ev.ScanCompleted)
+    assert len(got) <= 6 and sub.dropped >= 94
+
+
+def test_cancel_gives_scan_cancelled_and_keeps_dataset(tmp_path: Path) -> None:
+    s = pn.Scan("127.0.0.1", ports="1-65535", method="connect", rate=20000, workers=1,
+                output=str(tmp_path))
+    it = s.events((ev.ScanCancelled, ev.PortFound))
+    s.start()
+    time.sleep(0.5)
+    s.cancel()
+    kinds = [e.kind for e in it]
+    res = s.wait()
+    assert kinds[-1] == "ScanCancelled"
+    back = pn.read_scans(tmp_path, scan_id=res.scan_id)
+    assert len(back.ports) == len(res.ports) > 0
