@@ -1,7 +1,9 @@
 """The poller: one thread turns the hot loops' counters into telemetry rows.
 
 It samples every ``interval`` seconds (250 ms by default): probes sent, replies, open
-ports, retries, the send rate since the last sample, this process's RSS and CPU share.
+ports, retries, the send and reply rates since the last sample, this process's RSS, CPU
+share (100 = one core) and thread count. Worker processes' memory is reported apart, in
+the EngineStats event.
 The hot loops never call into it; they only bump ``Counters``.
 """
 
@@ -58,7 +60,7 @@ class Poller:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prtip-poller", daemon=True)
-        self._last = (t0, 0, os.times())
+        self._last = (t0, 0, 0, os.times())
 
     def start(self) -> None:
         self._thread.start()
@@ -71,7 +73,7 @@ class Poller:
     def sample(self) -> None:
         now = time.monotonic()
         times = os.times()
-        last_t, last_sent, last_times = self._last
+        last_t, last_sent, last_received, last_times = self._last
         c = self.counters
         dt = max(1e-9, now - last_t)
         cpu = (times.user + times.system - last_times.user - last_times.system) / dt * 100
@@ -84,8 +86,10 @@ class Poller:
             (c.sent - last_sent) / dt,
             rss_bytes(),
             cpu,
+            pps_received=(c.received - last_received) / dt,
+            threads=threading.active_count(),
         )
-        self._last = (now, c.sent, times)
+        self._last = (now, c.sent, c.received, times)
         if self.on_sample is not None:
             self.on_sample()
 

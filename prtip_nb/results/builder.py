@@ -137,8 +137,13 @@ class ResultBuilder:
         pps: float,
         rss_bytes: int,
         cpu_percent: float,
+        *,
+        pps_received: float | None = None,
+        threads: int | None = None,
     ) -> None:
-        self._telemetry.append((t, sent, received, open, retries, pps, rss_bytes, cpu_percent))
+        self._telemetry.append(
+            (t, sent, received, open, retries, pps, pps_received, rss_bytes, cpu_percent, threads)
+        )
 
     def add_event(self, t: float, kind: str, payload: Mapping[str, Any] | None) -> None:
         text = None if payload is None else json.dumps(dict(payload), default=str)

@@ -74,8 +74,10 @@ TELEMETRY = pa.schema(
         pa.field("open", pa.uint64(), nullable=False),
         pa.field("retries", pa.uint64(), nullable=False),
         pa.field("pps", pa.float64(), nullable=False),  # probes sent per second since last row
+        pa.field("pps_received", pa.float64()),  # replies per second since last row
         pa.field("rss_bytes", pa.uint64(), nullable=False),
-        pa.field("cpu_percent", pa.float32(), nullable=False),
+        pa.field("cpu_percent", pa.float32(), nullable=False),  # 100 = one core busy
+        pa.field("threads", pa.uint16()),
     ]
 )
 

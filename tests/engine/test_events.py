@@ -120,3 +120,17 @@ def test_cancel_gives_scan_cancelled_and_keeps_dataset(tmp_path: Path) -> None:
     assert kinds[-1] == "ScanCancelled"
     back = pn.read_scans(tmp_path, scan_id=res.scan_id)
     assert len(back.ports) == len(res.ports) > 0
+
+
+def test_telemetry_rows_every_250_ms() -> None:
+    res = pn.scan("127.0.0.1", ports="1-3000", method="connect", rate=2000, workers=1)
+    tel = res.telemetry
+    t = tel["t"].astype(float).to_numpy()
+    gaps = (t[1:-1] - t[:-2]) * 1000  # the last row is the closing sample
+    assert len(gaps) >= 4
+    within = ((gaps > 200) & (gaps < 300)).mean()
+    assert within >= 0.9, gaps
+    assert (tel["rss_bytes"].astype(int) > 0).all()
+    assert int(tel["sent"].iloc[-1]) == 3000
+    assert float(tel["pps"].iloc[2]) > 500  # about 2000/s mid-scan
+    assert (tel["threads"].astype(int) >= 2).all()
