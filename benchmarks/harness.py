@@ -32,8 +32,8 @@ class Run:
 
 
 def timed(cmd: Sequence[str], tool: str, timeout: float = 300.0) -> Run:
-    """Run ``cmd`` under ``benchmarks.rusage``: its own wall time and peak RSS."""
-    wrapped = [sys.executable, "-m", "benchmarks.rusage", *cmd]
+    """Run ``cmd`` under ``prtip_nb.profile.measure``: its own wall time and peak RSS."""
+    wrapped = [sys.executable, "-m", "prtip_nb.profile.measure", *cmd]
     proc = subprocess.run(
         wrapped, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env_for_scan()
     )

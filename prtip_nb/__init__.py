@@ -27,6 +27,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from . import profile
     from .config import ScanConfig, Timing
     from .engine.events import Progress
     from .engine.scan import Scan, scan
@@ -56,6 +57,7 @@ __all__ = [
     "list_scans",
     "parse_ports",
     "parse_targets",
+    "profile",
     "read_scans",
     "scan",
 ]
@@ -77,7 +79,17 @@ _LAZY: dict[str, str] = {
 }
 
 
+#: Public submodules, also loaded on first use: ``pn.profile.run(...)``.
+_SUBMODULES: dict[str, str] = {
+    "profile": ".profile",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name], __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'prtip_nb' has no attribute {name!r}")

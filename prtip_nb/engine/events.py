@@ -17,7 +17,6 @@ Delivery rules (the scanner's hot loops never see a subscriber):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import threading
 import warnings
@@ -245,6 +244,8 @@ class Subscription:
                 return
 
     async def __aiter__(self) -> AsyncIterator[Event]:
+        import asyncio  # here, not at import: asyncio costs ~80 ms to import
+
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 

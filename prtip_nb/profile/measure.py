@@ -1,4 +1,6 @@
-"""``python -m benchmarks.rusage CMD ...``: run CMD; print its wall time and peak memory.
+"""``python -m prtip_nb.profile.measure CMD ...``: run CMD; print its wall time and peak memory.
+
+Used by ``prtip_nb.profile`` and by ``benchmarks/`` alike.
 
 The wrapper forks CMD and wait4()s it, so the figures are CMD's own, not the runner's:
 - ``maxrss_kb``: wait4()'s ru_maxrss, the largest single process of the tree;
@@ -7,6 +9,8 @@ The wrapper forks CMD and wait4()s it, so the figures are CMD's own, not the run
   where both figures agree).
 The last stderr line is ``RUSAGE wall_s=<float> maxrss_kb=<int> tree_kb=<int>``.
 """
+
+from __future__ import annotations
 
 import os
 import sys

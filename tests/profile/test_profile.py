@@ -1,0 +1,51 @@
+"""pn.profile: the report's scenarios as real subprocesses against the lab, beside nmap."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+import prtip_nb.profile as profile
+from tests.conftest import need
+
+
+@pytest.mark.usefixtures("netns", "nmap")
+def test_small_profile_is_sane() -> None:
+    need(shutil.which("strace") is not None, "needs strace (apt-get install strace)")
+    df = profile.run(["syn-100", "syn-1k"])
+    assert set(df["tool"]) == {"prtip_nb", "nmap"}
+    assert len(df) == 4
+    assert (df["wall_s"] > 0).all() and (df["peak_rss_bytes"] > 1_000_000).all()
+    assert df["exact"].all()
+    assert (df["syscalls"] > 0).all() and (df["network_calls"] > 0).all()
+    ours = df[df["tool"] == "prtip_nb"].set_index("scenario")
+    assert ours.loc["syn-1k", "pps"] > ours.loc["syn-100", "pps"]
+    for col in ("wall_s", "peak_rss_bytes", "futex_share"):
+        assert isinstance(df[col].dtype, pd.ArrowDtype)
+    figs = profile.report(df)
+    assert {"memory", "runtime", "syscalls", "ratio"} <= set(figs)
+    assert figs["memory"].layout.title.text
+
+
+def test_strace_parser() -> None:
+    from prtip_nb.profile.strace import mix, parse
+
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 60.00    0.006000          60       100        99 connect
+ 30.00    0.003000          30       100           futex
+ 10.00    0.001000          10        50           brk
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.010000                   250        99 total
+"""
+    calls = parse(text)
+    assert calls == {"connect": 100, "futex": 100, "brk": 50}
+    m = mix(calls)
+    assert m["futex_share"] == 0.4 and m["network_calls"] == 100
+
+
+def test_unknown_scenario_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="syn-100"):
+        profile.run(["no-such-scenario"])
