@@ -82,7 +82,21 @@ def import_time(runs: int = 5) -> dict[str, Any]:
     return payload
 
 
+def _event_overhead(runs: int = 5) -> dict[str, Any]:
+    from .inprocess import event_overhead
+
+    return event_overhead(runs)
+
+
+def _poller_overhead(runs: int = 5) -> dict[str, Any]:
+    from .inprocess import poller_overhead
+
+    return poller_overhead(runs)
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "connect-full": connect_full,
+    "event-overhead": _event_overhead,
+    "poller-overhead": _poller_overhead,
     "import": import_time,
 }

@@ -109,6 +109,7 @@ class ScanConfig:
     shard: tuple[int, int] = (1, 1)
     keep: str = "all"
     output: str | None = None
+    telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,11 @@ class ScanConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not 0.01 <= self.telemetry_interval <= 60:
+            raise ConfigError(
+                f"telemetry_interval must be between 0.01 and 60 seconds, "
+                f"not {self.telemetry_interval!r}"
+            )
         if self.keep not in KEEP:
             raise ConfigError(
                 f"keep must be one of {', '.join(KEEP)}, not {self.keep!r}",

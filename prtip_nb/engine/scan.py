@@ -235,7 +235,9 @@ class Scan:
         builder = self._builder
         assert builder is not None
         sid = builder.meta.scan_id
-        poller = Poller(self.counters, builder, self._t0, on_sample=self._tick)
+        poller = Poller(
+            self.counters, builder, self._t0, self.config.telemetry_interval, on_sample=self._tick
+        )
         poller.start()
         self.bus.publish(StageChanged(0.0, sid, "scan"))
         try:
