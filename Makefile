@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
 # Debian packages the tests use as oracles and lab tools (installed only when root).
 APT_PACKAGES ?= nmap iproute2 nftables util-linux strace
@@ -14,8 +15,13 @@ help:
 	@echo "make test   - install (venv + Debian packages when root), lint, run the whole suite"
 	@echo "make bench  - benchmarks against nmap, in a private network namespace"
 
-$(STAMP): pyproject.toml
+# The demo needs only the core dependencies; the tests need the [dev,nb] extras too.
+$(CORE_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@touch $(CORE_STAMP)
+
+$(STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,nb]"
 	@touch $(STAMP)
 
@@ -29,7 +35,7 @@ system-deps:
 	  fi; \
 	else echo "not root: skipping Debian packages ($(APT_PACKAGES)); tests that need them skip"; fi
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/prtip-nb demo
 
 lint: $(STAMP)

@@ -63,7 +63,7 @@ def run_demo(output: str, report_path: str) -> int:
         row = duckdb.execute(q).fetchone()
         print(f"duckdb: {row[0] if row else 0} open rows across the dataset")
     except ImportError:
-        pass
+        print("duckdb: not installed (pip install 'prtip_nb[sql]' to query the dataset with SQL)")
     print(f"demo done in {time.monotonic() - t0:.1f} s")
     return 0 if not missed and not extra else 1
 
