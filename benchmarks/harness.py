@@ -31,12 +31,19 @@ class Run:
     sum_of_peaks_bytes: int = 0  # upper bound: each process's own peak, added up
 
 
-def timed(cmd: Sequence[str], tool: str, timeout: float = 300.0) -> Run:
-    """Run ``cmd`` under ``prtip_nb.profile.measure``: its own wall time and peak RSS."""
+def timed(
+    cmd: Sequence[str], tool: str, timeout: float = 300.0, capture: list[str] | None = None
+) -> Run:
+    """Run ``cmd`` under ``prtip_nb.profile.measure``: its own wall time and peak RSS.
+
+    ``capture``: a list the command's stdout is appended to (to check what it found).
+    """
     wrapped = [sys.executable, "-m", "prtip_nb.profile.measure", *cmd]
     proc = subprocess.run(
         wrapped, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env_for_scan()
     )
+    if capture is not None:
+        capture.append(proc.stdout)
     m = _RUSAGE_RE.search(proc.stderr)
     if m is None or proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")

@@ -94,9 +94,83 @@ def _poller_overhead(runs: int = 5) -> dict[str, Any]:
     return poller_overhead(runs)
 
 
+def _panel_overhead(runs: int = 5) -> dict[str, Any]:
+    from .panel import panel_overhead
+
+    return panel_overhead(runs)
+
+
+def _kernel_latency(runs: int = 5) -> dict[str, Any]:
+    from .panel import kernel_latency
+
+    return kernel_latency(max(20, runs))
+
+
+def _syn(name: str) -> Callable[..., dict[str, Any]]:
+    """A SYN scenario from benchmarks/syn.py, imported when it runs."""
+
+    def run(runs: int = 5) -> dict[str, Any]:
+        from . import syn
+
+        fn: Callable[..., dict[str, Any]] = getattr(syn, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
+def _interop(name: str) -> Callable[..., dict[str, Any]]:
+    """An import/dataset scenario from benchmarks/interop.py, imported when it runs."""
+
+    def run(runs: int = 3) -> dict[str, Any]:
+        from . import interop
+
+        fn: Callable[..., dict[str, Any]] = getattr(interop, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
+def _sv(name: str) -> Callable[..., dict[str, Any]]:
+    """A service-detection scenario from benchmarks/sv.py, imported when it runs."""
+
+    def run(runs: int = 3) -> dict[str, Any]:
+        from . import sv
+
+        fn: Callable[..., dict[str, Any]] = getattr(sv, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
+def _dist(name: str) -> Callable[..., dict[str, Any]]:
+    """A Dask/resume scenario from benchmarks/distributed.py, imported when it runs."""
+
+    def run(runs: int = 3) -> dict[str, Any]:
+        from . import distributed
+
+        fn: Callable[..., dict[str, Any]] = getattr(distributed, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "connect-full": connect_full,
+    "dask-scaling": _dist("dask-scaling"),
+    "dask-read": _dist("dask-read"),
+    "resume": _dist("resume"),
     "event-overhead": _event_overhead,
     "poller-overhead": _poller_overhead,
+    "panel-overhead": _panel_overhead,
+    "kernel-latency": _kernel_latency,
     "import": import_time,
+    "syn-full": _syn("syn-full"),
+    "syn-ipv6": _syn("syn-ipv6"),
+    "syn-memory": _syn("syn-memory"),
+    "syn-rate": _syn("syn-rate"),
+    "syn-sendto-ceiling": _syn("syn-sendto-ceiling"),
+    "sv-4ports": _sv("sv-4ports"),
+    "sv-1000": _sv("sv-1000"),
+    "import-nmap-xml": _interop("import-nmap-xml"),
+    "read-filtered": _interop("read-filtered"),
 }

@@ -28,12 +28,20 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import profile
+    from . import viz as plot
     from .config import ScanConfig, Timing
     from .engine.events import Progress
+    from .engine.resume import resume
     from .engine.scan import Scan, scan
+    from .interop.diff import diff
+    from .interop.masscan import read_masscan
+    from .interop.nmap_xml import read_nmap_xml
+    from .interop.sql import sql
     from .lab import Lab
+    from .reporting import report
     from .results import ScanResult, list_scans, read_scans
     from .targets import PortSet, TargetSet, parse_ports, parse_targets
+    from .widgets import ScanPanel
 
 __all__ = [
     "ConfigError",
@@ -48,18 +56,26 @@ __all__ = [
     "ScanCancelled",
     "ScanConfig",
     "ScanError",
+    "ScanPanel",
     "ScanResult",
     "SpecError",
     "TargetSet",
     "TargetSpecError",
     "Timing",
     "__version__",
+    "diff",
     "list_scans",
     "parse_ports",
     "parse_targets",
+    "plot",
     "profile",
+    "read_masscan",
+    "read_nmap_xml",
     "read_scans",
+    "report",
+    "resume",
     "scan",
+    "sql",
 ]
 
 _LAZY: dict[str, str] = {
@@ -68,19 +84,27 @@ _LAZY: dict[str, str] = {
     "Progress": ".engine.events",
     "Scan": ".engine.scan",
     "ScanConfig": ".config",
+    "ScanPanel": ".widgets",
     "ScanResult": ".results",
     "TargetSet": ".targets",
     "Timing": ".config",
+    "diff": ".interop.diff",
     "list_scans": ".results",
     "parse_ports": ".targets",
     "parse_targets": ".targets",
+    "read_masscan": ".interop.masscan",
+    "read_nmap_xml": ".interop.nmap_xml",
     "read_scans": ".results",
+    "report": ".reporting",
+    "resume": ".engine.resume",
     "scan": ".engine.scan",
+    "sql": ".interop.sql",
 }
 
 
-#: Public submodules, also loaded on first use: ``pn.profile.run(...)``.
+#: Public submodules, also loaded on first use: ``pn.profile.run(...)``, ``pn.plot.ports(res)``.
 _SUBMODULES: dict[str, str] = {
+    "plot": ".viz",
     "profile": ".profile",
 }
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .errors import PrtipError, SpecError
+from .interop import commands as interop_commands
 
 if TYPE_CHECKING:
     from .engine.scan import Scan
@@ -58,20 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, metavar="N", help="connects in flight at once")
     s.add_argument("--seed", type=int, help="seed of the target order (reproducible runs)")
     s.add_argument("--shard", metavar="K/N", help="scan only shard K of N")
+    s.add_argument("--dask", metavar="ADDRESS",
+                   help="run the scan as shards on a Dask cluster (tcp://scheduler:8786)")
+    s.add_argument("--shards", type=int, metavar="N", help="with --dask: how many shards")
     s.add_argument("--open", action="store_true", help="show only open ports")
     s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
+    interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
     s.add_argument("-Pn", action="store_true", help="skip host discovery (the default here)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on a TTY")
     s.add_argument("--event-log", metavar="FILE", help="write every scan event as JSON Lines")
+    s.add_argument("-sV", dest="service", action="store_true",
+                   help="service and version detection on the open TCP ports (TLS included)")
+    s.add_argument("--version-intensity", type=int, choices=range(10), default=7, metavar="0-9",
+                   help="-sV: send probes up to this rarity (default 7; hinted ones always)")
 
     d = sub.add_parser("demo", help="start the built-in lab, scan it, write Parquet + HTML")
     d.add_argument("-o", "--output", default="data/scans", metavar="DIR")
     d.add_argument("--report", default="data/report.html", metavar="FILE")
 
+    u = sub.add_parser("resume", help="continue a stopped or killed scan from its checkpoint")
+    u.add_argument("root", metavar="DIR", help="the dataset the scan wrote to (-o DIR)")
+    u.add_argument("scan_id", metavar="SCAN_ID")
+    u.add_argument("--dask", metavar="ADDRESS", help="resume a Dask scan's shards there")
+    u.add_argument("--open", action="store_true", help="show only open ports")
+
     r = sub.add_parser("read", help="summarise the scans stored in a Parquet dataset")
     r.add_argument("root", metavar="DIR")
+
+    h = sub.add_parser("report", help="write a self-contained HTML report of a stored scan")
+    h.add_argument("root", metavar="DIR", help="the Parquet dataset (as written by -o DIR)")
+    h.add_argument("--scan-id", metavar="ID", help="which scan (default: the latest started)")
+    h.add_argument("-o", "--output", default="report.html", metavar="FILE")
+    interop_commands.add_commands(sub)  # import, diff
     return p
 
 
@@ -86,6 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.output, args.report)
         if args.command == "read":
             return _cmd_read(args)
+        if args.command == "resume":
+            return _cmd_resume(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "import":
+            return interop_commands.cmd_import(args)
+        if args.command == "diff":
+            return interop_commands.cmd_diff(args)
     except SpecError as exc:
         print(f"prtip-nb: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -116,10 +145,19 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "seed": args.seed,
         "output": args.output,
+        "service": args.service,
+        "version_intensity": args.version_intensity,
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
-    sc = Scan(args.targets, args.ports, **options)
+    sc: Any
+    if args.dask or args.shards:
+        from .engine.distributed import DistributedScan
+
+        sc = DistributedScan(args.targets, args.ports, cluster=args.dask, shards=args.shards,
+                             **options)
+    else:
+        sc = Scan(args.targets, args.ports, **options)
     log = open(args.event_log, "w") if args.event_log else None  # noqa: SIM115
     if log is not None:
         sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))
@@ -145,9 +183,20 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.normal_output:
         with open(args.normal_output, "w") as fh:
             fh.write(text)
+    interop_commands.write_scan_outputs(res, args)
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
     return EXIT_OK if sc.status in ("completed", "cancelled") else EXIT_FAIL
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .engine.resume import resume
+
+    t0 = time.monotonic()
+    res = resume(args.root, args.scan_id, cluster=args.dask)
+    sys.stdout.write(format_report(res, only_open=args.open, elapsed=time.monotonic() - t0))
+    print(f"Parquet dataset: {os.path.join(args.root, 'scan_id=' + args.scan_id)}")
+    return EXIT_OK
 
 
 def _event_json(ev: Any) -> str:
@@ -201,7 +250,9 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
         else:
             keep = None
         shown = rows if keep is None else rows.filter(keep)
-        if shown.num_rows:
+        if shown.num_rows and shown["service"].null_count < shown.num_rows:
+            lines.extend(_service_lines(shown))  # -sV ran: nmap's SERVICE and VERSION columns
+        elif shown.num_rows:
             lines.append(f"{'PORT':<12}{'STATE':<15}REASON")
             order = pc.sort_indices(shown["port"])
             cols = shown.take(order).select(["proto", "port", "state", "reason"]).to_pydict()
@@ -218,6 +269,23 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
     return "\n".join(lines) + "\n"
+
+
+def _service_lines(shown: Any) -> list[str]:
+    """PORT STATE REASON SERVICE VERSION rows; VERSION is "product version (extrainfo)"."""
+    import pyarrow.compute as pc
+
+    names = ["proto", "port", "state", "reason", "service", "product", "version", "extrainfo"]
+    rows = shown.take(pc.sort_indices(shown["port"])).select(names).to_pylist()
+    out = [f"{'PORT':<12}{'STATE':<14}{'REASON':<14}{'SERVICE':<16}VERSION"]
+    for r in rows:
+        version = " ".join(x for x in (r["product"], r["version"]) if x)
+        if r["extrainfo"]:
+            version = f"{version} ({r['extrainfo']})".strip()
+        where = f"{r['port']}/{r['proto']}"
+        out.append(f"{where:<12}{r['state']:<14}{r['reason']:<14}{r['service'] or '':<16}"
+                   f"{version}".rstrip())  # fmt: skip
+    return out
 
 
 def _memory_line(res: ScanResult) -> str:
@@ -247,6 +315,22 @@ def _cmd_read(args: argparse.Namespace) -> int:
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .reporting import report
+    from .results import list_scans, read_scans
+
+    scan_id = args.scan_id
+    if scan_id is None:
+        scans = list_scans(args.root)
+        if scans.empty:
+            print(f"prtip-nb: no scans in {args.root}", file=sys.stderr)
+            return EXIT_FAIL
+        scan_id = str(scans.sort_values("started")["scan_id"].iloc[-1])
+    path = report(read_scans(args.root, scan_id=scan_id), args.output)
+    print(f"HTML report of scan {scan_id}: {path}")
     return EXIT_OK
 
 

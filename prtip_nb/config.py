@@ -110,6 +110,8 @@ class ScanConfig:
     keep: str = "all"
     output: str | None = None
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
+    service: bool = False  # -sV: service and version detection on the open TCP ports
+    version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -154,6 +156,12 @@ class ScanConfig:
             raise ConfigError(
                 f"keep must be one of {', '.join(KEEP)}, not {self.keep!r}",
                 hint="'all' keeps a row per probed port; 'open' keeps only open ports",
+            )
+        vi = self.version_intensity
+        if isinstance(vi, bool) or not isinstance(vi, int) or not 0 <= vi <= 9:
+            raise ConfigError(
+                f"version_intensity must be an integer 0..9, not {vi!r}",
+                hint="0 sends only the probes hinted for each port; 9 sends every probe",
             )
         k, n = self.shard
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):

@@ -23,7 +23,7 @@ def run_demo(output: str, report_path: str) -> int:
         reexec_in_private_netns()  # does not return when it re-executes
         private = True
     from . import scan
-    from .report import report
+    from .reporting import report
 
     t0 = time.monotonic()
     if private:
@@ -55,7 +55,8 @@ def run_demo(output: str, report_path: str) -> int:
     took = (res.ended - res.started).total_seconds() if res.ended and res.started else 0.0
     print(f"scan: {len(res.ports)} port rows in {took:.2f} s")
     print(f"Parquet dataset: {path} ({len(back.ports)} rows read back)")
-    print(f"HTML report:     {html}")
+    charts = "with charts" if "plotly" in sys.modules else "tables only: pip install 'prtip_nb[nb]'"
+    print(f"HTML report:     {html} ({charts})")
     try:
         import duckdb
 

@@ -1,48 +1,127 @@
-"""A self-contained HTML report of a scan: summary, open ports, telemetry.
+"""A self-contained HTML report of a scan: summary, charts, open ports, telemetry.
 
-Every value is HTML-escaped (banners come from hostile services). No JavaScript and no
-network fetches: the file opens anywhere.
+``pn.report(res, "report.html")`` and ``prtip-nb report DIR -o report.html`` write it.
+
+- Every value from the scan is HTML-escaped (banners come from hostile services); plotly's
+  own JSON escapes ``<`` inside the chart data, and ``viz`` escapes hover text.
+- plotly.js is inlined once, so the file opens with no network at all. Without plotly
+  installed (``make demo`` installs only the core), the report has the tables only.
+
+(The module is not called ``report``: ``prtip_nb.report`` is the function, and a
+submodule of that name would replace it on the package once imported.)
 """
 
 from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 
 if TYPE_CHECKING:
     from .results import ScanResult
 
+__all__ = ["charts", "report"]
+
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px}
 th{background:#f0f0f0}h1{font-size:1.4em}.muted{color:#777}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:1em}
+.chart{border:1px solid #eee;border-radius:4px;padding:4px}
+.chart[data-chart=ports]{grid-column:1/-1}
 """
+_PORT_COLUMNS = ("host", "hostname", "proto", "port", "state", "reason", "rtt_ms", "service",
+                 "product", "version", "banner", "tls_subject", "tls_not_after")
 
 
-def report(res: ScanResult, path: str | os.PathLike[str]) -> Path:
-    """Write ``res`` as one HTML file at ``path`` and return the path."""
+def charts(res: ScanResult) -> dict[str, Any]:
+    """The report's figures by name (plotly needed): those with something to show."""
+    from . import viz
+
+    makers: dict[str, Callable[[Any], Any]] = {
+        "ports": viz.ports, "states": viz.states, "services": viz.services,
+        "throughput": viz.throughput, "memory": viz.memory, "rtt": viz.rtt,
+    }
+    figs = {name: make(res) for name, make in makers.items()}
+    if "tls_not_after" in res.ports.columns and res.ports["tls_not_after"].notna().any():
+        figs["certificates"] = viz.certificates(res)
+    return figs
+
+
+def _chart_html(figs: dict[str, Any]) -> list[str]:
+    import plotly.io as pio
+    import plotly.offline
+
+    parts = [f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>",
+             "<h2>Charts</h2><div class='charts'>"]
+    config = {"displaylogo": False, "responsive": True}
+    for name, fig in figs.items():
+        div = pio.to_html(fig, full_html=False, include_plotlyjs=False, config=config,
+                          div_id=f"chart-{name}", default_width="100%")
+        parts.append(f"<div class='chart' data-chart='{html.escape(name)}'>{div}</div>")
+    parts.append("</div>")
+    return parts
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({text.count(',') + 1} items)"
+
+
+def _title(res: ScanResult) -> str:
+    if res.scan_id is not None:
+        return f"prtip_nb scan {res.scan_id}"
+    ids = [m.scan_id for m in res.scans]
+    return f"prtip_nb: {len(ids)} scans" + (f" ({', '.join(ids[:3])}, …)" if len(ids) > 3 else
+                                            f" ({', '.join(ids)})" if ids else "")
+
+
+def report(
+    res: ScanResult, path: str | os.PathLike[str], *, with_charts: bool | None = None
+) -> Path:
+    """Write ``res`` as one HTML file at ``path`` and return the path.
+
+    ``with_charts``: None (the default) draws the plotly charts when plotly is installed;
+    True insists (ImportError without plotly); False writes the tables only.
+    """
+    missing = False
+    if with_charts is None:
+        import importlib.util
+
+        with_charts = importlib.util.find_spec("plotly") is not None
+        missing = not with_charts
+    figs = charts(res) if with_charts else {}
     summary = res.summary()
     open_ports = res.open_ports
-    cols = [c for c in ("host", "hostname", "proto", "port", "state", "reason", "rtt_ms")
-            if c in open_ports.columns]
+    cols = [c for c in _PORT_COLUMNS if c in open_ports.columns and
+            (c in ("host", "proto", "port", "state", "reason") or open_ports[c].notna().any())]
     tel = res.telemetry
     cfg = res.config
+    title = _title(res)
     started = res.started.isoformat() if res.started else "?"
     ended = res.ended.isoformat() if res.ended else "?"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>prtip_nb scan {html.escape(str(res.scan_id))}</title>",
+        f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>prtip_nb scan {html.escape(str(res.scan_id))}</h1>",
+        f"<h1>{html.escape(title)}</h1>",
         "<p class='muted'>"
         f"targets {html.escape(' '.join(cfg.get('targets', [])))} · "
-        f"ports {html.escape(str(cfg.get('ports') or 'top 1000'))} · "
+        f"ports {html.escape(_short(str(cfg.get('ports') or 'top 1000')))} · "
         f"method {html.escape(str(cfg.get('method')))} · {html.escape(started)} → "
         f"{html.escape(ended)}</p>",
         "<h2>Hosts</h2>",
         summary.to_html(index=False, escape=True, na_rep=""),
+    ]
+    if figs:
+        parts += _chart_html(figs)
+    elif missing:
+        parts.append("<p class='muted'>Charts left out (plotly is not installed: "
+                     "<code>pip install 'prtip_nb[nb]'</code>).</p>")
+    parts += [
         f"<h2>Open ports ({len(open_ports)})</h2>",
         open_ports[cols].to_html(index=False, escape=True, na_rep=""),
     ]
@@ -50,11 +129,12 @@ def report(res: ScanResult, path: str | os.PathLike[str]) -> Path:
         last = tel.iloc[-1]
         parts.append(
             "<h2>Telemetry</h2><p>"
-            f"{int(last['sent'])} probes sent in {float(last['t']):.2f} s; "
+            f"{int(tel['sent'].max())} probes sent in {float(last['t']):.2f} s; "
             f"peak RSS {int(tel['rss_bytes'].max()) / 2**20:.1f} MiB; "
             f"peak rate {float(tel['pps'].max()):,.0f} probes/s</p>"
         )
-    parts.append("</body></html>\n")
+    parts.append(f"<p class='muted'>prtip_nb {html.escape(__version__)}; this file needs no "
+                 "network to open.</p></body></html>\n")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts), encoding="utf-8")

@@ -25,7 +25,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert len(res.ports) == 65535
     n_open = int((res.ports["state"] == "open").sum())
     glob = f"{tmp_path}/scans/*/ports/*.parquet"
-    row = duckdb.execute(f"select count(*) from read_parquet('{glob}') where state='open'").fetchone()
+    query = f"select count(*) from read_parquet('{glob}') where state='open'"
+    row = duckdb.execute(query).fetchone()
     assert row is not None and row[0] == n_open
     html = (tmp_path / "report.html").read_text()
     assert "<table" in html and "127.0.0.1" in html
+    assert "data-chart='ports'" in html and "(with charts)" in out.stdout  # plotly is installed

@@ -143,6 +143,10 @@ class ServiceDetected(Event):
     service: str | None
     product: str | None
     version: str | None
+    extrainfo: str | None = None
+    #: What has no ports column: HTTP status/title, TLS cipher/ALPN/fingerprint/key, notes
+    #: (``prtip_nb.probes.outcome.ServiceResult.details``).
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Verdict records: the one format every engine reports its verdicts in.
 
-A verdict is 24 bytes: ``index`` (int64, the probe's position in the scan's index space),
+A verdict is 25 bytes: ``index`` (int64, the probe's position in the scan's index space),
 ``code`` (int32: an engine-defined verdict, e.g. the errno of a connect(); -1 = no answer),
-``rtt_ms`` (float32) and ``t_us`` (int64, µs since the epoch). Engines only pack records;
+``rtt_ms`` (float32), ``t_us`` (int64, µs since the epoch) and ``ttl`` (uint8: the reply's
+IP TTL / hop limit, 0 = unknown, as for a connect scan). Engines only pack records;
 ``RecordSink`` turns thousands at a time into a ports RecordBatch with numpy — no Python
 object per port, and no ``pa.array`` (which would import pandas: see results/_convert.py).
 
@@ -17,7 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 
-RECORD = struct.Struct("<qifq")
+RECORD = struct.Struct("<qifqB")
 
 NO_RESPONSE = -1
 # Control records from worker processes (never verdicts): ``index`` carries the value.
@@ -42,11 +43,17 @@ class RecordBuffer:
         self.max_age = max_age
         self.last = time.monotonic()
 
-    def emit(self, index: int, code: int, rtt: float | None) -> None:
+    def emit(self, index: int, code: int, rtt: float | None, ttl: int = 0) -> None:
         """One verdict; ``rtt`` in seconds, None when nothing answered."""
         self.out += _pack(
-            index, code, _NAN if rtt is None else rtt * 1000.0, time.time_ns() // 1000
+            index, code, _NAN if rtt is None else rtt * 1000.0, time.time_ns() // 1000, ttl
         )
+        if len(self.out) >= self.limit or time.monotonic() - self.last > self.max_age:
+            self.flush()
+
+    def write(self, records: bytes) -> None:
+        """Records packed elsewhere (RECORD layout), e.g. by numpy for a whole block."""
+        self.out += records
         if len(self.out) >= self.limit or time.monotonic() - self.last > self.max_age:
             self.flush()
 
@@ -56,7 +63,7 @@ class RecordBuffer:
             self.flush()
 
     def control(self, kind: int, value: int) -> None:
-        self.out += _pack(value, kind, 0.0, 0)
+        self.out += _pack(value, kind, 0.0, 0, 0)
 
     def flush(self) -> None:
         self.last = time.monotonic()

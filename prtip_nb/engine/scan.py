@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, fd_budget, is_privileged
-from ..errors import ConfigError, ScanError
+from ..errors import ConfigError, PrivilegeError, ScanError
 from ..targets import TargetSpace, parse_ports, parse_targets
+from .checkpoint import RunPlan
 from .counters import Counters, RttEstimator
 from .events import (
     EngineStats,
@@ -32,6 +33,7 @@ from .events import (
     ScanCompleted,
     ScanFailed,
     ScanStarted,
+    ScanWarning,
     StageChanged,
     Subscription,
 )
@@ -39,26 +41,33 @@ from .telemetry import Poller
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
+    from .checkpoint import Checkpointer
     from .workers import WorkerPool
 
 #: Below this many probes one process is as fast as several (a worker starts in ~0.1 s).
 AUTO_WORKERS_MIN_PROBES = 20_000
 
 
+_AUTO_WARNED: set[str] = set()
+
+
 def _resolve_method(method: str) -> str:
+    """'syn' needs raw sockets (PrivilegeError with the fix otherwise); 'auto' takes SYN
+    when privileged, else connect, and says which -- once per process and choice."""
     if method == "auto":
-        # SYN scanning is not in this version yet; connect works without privileges.
-        picked = "connect"
-        warnings.warn(
-            f"method='auto' picked {picked!r} (privileged={is_privileged()})",
-            stacklevel=3,
-        )
+        picked = "syn" if is_privileged() else "connect"
+        if picked not in _AUTO_WARNED:
+            _AUTO_WARNED.add(picked)
+            why = (
+                "raw sockets are available" if picked == "syn"
+                else "no root or CAP_NET_RAW for raw sockets; -sS would need them"
+            )
+            warnings.warn(f"method='auto' picked {picked!r}: {why}", stacklevel=3)
         return picked
-    if method == "syn":
-        raise ConfigError(
-            "SYN scanning (method='syn', -sS) is not available in this version",
-            hint="use method='connect' (-sT)",
-        )
+    if method == "syn" and not is_privileged():
+        from ..net.rawsock import PRIVILEGE_FIX
+
+        raise PrivilegeError(f"method='syn' (-sS) sends raw packets: {PRIVILEGE_FIX}")
     return method
 
 
@@ -99,13 +108,21 @@ class Scan:
         self.ports = parse_ports(config.ports, top_ports=config.top_ports)
         if self.ports.count("udp"):
             raise ConfigError(
-                "a connect scan (-sT) probes TCP only, but the port list has UDP ports",
+                f"a {'SYN (-sS)' if method == 'syn' else 'connect (-sT)'} scan probes TCP only, "
+                "but the port list has UDP ports",
                 hint="drop the U: ports, or use a UDP scan",
             )
         self.space = TargetSpace(self.targets, self.ports)
         self.counters = Counters()
         k, n = self.config.shard
         self.counters.total = max(0, (self.space.size - k + n) // n)  # len(shard), any size
+        #: What an engine needs to resume identically (e.g. the SYN cookie secret): the
+        #: checkpoint keeps it, and a resumed Scan finds it filled in. Never in reports.
+        self.engine_state: dict[str, Any] = {}
+        #: What the engine reports about its run (SYN: replies, invalid, duplicates, drops).
+        self.engine_stats: dict[str, Any] = {}
+        self._plan = RunPlan()
+        self._ckpt: Checkpointer | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
@@ -126,12 +143,10 @@ class Scan:
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:
-            from ..results import ResultBuilder, ScanMeta, new_scan_id
+            from .checkpoint import open_builder
 
-            meta = ScanMeta(
-                scan_id=new_scan_id(), config=self.config.to_json(), started=datetime.now(UTC)
-            )
-            self._builder = ResultBuilder(meta, sink=self.config.output)
+            self._builder = open_builder(self.config, self._plan)  # seed kept out of meta
+            meta = self._builder.meta
         except BaseException:
             if self._pool is not None:
                 self._pool.stop()
@@ -167,6 +182,21 @@ class Scan:
             raise ScanError(f"scan failed: {self._error}") from self._error
         assert self._result is not None
         return self._result
+
+    @classmethod
+    def resume(cls, root: str | os.PathLike[str], scan_id: str, **options: Any) -> Scan:
+        """A Scan (not started) that continues ``scan_id`` under ``root`` from its checkpoint.
+
+        Same seed, targets, ports and method; each shard restarts at its low-water mark and
+        appends to the same directory. ``options`` may change pacing (rate, timing, ...).
+        """
+        from .resume import resumed_scan
+
+        return resumed_scan(cls, root, scan_id, **options)
+
+    def _apply_plan(self, plan: RunPlan) -> None:
+        self._plan = plan
+        self.counters.total = max(0, self.counters.total - plan.start)
 
     @property
     def running(self) -> bool:
@@ -241,7 +271,14 @@ class Scan:
         poller.start()
         self.bus.publish(StageChanged(0.0, sid, "scan"))
         try:
-            self._run_connect()
+            if self.config.method == "syn":
+                self._run_syn()
+            else:
+                self._run_connect()
+            if self.config.service and not self._cancel.is_set():
+                from ..probes.stage import run_service_stage
+
+                run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc
@@ -258,6 +295,8 @@ class Scan:
                     self._error = exc
                     self.status = "failed"
                     terminal = self._terminal()
+            if self._ckpt is not None:
+                self._ckpt.close(self.status)
             # Delivered last, so a subscriber that sees it can read the final result.
             self.bus.publish(terminal, record=False)
             self.bus.close(timeout=0)  # let callbacks drain on their thread; don't wait
@@ -285,6 +324,9 @@ class Scan:
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
             decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
         )
+        from .checkpoint import start_checkpoint
+
+        self._ckpt = start_checkpoint(self, sink)  # None without output=
         concurrency, rtt = self._connect_limits()
         workers = self._pool.workers if self._pool is not None else 1
         try:
@@ -305,7 +347,9 @@ class Scan:
                     host_timeout=cfg.host_timeout,
                 )
                 try:
-                    engine.run(probe_stream(self.targets, self.ports, cfg.seed or 0, cfg.shard))
+                    engine.run(probe_stream(
+                        self.targets, self.ports, cfg.seed or 0, cfg.shard, self._plan.start
+                    ))
                 finally:
                     out.flush()
         finally:
@@ -314,6 +358,44 @@ class Scan:
                 time.monotonic() - self._t0, builder.meta.scan_id, "connect", workers,
                 tuple(sink.peak_rss),
             ))
+
+    def _run_syn(self) -> None:
+        """A SYN scan (net.syn) in this process: transmit threads + a receive thread."""
+        from ..net.syn import SynEngine, syn_rate, verdict
+        from .checkpoint import start_checkpoint
+        from .records import RecordBuffer
+        from .sink import RecordSink
+
+        cfg, tmpl = self.config, self.config.template
+        builder = self._builder
+        assert builder is not None
+        sink = RecordSink(
+            targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
+            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
+        )
+        self._ckpt = start_checkpoint(self, sink)  # None without output=
+        # A resumed scan reuses the secret and source port, so late replies still match.
+        state = self.engine_state
+        secret = bytes.fromhex(state["syn_secret"]) if "syn_secret" in state else None
+        out = RecordBuffer(sink.feed)
+        engine = SynEngine(
+            targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
+            shard=cfg.shard, start=self._plan.start, rate=syn_rate(cfg, self.targets),
+            retries=cfg.retries, counters=self.counters, cancel=self._cancel,
+            rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+            source_port=state.get("syn_sport") or cfg.extra.get("source_port"), secret=secret,
+        )
+        state["syn_secret"], state["syn_sport"] = engine.secret.hex(), engine.source_port
+        try:
+            engine.run()
+        finally:
+            out.flush()
+            sink.flush()
+            self.engine_stats = engine.stats  # replies, invalid, duplicates, drops, ...
+            t, sid = time.monotonic() - self._t0, builder.meta.scan_id
+            self.bus.publish(EngineStats(t, sid, "syn", 1, tuple(sink.peak_rss)))
+            for message in engine.warnings():
+                self.bus.publish(ScanWarning(t, sid, message))
 
     def _on_batch(self, batch: Any) -> None:
         assert self._builder is not None
@@ -339,6 +421,7 @@ class Scan:
         job = {
             "seed": cfg.seed or 0,
             "shard": list(cfg.shard),
+            "start": self._plan.start,
             "concurrency": max(1, concurrency // workers),
             "rtt": [rtt.initial, rtt.lo, rtt.hi],
             "retries": cfg.retries,
@@ -368,6 +451,9 @@ class Scan:
 def scan(
     targets: str | Sequence[str],
     ports: str | int | Sequence[int] | None = None,
+    *,
+    cluster: Any = None,
+    shards: int | None = None,
     **options: Any,
 ) -> ScanResult:
     """Scan ``targets`` on ``ports`` and return the result; blocks until done.
@@ -376,6 +462,14 @@ def scan(
     ``max_retries``, ``timeout``, ``concurrency``, ``seed``, ``keep``, ``output`` …
     Ctrl-C (KeyboardInterrupt) cancels the scan and re-raises.
 
+    ``cluster=`` (a ``dask.distributed.Client``) runs ``shards`` shards as Dask tasks,
+    writing one dataset under ``output`` (engine.distributed).
+
     >>> res = scan("127.0.0.1", ports="22,80", method="connect")   # doctest: +SKIP
     """
+    if cluster is not None or shards is not None:
+        from .distributed import DistributedScan
+
+        dist = DistributedScan(targets, ports, cluster=cluster, shards=shards, **options)
+        return dist.start().wait()
     return Scan(targets, ports, **options).start().wait()

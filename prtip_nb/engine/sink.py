@@ -8,6 +8,7 @@ import pandas, see results/_convert.py).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,9 @@ from ..targets import PortSet, TargetSet
 from .counters import Counters
 from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
 
-DTYPE = np.dtype([("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8")])
+DTYPE = np.dtype(
+    [("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8"), ("ttl", "u1")]
+)
 assert DTYPE.itemsize == RECORD.size
 
 Decode = Callable[[int], tuple[str, str]]
@@ -53,6 +56,12 @@ class RecordSink:
 
     ``keep``: "all" rows, "responsive" (drop no-response) or "open" only. Counters are
     updated in bulk as records arrive, so the engines' hot loops stay small.
+
+    A batch goes out every ``batch_rows`` records or, with ``max_age``, once its oldest
+    record is that many seconds old (``flush_if_older`` lets a timer thread enforce it when
+    no record arrives). After ``on_batch`` returns (the part file is written),
+    ``on_flushed`` gets the indices of every record flushed, kept or not: what a
+    checkpoint may count as done.
     """
 
     def __init__(
@@ -66,6 +75,8 @@ class RecordSink:
         counters: Counters,
         keep: str = "all",
         batch_rows: int = 65536,
+        max_age: float | None = None,
+        on_flushed: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.map = PortMap(targets, ports)
         self.targets = targets
@@ -75,6 +86,9 @@ class RecordSink:
         self.counters = counters
         self.keep = keep
         self.batch_rows = batch_rows
+        self.max_age = max_age
+        self.on_flushed = on_flushed
+        self.oldest = 0.0  # monotonic time the first record now buffered arrived
         self.buffer = bytearray()
         self.lock = threading.Lock()
         self.worker_values: dict[tuple[int, int], int] = {}  # (worker, kind) -> value
@@ -83,7 +97,7 @@ class RecordSink:
 
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
-        """Whole records (len a multiple of 24), from an engine or a worker's pipe."""
+        """Whole records (len a multiple of RECORD.size), from an engine or a worker's pipe."""
         recs = np.frombuffer(bytes(data), dtype=DTYPE)
         control = recs["code"] < NO_RESPONSE
         if control.any():
@@ -98,8 +112,12 @@ class RecordSink:
         c.received += int((codes != NO_RESPONSE).sum())
         c.open += int((codes == 0).sum())
         with self.lock:
+            if not self.buffer:
+                self.oldest = time.monotonic()
             self.buffer += recs.tobytes()
-            if len(self.buffer) >= self.batch_rows * DTYPE.itemsize:
+            if len(self.buffer) >= self.batch_rows * DTYPE.itemsize or (
+                self.max_age is not None and time.monotonic() - self.oldest >= self.max_age
+            ):
                 self._flush_locked()
 
     def _control(self, worker: int, value: int, kind: int) -> None:
@@ -119,10 +137,16 @@ class RecordSink:
         with self.lock:
             self._flush_locked()
 
+    def flush_if_older(self, age: float) -> None:
+        """Flush when the oldest buffered record is ``age`` seconds old (any thread)."""
+        with self.lock:
+            if self.buffer and time.monotonic() - self.oldest >= age:
+                self._flush_locked()
+
     def _flush_locked(self) -> None:
         if not self.buffer:
             return
-        recs = np.frombuffer(bytes(self.buffer), dtype=DTYPE)
+        recs = done = np.frombuffer(bytes(self.buffer), dtype=DTYPE)
         self.buffer.clear()
         if self.keep == "open":
             recs = recs[recs["code"] == 0]
@@ -130,6 +154,8 @@ class RecordSink:
             recs = recs[recs["code"] != NO_RESPONSE]
         if len(recs):
             self.on_batch(self.to_batch(recs))
+        if self.on_flushed is not None:
+            self.on_flushed(done["index"])
 
     # -- conversion ------------------------------------------------------------------------
     def to_batch(self, recs: np.ndarray) -> pa.RecordBatch:
@@ -171,6 +197,7 @@ class RecordSink:
                 _index_array(reason_of[cinv]), cv.plain_strings(reasons)
             ),
             "rtt_ms": _numeric(recs["rtt_ms"].astype(np.float32), pa.float32(), answered),
+            "ttl": _numeric(recs["ttl"].astype(np.uint8), pa.uint8(), recs["ttl"] != 0),
             "first_seen": _numeric(recs["t_us"].astype(np.int64), schema.PORTS.field(
                 "first_seen").type),
         }

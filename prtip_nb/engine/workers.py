@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +37,15 @@ Probe = tuple[int, str, int, int]
 
 
 def probe_stream(
-    targets: TargetSet, ports: PortSet, seed: int, shard: tuple[int, int]
+    targets: TargetSet, ports: PortSet, seed: int, shard: tuple[int, int], start: int = 0
 ) -> Iterator[Probe]:
-    """(index, address, family, port) for every index of ``shard``, in permuted order."""
+    """(index, address, family, port) for every index of ``shard`` from position ``start``
+    on (a resume), in permuted order."""
     space = TargetSpace(targets, ports)
     n_hosts = targets.size
     perm = Permutation(space.size, seed)
     cache: dict[int, tuple[str, int]] = {}
-    for batch in iter_batches(space, perm, shard=shard):
+    for batch in iter_batches(space, perm, shard=shard, start=start):
         for j in batch.tolist():
             h = j % n_hosts
             hit = cache.get(h)
@@ -60,7 +62,46 @@ def sub_shards(shard: tuple[int, int], workers: int) -> list[tuple[int, int]]:
     return [(k + n * w, n * workers) for w in range(workers)]
 
 
+def sub_shard_start(start: int, w: int, workers: int) -> int:
+    """Where sub-shard ``w`` begins when its parent shard resumes at position ``start``.
+
+    Sub-shard w holds the parent's positions w, w + W, w + 2W, ...: those >= start begin
+    at its position ceil((start - w) / W).
+    """
+    return max(0, -(-(start - w) // workers))
+
+
 # -- the child side --------------------------------------------------------------------------
+class SignalSafeEvent(threading.Event):
+    """A cancel flag that a signal handler may set.
+
+    WHY: threading.Event.set() takes the lock that Event.wait() holds while the main thread
+    sleeps in it (the rate limiter's pauses); a SIGTERM handler calling set() there waits
+    for itself forever. Measured: 1 worker in 48 hung that way when its scanning parent
+    was killed (PR_SET_PDEATHSIG sends the SIGTERM). Here set() is a plain store and wait()
+    sleeps in 50 ms slices, taking no lock.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._signalled = False
+
+    def set(self) -> None:
+        self._signalled = True
+
+    def is_set(self) -> bool:
+        return self._signalled
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._signalled:
+            left = 0.05 if end is None else min(0.05, end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self._signalled
+
+
 def _child_main() -> int:
     from ..net.connect import ConnectEngine
     from .counters import Counters, RttEstimator
@@ -68,15 +109,18 @@ def _child_main() -> int:
     job = json.loads(sys.stdin.buffer.read())
     targets = TargetSet([tuple(r) for r in job["targets"]])
     ports = PortSet(tcp=tuple(tuple(r) for r in job["tcp"]))
-    cancel = threading.Event()
+    cancel = SignalSafeEvent()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    # Ctrl-C and a notebook kernel's interrupt go to the whole process group; the parent
+    # decides whether that cancels the scan, and tells us with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     counters = Counters()
 
     def deliver(data: bytes) -> None:
-        data += RECORD.pack(counters.sent, SENT, 0.0, 0)
-        data += RECORD.pack(counters.retries, RETRIES, 0.0, 0)
-        data += RECORD.pack(counters.skipped, SKIPPED, 0.0, 0)
+        data += RECORD.pack(counters.sent, SENT, 0.0, 0, 0)
+        data += RECORD.pack(counters.retries, RETRIES, 0.0, 0, 0)
+        data += RECORD.pack(counters.skipped, SKIPPED, 0.0, 0, 0)
         while data:
             data = data[os.write(1, data) :]
 
@@ -92,13 +136,30 @@ def _child_main() -> int:
         tick=out.tick,
         rate=job["rate"],
         host_timeout=job["host_timeout"],
+        t_start=job.get("t_start"),
     )
-    engine.run(probe_stream(targets, ports, job["seed"], tuple(job["shard"])))
+    engine.run(
+        probe_stream(targets, ports, job["seed"], tuple(job["shard"]), job.get("start", 0))
+    )
     # wait4()'s ru_maxrss would charge the parent's size at fork time to this child; the
     # kernel's VmHWM of this process image is the worker's own peak.
     out.control(PEAK_RSS, peak_rss_bytes())
     out.flush()
-    return 0
+    return EXIT_CANCELLED if cancel.is_set() else 0
+
+
+EXIT_CANCELLED = 3  # stopped by SIGTERM before the shard was done: not a complete shard
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the scanning process dies (kill -9 included)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 # -- the parent side -------------------------------------------------------------------------
@@ -122,6 +183,7 @@ class WorkerPool:
         self.workers = workers
         self.cancel = cancel
         self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+        self._drained = False  # every worker's output read to EOF
 
     def spawn(self) -> None:
         """Start the worker processes; they begin scanning as soon as they have imported.
@@ -130,20 +192,30 @@ class WorkerPool:
         """
         if self.procs:
             return
-        for shard in sub_shards(tuple(self.job["shard"]), self.workers):
+        start = self.job.get("start", 0)
+        t_start = time.monotonic()  # one rate clock for all workers (CLOCK_MONOTONIC)
+        for w, shard in enumerate(sub_shards(tuple(self.job["shard"]), self.workers)):
+            part = {"shard": list(shard), "start": sub_shard_start(start, w, self.workers),
+                    "t_start": t_start}
             err = tempfile.TemporaryFile()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "prtip_nb.engine.workers"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
             )
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps({**self.job, "shard": list(shard)}).encode())
+            proc.stdin.write(json.dumps({**self.job, **part}).encode())
             proc.stdin.close()
             self.procs.append((proc, err))
 
     def stop(self) -> None:
-        """Terminate and reap every worker (idempotent)."""
+        """Reap every worker, terminating those still running (idempotent)."""
         for proc, _err in self.procs:
+            if self._drained:  # its stdout hit EOF: it is exiting on its own, let it
+                try:
+                    proc.wait(timeout=5)
+                    continue
+                except subprocess.TimeoutExpired:
+                    pass
             proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
             proc.wait()
 
@@ -154,7 +226,9 @@ class WorkerPool:
             self._pump([p for p, _ in self.procs], sink)
         finally:
             self.stop()
-        failed = [(p, e) for p, e in self.procs if p.returncode not in (0, -signal.SIGTERM)]
+        # A worker that stopped early without our cancel (killed, or SIGTERM from outside)
+        # left its shard unfinished: that is a failed scan, never a "completed" one.
+        failed = [(p, e) for p, e in self.procs if p.returncode != 0]
         if failed and not self.cancel.is_set():
             proc, err = failed[0]
             err.seek(0)
@@ -193,6 +267,7 @@ class WorkerPool:
                 if cut:
                     sink.feed(data[:cut], worker=w)
         sel.close()
+        self._drained = not terminated
 
 
 if __name__ == "__main__":

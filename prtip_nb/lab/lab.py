@@ -5,6 +5,9 @@
         lab.truth        # the PORTS schema as a DataFrame: what a perfect scan would report
         lab.open_ports   # {"tcp": [...], "udp": [...]}
 
+``hostile={"endless": 0, "slow": 0, "bigchain": 0, "wrapped": 0, "redos": 0}`` adds the
+services a scanner must survive (``lab/hostile.py``; ``lab.hostile`` maps kind to port).
+
 A service argument of ``None`` leaves the service out; a port of ``0`` lets the kernel pick a
 free one (use that on a shared loopback, where fixed ports can clash with other tenants).
 ``closed`` ports are bound but never listened on: the kernel answers SYNs there with RST,
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from prtip_nb.lab.hostile import HostileServer
     from prtip_nb.lab.tlscert import LabCert
 
 #: The demo's standard layout; ``Lab.defaults()`` builds a lab from it.
@@ -80,6 +84,7 @@ class Lab:
         closed: int | Sequence[int] | None = None,
         base_port: int = 20000,
         idle_timeout: float = 30.0,
+        hostile: Mapping[str, int] | None = None,
     ) -> None:
         self.host = _check_host(host)
         self.family = 6 if ":" in self.host else 4
@@ -91,6 +96,9 @@ class Lab:
         if not idle_timeout > 0:
             raise ConfigError("idle_timeout must be > 0 seconds", token=str(idle_timeout))
         self._idle_timeout = float(idle_timeout)
+        # Hostile services (lab/hostile.py): kind -> port, for service-detection tests.
+        self._hostile_spec = {k: _check_port(k, v) for k, v in (hostile or {}).items()}
+        self._hostile: HostileServer | None = None
         self._check_layout()
         self._loop: EventLoop | None = None
         self._held: list[socket.socket] = []  # closed ports: bound, never listened on
@@ -115,6 +123,7 @@ class Lab:
         if self._loop is not None:
             return self
         bound: list[tuple[_Port, socket.socket]] = []  # each socket lands here as it is made
+        extra: list[_Port] = []  # hostile ports: their HostileServer owns the sockets
         loop: EventLoop | None = None
         try:
             tls = self._tls_context() if "https" in self._services else None
@@ -134,6 +143,11 @@ class Lab:
                 else:
                     serve(loop, entry.kind, sock, tls)
             loop.start()
+            if self._hostile_spec:
+                from prtip_nb.lab.hostile import HostileServer
+
+                self._hostile = HostileServer(self.host, self._hostile_spec).start()
+                extra.extend(_Port(k, "tcp", p) for k, p in self._hostile.ports)
         except BaseException:
             if loop is not None:
                 loop.stop()
@@ -142,7 +156,7 @@ class Lab:
             self._held.clear()
             raise
         self._loop = loop
-        self._ports = sorted((e for e, _ in bound), key=lambda e: (e.proto, e.port))
+        self._ports = sorted([*(e for e, _ in bound), *extra], key=lambda e: (e.proto, e.port))
         return self
 
     def stop(self) -> None:
@@ -150,6 +164,9 @@ class Lab:
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.stop(timeout=1.0)
+        hostile, self._hostile = self._hostile, None
+        if hostile is not None:
+            hostile.stop()
         for sock in self._held:
             sock.close()
         self._held.clear()
@@ -199,6 +216,11 @@ class Lab:
     def services(self) -> dict[str, int]:
         """Port of each named service that runs, e.g. ``{"http": 8080, "udp_echo": 5353}``."""
         return {e.kind: e.port for e in self._layout() if e.kind in SERVICES}
+
+    @property
+    def hostile(self) -> dict[str, int]:
+        """Port of each hostile service (``hostile=`` at construction), by kind."""
+        return {e.kind: e.port for e in self._layout() if e.kind in self._hostile_spec}
 
     @property
     def table(self) -> pa.Table:
@@ -291,6 +313,8 @@ class Lab:
         explicit: dict[tuple[str, int], str] = {}
         for name, port in self._services.items():
             _claim(explicit, (KINDS[name].proto, port), name)
+        for name, port in self._hostile_spec.items():
+            _claim(explicit, ("tcp", port), name)
         for name, spec in (("tcp", self._tcp), ("closed", self._closed)):
             if isinstance(spec, tuple):
                 for port in spec:

@@ -83,8 +83,13 @@ class ConnectEngine:
         tick: Callable[[], None] | None = None,
         rate: float | None = None,
         host_timeout: float | None = None,
+        t_start: float | None = None,
     ) -> None:
         self.rate = rate  # connect() calls per second, None = as fast as the window allows
+        # When the rate's clock starts (time.monotonic(), the same in every process): worker
+        # processes share the scan's, so one that started late catches up instead of
+        # trailing the others for the whole scan.
+        self.t_start = t_start
         self.host_timeout = host_timeout  # seconds from a host's first probe; then give up
         self._first_probe: dict[str, float] = {}
         self.emit = emit
@@ -119,7 +124,7 @@ class ConnectEngine:
         clock = time.monotonic
         last_send = 0.0
         rate = self.rate
-        t_start = clock()
+        t_start = clock() if self.t_start is None else self.t_start
         host_timeout = self.host_timeout
         first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
 

@@ -72,8 +72,8 @@ def numbers(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
 
     None is null, and so is NaN in a float column (an RTT or a rate cannot be NaN).
     """
-    if pa.types.is_timestamp(typ) and any(isinstance(v, datetime) for v in values[:1]):
-        values = [_micros(v) for v in values]
+    if pa.types.is_timestamp(typ) and any(isinstance(v, datetime) for v in values):
+        values = [_micros(v) for v in values]  # a column may mix None, datetimes and ints
     code = _code(typ)
     if pa.types.is_floating(typ):
         # NaN stands for None (one Python pass), and a NaN given is null too.

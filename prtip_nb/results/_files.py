@@ -23,8 +23,18 @@ def scan_dir(root: str | os.PathLike[str], scan_id: str) -> Path:
     return Path(root) / f"scan_id={scan_id}"
 
 
-def part_path(directory: Path, table: str, number: int) -> Path:
-    return directory / table / f"part-{number:05d}.parquet"
+def part_path(directory: Path, table: str, number: int, tag: str = "") -> Path:
+    """``part-NNNNN.parquet``; ``tag`` (e.g. ``s003-``) keeps the parts of several writers
+    of one scan (Dask shards) apart."""
+    return directory / table / f"part-{tag}{number:05d}.parquet"
+
+
+def part_number(path: Path, tag: str = "") -> int | None:
+    """The number of a part written with ``tag``, or None if another writer's."""
+    stem = path.name.removesuffix(".parquet")
+    prefix = f"part-{tag}"
+    rest = stem[len(prefix) :] if stem.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
 
 
 def parts(directory: Path, table: str) -> list[Path]:

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from prtip_nb.errors import DatasetError
-from prtip_nb.results import _arrow, _files, _hosts, schema
+from prtip_nb.results import _arrow, _files, _hosts, _resume, schema
 from prtip_nb.results import _convert as cv
 from prtip_nb.results.meta import ScanMeta, new_scan_id
 from prtip_nb.results.result import ScanResult
@@ -32,8 +32,9 @@ __all__ = ["ResultBuilder", "ScanMeta", "new_scan_id"]
 
 _CORE = ("host", "hostname", "family", "proto", "port", "state", "reason", "ttl", "rtt_ms",
          "first_seen")  # fmt: skip
-_TELEMETRY = schema.file_schema("telemetry")
-_EVENTS = schema.file_schema("events")
+# Rows as the builder collects them: the file schema less ``shard`` (one value per builder).
+_TELEMETRY = schema.file_schema("telemetry").remove(schema.TELEMETRY.get_field_index("shard") - 1)
+_EVENTS = schema.file_schema("events").remove(schema.EVENTS.get_field_index("shard") - 1)
 
 
 class ResultBuilder:
@@ -41,6 +42,9 @@ class ResultBuilder:
 
     ``sink`` is a dataset root (e.g. "data/scans"): parts go to
     ``<sink>/scan_id=<id>/<table>/part-NNNNN.parquet``.
+    A Dask shard's writer tags its parts (``part-s003-NNNNN``), fills the ``shard`` column
+    and leaves hosts to the merge (``write_hosts=False``); ``resume=True`` appends to an
+    earlier run's directory, starting from its rows (``results._resume``).
     """
 
     def __init__(
@@ -49,15 +53,22 @@ class ResultBuilder:
         *,
         sink: str | os.PathLike[str] | None = None,
         flush_rows: int = 65536,
+        resume: bool = False,
+        tag: str = "",
+        shard: int | None = None,
+        write_hosts: bool = True,
     ) -> None:
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
         self.meta = meta
         self.flush_rows = flush_rows
         self._dir = _files.scan_dir(sink, meta.scan_id) if sink is not None else None
-        if self._dir is not None and self._dir.exists():
+        self._tag, self._shard, self._write_hosts = tag, shard, write_hosts
+        if self._dir is not None and self._dir.exists() and not (resume or tag):
             # Two scans writing one directory would mix their rows: refuse before scanning.
             raise DatasetError(f"{self._dir} already exists; scan ids must be unique")
+        if resume and self._dir is None:
+            raise DatasetError("resume=True needs the sink the scan was written to")
         self._lock = threading.Lock()
         self._cols: dict[str, list[Any]] = {name: [] for name in _CORE}
         # Bound list.append methods: the hot path then does no attribute or dict lookups.
@@ -70,6 +81,16 @@ class ResultBuilder:
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
         self._result: ScanResult | None = None
+        self._next = {"ports": 0, "telemetry": 0, "events": 0, "hosts": 0}
+        self._prior: _resume.Prior | None = None
+        self._t_offset = 0.0  # a resumed run's times continue from the earlier run's
+        if resume and self._dir is not None and self._dir.exists():
+            self._prior = prior = _resume.load_prior(self._dir, tag, meta.scan_id)
+            self._t_offset = prior.t_offset
+            self._batches = prior.ports.to_batches()
+            self._flushed = prior.ports.num_rows
+            self._parts_written = list(prior.ports_parts)
+            self._next = dict(prior.next_number)
 
     # --- hot path -----------------------------------------------------------------------
 
@@ -113,7 +134,7 @@ class ResultBuilder:
             self._batches.append(batch)
             self._flushed += batch.num_rows
         if self._dir is not None:
-            self._write("ports", pa.Table.from_batches([batch]), len(self._parts_written))
+            self._write("ports", pa.Table.from_batches([batch]))
 
     # --- side tables --------------------------------------------------------------------
 
@@ -142,12 +163,22 @@ class ResultBuilder:
         threads: int | None = None,
     ) -> None:
         self._telemetry.append(
-            (t, sent, received, open, retries, pps, pps_received, rss_bytes, cpu_percent, threads)
+            (t + self._t_offset, sent, received, open, retries, pps, pps_received, rss_bytes,
+             cpu_percent, threads)
         )
 
     def add_event(self, t: float, kind: str, payload: Mapping[str, Any] | None) -> None:
         text = None if payload is None else json.dumps(dict(payload), default=str)
-        self._events.append((t, kind, text))
+        self._events.append((t + self._t_offset, kind, text))
+
+    @property
+    def parts_written(self) -> list[str]:
+        """Names of the ports part files this scan has on disk now (a copy)."""
+        return list(self._parts_written)
+
+    def telemetry_rows(self, start: int = 0) -> list[tuple[Any, ...]]:
+        """Telemetry rows ``start:`` as tuples (``_TELEMETRY`` order), e.g. to forward live."""
+        return self._telemetry[start:]
 
     @property
     def rows(self) -> int:
@@ -189,13 +220,13 @@ class ResultBuilder:
             self._batches.append(batch)
             self._flushed += n
         if self._dir is not None:
-            self._write("ports", pa.Table.from_batches([batch]), len(self._parts_written))
+            self._write("ports", pa.Table.from_batches([batch]))
 
-    def _write(
-        self, table: str, data: pa.Table, number: int, *, ended: datetime | None = None
-    ) -> None:
+    def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
         assert self._dir is not None
-        path = _files.part_path(self._dir, table, number)
+        number = self._next[table]
+        self._next[table] += 1
+        path = _files.part_path(self._dir, table, number, self._tag)
         _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
         if table == "ports":
             self._parts_written.append(path.name)
@@ -219,8 +250,10 @@ class ResultBuilder:
         return {
             "ports": ports,
             "hosts": _hosts.sort_hosts(hosts),
-            "telemetry": _with_scan_id(tel, sid),
-            "events": _with_scan_id(events, sid),
+            "telemetry": _resume.side("telemetry", _with_scan_id(tel, sid), self._shard,
+                                      self._prior),
+            "events": _resume.side("events", _with_scan_id(events, sid), self._shard,
+                                   self._prior),
         }
 
     def snapshot(self) -> ScanResult:
@@ -251,14 +284,18 @@ class ResultBuilder:
         # The parts hold rows as appended. If dedup dropped some, or services were merged,
         # replace them by the final table: new part first, then delete the old ones (a crash
         # in between leaves duplicates on disk, which read_scans removes).
-        if ports.num_rows != self._flushed or self._services or not self._parts_written:
+        many = len(self._parts_written) > 64  # a checkpointed scan writes a part every 0.3 s
+        if ports.num_rows != self._flushed or self._services or not self._parts_written or many:
             old, self._parts_written = self._parts_written, []
-            self._write("ports", ports, len(old), ended=ended)
+            self._write("ports", ports, ended=ended)
             for name in old:
                 (self._dir / "ports" / name).unlink()
-        self._write("telemetry", tables["telemetry"], 0, ended=ended)
-        self._write("events", tables["events"], 0, ended=ended)
-        self._write("hosts", tables["hosts"], 0, ended=ended)  # last: marks the scan complete
+        self._write("telemetry", tables["telemetry"], ended=ended)
+        self._write("events", tables["events"], ended=ended)
+        for path in self._prior.stale if self._prior is not None else ():
+            path.unlink(missing_ok=True)  # merged into the parts just written
+        if self._write_hosts:
+            self._write("hosts", tables["hosts"], ended=ended)  # last: marks the scan complete
 
 
 def _with_scan_id(table: pa.Table, scan_id: str) -> pa.Table:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,6 +74,7 @@ def _read_table(root: Path, dirs: dict[str, Path], name: str, host: list[str] | 
     return dataset.to_table(filter=where)
 
 
+@overload
 def read_scans(
     root: str | os.PathLike[str],
     scan_id: str | Sequence[str] | None = None,
@@ -81,12 +82,40 @@ def read_scans(
     host: str | Sequence[str] | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
-) -> ScanResult:
+    engine: Literal["arrow"] = "arrow",
+) -> ScanResult: ...
+
+
+@overload
+def read_scans(
+    root: str | os.PathLike[str],
+    scan_id: str | Sequence[str] | None = None,
+    *,
+    host: str | Sequence[str] | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    engine: Literal["dask"],
+) -> Any: ...
+
+
+def read_scans(
+    root: str | os.PathLike[str],
+    scan_id: str | Sequence[str] | None = None,
+    *,
+    host: str | Sequence[str] | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    engine: str = "arrow",
+) -> Any:
     """Every scan under ``root`` (or those named) as one ScanResult.
 
     ``host`` keeps only those hosts' rows; ``since``/``until`` keep scans started in
     ``[since, until)``. The result has ``meta`` set when exactly one scan is read.
+    ``engine="dask"`` returns the ports instead as a lazy ``dask.dataframe.DataFrame``
+    (one partition per part file), for datasets bigger than memory (``results._dask``).
     """
+    if engine not in ("arrow", "dask"):
+        raise ValueError(f"engine must be 'arrow' or 'dask', not {engine!r}")
     root = Path(root)
     dirs = _files.scan_dirs(root)
     wanted = _as_list(scan_id)
@@ -106,6 +135,10 @@ def read_scans(
     }
     dirs = {sid: dirs[sid] for sid in metas}
     hosts_wanted = _as_list(host)
+    if engine == "dask":
+        from prtip_nb.results._dask import ports_frame
+
+        return ports_frame(dirs, hosts_wanted)
     tables = {name: _read_table(root, dirs, name, hosts_wanted) for name in schema.TABLES}
     ports = _arrow.normalize_ports(tables["ports"])
     hosts = tables["hosts"]

@@ -181,3 +181,29 @@ class ScanResult:
         from prtip_nb.results.dataset import read_scans
 
         return read_scans(root, scan_id)
+
+    # --- other tools' formats (prtip_nb.interop; pyarrow only, no pandas) -----------------
+
+    def to_nmap_xml(self, path: str | os.PathLike[str]) -> Path:
+        """Write nmap XML (``-oX``) that validates against nmap.dtd and that ndiff reads."""
+        from prtip_nb.interop.nmap_xml import write_nmap_xml
+
+        return write_nmap_xml(self, path)
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the ports table as JSON Lines: one object per row."""
+        from prtip_nb.interop.writers import write_jsonl
+
+        return write_jsonl(self, path)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the ports table as CSV (``tls_san`` joined with ``;``)."""
+        from prtip_nb.interop.writers import write_csv
+
+        return write_csv(self, path)
+
+    def to_grepable(self, path: str | os.PathLike[str]) -> Path:
+        """Write nmap's greppable format (``-oG``): one Ports line per host."""
+        from prtip_nb.interop.writers import write_grepable
+
+        return write_grepable(self, path)

@@ -21,6 +21,9 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 _TS = pa.timestamp("us", tz="UTC")
 
 SCAN_ID = pa.field("scan_id", _DICT, nullable=False)
+#: Which shard k (of a scan split k/n over processes or a Dask cluster) wrote a telemetry or
+#: event row; null for an unsharded scan.
+SHARD = pa.field("shard", pa.uint32())
 
 PORTS = pa.schema(
     [
@@ -78,6 +81,7 @@ TELEMETRY = pa.schema(
         pa.field("rss_bytes", pa.uint64(), nullable=False),
         pa.field("cpu_percent", pa.float32(), nullable=False),  # 100 = one core busy
         pa.field("threads", pa.uint16()),
+        SHARD,
     ]
 )
 
@@ -87,6 +91,7 @@ EVENTS = pa.schema(
         pa.field("t", pa.float64(), nullable=False),
         pa.field("kind", _DICT, nullable=False),
         pa.field("payload", pa.string()),  # JSON
+        SHARD,
     ]
 )
 

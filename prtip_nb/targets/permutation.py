@@ -149,6 +149,45 @@ class Permutation:
             lanes = lanes[again >= self.size]
         return out
 
+    def unshuffle_array(self, idx: npt.ArrayLike) -> U64Array:
+        """``[unshuffle(j) for j in idx]`` as a uint64 array (a verdict's index -> position)."""
+        x = np.asarray(idx)
+        if x.dtype.kind not in "ui" and x.size:
+            raise TypeError(f"indices must be an integer array, not {x.dtype}")
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= self.size):
+            raise IndexError(f"an index is out of range for a permutation of size {self.size}")
+        if self.size >= VECTOR_LIMIT:
+            flat = [self.unshuffle(int(v)) for v in x.ravel()]
+            return np.array(flat, dtype=np.uint64).reshape(x.shape)
+        out = self._decrypt_array(x.astype(np.uint64, copy=True))
+        lanes = np.flatnonzero(out >= self.size)
+        while lanes.size:
+            again = self._decrypt_array(out[lanes])
+            out[lanes] = again
+            lanes = lanes[again >= self.size]
+        return out
+
+    def _decrypt_array(self, c: U64Array) -> U64Array:
+        a, b = np.uint64(self._a), np.uint64(self._b)
+        if self.rounds % 2:
+            right, left = c % a, c // a
+        else:
+            left, right = c % a, c // a
+        for j in reversed(range(self.rounds)):
+            mod = a if j % 2 == 0 else b
+            f = left ^ np.uint64(self._keys[j])
+            f ^= f >> np.uint64(30)
+            f *= np.uint64(_M1)
+            f ^= f >> np.uint64(27)
+            f *= np.uint64(_M2)
+            f ^= f >> np.uint64(31)
+            f %= mod
+            # (right - f) mod `mod`, in unsigned arithmetic: right < mod and f < mod.
+            f = right + mod - f
+            f -= mod * (f >= mod)
+            left, right = f, left
+        return left + a * right
+
     def _encrypt_array(self, m: U64Array) -> U64Array:
         a, b = np.uint64(self._a), np.uint64(self._b)
         left, right = m % a, m // a

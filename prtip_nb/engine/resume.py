@@ -1,0 +1,206 @@
+"""Resume a scan after a stop, a cancel or a crash: ``pn.resume(root, scan_id)``.
+
+The scan is rebuilt from its checkpoint (engine.checkpoint): the same config, seed, shard
+and engine state (cookie secret), so the order and cookies are those of the first run.
+Each shard restarts at its low-water mark and appends parts to the same ``scan_id=``
+directory; the builder starts from the rows on disk and ``finish`` deduplicates
+(host, proto, port), so the final dataset has one row per probed port.
+
+Targets are parsed again (an -iL file, a hostname): if they no longer give the same index
+space the order would differ, so resume refuses (``space`` in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ConfigError, DatasetError, ScanError
+from .checkpoint import FORMAT, RunPlan, checkpoint_name
+
+if TYPE_CHECKING:
+    from ..config import ScanConfig
+    from ..results import ScanResult
+    from ..targets import TargetSpace
+    from .scan import Scan
+
+__all__ = ["Checkpoint", "config_from_json", "load", "resume", "resume_distributed",
+           "space_digest"]
+
+S = TypeVar("S", bound="Scan")
+
+#: What defines the scan's index space and rows: a resume cannot change these.
+FIXED = ("targets", "ports", "top_ports", "exclude", "exclude_file", "input_file", "family",
+         "method", "seed", "shard", "keep", "output")  # fmt: skip
+
+
+@dataclass
+class Checkpoint:
+    """A scan's checkpoint files, merged: the scan-wide part and every shard's state."""
+
+    scan_id: str
+    config: dict[str, Any]
+    started: datetime
+    status: str
+    shards: dict[str, dict[str, Any]]
+    engine_state: dict[str, Any] = field(default_factory=dict)
+    distributed: bool = False
+    space: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return all(s.get("status") == "completed" for s in self.shards.values())
+
+
+def load(directory: Path) -> Checkpoint:
+    """Read ``_checkpoint*.json`` of one scan directory; shard files override the manifest."""
+    main = directory / checkpoint_name()
+    files = sorted(directory.glob("_checkpoint-*.json"))
+    if not main.exists() and not files:
+        raise DatasetError(
+            f"no checkpoint in {directory}: only scans run with output= can be resumed"
+        )
+    docs = [json.loads(p.read_text()) for p in ([main] if main.exists() else []) + files]
+    for doc in docs:
+        if doc.get("format") != FORMAT:
+            raise DatasetError(f"{directory} has a checkpoint of format {doc.get('format')!r}")
+    base = docs[0]
+    shards: dict[str, dict[str, Any]] = {}
+    for doc in docs:  # a shard's own file is newer than the manifest's entry for it
+        for key, entry in doc.get("shards", {}).items():
+            shards.setdefault(key, {}).update(entry)
+    return Checkpoint(
+        scan_id=base["scan_id"],
+        config=base["config"],
+        started=datetime.fromisoformat(base["started"]),
+        status=base.get("status", "running"),
+        shards=shards,
+        engine_state=dict(base.get("engine_state") or {}),
+        distributed=bool(base.get("distributed", False)),
+        space=dict(base.get("space") or {}),
+    )
+
+
+def space_digest(space: TargetSpace) -> dict[str, Any]:
+    """The index space's size and a digest of its targets and ports (resume checks them)."""
+    text = json.dumps([list(r) for r in space.targets.ranges]) + space.ports.to_spec()
+    return {"size": space.size, "digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def config_from_json(doc: dict[str, Any]) -> ScanConfig:
+    """ScanConfig from ``ScanConfig.to_json()`` output."""
+    from ..config import ScanConfig
+
+    names = {f.name for f in dataclasses.fields(ScanConfig)}
+    kw = {k: v for k, v in doc.items() if k in names}
+    kw["targets"] = tuple(kw.get("targets") or ())
+    kw["exclude"] = tuple(kw.get("exclude") or ())
+    shard = kw.get("shard", "1/1")
+    if isinstance(shard, str):
+        k, n = shard.split("/")
+        kw["shard"] = (int(k), int(n))
+    else:
+        kw["shard"] = tuple(shard)
+    return ScanConfig(**kw)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    fixed = sorted(set(options) & set(FIXED))
+    if fixed:
+        raise ConfigError(
+            f"a resumed scan keeps its {', '.join(fixed)}",
+            hint="resume changes only pacing (rate, timing, concurrency, workers, ...)",
+        )
+
+
+def shard_scan(
+    cls: type[S], root: str | os.PathLike[str], ck: Checkpoint, key: str, options: dict[str, Any]
+) -> S:
+    """A Scan (not started) that continues shard ``key`` of checkpoint ``ck``."""
+    _check_options(options)
+    state = ck.shards[key]
+    k, n = (int(v) for v in key.split("/"))
+    tag = str(state.get("tag", ""))
+    cfg = config_from_json(ck.config).replace(output=os.fspath(root), shard=(k, n), **options)
+    scan = cls(config=cfg)
+    if ck.space and space_digest(scan.space) != ck.space:
+        raise ScanError(
+            f"the targets of scan {ck.scan_id} no longer give the same index space "
+            f"(was {ck.space}, now {space_digest(scan.space)}): a changed -iL file or a hostname "
+            "that resolves elsewhere. Start a new scan instead"
+        )
+    scan._apply_plan(RunPlan(
+        scan_id=ck.scan_id, started=ck.started, start=int(state.get("low_water", 0)),
+        resume=True, tag=tag, shard=k if ck.distributed else None,
+        write_hosts=not ck.distributed,
+    ))
+    scan.engine_state.update(state.get("engine_state") or ck.engine_state)
+    return scan
+
+
+def resumed_scan(
+    cls: type[S], root: str | os.PathLike[str], scan_id: str, **options: Any
+) -> S:
+    from ..results._files import scan_dir
+
+    ck = load(scan_dir(root, scan_id))
+    if ck.distributed or len(ck.shards) != 1:
+        raise ScanError(
+            f"scan {scan_id} ran as {len(ck.shards)} shards: resume it with "
+            "pn.resume(root, scan_id) (cluster=client to run them on Dask)"
+        )
+    return shard_scan(cls, root, ck, next(iter(ck.shards)), options)
+
+
+def resume(
+    root: str | os.PathLike[str], scan_id: str, *, cluster: Any = None, **options: Any
+) -> ScanResult:
+    """Continue scan ``scan_id`` under ``root`` from its checkpoint; return the whole result.
+
+    Works after ``cancel()``, Ctrl-C or kill -9 of a scan run with ``output=root``. A scan
+    that had completed is read back as it is. A Dask scan's shards resume on ``cluster``
+    (or one after another in this process without it). ``options`` may change the pacing.
+
+    >>> res = pn.resume("data/scans", "20261128T101500Z-ab12cd")   # doctest: +SKIP
+    """
+    from ..results import read_scans
+    from ..results._files import scan_dir
+    from .scan import Scan
+
+    ck = load(scan_dir(root, scan_id))
+    if ck.distributed:
+        return resume_distributed(root, ck, cluster=cluster, **options)
+    if ck.complete:
+        return read_scans(root, scan_id)
+    return Scan.resume(root, scan_id, **options).start().wait()
+
+
+def resume_distributed(
+    root: str | os.PathLike[str], ck: Checkpoint, *, cluster: Any = None, **options: Any
+) -> ScanResult:
+    """Continue a Dask scan from its checkpoints: unfinished shards restart at their marks."""
+    from ..results import read_scans
+    from ..results._files import parts, scan_dir
+    from .distributed import DistributedScan
+
+    if ck.complete:
+        return read_scans(root, ck.scan_id)
+    _check_options(options)
+    cfg = config_from_json(ck.config).replace(output=str(root), **options)
+    ds = DistributedScan(config=cfg, cluster=cluster, shards=len(ck.shards))
+    if ck.space and space_digest(ds.space) != ck.space:
+        raise ScanError(
+            f"the targets of scan {ck.scan_id} no longer give the same index space: "
+            "start a new scan instead"
+        )
+    ds.scan_id, ds.started = ck.scan_id, ck.started
+    ds._resume = {int(e["index"]): e for e in ck.shards.values()}
+    for path in parts(scan_dir(root, ck.scan_id), "hosts"):
+        path.unlink()  # running again: not complete until the merge writes it anew
+    return ds.start().wait()

@@ -1,0 +1,239 @@
+"""What the SYN transmit and receive threads share: maps between the index space and
+(address, port), per-host probe constants, and the answered bitmap.
+
+Index ``j`` is host ``j % H``, port index ``j // H`` (targets.space). The receive side
+runs the map backwards -- address -> host index, port -> port index -- so a reply
+names its probe without any table of probes in flight.
+
+MEMORY. Per index: one bit (answered) and, for spaces up to ``SENT_AT_LIMIT``, a
+float32 send time (the RTT of each reply); 4.1 bytes a port. Larger spaces keep only the
+bit and report no per-port RTT. Both are indexed by ``j`` over the whole space, so a
+shard k/n pays for the space, not for its 1/n of it.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from bisect import bisect_right
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from ..config import ScanConfig
+from ..errors import ConfigError
+from ..probes.cookie import CookieKey
+from ..probes.tcp import checksum_base
+from ..targets import PortSet, TargetSet
+
+__all__ = [
+    "DEFAULT_RATES", "SENT_AT_LIMIT", "Answered", "HostInfo", "HostTable", "PortIndex",
+    "reserve_port", "route_source", "syn_rate",
+]
+
+SENT_AT_LIMIT = 1 << 24  # 64 MiB of send times at most
+BITMAP_LIMIT = 1 << 34  # 2 GiB of bitmap: refuse beyond
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_M64 = (1 << 64) - 1
+U64 = npt.NDArray[np.uint64]
+
+
+class HostInfo(NamedTuple):
+    family: int
+    dst: bytes  # packed target address
+    src: bytes  # packed source address the kernel routes from
+    key: int  # cookie host key
+    base: int  # TCP checksum base (probes.tcp.checksum_base)
+
+
+def route_source(family: int, dst: bytes) -> bytes:
+    """The source address the kernel would use towards ``dst`` (a UDP connect sends
+    nothing). Zeros when there is no route: those probes fail to send and end filtered."""
+    s = socket.socket(_AF[family], socket.SOCK_DGRAM)
+    try:
+        s.connect((socket.inet_ntop(_AF[family], dst), 9))
+        return socket.inet_pton(_AF[family], s.getsockname()[0])
+    except OSError:
+        return bytes(len(dst))
+    finally:
+        s.close()
+
+
+class HostTable:
+    """Host index <-> address, and each host's probe constants (cached)."""
+
+    def __init__(self, targets: TargetSet, key: CookieKey, sport: int,
+                 templates: dict[int, bytes]) -> None:
+        self.targets = targets
+        self.size = targets.size
+        self.key = key
+        self.sport = sport
+        self.templates = templates
+        self.ranges = targets.ranges
+        self.starts: list[int] = []
+        n = 0
+        for _fam, lo, hi in self.ranges:
+            self.starts.append(n)
+            n += hi - lo + 1
+        self.n4 = sum(hi - lo + 1 for fam, lo, hi in self.ranges if fam == 4)
+        # Per family: (first addresses, last addresses, start indices) for bisecting.
+        self._by_fam = {
+            fam: (
+                [lo for f, lo, _ in self.ranges if f == fam],
+                [hi for f, _, hi in self.ranges if f == fam],
+                [s for (f, _, _), s in zip(self.ranges, self.starts, strict=True) if f == fam],
+            )
+            for fam in (4, 6)
+        }
+        self.cache: dict[int, HostInfo] = {}
+
+    def family(self, h: int) -> int:
+        return 4 if h < self.n4 else 6
+
+    def info(self, h: int) -> HostInfo:
+        hit = self.cache.get(h)
+        if hit is None:
+            if len(self.cache) >= 1 << 16:  # a big sweep: keep the memory bounded
+                self.cache.clear()
+            fam = self.family(h)
+            dst = self.targets.packed(h)
+            src = route_source(fam, dst)
+            key = self.key.host_key(src, dst, self.sport)
+            base = checksum_base(self.templates[fam], fam, src, dst)
+            hit = self.cache[h] = HostInfo(fam, dst, src, key, base)
+        return hit
+
+    def index(self, family: int, addr: bytes) -> int:
+        """Host index of a packed address, or -1 if it is not a target."""
+        los, his, starts = self._by_fam[family]
+        value = int.from_bytes(addr, "big")
+        r = bisect_right(los, value) - 1
+        if r < 0 or value > his[r]:
+            return -1
+        return starts[r] + value - los[r]
+
+
+    def index_array(self, family: int, hi: U64, lo: U64 | None = None) -> npt.NDArray[np.int64]:
+        """``index`` for many packed-as-integer addresses (IPv6: high and low halves).
+
+        Vectorised per target range; an IPv6 range that crosses a 64-bit boundary (wider
+        than a /64) is looked up one address at a time."""
+        out = np.full(len(hi), -1, np.int64)
+        los, his, starts = self._by_fam[family]
+        for first, last, start in zip(los, his, starts, strict=True):
+            if family == 4:
+                m = (hi >= first) & (hi <= last)
+                out[m] = start + (hi[m].astype(np.int64) - first)
+            elif first >> 64 == last >> 64:
+                assert lo is not None
+                m = (hi == first >> 64) & (lo >= first & _M64) & (lo <= last & _M64)
+                out[m] = start + (lo[m] - np.uint64(first & _M64)).astype(np.int64)
+            else:
+                assert lo is not None
+                for k in np.flatnonzero(out < 0).tolist():
+                    out[k] = self.index(6, int(hi[k]).to_bytes(8, "big")
+                                        + int(lo[k]).to_bytes(8, "big"))
+        return out
+
+
+class PortIndex:
+    """TCP port <-> port index, scalar and vectorised."""
+
+    def __init__(self, ports: PortSet) -> None:
+        if ports.udp:
+            raise ConfigError("a SYN scan probes TCP ports only", hint="drop the U: ports")
+        self.lows = [lo for lo, _ in ports.tcp]
+        self.highs = [hi for _, hi in ports.tcp]
+        self.starts: list[int] = []
+        n = 0
+        for lo, hi in ports.tcp:
+            self.starts.append(n)
+            n += hi - lo + 1
+        self._lows = np.array(self.lows, np.uint64)
+        self._starts = np.array(self.starts, np.uint64)
+
+    def index(self, port: int) -> int:
+        r = bisect_right(self.lows, port) - 1
+        if r < 0 or port > self.highs[r]:
+            return -1
+        return self.starts[r] + port - self.lows[r]
+
+    def index_array(self, ports: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+        """``index`` for many ports (-1 for a port not in the set)."""
+        pt = ports.astype(np.int64)
+        out = np.full(len(pt), -1, np.int64)
+        for lo, hi, start in zip(self.lows, self.highs, self.starts, strict=True):
+            m = (pt >= lo) & (pt <= hi)
+            out[m] = start + pt[m] - lo
+        return out
+
+    def ports(self, pidx: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        if len(self.lows) == 1:
+            return pidx + self._lows[0]
+        r = np.searchsorted(self._starts, pidx, side="right") - 1
+        return self._lows[r] + (pidx - self._starts[r])
+
+
+class Answered:
+    """One bit per index (bytearray for the receive thread's scalar updates, a numpy view
+    of the same memory for the transmit side's vectorised checks) and send times."""
+
+    def __init__(self, size: int) -> None:
+        if size > BITMAP_LIMIT:
+            raise ConfigError(
+                f"a SYN scan of {size} probes needs {size >> 23} MiB of state",
+                hint="scan fewer hosts or ports at a time",
+            )
+        self.bits = bytearray((size + 7) >> 3)
+        self.view = np.frombuffer(self.bits, np.uint8)
+        self.sent_at: npt.NDArray[np.float32] | None = (
+            np.zeros(size, np.float32) if size <= SENT_AT_LIMIT else None
+        )
+
+    def times(self) -> memoryview | None:
+        """The send times as a memoryview: scalar reads from it are Python floats, 3x
+        faster than indexing the numpy array."""
+        return None if self.sent_at is None else memoryview(self.sent_at.data)
+
+    def unanswered(self, js: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        bit = (self.view[js >> np.uint64(3)] >> (js & np.uint64(7)).astype(np.uint8)) & 1
+        return bit == 0
+
+
+#: Default rates (probes/s) for targets beyond loopback, by timing template: at most about
+#: nmap -T4's pace on a LAN. T0-T2 follow the template's scan delay (one probe per delay).
+DEFAULT_RATES = {"normal": 1000.0, "aggressive": 5000.0, "insane": 20000.0}
+
+
+def syn_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
+    """The scan's rate: the user's, else unlimited on loopback, else the template's."""
+    if cfg.rate is not None:
+        return cfg.rate
+    tmpl = cfg.template
+    if tmpl.scan_delay > 0:
+        return 1.0 / tmpl.scan_delay
+    if targets.is_loopback:
+        return None
+    return DEFAULT_RATES.get(tmpl.name, 1000.0)
+
+
+def reserve_port(port: int | None = None) -> tuple[int, list[socket.socket]]:
+    """A source port for the scan, held by bound (not listening) TCP sockets."""
+    for _ in range(64):
+        p = port or random.randrange(40000, 60000)
+        held: list[socket.socket] = []
+        try:
+            for af, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+                s = socket.socket(af, socket.SOCK_STREAM)
+                held.append(s)
+                if af == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((addr, p))
+            return p, held
+        except OSError:
+            for s in held:
+                s.close()
+            if port:  # the caller's choice is in use: scan from it anyway, unreserved
+                return port, []
+    raise OSError("no free source port found in 40000-59999")

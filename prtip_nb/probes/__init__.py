@@ -1,0 +1,18 @@
+"""Probes: what prtip_nb sends, and how it reads what comes back.
+
+Packet templates for SYN scans (``tcp``, ``cookie``), and service and version detection:
+
+- ``servicedb``: the probe/match database (the project's own TOML file) and the matcher;
+- ``nmapdb``: optionally, an installed nmap's ``nmap-service-probes``, translated at run time;
+- ``regexguard``: static and measured bounds on regex backtracking;
+- ``text``: escapes in (probe payloads) and out (everything a peer sends), templates;
+- ``service``: many ports at once (``ServiceScanner``, ``detect_services``), tarpits;
+- ``detect``: one port: NULL probe, probes, TLS, every byte and time bound;
+- ``conn``: one connection, plain or TLS over memory BIOs; ``outcome``: replies, results;
+- ``tls``: certificate parsing (imports cryptography: only once a handshake happened);
+- ``stage``: the scan's ``-sV`` stage, feeding ``ResultBuilder.add_services``.
+
+Nothing is imported here; ``import prtip_nb`` never loads this package.
+"""
+
+from __future__ import annotations

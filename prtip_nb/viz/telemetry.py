@@ -1,0 +1,76 @@
+"""Charts of the telemetry table: throughput and memory over the scan's time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from prtip_nb.viz._frames import figure, frame, note, numbers, scan_label, texts
+
+__all__ = ["memory", "throughput"]
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def _by_scan(res: Any) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
+    """(scan_id, t, columns) per scan, rows in time order."""
+    df = frame(res, "telemetry")
+    if df.empty:
+        return []
+    ids = np.array(texts(df, "scan_id", "scan"), dtype=object)
+    t = numbers(df, "t")
+    cols = {c: numbers(df, c) for c in ("pps", "pps_received", "rss_bytes", "cpu_percent")}
+    out = []
+    for sid in dict.fromkeys(ids.tolist()):
+        mine = ids == sid
+        order = np.argsort(t[mine], kind="stable")
+        out.append((str(sid), t[mine][order], {c: v[mine][order] for c, v in cols.items()}))
+    return out
+
+
+def throughput(res: Any) -> go.Figure:
+    """Probes sent and replies received per second over the scan (from telemetry)."""
+    fig = figure("Throughput", "seconds since the scan started", "packets per second")
+    scans = _by_scan(res)
+    if not scans:
+        return note(fig, "no telemetry")
+    many = len(scans) > 1
+    for k, (sid, t, cols) in enumerate(scans):
+        color = _PALETTE[k % len(_PALETTE)]
+        tag = f" · {scan_label(sid)}" if many else ""
+        fig.add_trace(go.Scatter(
+            x=t, y=cols["pps"], mode="lines+markers", name=f"sent{tag}",
+            line={"color": color}, marker={"size": 4},
+            hovertemplate="t=%{x:.2f} s<br>%{y:,.0f} probes/s sent<extra></extra>",
+        ))
+        if not np.isnan(cols["pps_received"]).all():
+            fig.add_trace(go.Scatter(
+                x=t, y=cols["pps_received"], mode="lines", name=f"received{tag}",
+                line={"color": color, "dash": "dot"},
+                hovertemplate="t=%{x:.2f} s<br>%{y:,.0f} replies/s<extra></extra>",
+            ))
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def memory(res: Any) -> go.Figure:
+    """Resident memory (RSS) of the scanning process over the scan, and its peak."""
+    fig = figure("Memory", "seconds since the scan started", "RSS (MiB)")
+    scans = _by_scan(res)
+    if not scans:
+        return note(fig, "no telemetry")
+    many = len(scans) > 1
+    for k, (sid, t, cols) in enumerate(scans):
+        mib = cols["rss_bytes"] / 2**20
+        peak = float(np.nanmax(mib)) if len(mib) else float("nan")
+        name = f"{scan_label(sid)} (peak {peak:.1f} MiB)" if many else f"RSS (peak {peak:.1f} MiB)"
+        fig.add_trace(go.Scatter(
+            x=t, y=mib, mode="lines+markers", name=name, marker={"size": 4},
+            line={"color": _PALETTE[k % len(_PALETTE)], "shape": "hv"},
+            customdata=cols["cpu_percent"],
+            hovertemplate="t=%{x:.2f} s<br>%{y:.1f} MiB<br>CPU %{customdata:.0f}%<extra></extra>",
+        ))
+    fig.update_yaxes(rangemode="tozero")
+    return fig

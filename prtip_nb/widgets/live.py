@@ -1,0 +1,135 @@
+"""What the panel draws from a ``PanelState``: progress text, the open-port table, the chart.
+
+The text and table are pure functions of the state (tested without widgets). The chart is
+one plotly ``FigureWidget`` with two rows (throughput, memory): one widget rather than two
+keeps the notebook small (each FigureWidget carries its JavaScript into the saved file).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .state import PanelState
+
+MAX_ROWS = 200  # open ports listed in the live table; the DataFrame has them all
+_TABLE_CSS = ("<style>.prtip-open-ports-table td,.prtip-open-ports-table th"
+              "{padding:1px 10px;text-align:left}</style>")
+STATUS_COLORS = {"running": "#1f77b4", "stopping": "#ff7f0e", "completed": "#2ca02c",
+                 "cancelled": "#ff7f0e", "failed": "#d62728", "idle": "#777"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def progress_text(state: PanelState) -> str:
+    """``42.0% · 27,512 / 65,535 ports · 31,200 ports/s · ETA 1.2 s · 26 open``."""
+    p = state.progress
+    if p is None:
+        return "not started" if state.status == "idle" else "starting…"
+    parts = [f"{p.fraction:.1%}", f"{p.done:,} / {p.total:,} ports", f"{p.rate:,.0f} ports/s"]
+    if state.running:
+        parts.append(f"ETA {_duration(p.eta)}")
+    else:
+        parts.append(f"took {_duration(p.elapsed)}")
+    parts.append(f"{len(state.open_ports)} open")
+    return " · ".join(parts)
+
+
+def status_html(state: PanelState) -> str:
+    color = STATUS_COLORS.get(state.status, "#777")
+    scan_id = state.scan.scan_id if state.scan is not None else None
+    text = f"<b style='color:{color}'>{html.escape(state.status)}</b>"
+    if scan_id:
+        text += f" <span class='prtip-scan-id'>scan {html.escape(scan_id)}</span>"
+    if state.message:
+        text += f" <span style='color:#d62728'>{html.escape(state.message)}</span>"
+    return text
+
+
+def errors_html(state: PanelState) -> str:
+    if not state.errors:
+        return ""
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                    for k, v in state.errors.items())
+    return f"<ul class='prtip-errors' style='color:#d62728;margin:2px 0'>{items}</ul>"
+
+
+def ports_table_html(state: PanelState) -> str:
+    """The open ports found so far, newest last, as an HTML table (values escaped)."""
+    rows = sorted(state.open_ports, key=lambda r: (r.host, r.proto, r.port))
+    head = (f"{_TABLE_CSS}<div class='prtip-open-ports-title'><b>{len(rows)} open ports</b></div>"
+            "<table class='prtip-open-ports-table' style='border-collapse:collapse'>"
+            "<thead><tr><th>host</th><th>port</th><th>proto</th><th>reason</th>"
+            "<th>found at</th></tr></thead><tbody>")
+    body = "".join(
+        f"<tr data-port='{r.port}'><td>{html.escape(r.host)}</td><td>{r.port}</td>"
+        f"<td>{html.escape(r.proto)}</td><td>{html.escape(r.reason)}</td>"
+        f"<td>{r.t:.2f} s</td></tr>"
+        for r in rows[:MAX_ROWS]
+    )
+    more = (f"<tr><td colspan='5'>… {len(rows) - MAX_ROWS} more: see panel.result.open_ports"
+            "</td></tr>" if len(rows) > MAX_ROWS else "")
+    return f"{head}{body}{more}</tbody></table>"
+
+
+def _axis(**more: Any) -> dict[str, Any]:
+    return {"gridcolor": "#eee", "zerolinecolor": "#ccc", "linecolor": "#ccc", **more}
+
+
+def make_chart() -> Any:
+    """The live chart: throughput (top) and memory (bottom), sharing the time axis.
+
+    Built from plain dicts with no template: 2 ms, where make_subplots and the
+    plotly_white template took 40 ms, a tenth of a 65,535-port SYN scan here.
+    """
+    import plotly.graph_objects as go
+
+    def title(text: str, y: float) -> dict[str, Any]:
+        return {"text": text, "x": 0.5, "y": y, "xref": "paper", "yref": "paper",
+                "showarrow": False, "xanchor": "center", "yanchor": "bottom",
+                "font": {"size": 13}}
+
+    line = {"mode": "lines+markers", "x": [], "y": [], "marker": {"size": 4}}
+    data = [
+        {**line, "type": "scatter", "name": "probes/s", "xaxis": "x", "yaxis": "y",
+         "line": {"color": "#1f77b4"},
+         "hovertemplate": "t=%{x:.2f} s<br>%{y:,.0f} probes/s<extra></extra>"},
+        {**line, "type": "scatter", "name": "RSS MiB", "xaxis": "x2", "yaxis": "y2",
+         "line": {"color": "#ff7f0e", "shape": "hv"},
+         "hovertemplate": "t=%{x:.2f} s<br>%{y:.1f} MiB<extra></extra>"},
+    ]
+    layout = {
+        "template": "none", "height": 380, "showlegend": False, "font": {"size": 12},
+        "margin": {"l": 60, "r": 10, "t": 40, "b": 45}, "paper_bgcolor": "white",
+        "plot_bgcolor": "white", "hovermode": "closest",
+        "xaxis": _axis(anchor="y", domain=[0, 1], matches="x2", showticklabels=False,
+                       rangemode="tozero"),
+        "xaxis2": _axis(anchor="y2", domain=[0, 1], rangemode="tozero",
+                        title={"text": "seconds since the scan started"}),
+        "yaxis": _axis(anchor="x", domain=[0.58, 1], rangemode="tozero",
+                       title={"text": "probes/s"}),
+        "yaxis2": _axis(anchor="x2", domain=[0, 0.42], rangemode="tozero",
+                        title={"text": "MiB"}),
+        "annotations": [title("Throughput (probes sent per second)", 1.0),
+                        title("Memory (RSS of this kernel, MiB)", 0.42)],
+    }
+    widget = go.FigureWidget({"data": data, "layout": layout})
+    widget.add_class("prtip-live-chart")
+    return widget
+
+
+def draw_series(chart: Any, state: PanelState) -> None:
+    s = state.series
+    with chart.batch_update():
+        chart.data[0].x, chart.data[0].y = tuple(s.t), tuple(s.pps)
+        chart.data[1].x, chart.data[1].y = tuple(s.t), tuple(s.rss_mib)

@@ -1,0 +1,295 @@
+"""``PanelState``: everything the scan panel shows, as a plain object with no widget in it.
+
+The form's values and their errors, the running ``Scan``, its progress, the live series
+(throughput and memory) and the open ports found so far. A view ``observe``s it and is
+called with the names of what changed: ``"form"``, ``"status"``, ``"progress"``,
+``"series"``, ``"ports"``. Changes from the scan are batched so that views are called at
+most ``RENDER_INTERVAL`` apart (10 times a second), except for the scan's end, which is
+always delivered at once. Tests drive this object directly, with no browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engine.events import (
+    Event,
+    PortFound,
+    Progress,
+    ScanCancelled,
+    ScanCompleted,
+    ScanFailed,
+    Subscription,
+)
+from ..engine.telemetry import rss_bytes
+from ..errors import PortSpecError, PrtipError, ScanError, SpecError, TargetSpecError
+from . import validate
+
+if TYPE_CHECKING:
+    from ..engine.scan import Scan
+    from ..results import ScanResult
+
+Listener = Callable[["PanelState", frozenset[str]], None]
+ALL = frozenset({"form", "status", "progress", "series", "ports"})
+_TERMINAL = {ScanCompleted: "completed", ScanCancelled: "cancelled", ScanFailed: "failed"}
+
+
+@dataclass(frozen=True)
+class OpenPort:
+    host: str
+    proto: str
+    port: int
+    reason: str
+    t: float  # seconds into the scan when it was found
+
+
+@dataclass
+class Series:
+    """The live charts' points: one per Progress event (the poller's cadence, ~4 Hz)."""
+
+    t: list[float] = field(default_factory=list)
+    pps: list[float] = field(default_factory=list)  # probes sent per second since last point
+    rss_mib: list[float] = field(default_factory=list)  # this process's resident memory
+
+
+class PanelState:
+    """The scan panel's state and actions: ``set``, ``start``, ``stop``, ``wait``, ``result``."""
+
+    RENDER_INTERVAL = 0.1
+
+    def __init__(
+        self,
+        targets: str = "127.0.0.1",
+        ports: str = "",
+        *,
+        method: str = "connect",
+        rate: float | str | None = None,
+        timing: int = 3,
+        service: bool = False,
+        **options: Any,
+    ) -> None:
+        self.fields = tuple(f for f in validate.FIELDS
+                            if f != "service" or validate.has_service_option())
+        values = dict(targets=targets, ports=ports, method=method, rate=rate, timing=timing,
+                      service=service)
+        self.values: dict[str, Any] = {f: values[f] for f in self.fields}
+        self.errors: dict[str, str] = {}  # field -> the message its value raises
+        self._problems: dict[str, SpecError] = {}
+        self.options = options  # more ScanConfig options, e.g. max_retries=1
+        self.status = "idle"  # idle, running, stopping, completed, cancelled, failed
+        self.message = ""
+        self.progress: Progress | None = None
+        self.series = Series()
+        self.open_ports: list[OpenPort] = []
+        self.scan: Scan | None = None
+        self.runs = 0
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._pending: set[str] = set()
+        self._last_emit = 0.0
+        self._last_point = (0.0, 0)  # (elapsed, sent) of the previous Progress
+        self._sub: Subscription | None = None
+        self._ended = threading.Event()
+        self._ended.set()
+        for name in self.fields:
+            self._check(name)
+
+    # -- observing ---------------------------------------------------------------------
+    def observe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unobserve(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _changed(self, aspects: set[str] | frozenset[str], *, force: bool = False) -> None:
+        with self._lock:
+            self._pending |= aspects
+            now = time.monotonic()
+            if not self._pending or (not force and now - self._last_emit < self.RENDER_INTERVAL):
+                return
+            pending, self._pending = frozenset(self._pending), set()
+            self._last_emit = now
+        for listener in list(self._listeners):
+            listener(self, pending)
+
+    # -- the form ----------------------------------------------------------------------
+    def _check(self, name: str) -> str | None:
+        exc = validate.problem(name, self.values[name])
+        if exc is None:
+            self.errors.pop(name, None)
+            self._problems.pop(name, None)
+            return None
+        self.errors[name], self._problems[name] = str(exc), exc
+        return str(exc)
+
+    def set(self, name: str, value: Any) -> str | None:
+        """Change one field; return its error message (None if valid). Views show it."""
+        if name not in self.fields:
+            raise KeyError(f"no field {name!r}; fields: {', '.join(self.fields)}")
+        self.values[name] = value
+        error = self._check(name)
+        self._changed({"form"}, force=True)
+        return error
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def scan_options(self) -> dict[str, Any]:
+        """The form as ``Scan`` keyword arguments (targets and ports included)."""
+        v = self.values
+        opts: dict[str, Any] = {**self.options, "method": v["method"], "timing": int(v["timing"]),
+                                "rate": validate.parse_rate(v["rate"])}
+        if "service" in self.fields:
+            opts["service"] = bool(v["service"])
+        return {"targets": str(v["targets"]).split(), "ports": str(v["ports"]).strip() or None,
+                **opts}
+
+    # -- the scan ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.scan is not None and not self._ended.is_set()
+
+    def start(self) -> Scan:
+        """Start a scan of the form's values on a background thread and return it.
+
+        Raises ``SpecError`` (its message also under the field) if the form is not valid
+        or a hostname does not resolve, and ``ScanError`` if a scan is still running.
+        """
+        from ..engine.scan import Scan
+
+        if self.running:
+            raise ScanError("a scan is still running: stop it first, or use another panel")
+        for name in self.fields:
+            self._check(name)
+        if self._problems:
+            self._changed({"form"}, force=True)
+            raise next(iter(self._problems.values()))
+        try:
+            scan = Scan(**self.scan_options())  # resolves hostnames: once, here
+        except SpecError as exc:
+            name = _field_of(exc)
+            self.errors[name], self._problems[name] = str(exc), exc
+            self._changed({"form"}, force=True)
+            raise
+        with self._lock:
+            self.scan, self.runs = scan, self.runs + 1
+            self.progress, self.series, self.open_ports = None, Series(), []
+            self._last_point = (0.0, 0)
+            self.status, self.message = "running", ""
+            self._ended.clear()
+        types = (Progress, PortFound, ScanCompleted, ScanCancelled, ScanFailed)
+        self._sub = scan.subscribe(self._on_event, types)
+        try:
+            scan.start()
+        except BaseException as exc:
+            self._finish("failed", f"could not start: {exc}")
+            raise
+        self._changed(ALL, force=True)
+        return scan
+
+    def stop(self) -> None:
+        """Cancel the running scan; it ends within a second and keeps what it found."""
+        with self._lock:  # not after _finish: a cancelled scan must not read "stopping"
+            if self.scan is None or not self.running:
+                return
+            self.scan.cancel()
+            self.status = "stopping"
+        self._changed({"status"}, force=True)
+
+    def wait(self, timeout: float | None = None) -> ScanResult:
+        """Block until the scan ends and the panel has shown it; return the result.
+
+        Interrupting (Ctrl-C, the kernel's interrupt) cancels the scan and waits for its
+        threads and sockets to close before re-raising.
+        """
+        if self.scan is None:
+            raise ScanError("no scan yet: call start() (or press Start) first")
+        try:
+            res = self.scan.wait(timeout)
+        except KeyboardInterrupt:
+            self.stop()
+            self._ended.wait(5.0)
+            raise
+        self._ended.wait(5.0 if timeout is None else timeout)
+        return res
+
+    @property
+    def result(self) -> ScanResult:
+        """What the scan found so far (a snapshot while it runs); empty before any scan."""
+        if self.scan is None or self.scan.scan_id is None:
+            from ..results import ScanResult
+
+            return ScanResult({})
+        return self.scan.result
+
+    def close(self) -> None:
+        """Stop any scan and drop every listener (the panel was closed)."""
+        self.stop()
+        self._listeners.clear()
+
+    # -- events from the scan (on the EventBus's dispatcher thread) ----------------------
+    def _on_event(self, ev: Event) -> None:
+        try:
+            if isinstance(ev, Progress):
+                self._on_progress(ev)
+                self._changed({"progress", "series"})
+            elif isinstance(ev, PortFound):
+                if ev.state == "open":
+                    with self._lock:
+                        self.open_ports.append(OpenPort(ev.host, ev.proto, ev.port, ev.reason,
+                                                        ev.t))
+                    self._changed({"ports"})
+            else:
+                kind = _TERMINAL.get(type(ev), "failed")
+                text = getattr(ev, "error", "") if kind == "failed" else ""
+                self._finish(kind, text)
+        except Exception as exc:  # never let the bus detach the panel: show the error
+            self.message = f"panel error: {exc!r}"
+
+    def _on_progress(self, ev: Progress) -> None:
+        with self._lock:
+            self.progress = ev
+            last_t, last_sent = self._last_point
+            dt = ev.elapsed - last_t
+            if dt <= 0:
+                return
+            self.series.t.append(round(ev.elapsed, 3))
+            self.series.pps.append((ev.sent - last_sent) / dt)
+            self.series.rss_mib.append(rss_bytes() / 2**20)
+            self._last_point = (ev.elapsed, ev.sent)
+
+    def _finish(self, status: str, message: str) -> None:
+        scan = self.scan
+        with self._lock:
+            if scan is not None:
+                final = scan.progress
+                if status in ("completed", "cancelled"):
+                    done = scan.counters.done + scan.counters.skipped
+                    final = dataclasses.replace(final, done=min(final.total, done))
+                self._on_progress(final)
+                self.progress = final
+            self.status, self.message = status, message
+            self._ended.set()
+        if scan is not None and self._sub is not None:
+            scan.bus.unsubscribe(self._sub)
+        self._changed(ALL, force=True)
+
+
+def _field_of(exc: PrtipError) -> str:
+    """Which form field a Scan() error belongs under."""
+    if isinstance(exc, TargetSpecError):
+        return "targets"
+    if isinstance(exc, PortSpecError):
+        return "ports"
+    text = str(exc).lower()
+    for name in ("method", "rate", "timing", "service"):
+        if name in text:
+            return name
+    return "ports" if "port" in text else "targets"

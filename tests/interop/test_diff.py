@@ -1,0 +1,86 @@
+"""diff(): two real scans with a port opened and one closed between them, and the rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import prtip_nb as pn
+from prtip_nb.interop.diff import CHANGES
+
+from .conftest import DATA, Listeners
+
+PORTS = "9100-9110"
+
+
+def _changes(d: pd.DataFrame) -> list[tuple[object, ...]]:
+    return [tuple(None if pd.isna(v) else v for v in row) for row in d.itertuples(index=False)]
+
+
+def test_a_port_opened_and_a_port_closed(listeners: Listeners, tmp_path: Path) -> None:
+    listeners.open(9101, 9105)
+    before = pn.scan("127.0.0.1", ports=PORTS, method="connect")
+    listeners.close(9105)
+    listeners.open(9108)
+    after = pn.scan("127.0.0.1", ports=PORTS, method="connect")
+    d = pn.diff(before, after)
+    assert _changes(d) == [
+        ("127.0.0.1", "tcp", 9105, "open", "closed", "closed"),
+        ("127.0.0.1", "tcp", 9108, "closed", "open", "opened"),
+    ]
+    assert d["host"].dtype == pd.ArrowDtype(pa.string())
+    assert d["port"].dtype == pd.ArrowDtype(pa.uint16())
+    assert pn.diff(before.ports, after.ports).equals(d)  # DataFrames work as well
+    assert pn.diff(after, after).empty
+    # The same through the CLI, from a dataset and from nmap XML: exit 1 = differences.
+    before.to_parquet(tmp_path / "ds")
+    xml = after.to_nmap_xml(tmp_path / "after.xml")
+    cli = subprocess.run(
+        [sys.executable, "-m", "prtip_nb.cli", "diff", f"{tmp_path / 'ds'}:{before.scan_id}",
+         str(xml)], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 1, cli.stderr
+    assert "9105" in cli.stdout and "opened" in cli.stdout
+
+
+def _frame(rows: list[tuple[str, int, str, str | None]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["host", "port", "state", "service"]).assign(proto="tcp")
+
+
+def test_host_and_service_changes() -> None:
+    old = _frame([
+        ("198.51.100.1", 22, "open", "ssh"),
+        ("198.51.100.1", 80, "open", "http"),
+        ("198.51.100.2", 443, "open", None),   # gone, with an open port
+        ("198.51.100.3", 25, "closed", None),  # gone, with none open
+        ("198.51.100.4", 25, "filtered", None),  # silent: never present
+    ])  # fmt: skip
+    new = _frame([
+        ("198.51.100.1", 22, "open", "ssh"),
+        ("198.51.100.1", 80, "open", "nginx"),
+        ("198.51.100.4", 25, "open", "smtp"),  # present now: a new host
+        ("198.51.100.5", 25, "closed", None),  # new, none open
+    ])  # fmt: skip
+    assert _changes(pn.diff(old, new)) == [
+        ("198.51.100.1", "tcp", 80, "http", "nginx", "service-changed"),
+        ("198.51.100.2", "tcp", 443, "open", None, "gone-host"),
+        ("198.51.100.3", None, None, "up", None, "gone-host"),
+        ("198.51.100.4", "tcp", 25, None, "open", "new-host"),
+        ("198.51.100.5", None, None, None, "up", "new-host"),
+    ]
+    assert set(pn.diff(old, new)["change"].astype(str)) <= set(CHANGES)
+
+
+def test_masscan_against_nmap_and_bad_input() -> None:
+    old = pn.read_masscan(DATA / "masscan.list")
+    d = pn.diff(old, pn.read_nmap_xml(DATA / "nmap-sample.xml"))  # no host in common
+    gone = d[d["change"] == "gone-host"]
+    assert sorted(set(gone["host"])) == sorted(set(old.tables["hosts"]["host"].to_pylist()))
+    assert set(d["change"].astype(str)) == {"new-host", "gone-host"}
+    with pytest.raises(ValueError, match="needs columns"):
+        pn.diff(pd.DataFrame({"host": ["x"]}), pd.DataFrame({"host": ["x"]}))

@@ -1,0 +1,131 @@
+"""Reading nmap's probe file at run time: PCRE translation, skips with reasons, bounds.
+
+The synthetic file below is written for this test in nmap's syntax; nmap's own file is
+read only from the installed package (never copied into the project).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from prtip_nb.probes.nmapdb import (
+    DEFAULT_PATH,
+    Untranslatable,
+    load_nmap_service_probes,
+    translate_pcre,
+)
+from prtip_nb.probes.regexguard import hostile_inputs, worst_time
+
+from ..conftest import need
+
+
+@pytest.mark.parametrize(
+    ("pcre", "python"),
+    [
+        (r"(?<ver>\d+)\k<ver>", r"(?P<ver>\d+)(?P=ver)"),
+        (r"end\z", r"end\Z"),
+        (r"end\Z", r"end(?=\n?\Z)"),
+        (r"a\hb[\h-]", r"a[ \t]b[ \t-]"),
+        (r"[[:alpha:][:digit:]_]+", r"[a-zA-Z0-9_]+"),
+        (r"\x{41}\Q.*\E", r"\x41\.\*"),
+        (r"\e\cA", r"\x1b\x01"),
+        (r"[]a]", r"[\]a]"),
+        (r"(?<=x)(?<!y)", r"(?<=x)(?<!y)"),
+        (r"(?i)^abc", r"(?i)^abc"),
+        (r"a++(?>b)", r"a++(?>b)"),
+    ],
+)
+def test_translation(pcre: str, python: str) -> None:
+    assert translate_pcre(pcre) == python
+    re.compile(python.encode("latin-1"))
+
+
+@pytest.mark.parametrize("pcre", [r"a\Kb", r"\x{263a}", r"a(?i)b", r"[[:^alpha:]]", r"[abc"])
+def test_untranslatable(pcre: str) -> None:
+    with pytest.raises(Untranslatable):
+        translate_pcre(pcre)
+
+
+SYNTHETIC = r"""
+# written for this test, in nmap-service-probes syntax
+Exclude T:9100-9101
+Probe TCP NULL q||
+totalwaitms 6000
+match ssh m|^SSH-([\d.]+)-Example_(\S+)\r\n| p/Example sshd/ v/$2/ i/protocol $1/ cpe:/a:x:y/
+match ftp m=^220 Hello (\w+)=i p|Hello ftpd| v|$1|
+softmatch smtp m|^220 [^\r\n]*SMTP|
+match bad m|^(a+)+$| p/Backtracking/
+match bad2 m|^x\Ky| p/Keep-out/
+Probe TCP Hello q|HELLO\r\n|
+rarity 3
+ports 7000-7002
+sslports 7443
+fallback NULL
+match hello m|^HI (\d+)\0| p/Hello server/ v/$1/
+Probe UDP Skipped q|x|
+match udp m|^x|
+"""
+
+
+def test_a_synthetic_file_loads_with_its_skips(tmp_path: Path) -> None:
+    path = tmp_path / "probes"
+    path.write_text(SYNTHETIC)
+    db = load_nmap_service_probes(path)
+    assert [p.name for p in db.probes] == ["NULL", "Hello", "TLSHandshake"]
+    assert db.exclude == {9100, 9101}
+    hello = db.by_name["Hello"]
+    assert (hello.payload, hello.rarity, 7001 in hello.ports) == (b"HELLO\r\n", 3, True)
+    assert db.by_name["TLSHandshake"].ports == {7443}
+    m = db.match(db.null, b"SSH-2.0-Example_1.2\r\n")
+    assert m is not None and (m.product, m.version, m.info) == ("Example sshd", "1.2",
+                                                                  "protocol 2.0")  # fmt: skip
+    m = db.match(db.null, b"220 HELLO abc")
+    assert m is not None and (m.service, m.version) == ("ftp", "abc")  # the i flag
+    m = db.match(hello, b"HI 42\x00")
+    assert m is not None and m.product == "Hello server"
+    m = db.match(hello, b"220 x SMTP ready")  # NULL's rules apply to every probe's reply
+    assert m is not None and m.soft and m.service == "smtp"
+    reasons = {s.where.split(":")[1]: s.reason for s in db.skipped}
+    assert "nested quantifier" in reasons["9"] and "\\K" in reasons["10"]
+    strict = load_nmap_service_probes(path, measure=1e-12)  # nothing is that fast
+    static = {x.where for x in db.skipped}
+    assert len(strict) == 0 and all("slow on hostile input" in x.reason
+                                    for x in strict.skipped if x.where not in static)
+
+
+@pytest.fixture(scope="module")
+def nmap_db() -> object:
+    need(os.path.exists(DEFAULT_PATH), "needs nmap's data files (apt-get install nmap)")
+    # Static guards only: the next test times what they let through (the default load also
+    # drops rules over 20 ms, a margin this test shows is not what keeps them under 50 ms).
+    return load_nmap_service_probes(measure=None)
+
+
+def test_installed_nmap_database(nmap_db: object) -> None:
+    from prtip_nb.probes.servicedb import ServiceDB
+
+    assert isinstance(nmap_db, ServiceDB)
+    assert len(nmap_db) > 10_000 and len(nmap_db.probes) > 50
+    assert 0 < len(nmap_db.skipped) < 0.02 * len(nmap_db)
+    assert all(s.reason and s.where.startswith("nmap-service-probes:") for s in nmap_db.skipped)
+    m = nmap_db.match(nmap_db.null, b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+    assert m is not None and m.service == "ssh" and m.product == "OpenSSH"
+    get = nmap_db.by_name["GetRequest"]
+    m = nmap_db.match(get, b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n")
+    assert m is not None and (m.service, m.product, m.version) == ("http", "nginx", "1.22.1")
+
+
+def test_no_loaded_nmap_rule_takes_50_ms_on_hostile_input(nmap_db: object) -> None:
+    from prtip_nb.probes.servicedb import ServiceDB
+
+    assert isinstance(nmap_db, ServiceDB)
+    slowest = (0.0, "")
+    for probe in nmap_db.probes:
+        for rule in probe.rules:
+            inputs = hostile_inputs(rule.regex.pattern, rule.regex.flags)
+            slowest = max(slowest, (worst_time(rule.regex, inputs), rule.source))
+    assert slowest[0] < 0.050, slowest
