@@ -111,7 +111,7 @@ def test_explicit_port_lists(netns: None) -> None:
     ("kwargs", "match"),
     [
         ({"host": "localhost"}, "IP address literal"),
-        ({"host": "999.1.1.1"}, "IP address literal"),
+        ({"host": "999.1.1.1"}, "IP address literal"),  # parse-only
         ({"http": -1}, "0..65535"),
         ({"http": 70000}, "0..65535"),
         ({"ssh": True}, "port number"),

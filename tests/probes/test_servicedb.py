@@ -32,7 +32,7 @@ CASES = [
     ("NULL", b"SSH-2.0-dropbear_2022.83\r\n", "ssh", "Dropbear sshd", "2022.83", "protocol 2.0"),
     ("NULL", b"SSH-1.99-Cisco-1.25\r\n", "ssh", None, None, "protocol 1.99"),
     ("NULL", b"220 (vsFTPd 3.0.5)\r\n", "ftp", "vsftpd", "3.0.5", None),
-    ("NULL", b"220 ProFTPD 1.3.8b Server (Debian) [::ffff:10.0.0.1]\r\n", "ftp", "ProFTPD",
+    ("NULL", b"220 ProFTPD 1.3.8b Server (Debian) [::ffff:10.0.0.1]\r\n", "ftp", "ProFTPD",  # noqa: E501 # parse-only
      "1.3.8b", None),
     ("NULL", b"220 mail.example.org ESMTP Postfix (Debian/GNU)\r\n", "smtp", "Postfix smtpd",
      None, None),

@@ -8,7 +8,7 @@ from prtip_nb.results import ResultBuilder, ScanMeta, ScanResult
 
 T0 = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
 T0_US = int(T0.timestamp() * 1_000_000)
-CONFIG = {"targets": ["10.0.0.1", "10.0.0.2"], "ports": "20-25,80", "method": "syn"}
+CONFIG = {"targets": ["10.0.0.1", "10.0.0.2"], "ports": "20-25,80", "method": "syn"}  # parse-only
 
 
 def make_meta(scan_id: str = "20261128T101500Z-aaaaaa", started: datetime = T0) -> ScanMeta:
@@ -18,13 +18,13 @@ def make_meta(scan_id: str = "20261128T101500Z-aaaaaa", started: datetime = T0) 
 def fill(b: ResultBuilder) -> None:
     """Two responsive hosts and one silent one, appended out of order (as a shuffled scan is)."""
     rows = [
-        ("10.0.0.2", None, 4, "tcp", 80, "open", "syn-ack", 64, 0.9, T0_US + 5),
-        ("10.0.0.1", "gw.lan", 4, "tcp", 22, "open", "syn-ack", 64, 0.4, T0_US + 3),
-        ("10.0.0.1", None, 4, "tcp", 21, "closed", "reset", 64, 0.2, T0_US + 1),
-        ("10.0.0.1", None, 4, "udp", 53, "open|filtered", "no-response", None, None, None),
-        ("10.0.0.1", None, 4, "tcp", 23, "filtered", "no-response", None, None, None),
-        ("10.0.0.10", None, 4, "tcp", 80, "filtered", "no-response", None, None, None),
-        ("10.0.0.2", None, 4, "tcp", 22, "closed", "reset", 63, 1.5, T0_US + 2),
+        ("10.0.0.2", None, 4, "tcp", 80, "open", "syn-ack", 64, 0.9, T0_US + 5),  # parse-only
+        ("10.0.0.1", "gw.lan", 4, "tcp", 22, "open", "syn-ack", 64, 0.4, T0_US + 3),  # parse-only
+        ("10.0.0.1", None, 4, "tcp", 21, "closed", "reset", 64, 0.2, T0_US + 1),  # parse-only
+        ("10.0.0.1", None, 4, "udp", 53, "open|filtered", "no-response", None, None, None),  # noqa: E501 # parse-only
+        ("10.0.0.1", None, 4, "tcp", 23, "filtered", "no-response", None, None, None),  # parse-only
+        ("10.0.0.10", None, 4, "tcp", 80, "filtered", "no-response", None, None, None),  # noqa: E501 # parse-only
+        ("10.0.0.2", None, 4, "tcp", 22, "closed", "reset", 63, 1.5, T0_US + 2),  # parse-only
     ]
     for row in rows:
         b.append(*row)
