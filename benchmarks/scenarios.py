@@ -118,6 +118,18 @@ def _syn(name: str) -> Callable[..., dict[str, Any]]:
     return run
 
 
+def _discover(name: str) -> Callable[..., dict[str, Any]]:
+    """A host discovery scenario from benchmarks/discover.py, imported when it runs."""
+
+    def run(runs: int = 5) -> dict[str, Any]:
+        from . import discover
+
+        fn: Callable[..., dict[str, Any]] = getattr(discover, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
 def _interop(name: str) -> Callable[..., dict[str, Any]]:
     """An import/dataset scenario from benchmarks/interop.py, imported when it runs."""
 
@@ -137,6 +149,18 @@ def _sv(name: str) -> Callable[..., dict[str, Any]]:
         from . import sv
 
         fn: Callable[..., dict[str, Any]] = getattr(sv, name.replace("-", "_"))
+        return fn(runs)
+
+    return run
+
+
+def _udp(name: str) -> Callable[..., dict[str, Any]]:
+    """A UDP scenario from benchmarks/udp.py, imported when it runs."""
+
+    def run(runs: int = 3) -> dict[str, Any]:
+        from . import udp
+
+        fn: Callable[..., dict[str, Any]] = getattr(udp, name.replace("-", "_"))
         return fn(runs)
 
     return run
@@ -169,7 +193,10 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "syn-memory": _syn("syn-memory"),
     "syn-rate": _syn("syn-rate"),
     "syn-sendto-ceiling": _syn("syn-sendto-ceiling"),
+    "discover-24": _discover("discover-24"),
     "sv-4ports": _sv("sv-4ports"),
+    "udp-1000": _udp("udp-1000"),
+    "udp-icmp-cost": _udp("udp-icmp-cost"),
     "sv-1000": _sv("sv-1000"),
     "import-nmap-xml": _interop("import-nmap-xml"),
     "read-filtered": _interop("read-filtered"),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from . import profile
     from . import viz as plot
     from .config import ScanConfig, Timing
+    from .engine.discovery import discover
     from .engine.events import Progress
     from .engine.resume import resume
     from .engine.scan import Scan, scan
@@ -64,6 +65,7 @@ __all__ = [
     "Timing",
     "__version__",
     "diff",
+    "discover",
     "list_scans",
     "parse_ports",
     "parse_targets",
@@ -89,6 +91,7 @@ _LAZY: dict[str, str] = {
     "TargetSet": ".targets",
     "Timing": ".config",
     "diff": ".interop.diff",
+    "discover": ".engine.discovery",
     "list_scans": ".results",
     "parse_ports": ".targets",
     "parse_targets": ".targets",

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP connect scan (the default; needs no privileges)")
     m.add_argument("-sS", dest="method", action="store_const", const="syn",
                    help="TCP SYN scan (needs root or CAP_NET_RAW)")
-    s.add_argument("--method", dest="method", choices=["connect", "syn", "auto"])
+    s.add_argument("-sU", dest="udp", action="store_true",
+                   help="UDP scan (needs root or CAP_NET_RAW); with -sS, TCP and UDP together")
+    s.add_argument("--method", dest="method", choices=["connect", "syn", "udp", "auto"])
     s.add_argument("-p", dest="ports", metavar="PORTS",
                    help="ports: 22,80,8000-8100, '-' for 1-65535, T:/U: prefixes")
     s.add_argument("--top-ports", type=int, metavar="N", help="the N most common ports")
@@ -67,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
-    s.add_argument("-Pn", action="store_true", help="skip host discovery (the default here)")
+    s.add_argument("-Pn", action="store_true",
+                   help="skip host discovery (always skipped for loopback, unprivileged, "
+                        "sharded and Dask scans)")
+    s.add_argument("-sn", dest="ping_only", action="store_true",
+                   help="ping sweep: host discovery only, no port scan (needs root)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on a TTY")
     s.add_argument("--event-log", metavar="FILE", help="write every scan event as JSON Lines")
     s.add_argument("-sV", dest="service", action="store_true",
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _lean_allocator()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "scan":
@@ -127,9 +134,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _udp_options(args: argparse.Namespace) -> None:
+    """-sU alone is method 'udp' (unprefixed ports are UDP); -sS -sU is method 'syn' over
+    T: and U: ports, unprefixed ones counting for both protocols (nmap's rule)."""
+    if not args.udp:
+        return
+    if args.method in (None, "udp"):
+        args.method = "udp"
+        return
+    if args.method != "syn":
+        from .errors import ConfigError
+
+        raise ConfigError(f"-sU combines with -sS only, not with method {args.method!r}")
+    from .targets import PortSet, parse_ports
+
+    spec, top = args.ports, args.top_ports
+    both = PortSet(tcp=parse_ports(spec, top_ports=top, default_proto="tcp").tcp,
+                   udp=parse_ports(spec, top_ports=top, default_proto="udp").udp)
+    args.ports, args.top_ports = both.to_spec(), None
+
+
+def _lean_allocator() -> None:
+    """Make this process's peak RSS its live data, not its allocators' hoards.
+
+    Measured on a 65,535-port scan (issue 3's memory figure), the defaults cost ~60 B per
+    port on top of the results themselves:
+    - Arrow's mimalloc keeps freed pages for reuse and commits its arena up front, so each
+      short-lived compute buffer stays resident (~2 MiB per kernel call on 65K rows);
+    - numpy (glibc malloc) and Arrow then hold separate free memory neither can reuse;
+    - glibc raises its mmap threshold after the first large free, so later 64 KB-1 MB
+      arrays land on the heap, whose freed middle is never returned.
+    One allocator (glibc, via Arrow's "system" pool) with a fixed 64 KiB mmap threshold
+    returns every big buffer at free. Only before pyarrow loads; the environment wins.
+    """
+    if "pyarrow" in sys.modules or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).mallopt(-3, 65536)  # M_MMAP_THRESHOLD (glibc); fixes it, too
+        except (AttributeError, OSError):  # not glibc (musl): keep its defaults
+            pass
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .engine.scan import Scan
     from .targets import parse_shard
+
+    _udp_options(args)
 
     options: dict[str, Any] = {
         "method": args.method or "connect",
@@ -150,6 +204,24 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
+    if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
+        from .engine import discovery
+
+        if args.ping_only:  # -sn: discovery is the whole scan
+            res, text = discovery.cmd_ping_sweep(args.targets, options)
+            sys.stdout.write(text + _memory_line(res) + "\n")
+            interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+            if args.output:
+                print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
+            return EXIT_OK
+        found = discovery.discover_first(args.targets, options)  # None: not applicable
+        if found is not None:
+            up = discovery.up_hosts(found)
+            if not up:
+                print("Note: no host seems up. If they are, but block ping probes, try -Pn.")
+                return EXIT_OK
+            args.targets = up  # exclusions and -iL are already applied
+            options.update(exclude=(), exclude_file=None, input_file=None)
     sc: Any
     if args.dask or args.shards:
         from .engine.distributed import DistributedScan

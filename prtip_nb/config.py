@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-Method = Literal["connect", "syn", "auto"]
-METHODS: tuple[str, ...] = ("connect", "syn", "auto")
+Method = Literal["connect", "syn", "udp", "auto"]
+METHODS: tuple[str, ...] = ("connect", "syn", "udp", "auto")
 KEEP: tuple[str, ...] = ("all", "responsive", "open")
 
 
@@ -127,7 +127,8 @@ class ScanConfig:
             raise ConfigError(
                 f"unknown scan method {self.method!r}",
                 token=str(self.method),
-                hint="use 'connect' (-sT), 'syn' (-sS) or 'auto'",
+                hint="use 'connect' (-sT), 'syn' (-sS, with U: ports -sS -sU), 'udp' (-sU) "
+                "or 'auto'",
             )
         timing(self.timing)  # validates
         if self.family not in (None, 4, 6):

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from .lab import Lab, can_unshare, in_private_netns, reexec_in_private_netns
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # 50 plain listeners plus the lab's services (http, https, ssh, smtp, ftp, udp echo).
 DEMO_PLAIN = 50
+SUMMARY_WIDTH = 100  # columns: a default terminal, or a notebook cell's output, unwrapped
 
 
 def run_demo(output: str, report_path: str) -> int:
@@ -46,10 +51,7 @@ def run_demo(output: str, report_path: str) -> int:
     from .results import read_scans
 
     back = read_scans(output, scan_id=res.scan_id)
-    import pandas as pd
-
-    with pd.option_context("display.max_colwidth", 60, "display.width", 160):
-        print(res.summary().to_string(index=False))
+    print(summary_text(res.summary()))
     print(f"\nopen ports found: {len(found)} of {len(truth)} lab ports; missed {sorted(missed)}, "
           f"false opens {sorted(extra)}")
     took = (res.ended - res.started).total_seconds() if res.ended and res.started else 0.0
@@ -67,6 +69,39 @@ def run_demo(output: str, report_path: str) -> int:
         print("duckdb: not installed (pip install 'prtip_nb[sql]' to query the dataset with SQL)")
     print(f"demo done in {time.monotonic() - t0:.1f} s")
     return 0 if not missed and not extra else 1
+
+
+def summary_text(summary: pd.DataFrame, width: int = SUMMARY_WIDTH) -> str:
+    """``ScanResult.summary()`` as text no wider than ``width`` (given room for the counts).
+
+    WHY cut by hand: pandas' ``display.max_colwidth`` does not shorten ArrowDtype columns,
+    and a full scan's open-ports list runs to hundreds of characters.
+    """
+    import pandas as pd
+
+    rest = summary.drop(columns="open_ports").to_string(index=False)
+    room = max(len("open_ports"), width - 1 - max(map(len, rest.splitlines()), default=0))
+    short = summary.copy()
+    short["open_ports"] = [
+        "" if pd.isna(v) else _cut(str(v), room) for v in summary["open_ports"]
+    ]
+    return short.to_string(index=False)
+
+
+def _cut(ports: str, room: int) -> str:
+    """The whole "22/tcp, 80/tcp, ..." labels that fit in ``room``, then "… +N more"."""
+    if len(ports) <= room:
+        return ports
+    labels = ports.split(", ")
+    budget = room - len(f", … +{len(labels)} more")  # the tail at its longest
+    kept, used = 0, 0
+    for label in labels:
+        used += len(label) + (2 if kept else 0)
+        if used > budget:
+            break
+        kept += 1
+    tail = f"… +{len(labels) - kept} more"
+    return ", ".join([*labels[:kept], tail])[:room]
 
 
 if __name__ == "__main__":  # pragma: no cover

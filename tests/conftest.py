@@ -7,8 +7,11 @@ outside CI, and fails under CI=true, where everything must be present.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -47,3 +50,30 @@ def nmap() -> str:
 @pytest.fixture
 def root() -> None:
     need(os.geteuid() == 0, "needs root")
+
+
+# -- listeners the tests own ---------------------------------------------------------------
+def tcp_listener(port: int, host: str = "127.0.0.1", backlog: int = 128) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (SO_REUSEADDR: an earlier scan's TIME_WAIT
+    on the port does not block the bind)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(backlog)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+@contextlib.contextmanager
+def tcp_listeners(
+    ports: Iterable[int], host: str = "127.0.0.1", backlog: int = 128
+) -> Iterator[list[int]]:
+    """``with tcp_listeners([22, 80]) as open_ports:``: listeners on ``ports`` for the block."""
+    ports = list(ports)
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            stack.enter_context(tcp_listener(port, host, backlog))
+        yield ports

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import prtip_nb as pn
+from tests.conftest import tcp_listeners
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,17 +41,8 @@ def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) ->
 
 @pytest.fixture
 def listeners() -> Iterator[list[int]]:
-    ports = [2222, 8080]
-    socks = []
-    for p in ports:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", p))
-        s.listen()
-        socks.append(s)
-    yield ports
-    for s in socks:
-        s.close()
+    with tcp_listeners([2222, 8080]) as ports:
+        yield ports
 
 
 @pytest.mark.usefixtures("netns")

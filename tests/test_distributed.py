@@ -8,7 +8,6 @@ namespace too.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import prtip_nb as pn
 from prtip_nb.engine.distributed import DistributedScan
 from prtip_nb.engine.events import Progress
+from tests.conftest import in_netns, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -32,20 +32,10 @@ SEED = 20_261_128
 
 @pytest.fixture(scope="module")
 def listening() -> Iterator[list[int]]:
-    from tests.conftest import in_netns
-
     if not in_netns():
         pytest.skip("needs a private network namespace: run the suite with `make test`")
-    socks = []
-    for p in OPEN:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", p))
-        s.listen(512)
-        socks.append(s)
-    yield OPEN
-    for s in socks:
-        s.close()
+    with tcp_listeners(OPEN, backlog=512) as ports:
+        yield ports
 
 
 # The LocalCluster lives in a child process of its own: multiprocessing's resource tracker

@@ -42,6 +42,7 @@ from .telemetry import Poller
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
     from .checkpoint import Checkpointer
+    from .sink import RecordSink
     from .workers import WorkerPool
 
 #: Below this many probes one process is as fast as several (a worker starts in ~0.1 s).
@@ -68,6 +69,12 @@ def _resolve_method(method: str) -> str:
         from ..net.rawsock import PRIVILEGE_FIX
 
         raise PrivilegeError(f"method='syn' (-sS) sends raw packets: {PRIVILEGE_FIX}")
+    if method == "udp" and not is_privileged():
+        raise PrivilegeError(
+            "method='udp' (-sU) sends raw packets and reads ICMP errors with a packet "
+            "capture: run as root, or give the interpreter the capability (sudo setcap "
+            "cap_net_raw+ep \"$(readlink -f $(which python3))\")"
+        )
     return method
 
 
@@ -105,12 +112,18 @@ class Scan:
             input_file=config.input_file,
             family=config.family,
         )
-        self.ports = parse_ports(config.ports, top_ports=config.top_ports)
-        if self.ports.count("udp"):
+        # A UDP scan (-sU) reads unprefixed ports as UDP; -sS scans U: ports too (-sS -sU).
+        self.ports = parse_ports(config.ports, top_ports=config.top_ports,
+                                 default_proto="udp" if method == "udp" else "tcp")
+        if self.ports.count("udp") and method == "connect":
             raise ConfigError(
-                f"a {'SYN (-sS)' if method == 'syn' else 'connect (-sT)'} scan probes TCP only, "
-                "but the port list has UDP ports",
-                hint="drop the U: ports, or use a UDP scan",
+                "a connect (-sT) scan probes TCP only, but the port list has UDP ports",
+                hint="drop the U: ports, or use method='udp' (-sU) or 'syn' (-sS -sU)",
+            )
+        if self.ports.count("tcp") and method == "udp":
+            raise ConfigError(
+                "a UDP (-sU) scan probes UDP only, but the port list has TCP ports",
+                hint="drop the T: ports, or use method='syn' to scan T: and U: ports together",
             )
         self.space = TargetSpace(self.targets, self.ports)
         self.counters = Counters()
@@ -123,6 +136,7 @@ class Scan:
         self.engine_stats: dict[str, Any] = {}
         self._plan = RunPlan()
         self._ckpt: Checkpointer | None = None
+        self._live_sink: RecordSink | None = None  # the poller age-flushes it
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
@@ -246,6 +260,8 @@ class Scan:
             self._builder.add_event(ev.t, ev.kind, ev.payload())
 
     def _tick(self) -> None:
+        if self._live_sink is not None:  # rows reach live views even while replies pause
+            self._live_sink.flush_if_older()
         self.bus.publish(self.progress, record=False)  # telemetry rows already record it
 
     def _found(self, batch: Any) -> None:
@@ -271,7 +287,7 @@ class Scan:
         poller.start()
         self.bus.publish(StageChanged(0.0, sid, "scan"))
         try:
-            if self.config.method == "syn":
+            if self.config.method in ("syn", "udp"):
                 self._run_syn()
             else:
                 self._run_connect()
@@ -360,27 +376,82 @@ class Scan:
             ))
 
     def _run_syn(self) -> None:
-        """A SYN scan (net.syn) in this process: transmit threads + a receive thread."""
-        from ..net.syn import SynEngine, syn_rate, verdict
+        """A SYN scan (net.syn) of the TCP ports, then a UDP scan (net.udp) of the UDP
+        ports, in this process, into one sink (nmap -sS -sU runs them one after the other
+        too). Each engine has transmit threads + a receive thread."""
+        from ..net.syn import verdict
+        from ..net.udprx import udp_verdict
         from .checkpoint import start_checkpoint
-        from .records import RecordBuffer
         from .sink import RecordSink
 
-        cfg, tmpl = self.config, self.config.template
+        cfg = self.config
         builder = self._builder
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
             decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
+            decode_udp=udp_verdict,
         )
         self._ckpt = start_checkpoint(self, sink)  # None without output=
+        if not self.ports.count("tcp"):
+            self._run_udp(sink, self._plan.start)
+            return
+        if self.ports.count("udp"):  # -sS -sU: a resumed scan starts both parts again
+            from ..targets import PortSet
+
+            self._run_tcp_syn(sink, PortSet(tcp=self.ports.tcp), 0)
+            if not self._cancel.is_set():
+                tcp_stats = self.engine_stats
+                self._run_udp(sink, 0)
+                self.engine_stats = {**tcp_stats, "udp": self.engine_stats}
+            return
+        self._run_tcp_syn(sink, self.ports, self._plan.start)
+
+    def _run_udp(self, sink: Any, start: int) -> None:
+        """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
+        from ..net.udp import UdpEngine, udp_rate
+        from .records import RecordBuffer
+
+        cfg, tmpl = self.config, self.config.template
+        builder = self._builder
+        assert builder is not None
+        state = self.engine_state
+        secret = bytes.fromhex(state["udp_secret"]) if "udp_secret" in state else None
+        out = RecordBuffer(sink.feed)
+        engine = UdpEngine(
+            targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
+            shard=cfg.shard, start=start, rate=udp_rate(cfg, self.targets),
+            retries=cfg.retries, counters=self.counters, cancel=self._cancel,
+            rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+            source_port=state.get("udp_sport") or cfg.extra.get("udp_source_port"),
+            secret=secret, index_offset=self.ports.count("tcp") * self.targets.size,
+        )
+        state["udp_secret"], state["udp_sport"] = engine.secret.hex(), engine.source_port
+        try:
+            engine.run()
+        finally:
+            out.flush()
+            sink.flush()
+            self.engine_stats = {**engine.stats, "udp_rounds": engine.round_log}
+            t, sid = time.monotonic() - self._t0, builder.meta.scan_id
+            self.bus.publish(EngineStats(t, sid, "udp", 1, tuple(sink.peak_rss)))
+            for message in engine.warnings():
+                self.bus.publish(ScanWarning(t, sid, message))
+
+    def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
+        from ..net.syn import SynEngine, syn_rate
+        from .records import RecordBuffer
+
+        cfg, tmpl = self.config, self.config.template
+        builder = self._builder
+        assert builder is not None
         # A resumed scan reuses the secret and source port, so late replies still match.
         state = self.engine_state
         secret = bytes.fromhex(state["syn_secret"]) if "syn_secret" in state else None
         out = RecordBuffer(sink.feed)
         engine = SynEngine(
-            targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
-            shard=cfg.shard, start=self._plan.start, rate=syn_rate(cfg, self.targets),
+            targets=self.targets, ports=ports, out=out, seed=cfg.seed or 0,
+            shard=cfg.shard, start=start, rate=syn_rate(cfg, self.targets),
             retries=cfg.retries, counters=self.counters, cancel=self._cancel,
             rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
             source_port=state.get("syn_sport") or cfg.extra.get("source_port"), secret=secret,
@@ -454,9 +525,14 @@ def scan(
     *,
     cluster: Any = None,
     shards: int | None = None,
+    discover: bool = False,
     **options: Any,
 ) -> ScanResult:
     """Scan ``targets`` on ``ports`` and return the result; blocks until done.
+
+    ``discover=True`` pings the targets first (``pn.discover``) and scans only those up,
+    as nmap does without -Pn (loopback, own addresses or no privileges: everything is
+    scanned); with none up, the discovery result is returned.
 
     Options are ScanConfig's: ``method``, ``top_ports``, ``exclude``, ``timing``,
     ``max_retries``, ``timeout``, ``concurrency``, ``seed``, ``keep``, ``output`` …
@@ -467,6 +543,15 @@ def scan(
 
     >>> res = scan("127.0.0.1", ports="22,80", method="connect")   # doctest: +SKIP
     """
+    if discover:
+        from .discovery import discover_first, up_hosts
+
+        found = discover_first([targets] if isinstance(targets, str) else targets, options)
+        if found is not None:
+            if not up_hosts(found):
+                return found
+            targets = up_hosts(found)  # exclusions and input_file are already applied
+            options.update(exclude=(), exclude_file=None, input_file=None)
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 

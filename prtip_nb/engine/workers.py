@@ -111,8 +111,8 @@ def _child_main() -> int:
     ports = PortSet(tcp=tuple(tuple(r) for r in job["tcp"]))
     cancel = SignalSafeEvent()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    # Ctrl-C and a notebook kernel's interrupt go to the whole process group; the parent
-    # decides whether that cancels the scan, and tells us with SIGTERM.
+    # The parent decides whether an interrupt cancels the scan, and tells us with SIGTERM
+    # (we run in a process group of our own; this covers a SIGINT sent to us directly).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     counters = Counters()
@@ -184,6 +184,7 @@ class WorkerPool:
         self.cancel = cancel
         self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
         self._drained = False  # every worker's output read to EOF
+        self._failure: str | None = None  # the first failed worker's exit code and stderr
 
     def spawn(self) -> None:
         """Start the worker processes; they begin scanning as soon as they have imported.
@@ -198,26 +199,52 @@ class WorkerPool:
             part = {"shard": list(shard), "start": sub_shard_start(start, w, self.workers),
                     "t_start": t_start}
             err = tempfile.TemporaryFile()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "prtip_nb.engine.workers"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            )
+            try:
+                # A process group of its own: Ctrl-C and a notebook kernel's interrupt go
+                # to the caller's whole group, and would kill a worker still starting up,
+                # before it can ignore SIGINT (measured: an idle kernel interrupted 0-0.3 s
+                # after Start failed the scan). The parent decides, and sends SIGTERM.
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "prtip_nb.engine.workers"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                    process_group=0,
+                )
+            except BaseException:
+                err.close()
+                raise
+            self.procs.append((proc, err))
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({**self.job, **part}).encode())
             proc.stdin.close()
-            self.procs.append((proc, err))
 
     def stop(self) -> None:
-        """Reap every worker, terminating those still running (idempotent)."""
-        for proc, _err in self.procs:
-            if self._drained:  # its stdout hit EOF: it is exiting on its own, let it
-                try:
-                    proc.wait(timeout=5)
-                    continue
-                except subprocess.TimeoutExpired:
-                    pass
-            proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
-            proc.wait()
+        """Reap every worker, terminating those still running, then close its pipe and
+        stderr file (idempotent).
+
+        WHY close here: a finished Scan keeps its pool, so anything left open would hold
+        two descriptors per worker until the garbage collector found the Scan.
+        """
+        for proc, err in self.procs:
+            if proc.returncode is None:
+                self._reap(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if not err.closed:
+                if proc.returncode != 0 and self._failure is None:
+                    err.seek(0)
+                    text = err.read().decode(errors="replace").strip()[-2000:]
+                    self._failure = f"a scan worker exited with {proc.returncode}: {text}"
+                err.close()
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._drained:  # its stdout hit EOF: it is exiting on its own, let it
+            try:
+                proc.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
+        proc.wait()
 
     def run(self, sink: RecordSink) -> None:
         """Feed every worker's records to ``sink`` until all have finished."""
@@ -228,14 +255,8 @@ class WorkerPool:
             self.stop()
         # A worker that stopped early without our cancel (killed, or SIGTERM from outside)
         # left its shard unfinished: that is a failed scan, never a "completed" one.
-        failed = [(p, e) for p, e in self.procs if p.returncode != 0]
-        if failed and not self.cancel.is_set():
-            proc, err = failed[0]
-            err.seek(0)
-            raise ScanError(
-                f"a scan worker exited with {proc.returncode}: "
-                f"{err.read().decode(errors='replace').strip()[-2000:]}"
-            )
+        if self._failure is not None and not self.cancel.is_set():
+            raise ScanError(self._failure)
 
     def _pump(self, procs: list[subprocess.Popen[bytes]], sink: RecordSink) -> None:
         size = RECORD.size

@@ -63,25 +63,28 @@ def _assemble(prog: list[tuple]) -> bytes:
     return out
 
 
-def bpf_program(family: int, sport_lo: int, sport_hi: int) -> bytes:
-    """Keep TCP to ports [sport_lo, sport_hi] and ICMP unreachable; the packet starts at
-    the IP header (SOCK_DGRAM). IPv4 fragments after the first are dropped.
+def bpf_program(family: int, sport_lo: int, sport_hi: int, proto: int = 6) -> bytes:
+    """Keep TCP (``proto`` 6) or UDP (17) to ports [sport_lo, sport_hi] and ICMP
+    unreachable; the packet starts at the IP header (SOCK_DGRAM). IPv4 fragments after
+    the first are dropped.
 
-    A kept TCP segment is cut to its IP header + 20 bytes (the fixed TCP header): every
-    reply then takes the same room in the ring, which lets the receiver find the packets
-    of a block by stride instead of walking them one by one."""
+    A kept TCP segment is cut to its IP header + 20 bytes (the fixed TCP header), a UDP
+    datagram to its IP header + 8: every reply then takes the same room in the ring,
+    which lets the receiver find the packets of a block by stride instead of walking
+    them one by one."""
+    head = 20 if proto == 6 else 8
     if family == 4:
         prog: list[tuple] = [
             (None, LD_H_ABS, 6, None, None),
             (None, JSET, 0x1FFF, "drop", None),
             (None, LD_B_ABS, 9, None, None),
-            (None, JEQ, 6, None, "icmp"),
+            (None, JEQ, proto, None, "icmp"),
             (None, LDX_MSH, 0, None, None),
             (None, LD_H_IND, 2, None, None),
             (None, JGE, sport_lo, None, "drop"),
             (None, JGT, sport_hi, "drop", None),
             (None, TXA, 0, None, None),
-            (None, ADD, 20, None, None),
+            (None, ADD, head, None, None),
             (None, RET_A, 0, None, None),
             ("icmp", JEQ, 1, None, "drop"),
             (None, LDX_MSH, 0, None, None),
@@ -91,11 +94,11 @@ def bpf_program(family: int, sport_lo: int, sport_hi: int) -> bytes:
     else:
         prog = [
             (None, LD_B_ABS, 6, None, None),
-            (None, JEQ, 6, None, "icmp"),
+            (None, JEQ, proto, None, "icmp"),
             (None, LD_H_ABS, 42, None, None),
             (None, JGE, sport_lo, None, "drop"),
             (None, JGT, sport_hi, "drop", None),
-            (None, RET, 60, None, None),
+            (None, RET, 40 + head, None, None),
             ("icmp", JEQ, 58, None, "drop"),
             (None, LD_B_ABS, 40, None, None),
             (None, JEQ, 1, "keep", "drop"),
@@ -128,6 +131,7 @@ class Capture:
         block_size: int = 1 << 17,
         blocks: int = 8,
         retire_ms: int = 2,
+        proto: int = 6,
     ) -> None:
         self.rings: list[_Ring] = []
         self.poller = select.poll()
@@ -136,20 +140,21 @@ class Capture:
         try:
             for fam in sorted(families):
                 self.rings.append(self._open(fam, sport_lo, sport_hi, ifname, block_size,
-                                             blocks, retire_ms))
+                                             blocks, retire_ms, proto))
         except BaseException:
             self.close()
             raise
 
     def _open(
-        self, fam: int, lo: int, hi: int, ifname: str | None, bs: int, nr: int, tov: int
+        self, fam: int, lo: int, hi: int, ifname: str | None, bs: int, nr: int, tov: int,
+        proto: int = 6,
     ) -> _Ring:
         # With an interface, open with protocol 0 (nothing is captured yet) and bind once
         # the filter and ring are in place: re-binding a socket that already captures
         # waits for an RCU grace period (15-25 ms measured here).
-        proto = 0 if ifname else socket.htons(ETH_P[fam])
+        eth = 0 if ifname else socket.htons(ETH_P[fam])
         try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, proto)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, eth)
         except PermissionError as exc:
             raise PrivilegeError(
                 f"a SYN scan captures replies with AF_PACKET ({exc.strerror}): {PRIVILEGE_FIX}"
@@ -157,7 +162,7 @@ class Capture:
         try:
             import ctypes
 
-            code = bpf_program(fam, lo, hi)
+            code = bpf_program(fam, lo, hi, proto)
             buf = ctypes.create_string_buffer(code)
             fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import time
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,8 +103,10 @@ class RawSender:
     slots ``[start, start + count)`` and returns how many the kernel took.
     """
 
-    def __init__(self, family: int, template: bytes, capacity: int = 4096) -> None:
-        lay = LAYOUTS[family]
+    def __init__(self, family: int, template: bytes, capacity: int = 4096,
+                 layout: Any = None) -> None:
+        # ``layout``: where the patched fields are (default a SYN's; probes.udp has UDP's)
+        lay = LAYOUTS[family] if layout is None else layout
         self.family = family
         self.capacity = capacity
         self.sock = open_raw_socket(family)

@@ -13,8 +13,11 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PrivilegeError
@@ -40,20 +43,31 @@ def run(
     nmap: bool = True,
     strace: bool = True,
     runs: int = 1,
+    flamegraphs: bool = False,
+    output: str | os.PathLike[str] = "data/profile",
 ) -> pd.DataFrame:
     """Run ``scenarios`` ("report", "small", or names) and return one row per (scenario, tool).
 
     Columns: scenario, tool, method, ports, wall_s, peak_rss_bytes, memory_per_port_bytes,
     marginal_bytes_per_port, pps, exact, and the syscall mix (syscalls, futex/brk/mmap/
     network calls and shares) when strace is installed. ``runs`` > 1 keeps the median run.
+
+    ``flamegraphs=True`` also records each prtip_nb scenario once more under py-spy (the
+    ``profile`` extra) and saves an SVG flame graph, Python and native frames, in a new
+    ``<output>/profile-<UTC time>/`` directory beside the table as ``results.json``; the
+    ``flamegraph`` column holds each SVG's path (None for nmap, which py-spy cannot see).
+    The measured runs are never the profiled one: sampling would skew their figures.
     """
     import pandas as pd
 
     names = [s.name for s in resolve(scenarios)]
+    flame_dir = _flame_dir(output) if flamegraphs else None
     args = ["--json", "--runs", str(runs), *(["--no-nmap"] if not nmap else []),
-            *(["--no-strace"] if not strace else []), *names]
+            *(["--no-strace"] if not strace else []),
+            *(["--flamegraphs", str(flame_dir)] if flame_dir else []), *names]
     if _inside():
-        rows = _run_here(resolve(names), nmap=nmap, strace=strace, runs=runs)
+        rows = _run_here(resolve(names), nmap=nmap, strace=strace, runs=runs,
+                         flame_dir=flame_dir)
     else:
         from ..lab import can_unshare, run_in_private_netns
 
@@ -68,7 +82,44 @@ def run(
         if out.returncode != 0:
             raise RuntimeError(f"profile run failed: {out.stderr.strip()[-2000:]}")
         rows = json.loads(out.stdout.strip().splitlines()[-1])
+    if flame_dir is not None:
+        (flame_dir / "results.json").write_text(json.dumps(rows, indent=1))
     return _frame(pd, rows)
+
+
+def _flame_dir(output: str | os.PathLike[str]) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = Path(output).absolute() / f"profile-{stamp}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def py_spy() -> str | None:
+    """The py-spy executable: on PATH, or beside this interpreter (a venv not activated)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def flamegraph(cmd: list[str], svg: Path, *, rate: int = 250) -> Path | None:
+    """Run ``cmd`` under ``py-spy record`` and write its flame graph to ``svg``.
+
+    ``--subprocesses`` follows scan worker processes; ``--native`` adds C frames (numpy,
+    Arrow, the kernel boundary) and is dropped if this system cannot unwind them. py-spy
+    needs ptrace rights over the child: root, or CAP_SYS_PTRACE. None if it failed.
+    """
+    exe = py_spy()
+    if exe is None:
+        return None
+    for native in (["--native"], []):
+        svg.unlink(missing_ok=True)
+        proc = subprocess.run(
+            [exe, "record", "--format", "flamegraph", "--rate", str(rate), "--subprocesses",
+             *native, "--output", str(svg), "--", *cmd],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+        if proc.returncode == 0 and svg.exists() and svg.stat().st_size > 0:
+            return svg
+    return None
 
 
 def _inside() -> bool:
@@ -111,8 +162,12 @@ _OPEN = re.compile(r"^(\d+)/tcp\s+open\b", re.M)
 
 
 def _run_here(scenarios: tuple[Scenario, ...], *, nmap: bool, strace: bool, runs: int,
-              ) -> list[dict[str, Any]]:
+              flame_dir: Path | None = None) -> list[dict[str, Any]]:
     nmap_path = shutil.which("nmap") if nmap else None
+    if flame_dir is not None and py_spy() is None:
+        warnings.warn("flamegraphs=True needs py-spy (pip install 'prtip-nb[profile]'); "
+                      "the flamegraph column stays empty", stacklevel=2)
+        flame_dir = None
     rows: list[dict[str, Any]] = []
     with _labs() as truth:
         for sc in scenarios:
@@ -131,6 +186,10 @@ def _run_here(scenarios: tuple[Scenario, ...], *, nmap: bool, strace: bool, runs
                 }
                 if strace:
                     row.update(syscall_mix(cmd) or {})
+                if flame_dir is not None:
+                    svg = flamegraph(cmd, flame_dir / f"{sc.name}-{tool}.svg") \
+                        if tool == "prtip_nb" else None
+                    row["flamegraph"] = str(svg) if svg is not None else None
                 rows.append(row)
     return rows
 

@@ -8,6 +8,7 @@ and imports no pandas: the scanning path goes through it.
 from __future__ import annotations
 
 import ipaddress
+import mmap
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,10 +41,26 @@ SERVICES = pa.schema(
 # (all-null validity, zero offsets, zero indices), which is what keeps a row under 60 B.
 
 
+_ZERO: pa.Buffer | None = None
+_ZERO_MMAP = 1 << 16  # from this size on, zeros come from an untouched read-only mapping
+
+
 def zeros(n: int) -> pa.Buffer:
-    """A zeroed buffer big enough for any column of ``n`` rows (8 B per row, at least 16 B)."""
-    # bytes, not pa.repeat(pa.scalar(0)): building a pa.scalar from Python imports pandas.
-    return pa.py_buffer(bytes(8 * max(n, 2)))
+    """A zeroed buffer big enough for any column of ``n`` rows (8 B per row, at least 16 B).
+
+    Large ones are slices of one private anonymous mapping that nothing ever writes: its
+    pages stay unbacked (reads map the kernel's shared zero page), so all-null columns cost
+    no resident memory at all instead of 8 B per row.
+    """
+    global _ZERO
+    size = 8 * max(n, 2)
+    if size < _ZERO_MMAP:
+        # bytes, not pa.repeat(pa.scalar(0)): building a pa.scalar from Python imports pandas.
+        return pa.py_buffer(bytes(size))
+    if _ZERO is None or _ZERO.size < size:
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        _ZERO = pa.py_buffer(mmap.mmap(-1, max(size, 1 << 24), flags=flags, prot=mmap.PROT_READ))
+    return _ZERO.slice(0, size)
 
 
 def null_array(typ: pa.DataType, n: int, zero: pa.Buffer) -> pa.Array:
@@ -55,6 +72,9 @@ def null_array(typ: pa.DataType, n: int, zero: pa.Buffer) -> pa.Array:
         return pa.Array.from_buffers(typ, n, [zero, zero], null_count=n, children=[child])
     if pa.types.is_primitive(typ):
         return pa.Array.from_buffers(typ, n, [zero, zero], null_count=n)
+    if pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type):
+        indices = pa.Array.from_buffers(typ.index_type, n, [zero, zero], null_count=n)
+        return pa.DictionaryArray.from_arrays(indices, cv.plain_strings([]))
     return pa.nulls(n, typ)
 
 
@@ -66,19 +86,9 @@ def constant_dict(value: str, n: int, zero: pa.Buffer) -> pa.DictionaryArray:
 
 def take_compact(table: pa.Table, indices: pa.Array) -> pa.Table:
     """``table.take(indices)``, keeping all-null columns and a one-value scan_id compact."""
-    n = len(indices)
-    zero = zeros(n)
-    cols = []
-    for field, col in zip(table.schema, table.columns, strict=True):
-        if col.null_count == len(col):
-            cols.append(null_array(field.type, n, zero))
-            continue
-        if field.name == "scan_id":
-            ids = pc.unique(col).to_pylist()
-            if len(ids) == 1:
-                cols.append(constant_dict(ids[0], n, zero))
-                continue
-        cols.append(col.take(indices))
+    zero = zeros(len(indices))
+    cols = [_take_column(f, c, indices, zero) for f, c in zip(table.schema, table.columns,
+                                                                strict=True)]
     return pa.Table.from_arrays(cols, schema=table.schema)
 
 
@@ -122,6 +132,9 @@ def fix_dictionary(col: pa.ChunkedArray, vocab: Sequence[str]) -> pa.ChunkedArra
     values = cv.plain_strings(words)
     chunks = []
     for chunk in col.chunks:
+        if chunk.dictionary.equals(values):  # already in order (the engines' batches are)
+            chunks.append(chunk)
+            continue
         mapping = pc.index_in(chunk.dictionary, value_set=values)
         chunks.append(pa.DictionaryArray.from_arrays(mapping.take(chunk.indices), values))
     return pa.chunked_array(chunks, type=col.type)
@@ -134,38 +147,99 @@ def set_column(table: pa.Table, name: str, col: Any) -> pa.Table:
 # --- ports --------------------------------------------------------------------------------
 
 
-def normalize_ports(table: pa.Table) -> pa.Table:
+def normalize_ports(table: pa.Table | list[pa.RecordBatch]) -> pa.Table:
     """Conform, deduplicate and sort a ports table.
 
     One row per (scan_id, host, proto, port): an open/closed/unfiltered row beats a
     filtered or unanswered one, and among equals the first appended wins (the sort is stable).
     Rows come out by scan_id, host (IP order), proto, port; states in nmap's order.
+
+    Given a list of schema.PORTS batches instead, the list is emptied and each input column
+    is freed as soon as its sorted copy exists: the peak is one table and one column, not two
+    tables (the builder hands its batches over this way at ``finish``).
     """
+    if isinstance(table, list):
+        batches = table
+        table = pa.Table.from_batches(batches, schema=schema.PORTS)
+        batches.clear()
     table = schema.conform(table, "ports")
     if table.num_rows == 0:
         return table
-    keys = pa.table(
-        {
-            "scan": text_rank(table["scan_id"]),
-            "host": host_rank(table["host"]),
-            "proto": text_rank(table["proto"]),
-            "port": table["port"],
-            "silent": pc.invert(pc.is_in(table["state"], value_set=RESPONSIVE_SET)),
-        }
-    )
-    order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
-    ranked = keys.take(order)
-    n = table.num_rows
-    # After the sort, a duplicate is a row whose key equals the previous row's key.
-    same = None
-    for name in ("scan", "host", "proto", "port"):
-        col = ranked[name]
-        eq = pc.equal(col.slice(1), col.slice(0, n - 1))
-        same = eq if same is None else pc.and_(same, eq)
-    assert same is not None
-    keep = pa.concat_arrays([TRUE, pc.invert(same).combine_chunks()])
-    out = take_compact(table, pc.filter(order, keep))
+    order = _sorted_unique_rows(table)
+    out_schema, cols = table.schema, table.columns
+    del table  # from here on ``cols`` holds the only references (when the caller gave batches)
+    n = len(order)
+    zero = zeros(n)
+    for i, field in enumerate(out_schema):
+        col, cols[i] = cols[i], None
+        cols[i] = _take_column(field, col, order, zero)
+        del col
+    out = pa.Table.from_arrays(cols, schema=out_schema)
     return set_column(out, "state", fix_dictionary(out["state"], schema.STATES))
+
+
+def _sorted_unique_rows(table: pa.Table) -> pa.Array:
+    """Row indices in (scan_id, host, proto, port) order, one per key, answered rows first.
+
+    The four keys and the silent flag are packed into one unsigned integer per row
+    (uint32 when they fit, else uint64): one single-column sort, and duplicates are
+    neighbours with equal ``key >> 1``. It costs 12-24 B per row, freed before the rows
+    are copied, where a multi-column sort and a table of keys cost ~50.
+    """
+    ranks: list[tuple[pa.ChunkedArray | pa.Array | None, int]] = []
+    for name in ("scan_id", "host", "proto"):
+        col = table[name]
+        distinct = pc.unique(col)
+        if name == "scan_id" and len(distinct) == 1:
+            continue  # one scan: nothing to order by
+        rank = host_rank(col) if name == "host" else text_rank(col)
+        ranks.append((rank, len(distinct)))
+    ranks.append((table["port"], 1 << 16))
+    silent = pc.invert(pc.is_in(table["state"], value_set=RESPONSIVE_SET))
+    ranks.append((silent, 2))
+    span = 1
+    for _, size in ranks:
+        span *= size
+    typ = pa.uint32() if span <= 1 << 32 else pa.uint64()
+    assert span <= 1 << 64, "more than 2**47 hosts cannot be sorted"
+    key: Any = None
+    for rank, size in ranks:
+        part = pc.cast(rank, typ)
+        key = part if key is None else pc.add(pc.multiply(key, _uint(size, typ)), part)
+    del ranks, silent
+    order = pc.sort_indices(key)  # stable: among equal keys the first appended comes first
+    ranked = key.take(order)
+    del key
+    group = pc.shift_right(ranked, _uint(1, typ))
+    del ranked
+    if isinstance(group, pa.ChunkedArray):
+        group = group.combine_chunks()
+    n = len(group)
+    same = pc.equal(group.slice(1), group.slice(0, n - 1))
+    del group
+    if not pc.any(same).as_py():
+        return order
+    return pc.filter(order, pa.concat_arrays([TRUE, pc.invert(same)]))
+
+
+def _uint(value: int, typ: pa.DataType) -> pa.Scalar:
+    return cv.numbers([value], typ)[0]
+
+
+def _take_column(field: pa.Field, col: pa.ChunkedArray, order: pa.Array, zero: pa.Buffer) -> Any:
+    """``col.take(order)``, keeping an all-null column and a one-value scan_id compact."""
+    n = len(order)
+    if col.null_count == len(col):
+        return null_array(field.type, n, zero)
+    if field.name == "scan_id":
+        ids = pc.unique(col).to_pylist()
+        if len(ids) == 1:
+            return constant_dict(ids[0], n, zero)
+    if col.num_chunks > 1:
+        # One chunk at a time would need a per-chunk split of ``order``; combining first
+        # costs one column more, briefly, and keeps the take a single kernel call.
+        col = col.combine_chunks()
+    return col.take(order)
 
 
 def merge_services(ports: pa.Table, services: pa.Table) -> pa.Table:

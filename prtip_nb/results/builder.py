@@ -237,7 +237,7 @@ class ResultBuilder:
         self, batches: list[pa.RecordBatch], hosts: pa.Table | None = None
     ) -> dict[str, pa.Table]:
         sid = self.meta.scan_id
-        ports = _arrow.normalize_ports(pa.Table.from_batches(batches, schema=schema.PORTS))
+        ports = _arrow.normalize_ports(batches)  # empties ``batches``: it owns them now
         # list() copies: snapshot() may run while the scanning thread adds rows.
         services = list(self._services.items())
         if services:
@@ -258,9 +258,9 @@ class ResultBuilder:
 
     def snapshot(self) -> ScanResult:
         """Everything so far as a ScanResult (ended=None), without flushing or writing."""
-        if self._result is not None:
-            return self._result
-        with self._lock:
+        with self._lock:  # while finish() runs, this waits for its result
+            if self._result is not None:
+                return self._result
             n = min(len(values) for values in self._cols.values())
             batches = list(self._batches) + ([self._batch(n)] if n else [])
         return ScanResult(self._tables(batches), self.meta)
@@ -271,11 +271,14 @@ class ResultBuilder:
             return self._result
         self.flush()
         meta = self.meta.with_ended(ended)
-        tables = self._tables(self._batches, hosts)
-        if self._dir is not None:
-            self._write_final(tables, ended)
-        self._batches = []  # the result owns the rows now; keep one copy, not two
-        self._result = ScanResult(tables, meta)
+        with self._lock:
+            # The rows move to the result: normalize_ports frees each batch column as soon
+            # as its sorted copy exists, so the peak is one copy of the rows plus one column.
+            batches, self._batches = self._batches, []
+            tables = self._tables(batches, hosts)
+            if self._dir is not None:
+                self._write_final(tables, ended)
+            self._result = ScanResult(tables, meta)
         return self._result
 
     def _write_final(self, tables: dict[str, pa.Table], ended: datetime) -> None:

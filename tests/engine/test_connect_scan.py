@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -18,30 +19,15 @@ import pytest
 
 import prtip_nb as pn
 from prtip_nb.results import schema
-from tests.conftest import need
+from tests.conftest import need, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("netns")
 
 
-def _listeners(ports: list[int], host: str = "127.0.0.1") -> list[socket.socket]:
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    out = []
-    for p in ports:
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, p))
-        s.listen(64)
-        out.append(s)
-    return out
-
-
 @pytest.fixture
 def listening() -> Iterator[list[int]]:
-    ports = [22, 80, 443, 8080, 31337]
-    socks = _listeners(ports)
-    yield ports
-    for s in socks:
-        s.close()
+    with tcp_listeners([22, 80, 443, 8080, 31337], backlog=64) as ports:
+        yield ports
 
 
 def test_exact_states_and_schema(listening: list[int]) -> None:
@@ -65,12 +51,8 @@ def test_exact_states_and_schema(listening: list[int]) -> None:
 
 
 def test_ipv6_loopback() -> None:
-    socks = _listeners([8443, 9000], host="::1")
-    try:
+    with tcp_listeners([8443, 9000], host="::1", backlog=64):
         res = pn.scan("::1", ports="8440-9005", method="connect")
-    finally:
-        for s in socks:
-            s.close()
     df = res.ports
     assert sorted(df.loc[df["state"] == "open", "port"].astype(int)) == [8443, 9000]
     assert set(df["family"].astype(int)) == {6}
@@ -149,8 +131,7 @@ def test_unreachable_route_is_filtered() -> None:
 
 
 def test_cancel_returns_within_a_second_and_keeps_results(dropped: str, tmp_path: Path) -> None:
-    socks = _listeners([5001])
-    try:
+    with tcp_listeners([5001], backlog=64):
         # 127.0.0.1:5001 answers at once; the dropped ports keep the scan busy.
         s = pn.Scan("127.0.0.1", ports=f"5001,{dropped}", method="connect",
                     timeout=5.0, concurrency=5000, output=str(tmp_path)).start()
@@ -161,9 +142,6 @@ def test_cancel_returns_within_a_second_and_keeps_results(dropped: str, tmp_path
         s.cancel()
         res = s.wait(timeout=5)
         assert time.monotonic() - t0 < 1.0
-    finally:
-        for sock in socks:
-            sock.close()
     assert s.status == "cancelled"
     opened = res.ports[res.ports["state"] == "open"]
     assert list(opened["port"].astype(int)) == [5001]
@@ -231,3 +209,60 @@ def test_host_timeout_gives_up_on_a_silent_host(dropped: str) -> None:
     assert time.monotonic() - t0 < 1.5
     assert len(res.ports) == 0  # given up before any verdict, as nmap does
     assert s.progress.done == s.progress.total == 10
+
+
+def test_a_worker_pool_scan_leaves_no_descriptor_open() -> None:
+    """A finished scan with worker processes has closed their pipes and stderr files,
+    while the Scan object is still alive (nothing waits for the garbage collector)."""
+    from prtip_nb.lab import Lab
+
+    with Lab.defaults(host="127.0.0.1", ephemeral=True) as lab:
+        pn.scan("127.0.0.1", ports="1-100", method="connect")  # the engine's imports and caches
+        gc.collect()
+        before = sorted(os.listdir("/proc/self/fd"))
+        # 20,000 probes and the lab's (kernel-picked, above 32767): as large as a scan that
+        # picks worker processes by itself; two of them, even on one core.
+        spec = ",".join(map(str, ["1-20000", *lab.open_ports["tcp"]]))
+        s = pn.Scan("127.0.0.1", ports=spec, method="connect", workers=2)
+        res = s.start().wait()
+        after = sorted(os.listdir("/proc/self/fd"))
+        opened = sorted(res.open_ports["port"].astype(int))
+        assert opened == sorted(lab.open_ports["tcp"])
+    stats = res.events[res.events["kind"] == "EngineStats"]
+    assert len(stats) == 1 and '"workers": 2' in stats["payload"].iloc[0], stats
+    assert after == before, _describe(set(after) ^ set(before))
+    del s
+
+
+def test_a_killed_worker_fails_the_scan_and_leaves_no_descriptor_open() -> None:
+    """A worker killed from outside left its shard unfinished: the scan fails, saying so,
+    and its pipes and stderr files are closed all the same."""
+    import psutil
+
+    pn.scan("127.0.0.1", ports="1-100", method="connect")
+    gc.collect()
+    before = sorted(os.listdir("/proc/self/fd"))
+    s = pn.Scan("127.0.0.1", ports="1-6000", method="connect", workers=2, rate=4000).start()
+    deadline = time.monotonic() + 5
+    while s.progress.done < 500 and time.monotonic() < deadline:  # both scanning: ~1 s to go
+        time.sleep(0.01)
+    def workers() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children() if "prtip_nb.engine.workers" in p.cmdline()]
+
+    assert len(workers()) == 2
+    workers()[0].kill()
+    with pytest.raises(pn.ScanError, match="a scan worker exited with -9"):
+        s.wait(10)
+    assert s.status == "failed" and workers() == []
+    after = sorted(os.listdir("/proc/self/fd"))
+    assert after == before, _describe(set(after) ^ set(before))
+
+
+def _describe(fds: set[str]) -> list[str]:
+    out = []
+    for fd in sorted(fds):
+        try:
+            out.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            out.append(f"{fd} (closed)")
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 import prtip_nb as pn
 from prtip_nb.engine import events as ev
+from tests.conftest import tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -22,16 +22,8 @@ OPEN = [7001, 7002, 7003]
 
 @pytest.fixture
 def listening() -> Iterator[list[int]]:
-    socks = []
-    for p in OPEN:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", p))
-        s.listen()
-        socks.append(s)
-    yield OPEN
-    for s in socks:
-        s.close()
+    with tcp_listeners(OPEN) as ports:
+        yield ports
 
 
 def test_order_and_completeness(listening: list[int]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import prtip_nb as pn
 from prtip_nb.engine.checkpoint import Watermark
 from prtip_nb.results import schema
 from prtip_nb.targets import Permutation
+from tests.conftest import tcp_listeners
 
 # Outside the ephemeral range (32768-60999): no TIME_WAIT of an earlier connect holds them.
 OPEN = [1, 22, 80, 443, 3306, 8080, 31337, 61000, 64999, 65535]
@@ -32,16 +32,8 @@ RATE = 22_000  # probes/s: a 65,535-port scan lasts about 3 s
 
 @pytest.fixture
 def listening(netns: None) -> Iterator[list[int]]:
-    socks = []
-    for p in OPEN:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", p))
-        s.listen(512)
-        socks.append(s)
-    yield OPEN
-    for s in socks:
-        s.close()
+    with tcp_listeners(OPEN, backlog=512) as ports:
+        yield ports
 
 
 # -- pure logic ----------------------------------------------------------------------------

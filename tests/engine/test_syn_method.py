@@ -41,10 +41,14 @@ def test_syn_without_privileges_raises_with_the_fix(monkeypatch: pytest.MonkeyPa
     assert "root" in text and "setcap cap_net_raw+ep" in text and "method='connect'" in text
 
 
-def test_syn_rejects_udp_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_syn_with_udp_ports_is_syn_plus_udp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 4: U: ports in a SYN scan are scanned by UDP too (nmap -sS -sU); a connect
+    scan still refuses them."""
     monkeypatch.setattr(scan_mod, "is_privileged", lambda: True)
-    with pytest.raises(ValueError, match="SYN"):
-        Scan("127.0.0.1", "U:53,T:80", method="syn")
+    s = Scan("127.0.0.1", "U:53,T:80", method="syn")
+    assert (s.ports.count("tcp"), s.ports.count("udp")) == (1, 1)
+    with pytest.raises(ValueError, match="TCP only"):
+        Scan("127.0.0.1", "U:53,T:80", method="connect")
 
 
 def test_records_carry_the_ttl_into_the_ports_table() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import need, tcp_listener
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 NMAP_DTD = Path("/usr/share/nmap/nmap.dtd")  # Debian's nmap ships it; read, never copied
@@ -30,11 +30,7 @@ class Listeners:
 
     def open(self, *ports: int) -> None:
         for port in ports:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-            s.listen(16)
-            self.socks[port] = s
+            self.socks[port] = tcp_listener(port, backlog=16)
 
     def close(self, *ports: int) -> None:
         for port in ports:

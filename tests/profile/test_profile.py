@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -49,3 +50,28 @@ def test_strace_parser() -> None:
 def test_unknown_scenario_names_the_choices() -> None:
     with pytest.raises(ValueError, match="syn-100"):
         profile.run(["no-such-scenario"])
+
+
+@pytest.mark.usefixtures("netns")
+def test_flamegraphs_are_svg_files_listed_in_the_table(tmp_path: Path) -> None:
+    from prtip_nb.profile.runner import py_spy
+
+    need(py_spy() is not None, "needs py-spy (pip install -e '.[profile]')")
+    df = profile.run(["syn-100"], nmap=False, strace=False, flamegraphs=True, output=tmp_path)
+    assert list(df["tool"]) == ["prtip_nb"]
+    svg = Path(df["flamegraph"].iloc[0])
+    assert svg.parent.parent == tmp_path and svg.name == "syn-100-prtip_nb.svg"
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    # Python frames of the scan itself were sampled, not only the interpreter's start-up.
+    assert "prtip_nb" in text
+    assert (svg.parent / "results.json").exists()
+
+
+@pytest.mark.usefixtures("netns")
+def test_marginal_memory_is_under_100_bytes_per_port() -> None:
+    """Issue 3's figure, whole process: (peak RSS at 65,535 ports - at 100) / 65,435."""
+    df = profile.run(["syn-100", "syn-65k"], nmap=False, strace=False)
+    row = df.set_index("scenario").loc["syn-65k"]
+    assert row["exact"]
+    assert row["marginal_bytes_per_port"] <= 100, row["marginal_bytes_per_port"]

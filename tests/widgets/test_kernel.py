@@ -3,6 +3,7 @@ interrupting it leaves no thread, socket or process behind."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Iterator
@@ -11,29 +12,23 @@ from typing import Any
 import pytest
 
 from ..conftest import in_netns
+from .conftest import open_sockets
 
 jupyter_client = pytest.importorskip("jupyter_client.manager")
 
-SETUP = """
+# Run in the kernel: the same socket count as the in-process widget tests use.
+SETUP = f"""
 import os, threading, psutil
 import prtip_nb as pn
 from prtip_nb.lab import Lab
 lab = Lab.defaults(host="127.0.0.1", ephemeral=True).start()
 LAB_PORTS = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
 
-def sockets():
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
-
+{inspect.getsource(open_sockets)}
 def leftovers():
-    return {"threads": [t.name for t in threading.enumerate()
+    return {{"threads": [t.name for t in threading.enumerate()
                         if t.name.startswith("prtip-") and not t.name.startswith("prtip-lab")],
-            "children": len(psutil.Process().children()), "sockets": sockets()}
+            "children": len(psutil.Process().children()), "sockets": open_sockets()}}
 """
 
 
@@ -58,8 +53,10 @@ class Kernel:
         return json.loads(res["out"].strip().splitlines()[-1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
+    """One kernel for the module (its start and first imports cost seconds): each test
+    compares with what it measured itself before it began."""
     k = Kernel()
     try:
         assert k.run(SETUP)["status"] == "ok"
@@ -117,10 +114,12 @@ def test_interrupting_an_idle_kernel_does_not_truncate_a_background_scan(
     kernel: Kernel,
 ) -> None:
     """An idle kernel ignores the interrupt, which jupyter sends to the kernel's whole
-    process group: a scan started from the panel goes on, worker processes included."""
+    process group: a scan started from the panel goes on, worker processes included, even
+    those still starting up (not yet able to ignore a SIGINT) when it arrives."""
     kernel.run(f"p = pn.ScanPanel(targets='127.0.0.1', {_scan_args(20_000.0)}); p.start()")
-    time.sleep(1.0)
-    kernel.km.interrupt_kernel()
+    kernel.km.interrupt_kernel()  # at once: the workers are starting
+    time.sleep(0.5)
+    kernel.km.interrupt_kernel()  # and once they scan
     assert kernel.run("p.wait()")["status"] == "ok"
     status, done, total = kernel.value(
         "[p.state.status, p.state.progress.done, p.state.progress.total]")

@@ -1,0 +1,194 @@
+"""``discover()``: a ping sweep (nmap's ``-sn``) whose result is a ScanResult.
+
+The result's ``hosts`` table has one row per target (up or down) with nmap's reason
+words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet dataset like any
+scan. The probing itself is net.discover's; this module parses, checks privileges,
+picks the pacing and builds the result.
+
+PACING. Discovery sends one to four packets a host, spread over many hosts, so its
+default rate for non-loopback targets is higher than a port scan's (which may put every
+probe on one host): ``DISCOVERY_RATES`` by timing template; ``rate=`` overrides it.
+Retries default to 1 (one more round for silent hosts); ``max_retries=`` overrides it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..config import ScanConfig, is_privileged
+from ..errors import PrivilegeError, TargetSpecError
+from ..targets import TargetSet, parse_targets
+from .counters import Counters, RttEstimator
+
+if TYPE_CHECKING:
+    from ..net.discover import HostVerdict
+    from ..results import ScanResult
+
+__all__ = ["DISCOVERY_RATES", "discover", "discovery_rate", "up_hosts"]
+
+DISCOVERY_RATES = {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0}
+DEFAULT_RETRIES = 1
+
+
+def discovery_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
+    """Packets per second: the user's, else none on loopback, else the template's."""
+    if cfg.rate is not None:
+        return cfg.rate
+    tmpl = cfg.template
+    if tmpl.scan_delay > 0:
+        return 1.0 / tmpl.scan_delay
+    if targets.is_loopback:
+        return None
+    return DISCOVERY_RATES.get(tmpl.name, 5000.0)
+
+
+def discover(
+    targets: str | Sequence[str],
+    *,
+    exclude: str | Sequence[str] = (),
+    family: int | None = None,
+    timing: int = 3,
+    max_retries: int | None = None,
+    timeout: float | None = None,
+    rate: float | None = None,
+    output: str | None = None,
+    **options: Any,
+) -> ScanResult:
+    """Which of ``targets`` are up (nmap's ``-sn``); returns a ScanResult whose ``hosts``
+    DataFrame has host, family, state (up/down), reason and rtt_ms for every target.
+
+    On-link targets are found through the kernel's ARP / NDP ("arp-response",
+    "nd-response"); others with ICMP echo, TCP SYN to 443, TCP ACK to 80 and ICMP
+    timestamp. Needs root or CAP_NET_RAW (PrivilegeError says how) unless every target
+    is one of this machine's own addresses.
+
+    >>> res = discover("198.51.100.0/28")          # doctest: +SKIP
+    >>> res.hosts.query("state == 'up'")           # doctest: +SKIP
+    """
+    cfg = ScanConfig(
+        targets=targets, exclude=exclude, family=family, timing=timing,  # type: ignore[arg-type]
+        max_retries=max_retries, timeout=timeout, rate=rate, output=output,
+        extra={"discovery": "-sn"}, **options,
+    )
+    tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
+                         exclude_file=cfg.exclude_file, input_file=cfg.input_file,
+                         family=cfg.family)
+    if not tset:
+        raise TargetSpecError("no targets to discover", hint="name hosts, e.g. 198.51.100.0/28")
+    from ..net.discover import DISCOVERY_FIX
+
+    if not tset.is_loopback and not is_privileged():
+        raise PrivilegeError(f"host discovery (-sn) sends raw ICMP and TCP probes: "
+                             f"{DISCOVERY_FIX}")
+    return run_discovery(cfg, tset)
+
+
+def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = None
+                  ) -> ScanResult:
+    """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
+    from ..net.discover import DiscoverEngine
+    from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
+    from ..results import _convert as cv
+    from .checkpoint import public_config
+
+    tmpl = cfg.template
+    meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),
+                    started=datetime.now(UTC))
+    builder = ResultBuilder(meta, sink=cfg.output)
+    t0 = time.monotonic()
+    rows: list[HostVerdict] = []
+    engine = DiscoverEngine(
+        tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+        retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
+        rate=discovery_rate(cfg, tset), counters=counters,
+    )
+    builder.add_event(0.0, "ScanStarted", {"scan_id": meta.scan_id, "total": tset.size,
+                                           "targets": list(cfg.targets), "method": "discovery"})
+    engine.run(rows.extend)
+    elapsed = time.monotonic() - t0
+    up = sum(1 for r in rows if r.state == "up")
+    builder.add_event(elapsed, "DiscoveryCompleted",
+                      {"scan_id": meta.scan_id, "hosts": len(rows), "up": up,
+                       "elapsed": elapsed, **engine.stats})
+    cols: dict[str, list[Any]] = {
+        "host": [r.host for r in rows],
+        "hostname": [tset.hostname(r.host) for r in rows],
+        "family": [r.family for r in rows],
+        "state": [r.state for r in rows],
+        "reason": [r.reason for r in rows],
+        "rtt_ms": [r.rtt_ms for r in rows],
+        **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
+    }
+    hosts = cv.table(cols, schema.file_schema("hosts"))
+    return builder.finish(ended=datetime.now(UTC), hosts=hosts)
+
+
+def up_hosts(result: ScanResult) -> list[str]:
+    """The addresses a discovery result found up, in its (IP) order."""
+    hosts = result.tables["hosts"]
+    return [h for h, s in zip(hosts["host"].to_pylist(),
+                              hosts["state"].cast("string").to_pylist(), strict=True)
+            if s == "up"]
+
+
+# -- the command line: ``prtip-nb scan -sn`` and discovery before a port scan ----------------
+def format_sweep(res: ScanResult, elapsed: float) -> str:
+    """nmap's ``-sn`` text: a report line for each host that is up, then the totals."""
+    from .._version import __version__
+
+    hosts = res.tables["hosts"]
+    cols = hosts.select(["host", "hostname", "state", "reason", "rtt_ms"]).to_pydict()
+    lines = [f"prtip-nb {__version__} ping sweep {res.scan_id}"]
+    up = 0
+    for host, name, state, reason, rtt in zip(*cols.values(), strict=True):
+        if state != "up":
+            continue
+        up += 1
+        lines.append(f"Scan report for {f'{name} ({host})' if name else host}")
+        latency = f" ({rtt / 1000:.6f}s latency)" if rtt is not None else ""
+        lines.append(f"Host is up, received {reason}{latency}.")
+    n = hosts.num_rows
+    lines.append(f"Done: {n} IP address{'' if n == 1 else 'es'} ({up} host{'' if up == 1 else 's'}"
+                 f" up) scanned in {elapsed:.2f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def _sweep_config(targets: Sequence[str], options: dict[str, Any]) -> ScanConfig:
+    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries")
+    return ScanConfig(targets=tuple(targets), extra={"discovery": "-sn"},
+                      **{k: options[k] for k in keep if options.get(k) is not None})
+
+
+def cmd_ping_sweep(targets: Sequence[str], options: dict[str, Any]) -> tuple[ScanResult, str]:
+    """``prtip-nb scan -sn``: (result, nmap-like text). ``options`` are the scan options
+    the command line gathered; pacing, exclusions and ``output`` apply."""
+    cfg = _sweep_config(targets, options)
+    if options.get("output"):
+        cfg = cfg.replace(output=options["output"])
+    t0 = time.monotonic()
+    res = discover(list(cfg.targets), exclude=cfg.exclude, family=cfg.family, timing=cfg.timing,
+                   max_retries=cfg.max_retries, rate=cfg.rate, output=cfg.output,
+                   exclude_file=cfg.exclude_file, input_file=cfg.input_file)
+    return res, format_sweep(res, time.monotonic() - t0)
+
+
+def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResult | None:
+    """nmap's default before a port scan: the discovery result of ``targets`` (not written
+    anywhere), or None when discovery does not apply (only loopback or own addresses, or no
+    raw sockets: every target is scanned, as with -Pn). A bad target spec also returns
+    None: the scan reports it."""
+    from ..errors import SpecError
+
+    try:
+        cfg = _sweep_config(targets, options)
+        tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
+                             exclude_file=cfg.exclude_file, input_file=cfg.input_file,
+                             family=cfg.family)
+    except SpecError:
+        return None
+    if not tset or tset.is_loopback or not is_privileged():
+        return None
+    return run_discovery(cfg, tset)

@@ -1,0 +1,414 @@
+"""Host discovery (``-sn``): which targets are up, with nmap's probes and reasons.
+
+WHAT IS SENT (nmap's privileged defaults):
+- a target that is one of our own addresses: nothing; up, "localhost-response";
+- an on-link target (a connected route, no gateway): one ICMP echo whose only job is to
+  make the kernel ARP / NDP for it; the neighbour table's answer decides (net.neigh:
+  "arp-response" / "nd-response", the reasons nmap gives for its own ARP/ND pings);
+- any other target: ICMP echo, TCP SYN to 443, TCP ACK to 80 and, IPv4 only, an ICMP
+  timestamp request (probes.ping); the first valid answer decides.
+
+Everything goes out at layer 3 through raw IP sockets (the kernel routes and builds the
+link layer); replies come back on the same raw sockets, each checked against its
+probe's keyed value, and the neighbour table is watched through netlink.
+
+ROUNDS. Targets are taken in windows of ``WINDOW`` hosts (bounded memory, and a bounded
+number of neighbour entries in flight: the kernel's table holds 1,024 by default). A
+window's round 0 probes every host; after the RTT-estimated quiet period (srtt +
+4·rttvar, clamped to the timing template) round r > 0 probes again only the hosts still
+silent (on-link: their INCOMPLETE entry is deleted first, so the kernel asks afresh
+instead of once a second), up to ``retries`` rounds. Hosts silent after the last round
+are down, "no-response". Every loop is bounded: by the window, the rounds and the clock.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from ..engine.counters import Counters, RttEstimator
+from ..engine.throttle import TokenBucket
+from ..errors import PrivilegeError, ScanError
+from ..probes import ping
+from ..probes.cookie import CookieKey
+from ..targets import TargetSet
+from .neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
+from .rawsock import PRIVILEGE_FIX
+from .synstate import reserve_port, route_source
+
+__all__ = ["DISCOVERY_FIX", "WINDOW", "DiscoverEngine", "HostVerdict"]
+
+WINDOW = 512
+DRAIN_EVERY = 64  # probes sent between two looks at the receive sockets
+ICMP6_FILTER = 1
+IPV6_CHECKSUM = 7
+SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35
+SO_ATTACH_FILTER = 26
+DISCOVERY_FIX = PRIVILEGE_FIX.replace(
+    "or use method='connect' (-sT), which needs no privileges",
+    "or skip host discovery (-Pn) and scan with method='connect' (-sT)")
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+class HostVerdict(NamedTuple):
+    host: str
+    family: int
+    state: str  # up / down
+    reason: str
+    rtt_ms: float | None
+
+
+class _Host:
+    __slots__ = ("text", "family", "addr", "ifindex", "key", "src", "sent")
+
+    def __init__(self, text: str, family: int, addr: bytes) -> None:
+        self.text, self.family, self.addr = text, family, addr
+        self.ifindex = 0  # on-link: the interface; 0: IP probes
+        self.key = 0
+        self.src = b""
+        self.sent: list[float] = []  # send time of each round
+
+
+def _raw(family: int, proto: int) -> socket.socket:
+    try:
+        s = socket.socket(_AF[family], socket.SOCK_RAW, proto)
+    except PermissionError as exc:
+        raise PrivilegeError(
+            f"host discovery sends ICMP and TCP probes through raw sockets "
+            f"({exc.strerror}): {DISCOVERY_FIX}"
+        ) from None
+    except OSError as exc:
+        raise ScanError(f"cannot open a raw IPv{family} socket: {exc}") from exc
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # RTTs from arrival, not from drain
+    for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            break
+        except OSError:
+            continue
+    return s
+
+
+def _filter(name: str, sport: int, ident: int) -> bytes:
+    """Classic BPF for a receive socket: the kernel keeps only packets that could be
+    replies to us (a raw TCP socket otherwise gets a copy of all of the host's TCP).
+    IPv4 raw sockets see the IP header first; IPv6 ones the transport header."""
+    from .capture import JEQ, LD_B_IND, LD_H_ABS, LD_H_IND, LDX_MSH, RET, _assemble
+
+    keep, drop = ("keep", RET, 0xFFFF, None, None), ("drop", RET, 0, None, None)
+    prog: list[tuple[Any, ...]]
+    if name == "tcp4":
+        prog = [(None, LDX_MSH, 0, None, None), (None, LD_H_IND, 2, None, None),
+                (None, JEQ, sport, "keep", "drop")]
+    elif name == "tcp6":
+        prog = [(None, LD_H_ABS, 2, None, None), (None, JEQ, sport, "keep", "drop")]
+    elif name == "icmp4":  # echo reply or timestamp reply carrying our identifier
+        prog = [(None, LDX_MSH, 0, None, None), (None, LD_B_IND, 0, None, None),
+                (None, JEQ, ping.ECHO_REPLY4, "id", None),
+                (None, JEQ, ping.TS_REPLY4, "id", "drop"),
+                ("id", LD_H_IND, 4, None, None), (None, JEQ, ident, "keep", "drop")]
+    else:  # icmp6: ICMP6_FILTER already passes echo replies only
+        prog = [(None, LD_H_ABS, 4, None, None), (None, JEQ, ident, "keep", "drop")]
+    return _assemble([*prog, keep, drop])
+
+
+def _attach(sock: socket.socket, code: bytes) -> None:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+class DiscoverEngine:
+    """Discovery of ``targets``; ``run(emit)`` hands each window's verdicts to ``emit``."""
+
+    def __init__(self, targets: TargetSet, *, rtt: RttEstimator, retries: int = 1,
+                 rate: float | None = None, cancel: threading.Event | None = None,
+                 counters: Counters | None = None, secret: bytes | None = None,
+                 window: int = WINDOW) -> None:
+        self.targets = targets
+        self.rtt = rtt
+        self.retries = max(0, retries)
+        self.limiter = TokenBucket(rate, max_batch=DRAIN_EVERY) if rate else None
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.counters = counters if counters is not None else Counters()
+        self.ckey = CookieKey(secret)
+        self.window = window
+        self.ident = 0
+        self.sport = 0
+        self.stats = {"sent": 0, "replies": 0, "invalid": 0, "neigh_deleted": 0,
+                      "send_errors": 0, "rounds": 0}
+        self._socks: dict[str, socket.socket] = {}
+        self._neigh: NeighWatch | None = None
+        self._routes: Routes | None = None
+        self._pending: dict[bytes, _Host] = {}
+        self._onlink: dict[bytes, _Host] = {}
+        self._keys: dict[bytes, int] = {}
+        self._found: dict[bytes, HostVerdict] = {}
+        self._local: set[bytes] = set()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        import secrets
+
+        fams = self.targets.families
+        self.ident = secrets.randbelow(0xFFFF) + 1
+        try:
+            if 4 in fams:
+                self._socks["icmp4"] = _raw(4, socket.IPPROTO_ICMP)
+                self._socks["tcp4"] = _raw(4, socket.IPPROTO_TCP)
+            if 6 in fams:
+                s = self._socks["icmp6"] = _raw(6, socket.IPPROTO_ICMPV6)
+                block = bytearray(b"\xff" * 32)  # a set bit blocks that ICMPv6 type
+                word = struct.unpack_from("=I", block, 4 * (ping.ECHO_REPLY6 >> 5))[0]
+                struct.pack_into("=I", block, 4 * (ping.ECHO_REPLY6 >> 5),
+                                 word & ~(1 << (ping.ECHO_REPLY6 & 31)))
+                s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, bytes(block))
+                self._socks["tcp6"] = _raw(6, socket.IPPROTO_TCP)
+            for name, s in self._socks.items():
+                _attach(s, _filter(name, self.sport, self.ident))
+            self._neigh = NeighWatch()
+        except BaseException:
+            self._close()
+            raise
+        self._routes = Routes()
+
+    def _close(self) -> None:
+        for s in self._socks.values():
+            s.close()
+        self._socks = {}
+        if self._neigh is not None:
+            self._neigh.close()
+            self._neigh = None
+
+    # -- the scan --------------------------------------------------------------------------
+    def run(self, emit: Callable[[list[HostVerdict]], None]) -> None:
+        """Probe every target, window by window; ``emit`` gets each window's verdicts.
+
+        The raw sockets open with the first window that has a host to probe: a sweep of
+        our own addresses (loopback) needs no privileges."""
+        held: list[socket.socket] = []
+        self._local = local_addresses()
+        try:
+            for hosts in self._windows():
+                if self.cancel.is_set():
+                    return
+                if not self._socks and not all(is_local(h.family, h.addr, self._local)
+                                               for h in hosts):
+                    self.sport, held = reserve_port(None)
+                    self._open()
+                emit(self._window(hosts))
+        finally:
+            for s in held:
+                s.close()
+            self._close()
+
+    def _windows(self) -> Iterator[list[_Host]]:
+        batch: list[_Host] = []
+        for fam, lo, hi in self.targets.ranges:
+            size = 4 if fam == 4 else 16
+            for value in range(lo, hi + 1):
+                addr = value.to_bytes(size, "big")
+                batch.append(_Host(socket.inet_ntop(_AF[fam], addr), fam, addr))
+                if len(batch) >= self.window:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _window(self, hosts: list[_Host]) -> list[HostVerdict]:
+        routes = self._routes or Routes()
+        self._found = {}
+        self._pending = {}
+        self._onlink = {}
+        self._keys = {}
+        for h in hosts:
+            if is_local(h.family, h.addr, self._local):
+                self._found[h.addr] = HostVerdict(h.text, h.family, "up",
+                                                  "localhost-response", None)
+                continue
+            h.ifindex = routes.onlink(h.family, h.addr)
+            h.src = route_source(h.family, h.addr)
+            h.key = self.ckey.host_key(h.src, h.addr, self.sport)
+            self._pending[h.addr] = h
+            self._keys[h.addr] = h.key
+            if h.ifindex:
+                self._onlink[h.addr] = h
+        self._forget_neighbours(first=True)
+        for rnd in range(self.retries + 1):
+            if not self._pending or self.cancel.is_set():
+                break
+            self.stats["rounds"] = max(self.stats["rounds"], rnd + 1)
+            if rnd:
+                self._forget_neighbours(first=False)
+            last = self._send_round(rnd)
+            self._wait(last)
+            self._catch_up()
+        for h in self._pending.values():
+            self._found[h.addr] = HostVerdict(h.text, h.family, "down", "no-response", None)
+        self.counters.done += len(hosts)
+        return [self._found[h.addr] for h in hosts]
+
+    def _forget_neighbours(self, *, first: bool) -> None:
+        """Delete our on-link targets' neighbour entries so the kernel asks afresh. Round 0:
+        any left from before (a STALE entry would say "up" for a host that has gone);
+        later rounds: the INCOMPLETE ones. A static entry, or one we may not delete
+        (no CAP_NET_ADMIN), turns the host over to IP probes."""
+        neigh = self._neigh
+        if neigh is None or not self._onlink:
+            return
+        fams = {h.family for h in self._onlink.values()}
+        for fam in sorted(fams):
+            for nfam, dst, ifindex, state, _ll in neigh.dump(fam):
+                h = self._onlink.get(dst)
+                if h is None or nfam != h.family or h.addr not in self._pending:
+                    continue
+                if state & STATIC:
+                    h.ifindex = 0
+                    del self._onlink[dst]
+                    continue
+                try:
+                    neigh.delete(fam, ifindex, dst)
+                    self.stats["neigh_deleted"] += 1
+                except PermissionError:
+                    if first:
+                        h.ifindex = 0
+                        del self._onlink[dst]
+                except OSError:
+                    pass
+
+    # -- transmit --------------------------------------------------------------------------
+    def _probes(self, h: _Host, rnd: int) -> list[tuple[str, bytes]]:
+        if h.ifindex:  # only the kernel's ARP / NDP matters; the echo sets it going
+            return [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
+        out = [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
+        for port in (ping.SYN_PORT, ping.ACK_PORT):
+            out.append((f"tcp{h.family}",
+                        ping.tcp_probe(h.family, h.src, h.addr, self.sport, port, h.key)))
+        if h.family == 4:
+            out.append(("icmp4", ping.timestamp(self.ident, rnd, h.key)))
+        return out
+
+    def _send_round(self, rnd: int) -> float:
+        """Send round ``rnd`` to every pending host; the time of the last send."""
+        last = time.monotonic()
+        n = 0
+        for h in list(self._pending.values()):
+            if self.cancel.is_set():
+                break
+            if h.addr not in self._pending:  # answered while we were sending
+                continue
+            h.sent.append(time.time())
+            for sock_name, pkt in self._probes(h, rnd):
+                if self.limiter is not None:
+                    self.limiter.take(1, self.cancel)
+                dst = (h.text, 0) if h.family == 4 else (h.text, 0, 0, 0)
+                try:
+                    self._socks[sock_name].sendto(pkt, dst)
+                    self.stats["sent"] += 1
+                    self.counters.sent += 1
+                    if rnd:
+                        self.counters.retries += 1
+                except BlockingIOError:
+                    time.sleep(0.001)  # a full queue; this probe is lost, a retry resends
+                    self.stats["send_errors"] += 1
+                except OSError as exc:  # no route, broadcast, a local firewall: stays silent
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENETUNREACH,
+                                         errno.EHOSTUNREACH, errno.EINVAL, errno.ENOBUFS,
+                                         errno.EADDRNOTAVAIL):
+                        raise ScanError(f"sending a discovery probe to {h.text} failed: "
+                                        f"{exc}") from exc
+                    self.stats["send_errors"] += 1
+                n += 1
+                if n % DRAIN_EVERY == 0:
+                    self._drain()
+            last = time.monotonic()
+        return last
+
+    # -- receive ---------------------------------------------------------------------------
+    def _wait(self, last_send: float) -> None:
+        """Collect replies until the quiet period after ``last_send`` ends (or all are in)."""
+        fds: list[Any] = list(self._socks.values())
+        if self._neigh is not None:
+            fds.append(self._neigh)
+        while self._pending and not self.cancel.is_set():
+            left = last_send + self.rtt.timeout - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select(fds, [], [], min(left, 0.05))
+            if ready:
+                self._drain()
+
+    def _drain(self) -> None:
+        now = time.time()
+        for name, s in self._socks.items():
+            fam = 4 if name.endswith("4") else 6
+            for _ in range(4096):  # bounded: a flood cannot keep us here
+                try:
+                    data, anc, _flags, addr = s.recvmsg(2048, 64)
+                except (BlockingIOError, InterruptedError):
+                    break
+                t = now
+                for level, typ, value in anc:  # the kernel's arrival time (SO_TIMESTAMPNS)
+                    if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(value) >= 16:
+                        sec, nsec = struct.unpack_from("=qq", value)
+                        t = sec + nsec * 1e-9
+                src = None if fam == 4 else socket.inet_pton(socket.AF_INET6,
+                                                             addr[0].split("%")[0])
+                if name == "icmp4":
+                    rep = ping.parse_icmp4(data, self.ident, self._keys)
+                elif name == "icmp6":
+                    assert src is not None
+                    rep = ping.parse_icmp6(data, src, self.ident, self._keys)
+                else:
+                    rep = ping.parse_tcp(fam, data, src, self.sport, self._keys)
+                if rep is None:
+                    self.stats["invalid"] += 1
+                    continue
+                self.stats["replies"] += 1
+                self._answered(rep[2], rep[0], rep[3], t)
+        if self._neigh is not None:
+            for fam, dst, _ifindex, state, lladdr in self._neigh.events():
+                self._neighbour(fam, dst, state, lladdr, now)
+
+    def _neighbour(self, fam: int, dst: bytes, state: int, lladdr: bool, now: float) -> None:
+        h = self._onlink.get(dst)
+        if h is not None and h.family == fam and state & RESOLVED and lladdr:
+            self._answered(dst, "arp-response" if fam == 4 else "nd-response", -1, now)
+
+    def _catch_up(self) -> None:
+        """One dump of the neighbour table: events lost to a full socket buffer, or that
+        arrived between the last drain and now."""
+        if self._neigh is None or not any(h.addr in self._pending for h in
+                                          self._onlink.values()):
+            return
+        now = time.time()
+        self._drain()
+        for fam in sorted({h.family for h in self._onlink.values()}):
+            for nfam, dst, _i, state, lladdr in self._neigh.dump(fam):
+                if dst in self._pending:
+                    self._neighbour(nfam, dst, state, lladdr, now)
+
+    def _answered(self, addr: bytes, reason: str, rnd: int, now: float) -> None:
+        """``addr`` answered at ``now`` (epoch seconds) to round ``rnd`` (-1: unknown)."""
+        h = self._pending.pop(addr, None)
+        if h is None:
+            return  # a duplicate, or a second probe's answer: the first one decided
+        if h.ifindex:  # on-link: the neighbour answered, whatever packet told us first
+            reason = "arp-response" if h.family == 4 else "nd-response"
+        sent = h.sent[rnd] if 0 <= rnd < len(h.sent) else h.sent[-1]
+        rtt = max(0.0, now - sent)
+        self.rtt.update(rtt)
+        self.counters.received += 1
+        self.counters.open += 1  # "up" hosts, shown as found on a progress bar
+        self._found[addr] = HostVerdict(h.text, h.family, "up", reason, rtt * 1000.0)

@@ -1,0 +1,521 @@
+"""UDP scanning (nmap -sU): stateless transmit over raw sockets, IPv4 and IPv6, with
+the target's ICMP rate limit measured and obeyed.
+
+The shape is the SYN engine's (net.syn): the transmit side walks the shuffled index
+space in numpy batches and sends through sendmmsg (net.rawsock), one sender per payload
+(probes.udp: most ports get an empty datagram, a few well-known ports a protocol
+request); one receive thread (net.udprx) validates, dedups and reports; the two share
+the answered bitmap. Round 0 sends every probe, a retry round only the silent ones.
+
+VERDICTS (nmap's). A UDP reply: open. ICMP port unreachable from the target: closed.
+Other unreachables, or port unreachable from another address: filtered. Silence after
+the retries: open|filtered -- which is why the retries and the rate matter so much more
+than for SYN: a closed port whose ICMP error was not sent looks exactly like an open
+one.
+
+THE ICMP RATE LIMIT. Linux sends at most one ICMP error per ``icmp_ratelimit`` ms (1000
+by default, burst 6) to each peer, and ``icmp_msgs_per_sec`` (1000, burst 50) in all;
+IPv6 one per ``net.ipv6.icmp.ratelimit`` (100 ms; older kernels scale it by the
+route's prefix). Not on loopback. Past the limit, closed ports fall silent. nmap's
+answer: when probes are answered only after a retransmission, slow down, and retransmit
+only as often as retransmissions have been seen to pay. Ours is the same idea, measured rather than
+searched for:
+
+- Round 0 is sent at the scan's rate. If ICMP errors then arrived much more slowly
+  than probes left while ports stayed silent, a limit is SUSPECTED (never on loopback).
+- Round 1 (the retransmission that tells a limit from silence) is spread over at least
+  2 s; if it is answered, the LIMIT is the steady rate of the errors it drew (the
+  first burst left out).
+- Later rounds are paced at 1.25x the limit, so every token of the target's bucket is
+  spent on one of our probes (``_Pacer`` speeds a round up when most of its probes hit
+  dropped ports); the pause before a round is 1.5 token intervals (3 s at most), so it
+  starts with a token in hand.
+- A retry round happens only while the previous retry round got new answers (nmap's
+  max_successful_tryno), up to the template's max retries. A paced round that gets
+  nothing back means no closed port is left silent; the rest are open|filtered.
+
+The cost is physics: C closed ports behind a limit of L errors/s take about C / L
+seconds, for nmap as for us (docs/architecture.md has the measurements).
+
+SOURCE PORT. One random port per scan, not in the scanned UDP set when avoidable (on
+loopback a probe to our own port would look like a reply), held by bound UDP sockets
+with a tiny receive buffer: replies are read from the capture ring, and the kernel
+neither queues them nor answers them with ICMP port unreachable.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import socket
+import threading
+import time
+
+import numpy as np
+
+from ..config import ScanConfig
+from ..engine.counters import Counters, RttEstimator
+from ..engine.sink import DTYPE as RECORD_DTYPE
+from ..engine.throttle import TokenBucket
+from ..probes.cookie import CookieKey, cookies
+from ..probes.udp import (
+    UDP_LAYOUTS,
+    addr_sum,
+    fill_udp_checksums,
+    markers,
+    payload_base,
+    payloads,
+    udp_template,
+)
+from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
+from .capture import Capture, interface_of
+from .rawsock import RawSender
+from .synrx import Out
+from .synstate import Answered, HostInfo, HostTable, PortIndex, route_source
+from .udprx import NO_RESPONSE, UdpReceiver, udp_verdict
+
+__all__ = ["UDP_RATES", "UdpEngine", "udp_rate", "udp_verdict"]
+
+BATCH = 4096
+RUN = 256
+PACE = 1.25  # retry rounds go this much faster than the measured ICMP limit
+BURST = 6  # Linux's per-peer ICMP burst (XRLIM_BURST_FACTOR): not part of the steady rate
+PROBE_S = 2.0  # a measurement round lasts at least this long (2 tokens at Linux's default)
+MAX_PAUSE = 3.0  # the pause before a paced round: enough for a limit of one error per 2 s
+
+
+def _icmp_rates(times: list[np.ndarray], t0: float) -> tuple[float, float] | None:
+    """(steady rate, low estimate) of ICMP error arrivals since ``t0``, or None if none.
+
+    The steady rate leaves out the first ``BURST`` arrivals (the target's bucket was
+    full when the scan began); the low estimate spreads all but those over the whole
+    time since ``t0``."""
+    n = sum(len(t) for t in times)
+    if n == 0:
+        return None
+    arr = np.sort(np.concatenate(times))
+    k = min(BURST, n // 2)
+    span = float(arr[-1] - arr[k]) if n > k + 1 else 0.0
+    elapsed = max(0.05, time.monotonic() - t0)
+    steady = (n - k - 1) / span if span >= 0.05 else n / elapsed
+    low = max(1.0, n - BURST) / elapsed
+    return steady, min(low, steady)
+
+
+class _Pacer:
+    """Keeps a paced round's ICMP demand at the target's limit.
+
+    A paced round sends at 1.25x the limit as if every silent port were closed. When most
+    are not (a firewall drops them), errors come back well below the limit and tokens go
+    unused: then the pace rises (at most 4x per window) until errors arrive at about the
+    limit again, and never above the scan's rate; the next round starts at the pace this
+    one reached, and halves it per window while errors arrive at the limit. Checked from
+    the transmit loop, once per window of at least 0.5 s (4 token intervals for slow
+    limits). Sending faster than the limit never costs a verdict: the target's tokens
+    keep until a probe to a closed port takes them; it only costs rounds."""
+
+    def __init__(self, limiter: TokenBucket, limit: float, ceiling: float,
+                 rx: UdpReceiver) -> None:
+        self.limiter, self.limit, self.ceiling, self.rx = limiter, limit, ceiling, rx
+        self.window = max(0.5, 4.0 / limit)
+        self.started = self.last = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.window or now - self.started < self.window:
+            return
+        self.last = now
+        since = time.time() - self.window
+        arrived = 0
+        for ts in reversed(self.rx.icmp_times):  # appended in time order, block by block
+            if not len(ts) or ts[-1] < since:
+                break
+            arrived += int((ts >= since).sum())
+        rate = arrived / self.window
+        lim = self.limiter
+        if rate >= 0.7 * self.limit:  # the limit binds: every token is being used ...
+            if lim.rate > 2 * PACE * self.limit:  # ... so a fast start may slow down again
+                self._set(max(PACE * self.limit, lim.rate / 2))
+            return
+        faster = min(self.ceiling, lim.rate * min(4.0, self.limit / max(rate, self.limit / 20)))
+        if faster > lim.rate:
+            self._set(faster)
+
+    def _set(self, rate: float) -> None:
+        lim = self.limiter
+        lim.rate = rate
+        lim.batch = max(1, min(RUN, int(rate * 0.005)))
+        lim.cap = max(2.0 * lim.batch, rate * 0.05)
+
+
+#: Default rates (probes/s) of a UDP scan beyond loopback, by timing template. Higher than
+#: SYN's: a UDP probe draws at most one small reply, and nmap -sU itself sends 1,000 probes
+#: to a LAN host in well under a second. The target's ICMP limit is obeyed whatever the
+#: rate (see above). T0-T2 follow the template's scan delay.
+UDP_RATES = {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0}
+
+
+def udp_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
+    """The scan's round-0 rate: the user's, else unlimited on loopback (no ICMP limit
+    there), else the template's."""
+    if cfg.rate is not None:
+        return cfg.rate
+    if cfg.template.scan_delay > 0:
+        return 1.0 / cfg.template.scan_delay
+    if targets.is_loopback:
+        return None
+    return UDP_RATES.get(cfg.template.name, 5000.0)
+
+
+class UdpHostTable(HostTable):
+    """HostTable whose per-host checksum base is the addresses' share of a UDP checksum
+    (the payload's share is per sender: probes.udp.payload_base)."""
+
+    def info(self, h: int) -> HostInfo:
+        hit = self.cache.get(h)
+        if hit is None:
+            if len(self.cache) >= 1 << 16:
+                self.cache.clear()
+            fam = self.family(h)
+            dst = self.targets.packed(h)
+            src = route_source(fam, dst)
+            key = self.key.host_key(src, dst, self.sport)
+            hit = self.cache[h] = HostInfo(fam, dst, src, key, addr_sum(src) + addr_sum(dst))
+        return hit
+
+
+class _Offset:
+    """Records of a UDP-only index space, shifted into the scan's whole space (whose
+    port indices list every TCP port first: targets.space)."""
+
+    def __init__(self, out: Out, offset: int) -> None:
+        self.inner, self.offset = out, offset
+
+    def emit(self, index: int, code: int, rtt: float | None, ttl: int = 0) -> None:
+        self.inner.emit(index + self.offset, code, rtt, ttl)
+
+    def write(self, records: bytes) -> None:
+        if self.offset:
+            rec = np.frombuffer(records, RECORD_DTYPE).copy()
+            rec["index"] += self.offset
+            records = rec.tobytes()
+        self.inner.write(records)
+
+    def tick(self) -> None:
+        self.inner.tick()
+
+
+def reserve_udp_port(port: int | None, avoid: tuple[tuple[int, int], ...]
+                     ) -> tuple[int, list[socket.socket]]:
+    """A source port held by bound UDP sockets (IPv4 and IPv6), outside ``avoid``."""
+    def scanned(p: int) -> bool:
+        return any(lo <= p <= hi for lo, hi in avoid)
+
+    for attempt in range(256):
+        p = port or random.randrange(40000, 60000)
+        if not port and attempt < 200 and scanned(p):
+            continue
+        held: list[socket.socket] = []
+        try:
+            for af, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+                s = socket.socket(af, socket.SOCK_DGRAM)
+                held.append(s)
+                if af == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+                s.bind((addr, p))
+            return p, held
+        except OSError:
+            for s in held:
+                s.close()
+            if port:
+                return port, []
+    raise OSError("no free UDP source port found in 40000-59999")
+
+
+class UdpEngine:
+    """One UDP scan of ``targets`` × ``ports.udp`` (shard ``shard`` of that space).
+
+    ``index_offset`` shifts the verdicts' indices into a bigger space (a SYN + UDP scan
+    reports both into one sink).
+    """
+
+    def __init__(self, *, targets: TargetSet, ports: PortSet, out: Out, seed: int,
+                 shard: tuple[int, int] = (1, 1), start: int = 0, rate: float | None = None,
+                 retries: int = 1, rtt: RttEstimator, counters: Counters | None = None,
+                 cancel: threading.Event | None = None, source_port: int | None = None,
+                 secret: bytes | None = None, index_offset: int = 0) -> None:
+        self.targets = targets
+        self.ports = PortSet(udp=ports.udp)
+        self.out = _Offset(out, index_offset)
+        self.space = TargetSpace(targets, self.ports)
+        self.perm = Permutation(self.space.size, seed)
+        self.shard, self.start = shard, start
+        self.secret = secrets.token_bytes(16) if secret is None else secret
+        self.source_port, self._held = reserve_udp_port(source_port, self.ports.udp)
+        self.sport = self.source_port
+        self.rate = rate
+        self.retries = retries
+        self.rtt = rtt
+        self.counters = counters if counters is not None else Counters()
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.port_index = PortIndex(PortSet(tcp=self.ports.udp))  # a port <-> index map
+        k, n = shard
+        self.total = max(0, (self.space.size - k + n) // n - start)
+        self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
+        self.hosts = UdpHostTable(targets, CookieKey(self.secret), self.sport, {})
+        self.answered = Answered(self.space.size)
+        # PAYLOADS: group 0 is the empty datagram; one group per payload that a scanned
+        # port has, looked up through a 64 KiB table (port -> group).
+        self.group_of = np.zeros(65536, np.uint8)
+        self.payloads: list[bytes] = [b""]
+        for port, p in sorted(payloads().items()):
+            if ("udp", port) in self.ports:
+                if p.data not in self.payloads:
+                    self.payloads.append(p.data)
+                self.group_of[port] = self.payloads.index(p.data)
+        self.group_base = [payload_base(self.sport, data) for data in self.payloads]
+        self.t_base = time.time()
+        self.stats: dict[str, float] = {}
+        self.limit: float | None = None  # the target's ICMP error rate, once measured
+        self.round_log: list[dict[str, float]] = []
+        self._capture: Capture | None = None
+        self._rx: UdpReceiver | None = None
+        self._pacer: _Pacer | None = None
+        self._first_send = self._last_send = 0.0
+        self._error: BaseException | None = None
+
+    # -- the scan --------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            if self.total > 0:
+                self._run()
+        finally:
+            for s in self._held:
+                s.close()
+            self._held = []
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.stats.get("capture_drops"):
+            out.append(f"the packet capture dropped {self.stats['capture_drops']} replies; "
+                       "set a lower rate")
+        if self.stats.get("send_errors"):
+            out.append(f"{self.stats['send_errors']} UDP probes could not be sent (no route, "
+                       "or a local firewall); their ports are reported open|filtered")
+        if self.limit is not None:
+            out.append(f"the target rate-limits ICMP errors (about {self.limit:.0f}/s): "
+                       "retries were paced to it so closed ports are not taken for "
+                       "open|filtered; this is what makes UDP scans slow")
+        return out
+
+    def _run(self) -> None:
+        if self.targets.is_loopback:
+            ifname: str | None = "lo"
+        elif self.targets.size == 1:
+            first = self.hosts.info(0)
+            ifname = interface_of(first.family, first.src, first.dst)
+        else:
+            ifname = None
+        # 16 blocks, not 8: an ICMP error takes three times a SYN-ACK's room in the ring.
+        capture = self._capture = Capture(self.families, self.sport, self.sport,
+                                          ifname=ifname, proto=17, blocks=16)
+        senders: dict[tuple[int, int], RawSender] = {}
+        try:
+            zeros = {4: bytes(4), 6: bytes(16)}
+            for fam in self.families:
+                for g, data in enumerate(self.payloads):
+                    tmpl = udp_template(fam, zeros[fam], self.sport, data)
+                    cap = BATCH if g == 0 else min(BATCH, max(16, self.targets.size))
+                    senders[(fam, g)] = RawSender(fam, tmpl, cap, layout=UDP_LAYOUTS[fam])
+        except BaseException:
+            capture.close()
+            for s in senders.values():
+                s.close()
+            raise
+        rx = self._rx = UdpReceiver(
+            capture=capture, hosts=self.hosts, ports=self.port_index, answered=self.answered,
+            sport=self.sport, out=self.out, rtt=self.rtt, total=self.total,
+            t_base=self.t_base, record_dtype=RECORD_DTYPE)
+        rx.start()
+        rate = self.rate
+        measure_at: int | None = None  # the measurement round, once a limit is suspected
+        mute, low = False, 0.0
+        try:
+            for rnd in range(self.retries + 1):
+                before, marks = rx.count, len(rx.icmp_times)
+                t0 = time.monotonic()
+                pace = rate
+                if rnd == measure_at:
+                    # MEASUREMENT ROUND: the retransmissions are spread over PROBE_S
+                    # seconds, so the target's bucket refills while they go out and the
+                    # errors that come back show its steady rate.
+                    spread = max(1.0, (self.total - rx.count) / PROBE_S)
+                    pace = spread if rate is None else min(rate, spread)
+                limiter = TokenBucket(pace, max_batch=RUN) if pace else None
+                self._pacer = None
+                if limiter is not None and self.limit is not None:
+                    self._pacer = _Pacer(limiter, self.limit,
+                                         self.rate or UDP_RATES["normal"], rx)
+                sent = self._round(rnd, senders, limiter)
+                t_sent = time.monotonic()
+                if self.cancel.is_set() or rx.all_answered.is_set():
+                    break
+                self._quiet(rx, 0.0)
+                est = _icmp_rates(rx.icmp_times[marks:], t0)
+                new = rx.count - before
+                self.round_log.append({"round": rnd, "sent": sent, "new": new,
+                                       "rate": pace or 0.0, "s": time.monotonic() - t0})
+                if rx.all_answered.is_set() or (rnd >= 1 and new == 0):
+                    break  # retransmit only while retransmissions are answered (nmap)
+                slow = est is not None and est[0] < 0.5 * sent / max(1e-3, t_sent - t0)
+                loop = self.targets.is_loopback  # Linux never limits errors there
+                if rnd == 0:
+                    # SUSPECTED LIMIT: errors came much slower than probes left, while
+                    # ports stayed silent. Only a retransmission can tell a limit (it is
+                    # answered) from silence (it is not): round 1 is the measurement.
+                    measure_at = 1 if slow and not loop else None
+                    mute = est is None and not loop
+                elif measure_at is None:
+                    if rnd == 1 and mute and slow:
+                        # Round 0 drew no error at all, round 1 a few: the target's bucket
+                        # was empty from the start (another scan drained it). Measure now.
+                        measure_at = 2
+                elif est is not None and rnd >= measure_at:
+                    # CONFIRMED: retransmissions spread over PROBE_S were answered. Pace
+                    # the next rounds at the limit (a paced round can only show it is
+                    # higher), and start each with a token in the target's bucket.
+                    # The pause uses a low estimate (arrivals beyond one burst, over the
+                    # whole round): a pause too short would let a round find the bucket
+                    # empty and stop with closed ports still silent.
+                    self.limit = max(self.limit or 0.0, est[0])
+                    low = max(low, est[1])
+                    paced = PACE * self.limit
+                    if self._pacer is not None:  # where the last paced round got to
+                        paced = max(paced, self._pacer.limiter.rate)
+                    rate = paced if self.rate is None else min(self.rate, paced)
+                    self._quiet(rx, min(1.5 / low, MAX_PAUSE))
+        finally:
+            rx.join()
+            packets, drops = capture.stats()
+            capture.close()
+            for s in senders.values():
+                s.close()
+            self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
+                          "round0_sent": self.total, "rounds": len(self.round_log),
+                          "icmp_limit_pps": self.limit or 0.0,
+                          "send_errors": sum(sum(s.errors.values()) for s in senders.values())}
+        if self._error is not None:
+            raise self._error
+        if not self.cancel.is_set() and rx.count < self.total:
+            self._emit_silent()
+
+    def _quiet(self, rx: UdpReceiver, at_least: float) -> None:
+        while not (self.cancel.is_set() or rx.all_answered.is_set()):
+            left = self._last_send + max(self.rtt.timeout, at_least) - time.monotonic()
+            if left <= 0:
+                return
+            rx.all_answered.wait(min(left, 0.05))
+
+    def _emit_silent(self) -> None:
+        now_us = time.time_ns() // 1000
+        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
+                               batch=BATCH):
+            silent = js[self.answered.unanswered(js)]
+            if len(silent):
+                rec = np.zeros(len(silent), RECORD_DTYPE)
+                rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
+                rec["t_us"] = now_us
+                self.out.write(rec.tobytes())
+
+    # -- transmit ----------------------------------------------------------------------------
+    def _round(self, rnd: int, senders: dict[tuple[int, int], RawSender],
+               limiter: TokenBucket | None) -> int:
+        try:
+            return self._transmit(rnd, senders, limiter)
+        except BaseException as exc:
+            self._error = self._error or exc
+            self.cancel.set()
+            return 0
+
+    def _transmit(self, rnd: int, senders: dict[tuple[int, int], RawSender],
+                  limiter: TokenBucket | None) -> int:
+        n_hosts, answered, n4 = self.hosts.size, self.answered, self.hosts.n4
+        total = 0
+        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
+                               batch=BATCH):
+            if self.cancel.is_set():
+                break
+            if rnd:
+                js = js[answered.unanswered(js)]
+                if not len(js):
+                    continue
+            h = js % np.uint64(n_hosts)
+            ports = self.port_index.ports(js // np.uint64(n_hosts))
+            fam_of = np.where(h < np.uint64(n4), 4, 6) if 0 < n4 < n_hosts else None
+            groups = self.group_of[ports.astype(np.int64)]
+            for (fam, g), sender in senders.items():
+                m = groups == g
+                if fam_of is not None:
+                    m &= fam_of == fam
+                elif (4 if n4 else 6) != fam:
+                    continue
+                if not m.all():
+                    if not m.any():
+                        continue
+                    pjs, ph, pports = js[m], h[m], ports[m]
+                else:
+                    pjs, ph, pports = js, h, ports
+                for at in range(0, len(pjs), sender.capacity):
+                    sl = slice(at, at + sender.capacity)
+                    self._load(sender, g, ph[sl], pports[sl])
+                    total += self._send(sender, pjs[sl], rnd, limiter)
+        return total
+
+    def _load(self, sender: RawSender, g: int, h: np.ndarray, ports: np.ndarray) -> None:
+        uh, inv = np.unique(h, return_inverse=True)
+        infos = [self.hosts.info(int(x)) for x in uh.tolist()]
+        fam = sender.family
+        key = np.array([i.key for i in infos], np.uint64)[inv]
+        abase = np.array([i.base for i in infos], np.uint64)[inv]
+        dst = [int.from_bytes(i.dst, "big") for i in infos]
+        src = [int.from_bytes(i.src, "big") for i in infos]
+        m64 = (1 << 64) - 1
+        hi = np.array([d >> 64 if fam == 6 else d for d in dst], np.uint64)[inv]
+        lo = np.array([d & m64 for d in dst], np.uint64)[inv]
+        shi = np.array([s >> 64 if fam == 6 else s for s in src], np.uint64)[inv]
+        slo = np.array([s & m64 for s in src], np.uint64)[inv]
+        marks = markers(fam, cookies(key, ports))
+        csums = fill_udp_checksums(abase + np.uint64(self.group_base[g]), ports)
+        sender.load(len(h), hi, ports, marks, csums, dst_lo=lo, src=shi, src_lo=slo)
+
+    def _send(self, sender: RawSender, js: np.ndarray, rnd: int,
+              limiter: TokenBucket | None) -> int:
+        total, off, sent = len(js), 0, 0
+        c, capture, rx = self.counters, self._capture, self._rx
+        assert capture is not None and rx is not None
+        sent_at = self.answered.sent_at
+        while off < total:
+            if self.cancel.is_set():
+                break
+            while capture.congested() and rx.thread.is_alive():
+                time.sleep(0.0003)
+            if self._pacer is not None:
+                self._pacer.check()
+            want = min(RUN, total - off)
+            count = limiter.take(want, self.cancel) if limiter is not None else want
+            if not count:
+                break
+            if sent_at is not None:
+                sent_at[js[off : off + count]] = time.time() - self.t_base
+            t = time.monotonic()
+            sender.send(off, count)
+            off += count
+            sent += count
+            c.sent += count
+            if rnd:
+                c.retries += count
+            else:
+                self._first_send = self._first_send or t
+            self._last_send = time.monotonic()
+        return sent

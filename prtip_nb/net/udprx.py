@@ -1,0 +1,197 @@
+"""The UDP scan's receive thread: UDP replies and ICMP errors, validated, deduplicated.
+
+It is the SYN receiver (net.synrx) with another ``_block``: the same ring, the same
+answered bitmap and verdict records, and the same rule that a reply is judged on its
+own. What changes is what a reply proves:
+
+- a UDP datagram from a target port to our source port: open / udp-response (a UDP
+  reply carries nothing of ours to check, as for nmap; the source port is random);
+- an ICMP / ICMPv6 destination unreachable counts only if the datagram it quotes is a
+  probe we sent: our source address and port, a target and a scanned port, and the
+  PROBE MARKER (IPv4 id, IPv6 flow label; probes.udp) recomputed from the secret.
+  Port unreachable from the target itself is closed / port-unreach; from anyone else,
+  or another unreachable code of nmap's list, filtered with nmap's reason.
+
+WHY VECTORISED ICMP. For a UDP scan ICMP errors are the common reply (every closed
+port), not the rare one: a block is parsed, validated and deduplicated by numpy as a
+whole, UDP replies and ICMP errors each in one pass. IPv4 packets with IP options
+(outer or quoted) are rare enough to be dropped (counted in ``stats["ignored"]``).
+
+ICMP ARRIVALS. Every valid ICMP error (duplicates included) bumps ``icmp`` and its time
+goes to ``icmp_times``: the engine reads the target's ICMP rate limit from them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ..probes.cookie import cookies
+from ..probes.udp import markers
+from .synrx import _HDR as _TP_HDR
+from .synrx import ICMP4, ICMP6, NO_RESPONSE, Receiver, _dtype, _gather, _offsets
+from .synrx import verdict as _icmp_verdict
+
+__all__ = ["CLOSED", "ICMP4", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver", "udp_verdict"]
+
+# VERDICT CODES for UDP probes (RecordSink looks them up through ``decode_udp``).
+OPEN, CLOSED = 0, 1
+ICMP4_CODES = frozenset({0, 1, 2, 3, 9, 10, 13})  # nmap's list for UDP; 3 is closed if
+ICMP6_CODES = frozenset(range(7))  # from the target (ICMPv6: 4)
+
+
+def udp_verdict(code: int) -> tuple[str, str]:
+    """nmap's (state, reason) for a UDP scan verdict code."""
+    if code == OPEN:
+        return ("open", "udp-response")
+    if code == CLOSED:
+        return ("closed", "port-unreach")
+    if code == NO_RESPONSE:
+        return ("open|filtered", "no-response")
+    return _icmp_verdict(code)  # ICMP4 + code / ICMP6 + code: filtered, nmap's reason
+
+
+_M64 = (1 << 64) - 1
+_U64 = npt.NDArray[np.uint64]
+# IP + UDP header of a reply; IP + ICMP + quoted IP + UDP of an error (no IP options).
+_UDP4 = _dtype([("vhl", "u1", 0), ("ttl", "u1", 8), ("proto", "u1", 9), ("src", ">u4", 12),
+                ("dst", ">u4", 16), ("tport", ">u2", 20), ("myport", ">u2", 22)], 28)
+_ICMP4 = _dtype([("type", "u1", 20), ("code", "u1", 21), ("qvhl", "u1", 28),
+                 ("mark", ">u4", 32), ("qproto", "u1", 37), ("qsrc", ">u4", 40),
+                 ("qdst", ">u4", 44), ("qsport", ">u2", 48), ("qdport", ">u2", 50)], 52)
+_UDP6 = _dtype([("proto", "u1", 6), ("ttl", "u1", 7), ("src", ">u8", 8), ("src_lo", ">u8", 16),
+                ("dst", ">u8", 24), ("dst_lo", ">u8", 32), ("tport", ">u2", 40),
+                ("myport", ">u2", 42)], 48)
+_ICMP6 = _dtype([("type", "u1", 40), ("code", "u1", 41), ("mark", ">u4", 48),
+                 ("qproto", "u1", 54), ("qsrc", ">u8", 56), ("qsrc_lo", ">u8", 64),
+                 ("qdst", ">u8", 72), ("qdst_lo", ">u8", 80), ("qsport", ">u2", 88),
+                 ("qdport", ">u2", 90)], 92)
+
+
+def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.ndarray,
+                 dt: np.dtype) -> np.ndarray:
+    """``_gather`` at ``p`` where ``ok``, elsewhere at a harmless in-bounds offset."""
+    return _gather(arr, np.where(ok, np.minimum(p, len(arr) - dt.itemsize), 0), dt)
+
+
+class UdpReceiver(Receiver):
+    """net.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.thread.name = "prtip-udp-rx"
+        self.stats.update(icmp=0, udp=0)
+        self.icmp = 0
+        self.icmp_times: list[np.ndarray] = []  # arrival times of valid ICMP errors
+
+    def _block(self, fam: int, arr: npt.NDArray[np.uint8], first: int, n: int) -> None:
+        offs = _offsets(arr, first, n)
+        hdr = _gather(arr, offs, _TP_HDR)
+        p = offs + hdr["net"].astype(np.int64)
+        snap = hdr["snap"].astype(np.int64)
+        ts = hdr["sec"] + hdr["nsec"] * 1e-9
+        base_dt = _UDP4 if fam == 4 else _UDP6
+        big = snap >= base_dt.itemsize
+        ip = _safe_gather(arr, p, big, base_dt)
+        if fam == 4:
+            plain = big & (ip["vhl"] == 0x45)
+            is_udp = plain & (ip["proto"] == 17)
+            is_icmp = plain & (ip["proto"] == 1) & (snap >= _ICMP4.itemsize)
+        else:
+            is_udp = big & (ip["proto"] == 17)
+            is_icmp = big & (ip["proto"] == 58) & (snap >= _ICMP6.itemsize)
+        self.stats["ignored"] += n - int(is_udp.sum()) - int(is_icmp.sum())
+        if is_udp.any():
+            self._udp(fam, ip[is_udp], ts[is_udp])
+        if is_icmp.any():
+            err = _safe_gather(arr, p, is_icmp, _ICMP4 if fam == 4 else _ICMP6)[is_icmp]
+            self._errors(fam, ip[is_icmp], err, ts[is_icmp])
+
+    def _lookup(self, fam: int, hi: _U64, lo: _U64 | None, port: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(host index, port index, both found)."""
+        h = self.hosts.index_array(fam, hi, lo)
+        pi = self.ports.index_array(port)
+        return h, pi, (h >= 0) & (pi >= 0)
+
+    def _src_matches(self, fam: int, h: np.ndarray, hi: _U64, lo: _U64 | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(our source address for host ``h`` equals (hi, lo); host keys per row)."""
+        uh, inv = np.unique(h, return_inverse=True)
+        infos = [self.hosts.info(int(x)) for x in uh.tolist()]
+        keys = np.array([i.key for i in infos], np.uint64)[inv]
+        srcs = [int.from_bytes(i.src, "big") for i in infos]
+        if fam == 4:
+            ok = hi == np.array(srcs, np.uint64)[inv]
+        else:
+            assert lo is not None
+            ok = (hi == np.array([s >> 64 for s in srcs], np.uint64)[inv]) & (
+                lo == np.array([s & _M64 for s in srcs], np.uint64)[inv])
+        return ok, keys
+
+    def _udp(self, fam: int, ip: np.ndarray, ts: np.ndarray) -> None:
+        st = self.stats
+        st["udp"] += len(ip)
+        h, pi, ok = self._lookup(fam, ip["src"], None if fam == 4 else ip["src_lo"],
+                                    ip["tport"])
+        ok &= ip["myport"] == self.sport
+        # A scan of every port on loopback probes our own source port too: that probe,
+        # looped back from us to us, is not a reply.
+        self_sent = (ip["tport"] == self.sport) & (ip["src"] == ip["dst"])
+        if fam == 6:
+            self_sent &= ip["src_lo"] == ip["dst_lo"]
+        ok &= ~self_sent
+        if not ok.any():
+            st["invalid"] += len(ip)
+            return
+        ip, ts, h, pi = ip[ok], ts[ok], h[ok], pi[ok]
+        good, _keys = self._src_matches(fam, h, ip["dst"], None if fam == 4 else ip["dst_lo"])
+        st["invalid"] += len(ok) - int(good.sum())
+        j = pi[good].astype(np.uint64) * np.uint64(self.hosts.size) + h[good].astype(np.uint64)
+        self._record(j, np.full(len(j), OPEN), ip["ttl"][good], ts[good])
+
+    def _errors(self, fam: int, ip: np.ndarray, err: np.ndarray, ts: np.ndarray) -> None:
+        st = self.stats
+        if fam == 4:
+            ok = (err["type"] == 3) & (err["qvhl"] == 0x45) & (err["qproto"] == 17)
+            ok &= np.isin(err["code"], list(ICMP4_CODES))
+            qlo = None
+        else:
+            ok = (err["type"] == 1) & (err["qproto"] == 17) & np.isin(err["code"],
+                                                                      list(ICMP6_CODES))
+            qlo = err["qdst_lo"]
+        st["ignored"] += len(err) - int(ok.sum())  # other ICMP, or not about UDP
+        ok &= err["qsport"] == self.sport
+        h, pi, found = self._lookup(fam, err["qdst"], qlo, err["qdport"])
+        ok &= found
+        if not ok.any():
+            st["invalid"] += int((err["qsport"] == self.sport).sum())
+            return
+        ip, err, ts, h, pi = ip[ok], err[ok], ts[ok], h[ok], pi[ok]
+        good, keys = self._src_matches(fam, h, err["qsrc"], None if fam == 4 else
+                                       err["qsrc_lo"])
+        # PROBE MARKER: recomputed from the secret; a forged or stray error lacks it.
+        want = markers(fam, cookies(keys, err["qdport"]))
+        if fam == 4:
+            good &= (err["mark"] >> 16).astype(np.uint64) == want >> np.uint64(16)  # the id
+        else:
+            good &= (err["mark"].astype(np.uint64) & np.uint64(0xFFFFF)) == (
+                want & np.uint64(0xFFFFF))
+        st["invalid"] += len(good) - int(good.sum())
+        if not good.any():
+            return
+        ip, err, ts, h, pi = ip[good], err[good], ts[good], h[good], pi[good]
+        self.icmp += len(ts)
+        st["icmp"] += len(ts)
+        self.icmp_times.append(ts.copy())
+        # From the target itself (outer source = quoted destination) or not.
+        if fam == 4:
+            from_target = ip["src"] == err["qdst"]
+            unreach = err["code"] == 3
+            codes = np.where(unreach & from_target, CLOSED, ICMP4 + err["code"].astype(np.int32))
+        else:
+            from_target = (ip["src"] == err["qdst"]) & (ip["src_lo"] == err["qdst_lo"])
+            unreach = err["code"] == 4
+            codes = np.where(unreach & from_target, CLOSED, ICMP6 + err["code"].astype(np.int32))
+        j = pi.astype(np.uint64) * np.uint64(self.hosts.size) + h.astype(np.uint64)
+        self._record(j, codes, ip["ttl"], ts)
