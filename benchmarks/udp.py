@@ -116,7 +116,7 @@ def udp_1000(runs: int = 3) -> dict[str, Any]:
         with udp_lab(sysctls) as seen:
             print(f"  -- {name}: target sysctls {seen}", flush=True)
             results, exact = _pair("1-1000", runs, set(ECHO), closed=1000 - len(ECHO) - 10)
-        s = summarise(results, "prtip_nb", "nmap")
+        s: dict[str, Any] = dict(summarise(results, "prtip_nb", "nmap"))
         s.update(sysctls=seen, exact=exact["prtip_nb"], nmap_exact=exact["nmap"])
         summary[name] = s
         payload[name] = [as_dict(r) for r in results]

@@ -210,6 +210,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         if args.ping_only:  # -sn: discovery is the whole scan
             res, text = discovery.cmd_ping_sweep(args.targets, options)
             sys.stdout.write(text + _memory_line(res) + "\n")
+            if args.normal_output:
+                with open(args.normal_output, "w") as fh:
+                    fh.write(text)
             interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
             if args.output:
                 print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")

@@ -133,6 +133,27 @@ def test_dask_shards_merge_to_the_single_process_result(
     assert counts.to_dict() == {"127.0.0.1": len(listening)}
 
 
+def test_dask_shards_of_a_syn_udp_scan_merge_to_the_single_process_result(
+    client: Any, listening: list[int], tmp_path: Path
+) -> None:
+    """-sS -sU and -sU on Dask: each shard runs both engines on its part of each protocol."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: SYN and UDP scans send raw packets")
+    from tests.net.udplab import udp_service
+
+    with udp_service("127.0.0.1", [53, 1000, 2999]):
+        for method, ports in (("syn", "T:1-3000,U:1-3000"), ("udp", "1-3000")):
+            single = pn.scan("127.0.0.1", ports, method=method, seed=SEED)
+            out = tmp_path / method
+            res = pn.scan("127.0.0.1", ports, method=method, seed=SEED, cluster=client,
+                          shards=3, output=str(out))
+            a, b = _rows(res.tables["ports"]), _rows(single.tables["ports"])
+            assert len(a) == len(b) == (6000 if method == "syn" else 3000)
+            assert a == b, (sorted(set(a) - set(b))[:5], sorted(set(b) - set(a))[:5])
+            opened = {(r[1], r[2]) for r in a if r[3] == "open"}
+            assert {("udp", 53), ("udp", 1000), ("udp", 2999)} <= opened
+
+
 def test_dask_cancel_reaches_every_shard_then_resume(
     client: Any, listening: list[int], tmp_path: Path
 ) -> None:

@@ -131,24 +131,41 @@ class Watermark:
 
 
 class ShardTracker:
-    """Turns flushed verdict indices into positions of shard ``k/n`` and marks them."""
+    """Turns flushed verdict indices into positions of shard ``k/n`` and marks them.
 
-    def __init__(self, size: int, seed: int, shard: tuple[int, int], start: int = 0) -> None:
+    ``segments`` are the ``(offset, size)`` parts of the space that engines walk one after
+    the other, each in its own permuted order (scan.segments: -sS -sU is TCP, then UDP):
+    a shard's positions run through the first part's, then the next part's."""
+
+    def __init__(self, size: int, seed: int, shard: tuple[int, int], start: int = 0,
+                 segments: tuple[tuple[int, int], ...] | None = None) -> None:
         from ..targets import Permutation
 
-        self.perm = Permutation(size, seed)
         self.k, self.n = shard
-        self.total = max(0, (size - self.k + self.n) // self.n)
+        self.parts = []  # (offset, size, permutation, first position)
+        base = 0
+        for offset, part in segments or ((0, size),):
+            self.parts.append((offset, part, Permutation(part, seed), base))
+            base += max(0, (part - self.k + self.n) // self.n)
+        self.total = base
         self.mark = Watermark(start)
         self.lock = threading.Lock()
 
     def flushed(self, indices: np.ndarray) -> None:
         if len(indices) == 0:
             return
-        i = self.perm.unshuffle_array(indices.astype(np.uint64))
-        pos = (i - np.uint64(self.k - 1)) // np.uint64(self.n)
-        with self.lock:
-            self.mark.mark(pos.astype(np.int64))
+        idx = indices.astype(np.uint64)
+        for offset, size, perm, base in self.parts:
+            if len(self.parts) > 1:
+                sel = idx[(idx >= np.uint64(offset)) & (idx < np.uint64(offset + size))]
+                if not len(sel):
+                    continue
+            else:
+                sel = idx
+            i = perm.unshuffle_array(sel - np.uint64(offset))
+            pos = (i - np.uint64(self.k - 1)) // np.uint64(self.n) + np.uint64(base)
+            with self.lock:
+                self.mark.mark(pos.astype(np.int64))
 
     @property
     def low_water(self) -> int:
@@ -275,7 +292,8 @@ def start_checkpoint(scan: Scan, sink: RecordSink) -> Checkpointer | None:
     scan._live_sink = sink  # the scan's poller age-flushes it for live views
     if cfg.output is None or builder is None:
         return None
-    tracker = ShardTracker(scan.space.size, cfg.seed or 0, cfg.shard, plan.start)
+    tracker = ShardTracker(scan.space.size, cfg.seed or 0, cfg.shard, plan.start,
+                           segments=scan.segments)
     sink.max_age = FLUSH_AGE
     sink.on_flushed = tracker.flushed
     meta = builder.meta

@@ -20,7 +20,6 @@ the resume of a Dask scan on a laptop, or tests).
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import threading
 import time
@@ -45,6 +44,7 @@ from .events import (
     ScanStarted,
     Subscription,
 )
+from .scan import build_space, make_config, segments, shard_len
 from .shardtask import LocalLink, run_shard
 
 __all__ = ["DistributedScan"]
@@ -65,33 +65,22 @@ class DistributedScan:
         config: ScanConfig | None = None,
         **options: Any,
     ) -> None:
-        from ..targets import TargetSpace, parse_ports, parse_targets
-
-        if config is None:
-            if ports is not None and not isinstance(ports, str):
-                ports = ",".join(str(p) for p in ([ports] if isinstance(ports, int) else ports))
-            tg = () if targets is None else targets  # a str is normalised by ScanConfig
-            config = ScanConfig(targets=tg, ports=ports, **options)  # type: ignore[arg-type]
+        config = make_config(targets, ports, config, options)
         if config.method == "auto":  # decided here, so every shard scans the same way
             config = config.replace(method="syn" if is_privileged() else "connect")
-        if config.seed is None:
-            config = config.replace(seed=random.SystemRandom().getrandbits(63))
         self.config = config
         self.cluster = cluster
         n = shards if shards is not None else (1 if cluster is None else 2 * _n_workers(cluster))
         if not isinstance(n, int) or n < 1:
             raise ConfigError(f"shards must be a positive integer, not {shards!r}")
         self.n = n
-        targets_ = parse_targets(
-            list(config.targets), exclude=list(config.exclude) or None,
-            exclude_file=config.exclude_file, input_file=config.input_file, family=config.family,
-        )
-        self.space = TargetSpace(targets_, parse_ports(config.ports, top_ports=config.top_ports))
+        # The driver needs no raw-socket privilege (its workers do): no _resolve_method.
+        _, _, self.space = build_space(config)
         k0, n0 = config.shard
         #: shard index (1..n, the telemetry/events ``shard`` column) -> (k, n) of the space
         self.shards = {w + 1: (k0 + n0 * w, n0 * n) for w in range(n)}
-        self.totals = {i: max(0, (self.space.size - k + m) // m) for i, (k, m) in
-                       self.shards.items()}
+        self.totals = {i: sum(shard_len(size, kn) for _, size in segments(self.space))
+                       for i, kn in self.shards.items()}
         self.counters = Counters(total=sum(self.totals.values()))
         self.bus = EventBus(record=self._record)
         self.status = "created"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, fd_budget, is_privileged
 from ..errors import ConfigError, PrivilegeError, ScanError
-from ..targets import TargetSpace, parse_ports, parse_targets
+from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets
 from .checkpoint import RunPlan
 from .counters import Counters, RttEstimator
 from .events import (
@@ -78,6 +78,74 @@ def _resolve_method(method: str) -> str:
     return method
 
 
+def make_config(
+    targets: str | Sequence[str] | None,
+    ports: str | int | Sequence[int] | None,
+    config: ScanConfig | None,
+    options: dict[str, Any],
+) -> ScanConfig:
+    """The ScanConfig of ``Scan(targets, ports, **options)`` or ``Scan(config=...)``, with a
+    seed: the shards and resumes of one scan must share its order."""
+    if config is None:
+        if ports is not None and not isinstance(ports, str):
+            ports = ",".join(str(p) for p in ([ports] if isinstance(ports, int) else ports))
+        config = ScanConfig(targets=() if targets is None else targets,  # type: ignore[arg-type]
+                            ports=ports, **options)
+    elif targets is not None or ports is not None or options:
+        raise ConfigError("give either config= or targets/ports/options, not both")
+    if config.seed is None:
+        config = config.replace(seed=random.SystemRandom().getrandbits(63))
+    return config
+
+
+def build_space(config: ScanConfig) -> tuple[TargetSet, PortSet, TargetSpace]:
+    """The targets, ports and index space of ``config`` (method already resolved), checked.
+
+    One place for what a Scan and a DistributedScan must agree on: a UDP scan (-sU) reads
+    unprefixed ports as UDP, -sS scans U: ports too (-sS -sU), -sT refuses them."""
+    method = config.method
+    targets = parse_targets(
+        list(config.targets),
+        exclude=list(config.exclude) or None,
+        exclude_file=config.exclude_file,
+        input_file=config.input_file,
+        family=config.family,
+    )
+    ports = parse_ports(config.ports, top_ports=config.top_ports,
+                        default_proto="udp" if method == "udp" else "tcp")
+    if ports.count("udp") and method == "connect":
+        raise ConfigError(
+            "a connect (-sT) scan probes TCP only, but the port list has UDP ports",
+            hint="drop the U: ports, or use method='udp' (-sU) or 'syn' (-sS -sU)",
+        )
+    if ports.count("tcp") and method == "udp":
+        raise ConfigError(
+            "a UDP (-sU) scan probes UDP only, but the port list has TCP ports",
+            hint="drop the T: ports, or use method='syn' to scan T: and U: ports together",
+        )
+    return targets, ports, TargetSpace(targets, ports)
+
+
+def segments(space: TargetSpace) -> tuple[tuple[int, int], ...]:
+    """``(offset, size)`` of each engine's own index space inside ``space``, in run order.
+
+    A -sS -sU scan runs the SYN engine over the TCP indices (first in the space), then the
+    UDP engine over the rest, each with its own permutation and shard of its part. A
+    shard's positions are the TCP part's, then the UDP part's: that order is what the
+    checkpoint's low-water mark counts and what a resume restarts from."""
+    tcp = space.ports.count("tcp") * space.hosts
+    udp = space.size - tcp
+    if tcp and udp:
+        return ((0, tcp), (tcp, udp))
+    return ((0, space.size),)
+
+
+def shard_len(size: int, shard: tuple[int, int]) -> int:
+    """Positions of shard ``k/n`` of a space of ``size`` indices (k, k+n, ...)."""
+    k, n = shard
+    return max(0, (size - k + n) // n)
+
+
 class Scan:
     """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``.
 
@@ -93,42 +161,13 @@ class Scan:
         config: ScanConfig | None = None,
         **options: Any,
     ) -> None:
-        if config is None:
-            if targets is None:
-                targets = ()
-            if ports is not None and not isinstance(ports, str):
-                ports = ",".join(str(p) for p in ([ports] if isinstance(ports, int) else ports))
-            config = ScanConfig(targets=targets, ports=ports, **options)  # type: ignore[arg-type]
-        elif targets is not None or ports is not None or options:
-            raise ConfigError("give either config= or targets/ports/options, not both")
-        method = _resolve_method(config.method)
-        if config.seed is None:
-            config = config.replace(seed=random.SystemRandom().getrandbits(63))
-        self.config = config.replace(method=method)
-        self.targets = parse_targets(
-            list(config.targets),
-            exclude=list(config.exclude) or None,
-            exclude_file=config.exclude_file,
-            input_file=config.input_file,
-            family=config.family,
-        )
-        # A UDP scan (-sU) reads unprefixed ports as UDP; -sS scans U: ports too (-sS -sU).
-        self.ports = parse_ports(config.ports, top_ports=config.top_ports,
-                                 default_proto="udp" if method == "udp" else "tcp")
-        if self.ports.count("udp") and method == "connect":
-            raise ConfigError(
-                "a connect (-sT) scan probes TCP only, but the port list has UDP ports",
-                hint="drop the U: ports, or use method='udp' (-sU) or 'syn' (-sS -sU)",
-            )
-        if self.ports.count("tcp") and method == "udp":
-            raise ConfigError(
-                "a UDP (-sU) scan probes UDP only, but the port list has TCP ports",
-                hint="drop the T: ports, or use method='syn' to scan T: and U: ports together",
-            )
-        self.space = TargetSpace(self.targets, self.ports)
+        config = make_config(targets, ports, config, options)
+        self.config = config.replace(method=_resolve_method(config.method))
+        self.targets, self.ports, self.space = build_space(self.config)
+        #: (offset, size) of each engine's part of the index space, in run order.
+        self.segments = segments(self.space)
         self.counters = Counters()
-        k, n = self.config.shard
-        self.counters.total = max(0, (self.space.size - k + n) // n)  # len(shard), any size
+        self.counters.total = sum(shard_len(size, self.config.shard) for _, size in self.segments)
         #: What an engine needs to resume identically (e.g. the SYN cookie secret): the
         #: checkpoint keeps it, and a resumed Scan finds it filled in. Never in reports.
         self.engine_state: dict[str, Any] = {}
@@ -396,13 +435,17 @@ class Scan:
         if not self.ports.count("tcp"):
             self._run_udp(sink, self._plan.start)
             return
-        if self.ports.count("udp"):  # -sS -sU: a resumed scan starts both parts again
-            from ..targets import PortSet
-
-            self._run_tcp_syn(sink, PortSet(tcp=self.ports.tcp), 0)
-            if not self._cancel.is_set():
+        if self.ports.count("udp"):
+            # -sS -sU: the shard's positions are the TCP part's, then the UDP part's
+            # (segments()), so a resume past the TCP part goes straight to the UDP part.
+            n_tcp = shard_len(self.segments[0][1], self.config.shard)
+            start = self._plan.start
+            tcp_stats: dict[str, Any] = {}
+            if start < n_tcp:
+                self._run_tcp_syn(sink, PortSet(tcp=self.ports.tcp), start)
                 tcp_stats = self.engine_stats
-                self._run_udp(sink, 0)
+            if not self._cancel.is_set():
+                self._run_udp(sink, max(0, start - n_tcp))
                 self.engine_stats = {**tcp_stats, "udp": self.engine_stats}
             return
         self._run_tcp_syn(sink, self.ports, self._plan.start)

@@ -13,6 +13,10 @@ Choices, each forced by nmap's DTD or by what its readers expect:
 - TLS columns become a ``ssl-cert`` script (``_tls``), else a banner a ``banner`` script,
   in the shape of those nmap scripts (never both: see ``_port_xml``). A null TTL is written
   as nmap writes "none": 0.
+- A discovery result (``pn.discover``, ``prtip-nb scan -sn``; or an imported ``nmap -sn``
+  file) is written in ``nmap -sn -v``'s shape: args with ``-sn``, no ``<scaninfo>``, every
+  host (down ones too) with its status and reason, ``<times>`` when it has an RTT, and no
+  ``<ports>``.
 
 Imports pyarrow and the stdlib only: ``prtip-nb scan -oX`` does not pay for pandas.
 """
@@ -73,7 +77,8 @@ def _write(result: ScanResult, out: TextIO) -> None:
     imported = cfg.get("source") == "nmap-xml"
     start = int(meta.started.timestamp())
     startstr = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(start))
-    args = cfg.get("args") if imported else _prtip_args(cfg)
+    args = cfg.get("args") if imported else command_line(cfg)
+    sweep = is_discovery(cfg)
     version = cfg.get("version") if imported else f"prtip_nb {meta.tool_version}"
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n')
     out.write(f"<!-- written by prtip_nb {_xml.text(meta.tool_version)} from scan "
@@ -81,35 +86,71 @@ def _write(result: ScanResult, out: TextIO) -> None:
     out.write(f'<nmaprun scanner="nmap" args="{_xml.attr(args or "")}" start="{start}" '
               f'startstr="{startstr}" version="{_xml.attr(version or "")}" '
               'xmloutputversion="1.05">\n')  # fmt: skip
-    infos = cfg.get("scaninfo") if imported else None
-    for info in infos or _scaninfo(cfg, ports):
+    # An imported file's scaninfo as it was (none at all in an nmap -sn file); a ping
+    # sweep of ours has none either.
+    if imported:
+        infos = cfg.get("scaninfo") or []
+    else:
+        infos = [] if sweep else _scaninfo(cfg, ports)
+    for info in infos:
         out.write("<scaninfo" + "".join(f' {k}="{_xml.attr(v)}"' for k, v in info.items()) + "/>\n")
-    out.write('<verbose level="0"/>\n<debugging level="0"/>\n')
+    # A sweep lists its down hosts too, which nmap -sn does at verbosity 1 (-v).
+    out.write(f'<verbose level="{int(sweep)}"/>\n<debugging level="0"/>\n')
     derived = _hosts.derive_hosts(ports)
     missing = derived.filter(pc.invert(pc.is_in(derived["host"], value_set=hosts["host"])))
     all_hosts = pa.concat_tables([hosts, missing]) if missing.num_rows else hosts
-    _write_hosts(out, all_hosts, derived, ports)
+    _write_hosts(out, all_hosts, derived, ports, sweep=sweep)
     _write_runstats(out, meta.started, meta.ended, all_hosts)
     out.write("</nmaprun>\n")
 
 
-def _prtip_args(cfg: dict[str, Any]) -> str:
-    words = ["prtip-nb", "scan", "-sS" if cfg.get("method") == "syn" else "-sT"]
-    if cfg.get("ports"):
-        words += ["-p", str(cfg["ports"])]
-    if cfg.get("top_ports"):
-        words += ["--top-ports", str(cfg["top_ports"])]
+def is_discovery(cfg: dict[str, Any]) -> bool:
+    """True for a ping sweep's config: ours (``extra.discovery``) or an imported ``-sn``."""
+    if cfg.get("source") == "nmap-xml":
+        return not cfg.get("scaninfo") and any(
+            w in ("-sn", "-sP") for w in str(cfg.get("args") or "").split())
+    return (cfg.get("extra") or {}).get("discovery") == "-sn"
+
+
+def _asked(cfg: dict[str, Any]) -> Any:
+    """The PortSet a prtip_nb scan asked for (unprefixed ports are UDP in a -sU scan)."""
+    from prtip_nb.targets import parse_ports
+
+    return parse_ports(cfg.get("ports"), top_ports=cfg.get("top_ports"),
+                       default_proto="udp" if cfg.get("method") == "udp" else "tcp")
+
+
+def command_line(cfg: dict[str, Any]) -> str:
+    """The ``prtip-nb scan`` command line that a prtip_nb config stands for."""
+    from prtip_nb.errors import PortSpecError
+
+    words = ["prtip-nb", "scan"]
+    if is_discovery(cfg):
+        words.append("-sn")
+    else:
+        try:
+            udp = bool(_asked(cfg).udp)
+        except (PortSpecError, TypeError, ValueError):
+            udp = False
+        method = cfg.get("method")
+        if method != "udp":
+            words.append("-sS" if method == "syn" else "-sT")
+        if udp or method == "udp":
+            words.append("-sU")
+        if cfg.get("ports"):
+            words += ["-p", str(cfg["ports"])]
+        if cfg.get("top_ports"):
+            words += ["--top-ports", str(cfg["top_ports"])]
     return " ".join(words + [str(t) for t in cfg.get("targets") or ()])
 
 
 def _scaninfo(cfg: dict[str, Any], ports: pa.Table) -> list[dict[str, Any]]:
     """One ``<scaninfo>`` per protocol: the port spec asked for, else the ports probed."""
     from prtip_nb.errors import PortSpecError
-    from prtip_nb.targets import parse_ports
 
     method = cfg.get("method") if cfg.get("method") in _SCAN_TYPES else "connect"
     try:
-        asked = parse_ports(cfg.get("ports"), top_ports=cfg.get("top_ports"))
+        asked = _asked(cfg)
         ranges = {p: list(getattr(asked, p)) for p in asked.protos}
     except (PortSpecError, TypeError, ValueError):
         ranges = {}
@@ -196,7 +237,8 @@ def _port_xml(r: tuple[Any, ...]) -> str:
     return xml + "</port>\n"
 
 
-def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Table) -> None:
+def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Table, *,
+                 sweep: bool = False) -> None:
     # Counts of listed rows per host: what the hosts table counts beyond them was folded.
     listed = {h["host"]: h for h in derived.select(["host", *_FOLDED]).to_pylist()}
     ranges = _host_ranges(ports)
@@ -211,7 +253,16 @@ def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Tabl
         )
         if h["hostname"]:
             out.write(f'<hostname name="{_xml.attr(h["hostname"])}" type="user"/>\n')
-        out.write("</hostnames>\n<ports>")
+        out.write("</hostnames>\n")
+        if sweep:  # nmap -sn: status, address, names and times; no <ports>
+            rtt = h.get("rtt_ms")
+            if rtt is not None:
+                srtt = max(1, round(rtt * 1000))  # nmap's unit: microseconds
+                out.write(f'<times srtt="{srtt}" rttvar="{srtt}" to="{max(100000, 4 * srtt)}"'
+                          '/>\n')
+            out.write("</host>\n")
+            continue
+        out.write("<ports>")
         got = listed.get(addr, {})
         for state in _FOLDED:
             folded = (h[state] or 0) - (got.get(state) or 0)

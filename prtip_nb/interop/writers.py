@@ -65,8 +65,12 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
 
 
 def write_jsonl(result: ScanResult, path: str | os.PathLike[str]) -> Path:
-    """One JSON object per ports row (every column of the schema, nulls as null)."""
-    table = flat_text(result.tables["ports"])
+    """One JSON object per ports row (every column of the schema, nulls as null); for a
+    ping sweep (``-sn``: no ports), one per hosts row (host, state, reason, rtt_ms, …)."""
+    from prtip_nb.interop._nmap_writer import is_discovery
+
+    sweep = is_discovery(result.config) and result.tables["ports"].num_rows == 0
+    table = flat_text(result.tables["hosts" if sweep else "ports"])
     names = table.column_names
 
     def write(out: TextIO) -> None:
@@ -102,12 +106,15 @@ def _field(value: Any) -> str:
 
 
 def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
-    """nmap's ``-oG``: a Status line and a Ports line per host, between comment lines.
+    """nmap's ``-oG``: a Status line and a Ports line per host, between comment lines
+    (a ping sweep's hosts have a Status line only, as with ``nmap -sn -oG``).
 
     Every ports row is listed (port/state/proto/owner/service/rpc/version/); ports that the
     hosts table counts beyond its rows (nmap's extraports, on import) make the
     ``Ignored State`` field, as nmap writes it.
     """
+    from prtip_nb.interop._nmap_writer import command_line
+
     columns = ["host", "proto", "port", "state", "service", "product", "version", "extrainfo"]
     ports = flat_text(result.tables["ports"].select(columns))
     hosts = result.tables["hosts"]
@@ -126,7 +133,7 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     cfg = result.config
     head = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(started.timestamp()))\
         if started else "?"  # fmt: skip
-    args = cfg.get("args") or " ".join(["prtip-nb scan", *map(str, cfg.get("targets") or ())])
+    args = cfg.get("args") or command_line(cfg)
 
     def write(out: TextIO) -> None:
         out.write(f"# prtip_nb scan {result.scan_id} initiated {head} as: {args}\n")

@@ -12,6 +12,9 @@ calls; a receive loop that holds it for 2 µs a packet made them wait (CPython h
 GIL over only every 5 ms), and a loopback scan took 0.41-0.49 s instead of 0.21 s. So
 a ring block of up to ~900 TCP replies is parsed, validated, deduplicated and turned
 into verdict records by numpy in one go; only ICMP errors (rare) take a per-packet path.
+The fields are read through strided views of the ring (every reply is cut to the same
+length, so frames sit at one stride), not gathered: replaying a full scan's blocks, that
+took parsing from 0.50 to 0.28 µs a reply for IPv4 and from 0.61 to 0.33 µs for IPv6.
 """
 
 from __future__ import annotations
@@ -141,18 +144,26 @@ class Receiver:
 
     # -- one ring block --------------------------------------------------------------------
     def _block(self, fam: int, arr: npt.NDArray[np.uint8], first: int, n: int) -> None:
-        offs = _offsets(arr, first, n)
-        hdr = _gather(arr, offs, _HDR)
-        p = offs + hdr["net"].astype(np.int64)
-        small = hdr["snap"] < (40 if fam == 4 else 60)
+        dt = _TCP4 if fam == 4 else _TCP6
+        frames = _frames(arr, first, n, dt)
+        if frames is not None:  # the usual block: zero-copy views of the ring, no gather
+            hdr, tcp, stride, net = frames
+            p = None
+        else:
+            offs = _offsets(arr, first, n)
+            hdr = _gather(arr, offs, _HDR)
+            p = offs + hdr["net"].astype(np.int64)  # each packet's IP header
+            tcp = _gather(arr, np.where(hdr["snap"] < dt.itemsize, first, p), dt)
+            stride = net = 0
+        small = hdr["snap"] < dt.itemsize
         ts = hdr["sec"] + hdr["nsec"] * 1e-9
-        tcp = _gather(arr, np.where(small, first, p), _TCP4 if fam == 4 else _TCP6)
         if fam == 4:
             is_tcp = (tcp["vhl"] == 0x45) & (tcp["proto"] == 6) & ~small
         else:
             is_tcp = (tcp["proto"] == 6) & ~small
         for k in np.flatnonzero(~is_tcp & ~small).tolist():  # ICMP errors: rare, one by one
-            self._icmp(fam, bytes(arr[p[k] : p[k] + 128]), int(tcp["ttl"][k]), float(ts[k]))
+            at = int(p[k]) if p is not None else first + k * stride + net
+            self._icmp(fam, bytes(arr[at : at + 128]), int(tcp["ttl"][k]), float(ts[k]))
         self.stats["ignored"] += int(small.sum())
         if not is_tcp.all():
             tcp, ts = tcp[is_tcp], ts[is_tcp]
@@ -172,21 +183,35 @@ class Receiver:
         if not ok.any():
             st["invalid"] += int(keep.sum())
             return
-        tcp, ts, h, pi, rst = tcp[ok], ts[ok], h[ok], pi[ok], rst[ok]
-        uh, inv = np.unique(h, return_inverse=True)
-        infos = [self.hosts.info(int(x)) for x in uh.tolist()]
-        key = np.array([i.key for i in infos], np.uint64)[inv]
-        srcs = [int.from_bytes(i.src, "big") for i in infos]
+        if not ok.all():  # usually all are: skip the copies
+            tcp, ts, h, pi, rst = tcp[ok], ts[ok], h[ok], pi[ok], rst[ok]
+        key, src_hi, src_lo = self._host_constants(fam, h)
         # SYN-COOKIE: the probe's sequence number, recomputed; the reply must ack it.
         good = cookies(key, tcp["tport"]) == ((tcp["ack"].astype(np.uint64) - 1) & _M32)
-        if fam == 4:
-            good &= tcp["dst"] == np.array(srcs, np.uint64)[inv]
-        else:
-            good &= tcp["dst"] == np.array([s >> 64 for s in srcs], np.uint64)[inv]
-            good &= tcp["dst_lo"] == np.array([s & _M64 for s in srcs], np.uint64)[inv]
+        good &= tcp["dst"] == src_hi
+        if fam == 6:
+            good &= tcp["dst_lo"] == src_lo
         st["invalid"] += int(keep.sum()) - int(good.sum())
         j = pi.astype(np.uint64) * np.uint64(self.hosts.size) + h.astype(np.uint64)
-        self._record(j[good], np.where(rst[good], CLOSED, OPEN), tcp["ttl"][good], ts[good])
+        ttl = tcp["ttl"]
+        if not good.all():
+            j, rst, ttl, ts = j[good], rst[good], ttl[good], ts[good]
+        self._record(j, np.where(rst, CLOSED, OPEN), ttl, ts)
+
+    def _host_constants(self, fam: int, h: npt.NDArray[np.int64]) -> tuple[
+            U64 | int, U64 | np.uint64, U64 | np.uint64]:
+        """Cookie key and our source address (IPv6: high, low halves) for each reply's host:
+        scalars for a one-host scan (no per-block ``np.unique``), else arrays."""
+        if self.hosts.size == 1:
+            info = self.hosts.info(0)
+            src = int.from_bytes(info.src, "big")
+            return info.key, np.uint64(src >> 64 if fam == 6 else src), np.uint64(src & _M64)
+        uh, inv = np.unique(h, return_inverse=True)
+        infos = [self.hosts.info(int(x)) for x in uh.tolist()]
+        srcs = [int.from_bytes(i.src, "big") for i in infos]
+        return (np.array([i.key for i in infos], np.uint64)[inv],
+                np.array([s >> 64 if fam == 6 else s for s in srcs], np.uint64)[inv],
+                np.array([s & _M64 for s in srcs], np.uint64)[inv])
 
     def _record(self, j: U64, codes: np.ndarray, ttl: np.ndarray, ts: np.ndarray) -> None:
         """Dedup ``j`` (within the block and against the bitmap), then write records."""
@@ -256,6 +281,30 @@ class Receiver:
             return
         j = np.array([pi * self.hosts.size + h], np.uint64)
         self._record(j, np.array([verdict]), np.array([ttl], np.uint8), np.array([t]))
+
+
+def _frames(arr: npt.NDArray[np.uint8], first: int, n: int,
+            dt: np.dtype) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """(headers, IP+TCP rows, stride, network offset) of a block's ``n`` frames as strided
+    views of the ring, or None unless every frame has the same stride and network offset.
+
+    The filter cuts every TCP reply to the same length, so that is the usual block; the
+    views copy nothing (a fancy-index gather of each frame's bytes cost more than all the
+    rest of a block's parsing)."""
+    if n < 1:
+        return None
+    stride = int(arr[first : first + 4].view("<u4")[0]) if n > 1 else 0
+    last = first + (n - 1) * stride
+    if (n > 1 and stride < _HDR.itemsize) or last + _HDR.itemsize > len(arr):
+        return None
+    hdr = np.ndarray((n,), _HDR, arr, first, (stride,))
+    if n > 1 and not (hdr["next"][:-1] == stride).all():
+        return None
+    nets = hdr["net"]
+    net = int(nets[0])
+    if last + net + dt.itemsize > len(arr) or not (nets == net).all():
+        return None
+    return hdr, np.ndarray((n,), dt, arr, first + net, (stride,)), stride, net
 
 
 def _offsets(arr: npt.NDArray[np.uint8], first: int, n: int) -> npt.NDArray[np.int64]:

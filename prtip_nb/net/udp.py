@@ -34,6 +34,11 @@ searched for:
   max_successful_tryno), up to the template's max retries. A paced round that gets
   nothing back means no closed port is left silent; the rest are open|filtered.
 
+PER HOST. The kernel's bucket is per peer (us), so each target machine limits us on
+its own and the measured limit is their sum. Each host gets its share of it (by the
+errors it drew), and paced rounds go at the fastest pace that keeps every host that
+still has silent probes within 1.25x its own limit (``_HostPlan``).
+
 The cost is physics: C closed ports behind a limit of L errors/s take about C / L
 seconds, for nmap as for us (docs/architecture.md has the measurements).
 
@@ -102,6 +107,69 @@ def _icmp_rates(times: list[np.ndarray], t0: float) -> tuple[float, float] | Non
     return steady, min(low, steady)
 
 
+#: Per-host pacing needs a count of silent probes per host: up to this many hosts.
+MAX_PACED_HOSTS = 1 << 16
+
+
+def _host_rates(hosts: list[np.ndarray], est: tuple[float, float]
+                ) -> dict[int, tuple[float, float]]:
+    """``est`` (steady, low: _icmp_rates of all errors) split over the target hosts in
+    proportion to the errors each drew: a per-host rate from a handful of arrivals
+    would be noise, the whole round's rate is not."""
+    if not hosts:
+        return {}
+    h, counts = np.unique(np.concatenate(hosts), return_counts=True)
+    frac = counts / counts.sum()
+    return {int(x): (est[0] * f, est[1] * f) for x, f in zip(h.tolist(), frac.tolist(),
+                                                           strict=True)}
+
+
+class _HostPlan:
+    """A paced round's PER-HOST view. Each target limits its errors to us on its own, so
+    the round's pace is the fastest at which no host gets probes faster than PACE x its
+    own limit: host h gets the share R_h / R of the silent probes, so the pace is
+    min_h PACE * L_h * R / R_h (several separately limited hosts: the sum of their limits
+    while all have silent ports, one host's limit once it alone has). ``expected(pace)``
+    is the error rate that pace can draw: sum_h min(L_h, pace * R_h / R). ``update()``
+    takes the errors seen since the plan was made off R_h: when one host's closed ports
+    are all answered mid-round, the others' limits are what remains.
+
+    Addresses of one kernel share one bucket (Linux keys it on the peer, us): each then
+    measures as its share of that limit, which gives the same pace while the shares hold
+    and a slower one (never a wrong verdict) when they change. Hosts never measured
+    (firewalled, or answered before the limit was found) do not bound the pace."""
+
+    def __init__(self, base: float, limit: float, limits: np.ndarray | None = None,
+                 left: np.ndarray | None = None, rx: UdpReceiver | None = None) -> None:
+        self.base, self.limit = base, limit
+        self.limits, self.left, self.rx = limits, left, rx  # per host: L_h, R_h
+        self.marks = len(rx.icmp_hosts) if rx is not None else 0
+        self._lim: np.ndarray | None = None
+        self._share: np.ndarray | None = None
+        if limits is not None:
+            self.update()
+
+    def update(self) -> None:
+        if self.limits is None or self.left is None or self.rx is None:
+            return
+        left = self.left
+        seen = self.rx.icmp_hosts[self.marks:]
+        if seen:
+            left = np.maximum(0, left - np.bincount(np.concatenate(seen),
+                                                    minlength=len(left))[: len(left)])
+        known = (left > 0) & (self.limits > 0)
+        if not known.any():  # the measured hosts are done: the others were never limited
+            self._lim = self._share = None
+            return
+        self._lim, self._share = self.limits[known], left[known] / left.sum()
+        self.base = PACE * float(np.min(self._lim / self._share))
+
+    def expected(self, pace: float) -> float:
+        if self._lim is None or self._share is None:
+            return self.limit
+        return float(np.minimum(self._lim, pace * self._share).sum())
+
+
 class _Pacer:
     """Keeps a paced round's ICMP demand at the target's limit.
 
@@ -114,10 +182,10 @@ class _Pacer:
     limits). Sending faster than the limit never costs a verdict: the target's tokens
     keep until a probe to a closed port takes them; it only costs rounds."""
 
-    def __init__(self, limiter: TokenBucket, limit: float, ceiling: float,
+    def __init__(self, limiter: TokenBucket, plan: _HostPlan, ceiling: float,
                  rx: UdpReceiver) -> None:
-        self.limiter, self.limit, self.ceiling, self.rx = limiter, limit, ceiling, rx
-        self.window = max(0.5, 4.0 / limit)
+        self.limiter, self.plan, self.ceiling, self.rx = limiter, plan, ceiling, rx
+        self.window = max(0.5, 4.0 / plan.expected(plan.base))
         self.started = self.last = time.monotonic()
 
     def check(self) -> None:
@@ -133,11 +201,13 @@ class _Pacer:
             arrived += int((ts >= since).sum())
         rate = arrived / self.window
         lim = self.limiter
-        if rate >= 0.7 * self.limit:  # the limit binds: every token is being used ...
-            if lim.rate > 2 * PACE * self.limit:  # ... so a fast start may slow down again
-                self._set(max(PACE * self.limit, lim.rate / 2))
+        self.plan.update()
+        limit = self.plan.expected(lim.rate)  # the errors this pace can draw at most
+        if rate >= 0.7 * limit:  # the limit binds: every token is being used ...
+            if lim.rate > 2 * self.plan.base:  # ... so a fast start may slow down again
+                self._set(max(self.plan.base, lim.rate / 2))
             return
-        faster = min(self.ceiling, lim.rate * min(4.0, self.limit / max(rate, self.limit / 20)))
+        faster = min(self.ceiling, lim.rate * min(4.0, limit / max(rate, limit / 20)))
         if faster > lim.rate:
             self._set(faster)
 
@@ -278,6 +348,7 @@ class UdpEngine:
         self.t_base = time.time()
         self.stats: dict[str, float] = {}
         self.limit: float | None = None  # the target's ICMP error rate, once measured
+        self.host_limits: dict[int, tuple[float, float]] = {}  # per host: steady, low
         self.round_log: list[dict[str, float]] = []
         self._capture: Capture | None = None
         self._rx: UdpReceiver | None = None
@@ -341,6 +412,7 @@ class UdpEngine:
         rate = self.rate
         measure_at: int | None = None  # the measurement round, once a limit is suspected
         mute, low = False, 0.0
+        plan = _HostPlan(0.0, 0.0)
         try:
             for rnd in range(self.retries + 1):
                 before, marks = rx.count, len(rx.icmp_times)
@@ -355,8 +427,7 @@ class UdpEngine:
                 limiter = TokenBucket(pace, max_batch=RUN) if pace else None
                 self._pacer = None
                 if limiter is not None and self.limit is not None:
-                    self._pacer = _Pacer(limiter, self.limit,
-                                         self.rate or UDP_RATES["normal"], rx)
+                    self._pacer = _Pacer(limiter, plan, self.rate or UDP_RATES["normal"], rx)
                 sent = self._round(rnd, senders, limiter)
                 t_sent = time.monotonic()
                 if self.cancel.is_set() or rx.all_answered.is_set():
@@ -390,11 +461,16 @@ class UdpEngine:
                     # empty and stop with closed ports still silent.
                     self.limit = max(self.limit or 0.0, est[0])
                     low = max(low, est[1])
-                    paced = PACE * self.limit
-                    if self._pacer is not None:  # where the last paced round got to
-                        paced = max(paced, self._pacer.limiter.rate)
+                    self._learn_hosts(rx, marks, est)
+                    plan, pause = self._host_plan(low, rx)
+                    paced = plan.base
+                    if self._pacer is not None:  # where the last paced round got to: its
+                        last = self._pacer  # speed-up for firewalls, not its hosts' limits
+                        last.plan.update()
+                        paced = max(paced, min(last.limiter.rate,
+                                               paced * last.limiter.rate / last.plan.base))
                     rate = paced if self.rate is None else min(self.rate, paced)
-                    self._quiet(rx, min(1.5 / low, MAX_PAUSE))
+                    self._quiet(rx, min(pause, MAX_PAUSE))
         finally:
             rx.join()
             packets, drops = capture.stats()
@@ -409,6 +485,37 @@ class UdpEngine:
             raise self._error
         if not self.cancel.is_set() and rx.count < self.total:
             self._emit_silent()
+
+    def _learn_hosts(self, rx: UdpReceiver, marks: int, est: tuple[float, float]) -> None:
+        """Each host's own ICMP limit (steady, low): the most a round has shown."""
+        if self.hosts.size > MAX_PACED_HOSTS:
+            return
+        for h, (steady, low) in _host_rates(rx.icmp_hosts[marks:], est).items():
+            old = self.host_limits.get(h, (0.0, 0.0))
+            self.host_limits[h] = (max(old[0], steady), max(old[1], low))
+
+    def _host_plan(self, low: float, rx: UdpReceiver) -> tuple[_HostPlan, float]:
+        """The next paced round's plan (_HostPlan) and the pause before it: 1.5 token
+        intervals of the slowest measured host that still has silent probes."""
+        assert self.limit is not None
+        whole = _HostPlan(PACE * self.limit, self.limit)
+        n = self.hosts.size
+        if not self.host_limits or n > MAX_PACED_HOSTS:
+            return whole, 1.5 / low
+        left = np.zeros(n, np.int64)
+        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
+                               batch=1 << 16):
+            silent = js[self.answered.unanswered(js)]
+            if len(silent):
+                left += np.bincount((silent % np.uint64(n)).astype(np.int64), minlength=n)
+        lim, lows = np.zeros(n), np.zeros(n)
+        for h, (steady, lo) in self.host_limits.items():
+            lim[h], lows[h] = steady, lo
+        known = (left > 0) & (lim > 0)
+        if not known.any():
+            return whole, 1.5 / low
+        plan = _HostPlan(PACE * self.limit, self.limit, lim, left, rx)
+        return plan, 1.5 / max(1e-3, float(np.min(lows[known])))
 
     def _quiet(self, rx: UdpReceiver, at_least: float) -> None:
         while not (self.cancel.is_set() or rx.all_answered.is_set()):

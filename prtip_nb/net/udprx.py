@@ -17,8 +17,9 @@ port), not the rare one: a block is parsed, validated and deduplicated by numpy 
 whole, UDP replies and ICMP errors each in one pass. IPv4 packets with IP options
 (outer or quoted) are rare enough to be dropped (counted in ``stats["ignored"]``).
 
-ICMP ARRIVALS. Every valid ICMP error (duplicates included) bumps ``icmp`` and its time
-goes to ``icmp_times``: the engine reads the target's ICMP rate limit from them.
+ICMP ARRIVALS. Every valid ICMP error (duplicates included) bumps ``icmp``, its time goes
+to ``icmp_times`` and the target it is about to ``icmp_hosts``: the engine reads each
+target's ICMP rate limit from them.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class UdpReceiver(Receiver):
         self.stats.update(icmp=0, udp=0)
         self.icmp = 0
         self.icmp_times: list[np.ndarray] = []  # arrival times of valid ICMP errors
+        self.icmp_hosts: list[np.ndarray] = []  # and the target each one is about
 
     def _block(self, fam: int, arr: npt.NDArray[np.uint8], first: int, n: int) -> None:
         offs = _offsets(arr, first, n)
@@ -183,6 +185,8 @@ class UdpReceiver(Receiver):
         ip, err, ts, h, pi = ip[good], err[good], ts[good], h[good], pi[good]
         self.icmp += len(ts)
         st["icmp"] += len(ts)
+        # Hosts first: a reader that sees len(icmp_times) == k finds k host blocks too.
+        self.icmp_hosts.append(h.astype(np.int64))
         self.icmp_times.append(ts.copy())
         # From the target itself (outer source = quoted destination) or not.
         if fam == 4:

@@ -191,7 +191,7 @@ class ScanResult:
         return write_nmap_xml(self, path)
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write the ports table as JSON Lines: one object per row."""
+        """Write the ports table as JSON Lines: one object per row (a ping sweep's hosts)."""
         from prtip_nb.interop.writers import write_jsonl
 
         return write_jsonl(self, path)

@@ -12,7 +12,7 @@ import pytest
 
 from prtip_nb.engine.throttle import TokenBucket
 from prtip_nb.net.syn import CLOSED, NO_RESPONSE, OPEN, verdict
-from prtip_nb.net.synrx import ICMP4, ICMP6
+from prtip_nb.net.synrx import _HDR, _TCP4, _TCP6, ICMP4, ICMP6, _frames, _gather, _offsets
 from prtip_nb.probes import cookie, tcp
 
 ADDRS = {
@@ -154,3 +154,44 @@ def test_token_bucket_keeps_its_mean_in_real_time() -> None:
     assert abs(sent / (time.monotonic() - t0) / 20000.0 - 1) < 0.15  # a loaded box: loose
     cancel.set()
     assert TokenBucket(0.5).take(10, cancel) == 0  # a cancelled wait gives nothing
+
+
+def _ring_block(family: int, strides: list[int], net: int = 80) -> tuple[np.ndarray, int]:
+    """A TPACKET_V3 block as the kernel fills it: frames of the given strides (the last
+    frame's ``next`` is 0), each a SYN probe's IP + TCP header at offset ``net``."""
+    src, dst = packed(family)
+    arr = np.zeros(16384, np.uint8)
+    first = off = 48
+    for k, stride in enumerate(strides):
+        pkt = tcp.make_syn(tcp.syn_template(family, src, 40000 + k), family, 0, dst, 1000 + k,
+                           7919 * k)
+        last = k == len(strides) - 1
+        hdr = np.zeros(1, _HDR)
+        hdr["next"], hdr["sec"], hdr["nsec"] = 0 if last else stride, 1_700_000_000 + k, k
+        hdr["snap"], hdr["net"] = len(pkt), net
+        arr[off : off + _HDR.itemsize] = np.frombuffer(hdr.tobytes(), np.uint8)
+        arr[off + net : off + net + len(pkt)] = np.frombuffer(pkt, np.uint8)
+        off += stride
+    return arr, first
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_block_views_read_what_a_gather_reads(family: int) -> None:
+    dt = _TCP4 if family == 4 else _TCP6
+    arr, first = _ring_block(family, [144] * 7)
+    frames = _frames(arr, first, 7, dt)
+    assert frames is not None
+    hdr, rows, stride, net = frames
+    offs = _offsets(arr, first, 7)
+    assert (stride, net) == (144, 80) and list(offs) == [first + 144 * k for k in range(7)]
+    for view, copy in ((hdr, _gather(arr, offs, _HDR)), (rows, _gather(arr, offs + net, dt))):
+        for name in view.dtype.names:
+            assert view[name].tolist() == copy[name].tolist(), name
+    # (These are probes, read as replies: "tport" is the TCP source port.)
+    assert rows["tport"].tolist() == list(range(40000, 40007))
+    assert rows["myport"].tolist() == list(range(1000, 1007))
+    # One frame longer than the rest (an ICMP error, say): no views; the walk finds them.
+    arr, first = _ring_block(family, [144, 144, 272, 144, 144])
+    assert _frames(arr, first, 5, dt) is None
+    assert list(_offsets(arr, first, 5)) == [first + o for o in (0, 144, 288, 560, 704)]
+    assert _frames(arr, first, 1, dt) is not None and _frames(arr, first, 0, dt) is None

@@ -107,6 +107,9 @@ def test_icmp_rate_limit_is_measured_and_states_still_equal_nmap(
     # 10/s for IPv4; IPv6's limit may scale with the route's prefix on some kernels.
     assert 5 <= limit <= 50, s.engine_stats["udp_rounds"]
     assert took < 20  # (40 - 6) errors at 10/s: about 3.4 s of pure waiting
+    # Our scan has just emptied the target's ICMP bucket: let it refill (burst 6 at 10/s)
+    # so that nmap starts from the state we started from.
+    time.sleep(1.0)
     assert nmap_udp(nmap, host, ports) == ours
 
 
@@ -141,3 +144,32 @@ def test_an_icmp_bucket_drained_before_the_scan_is_still_measured(lab: UdpLab) -
     assert {ours[p] for p in range(20000, 20020)} == {("closed", "port-unreach")}, \
         s.engine_stats["udp_rounds"]
     assert 1 <= s.engine_stats["icmp_limit_pps"] <= 5
+
+
+@pytest.mark.slow
+def test_two_hosts_each_rate_limited_are_paced_per_host() -> None:
+    """Two targets, each its own kernel and its own limit towards us: A one error per
+    200 ms, B one per 50 ms (TwoTargets: two namespaces; addresses of one namespace would
+    share one bucket). 30 closed ports each. The limit measured while both answer is
+    their sum (25/s); once B's ports are all answered, pacing at that sum would drive A
+    five times past its limit, and the rounds ran out with closed ports of A left
+    open|filtered (measured before the fix: 2-4 of 30). Paced per host, every port is
+    closed, in about the time A's limit forces: (30 - 6) / 5 = 4.8 s."""
+    from tests.net.udplab import TwoTargets
+
+    need(shutil.which("nsenter") is not None, "needs nsenter")
+    with TwoTargets() as lab:
+        lab.sysctl(0, RATELIMITS[0], "200")
+        lab.sysctl(1, RATELIMITS[0], "50")
+        time.sleep(0.3)  # the neighbour probe's token is back in both buckets
+        t0 = time.monotonic()
+        s = Scan([lab.A, lab.B], "20000-20029", method="udp")
+        df = s.start().wait().ports
+        took = time.monotonic() - t0
+    rounds = s.engine_stats["udp_rounds"]
+    assert len(df) == 60
+    assert set(zip(df["state"].astype(str), df["reason"].astype(str), strict=True)) == {
+        ("closed", "port-unreach")}, (df.groupby(["host", "state"], observed=True).size(),
+                                      rounds)
+    assert 12 <= s.engine_stats["icmp_limit_pps"] <= 40, rounds  # the sum: 25/s
+    assert took < 9, rounds

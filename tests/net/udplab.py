@@ -3,16 +3,21 @@ in the target (a UDP echo, an NTP-like responder, a bound socket that never answ
 and dnsmasq when installed) and a knob for the target's ICMP rate-limit sysctls.
 
 The sysctls are per network namespace, so setting them in the target touches nothing
-outside the lab.
+outside the lab. ``TwoTargets`` is two target namespaces (two kernels, two ICMP limits);
+``udp_service`` answers UDP on loopback in the suite's own namespace.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tests.net.vethlab import TARGET4, TARGET6, VethLab
 
@@ -159,3 +164,114 @@ def nmap_udp(nmap: str, host: str, ports: str, *extra: str,
             assert rest, f"nmap reported nothing for port {port}"
             got[port] = rest[0]
     return got
+
+
+class TwoTargets:
+    """Two target namespaces, each behind its own veth pair, each with its own kernel and
+    so its own ICMP rate limit towards us: 198.51.100.2 (``A``) and 203.0.113.2 (``B``).
+
+    Linux keeps the ICMP error bucket per destination peer (our address), per namespace:
+    addresses of ONE namespace share one bucket; two hosts that each limit us need two
+    namespaces. No services: every UDP port is closed unless ``nft`` drops it.
+    """
+
+    A, B = "198.51.100.2", "203.0.113.2"
+    _NETS = (("198.51.100.1", A), ("203.0.113.1", B))
+
+    def __init__(self, tag: str = "w") -> None:
+        self.tag = tag
+        self.holders: list[subprocess.Popen[str]] = []
+        self.links: list[str] = []
+
+    def target(self, i: int, *cmd: str, input: str | None = None) -> None:
+        from tests.net.vethlab import run
+
+        run("nsenter", "-t", str(self.holders[i].pid), "-n", *cmd, input=input)
+
+    def sysctl(self, i: int, path: str, value: str) -> None:
+        self.target(i, "sh", "-c", f"echo '{value}' > /proc/sys/net/{path}")
+
+    def nft(self, i: int, ruleset: str) -> None:
+        self.target(i, "nft", "-f", "-", input=ruleset)
+
+    def __enter__(self) -> TwoTargets:
+        import os
+        import time
+
+        from tests.net.vethlab import run
+
+        try:
+            for i, (ours, theirs) in enumerate(self._NETS):
+                h = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"], text=True)
+                self.holders.append(h)
+                for _ in range(100):
+                    if os.readlink(f"/proc/{h.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                        break
+                    time.sleep(0.01)
+                a, b = f"pv{self.tag}{i}0", f"pv{self.tag}{i}1"
+                run("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns",
+                    str(h.pid))
+                self.links.append(a)
+                run("ip", "addr", "add", f"{ours}/24", "dev", a)
+                run("ip", "link", "set", a, "up")
+                self.target(i, "ip", "link", "set", "lo", "up")
+                self.target(i, "ip", "addr", "add", f"{theirs}/24", "dev", b)
+                self.target(i, "ip", "link", "set", b, "up")
+                _wait_arp(theirs)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.holders:
+            h.kill()
+            h.wait(5)
+        for a in self.links:
+            subprocess.run(["ip", "link", "del", a], capture_output=True)
+
+
+def _wait_arp(host: str) -> None:
+    """One datagram to a closed port: resolves the neighbour before the scan starts (its
+    ICMP error spends one token of the target's burst, refilled before the scan)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"", (host, 9))
+
+
+@contextmanager
+def udp_service(host: str, ports: list[int], *, copies: int = 1,
+                only: bytes | None = None) -> Iterator[list[bytes]]:
+    """UDP sockets on ``ports`` that answer each datagram ``copies`` times (only those
+    starting with ``only``, if given); yields the datagrams received."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    for p in ports:
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.bind((host, p))
+        s.settimeout(0.05)
+        socks.append(s)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve(s: socket.socket) -> None:
+        while not stop.is_set():
+            try:
+                data, addr = s.recvfrom(4096)
+            except TimeoutError:
+                continue
+            got.append(data)
+            if only is None or data.startswith(only):
+                for _ in range(copies):
+                    s.sendto(b"ok" + data[:8], addr)
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in socks]
+    for t in threads:
+        t.start()
+    try:
+        yield got
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for s in socks:
+            s.close()
