@@ -37,7 +37,8 @@ def test_table_and_routes_on_a_lab() -> None:
         assert routes.onlink(4, socket.inet_aton(host("routed", 5))) == 0
         assert routes.onlink(6, socket.inet_pton(socket.AF_INET6, GATEWAY6)) == idx
         assert routes.onlink(6, socket.inet_pton(socket.AF_INET6, host("routed", 5, 6))) == 0
-        assert routes.onlink(4, socket.inet_aton("192.0.2.1")) == 0  # no route at all
+        # No route at all (a table lookup: nothing is sent).
+        assert routes.onlink(4, socket.inet_aton("192.0.2.1")) == 0  # parse-only
         assert neigh.is_local(4, socket.inet_aton("198.51.100.1"))
         assert not neigh.is_local(4, socket.inet_aton(GATEWAY4))
         watch = neigh.NeighWatch()
