@@ -44,7 +44,7 @@ from .events import (
     ScanStarted,
     Subscription,
 )
-from .scan import build_space, make_config, segments, shard_len
+from .scan import build_space, join_scan_thread, make_config, segments, shard_len
 from .shardtask import LocalLink, run_shard
 
 __all__ = ["DistributedScan"]
@@ -133,14 +133,7 @@ class DistributedScan:
         if self._thread is None:
             self.start()
         assert self._thread is not None
-        try:
-            self._thread.join(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._thread.join(5.0)
-            raise
-        if self._thread.is_alive():
-            raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
+        join_scan_thread(self._thread, self.cancel, timeout, grace=5.0)
         if self._error is not None:
             raise self._error
         return self._result

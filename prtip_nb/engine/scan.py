@@ -146,6 +146,19 @@ def shard_len(size: int, shard: tuple[int, int]) -> int:
     return max(0, (size - k + n) // n)
 
 
+def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
+                     grace: float) -> None:
+    """Wait for a scan's thread; Ctrl-C cancels the scan, waits ``grace`` s, re-raises."""
+    try:
+        thread.join(timeout)
+    except KeyboardInterrupt:
+        cancel()
+        thread.join(grace)
+        raise
+    if thread.is_alive():
+        raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
+
+
 class Scan:
     """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``.
 
@@ -223,14 +236,7 @@ class Scan:
         if self._thread is None:
             self.start()
         assert self._thread is not None
-        try:
-            self._thread.join(timeout)
-        except KeyboardInterrupt:
-            self.cancel()
-            self._thread.join(2.0)
-            raise
-        if self._thread.is_alive():
-            raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
+        join_scan_thread(self._thread, self.cancel, timeout, grace=2.0)
         if self._error is not None:
             raise ScanError(f"scan failed: {self._error}") from self._error
         assert self._result is not None
