@@ -99,7 +99,9 @@ class ScanConfig:
     family: int | None = None
     method: str = "connect"
     timing: int = 3
-    rate: float | None = None
+    rate: float | None = None  # pins the rate (probes/s); None: adaptive (see engine.ratectl)
+    min_rate: float | None = None  # bounds of the adaptive rate (nmap's --min-rate/--max-rate)
+    max_rate: float | None = None
     max_retries: int | None = None
     timeout: float | None = None
     host_timeout: float | None = None
@@ -133,10 +135,20 @@ class ScanConfig:
         timing(self.timing)  # validates
         if self.family not in (None, 4, 6):
             raise ConfigError(f"family must be 4, 6 or None, not {self.family!r}")
-        if self.rate is not None and not self.rate > 0:
+        for name in ("rate", "min_rate", "max_rate"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float)
+                                          and 0 < value < float("inf")):
+                raise ConfigError(
+                    f"{name} must be a positive, finite number of packets per second, "
+                    f"not {value!r}",
+                    hint="leave rate unset (None) to let the rate adapt to the path",
+                )
+        if self.min_rate is not None and self.max_rate is not None \
+                and self.min_rate > self.max_rate:
             raise ConfigError(
-                f"rate must be a positive number of packets per second, not {self.rate!r}",
-                hint="use rate=None for no limit",
+                f"min_rate ({self.min_rate:g}) is above max_rate ({self.max_rate:g})",
+                hint="--min-rate must not exceed --max-rate",
             )
         for name in ("max_retries", "concurrency", "workers"):
             value = getattr(self, name)

@@ -100,7 +100,11 @@ class ScanFailed(Event):
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """How far the scan has got; ``rate`` in verdicts per second, ``eta`` in seconds."""
+    """How far the scan has got; ``rate`` in verdicts per second, ``eta`` in seconds.
+
+    ``rate_limit`` is the send rate in force (probes/s; None: no limit) and ``rate_reason``
+    why: ``growing``, ``probing``, ``backoff``, ``floor``, ``ceiling`` (the adaptive rate),
+    ``pinned`` (``--rate``) or ``unlimited``."""
 
     done: int
     total: int
@@ -108,6 +112,8 @@ class Progress(Event):
     open: int
     elapsed: float
     rate: float
+    rate_limit: float | None = None
+    rate_reason: str = ""
 
     @property
     def fraction(self) -> float:

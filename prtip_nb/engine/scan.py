@@ -37,6 +37,7 @@ from .events import (
     StageChanged,
     Subscription,
 )
+from .ratectl import RateState
 from .telemetry import Poller
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ class Scan:
         #: What the engine reports about its run (SYN: replies, invalid, duplicates, drops).
         self.engine_stats: dict[str, Any] = {}
         self._plan = RunPlan()
+        self._rate_source: Callable[[], RateState] | None = None  # the running engine's
         self._ckpt: Checkpointer | None = None
         self._live_sink: RecordSink | None = None  # the poller age-flushes it
         self._cancel = threading.Event()
@@ -281,7 +283,18 @@ class Scan:
         end = self._t_end if self._t_end is not None else time.monotonic()
         elapsed = max(1e-9, end - self._t0) if self._t0 else 0.0
         rate = done / elapsed if elapsed else 0.0
-        return Progress(elapsed, self.scan_id or "", done, total, sent, n_open, elapsed, rate)
+        limit = self.rate_state()
+        return Progress(elapsed, self.scan_id or "", done, total, sent, n_open, elapsed, rate,
+                        limit.rate, limit.reason)
+
+    def rate_state(self) -> RateState:
+        """The send rate in force and why (adaptive, pinned or unlimited), live."""
+        source = self._rate_source
+        if source is not None:
+            return source()
+        if self.config.rate is not None:
+            return RateState(self.config.rate, "pinned")
+        return RateState(None, "")
 
     def subscribe(
         self, callback: Callable[[Event], Any], types: type[Event] | tuple[type[Event], ...] | None
@@ -327,7 +340,8 @@ class Scan:
         assert builder is not None
         sid = builder.meta.scan_id
         poller = Poller(
-            self.counters, builder, self._t0, self.config.telemetry_interval, on_sample=self._tick
+            self.counters, builder, self._t0, self.config.telemetry_interval, on_sample=self._tick,
+            rate=self.rate_state,
         )
         poller.start()
         self.bus.publish(StageChanged(0.0, sid, "scan"))
@@ -488,7 +502,8 @@ class Scan:
                 self.bus.publish(ScanWarning(t, sid, message))
 
     def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
-        from ..net.syn import SynEngine, syn_rate
+        from ..net.syn import SynEngine
+        from .ratectl import rate_plan
         from .records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
@@ -500,11 +515,13 @@ class Scan:
         out = RecordBuffer(sink.feed)
         engine = SynEngine(
             targets=self.targets, ports=ports, out=out, seed=cfg.seed or 0,
-            shard=cfg.shard, start=start, rate=syn_rate(cfg, self.targets),
+            shard=cfg.shard, start=start,
+            rate=rate_plan(cfg, loopback=self.targets.is_loopback),
             retries=cfg.retries, counters=self.counters, cancel=self._cancel,
             rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
             source_port=state.get("syn_sport") or cfg.extra.get("source_port"), secret=secret,
         )
+        self._rate_source = engine.rate_state
         state["syn_secret"], state["syn_sport"] = engine.secret.hex(), engine.source_port
         try:
             engine.run()

@@ -2,7 +2,8 @@
 
 It samples every ``interval`` seconds (250 ms by default): probes sent, replies, open
 ports, retries, the send and reply rates since the last sample, this process's RSS, CPU
-share (100 = one core) and thread count. Worker processes' memory is reported apart, in
+share (100 = one core), thread count, and the send rate in force with its reason (see
+engine.ratectl). Worker processes' memory is reported apart, in
 the EngineStats event.
 The hot loops never call into it; they only bump ``Counters``.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .counters import Counters
+from .ratectl import RateState
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder
@@ -52,8 +54,10 @@ class Poller:
         t0: float,
         interval: float = 0.25,
         on_sample: Callable[[], None] | None = None,
+        rate: Callable[[], RateState] | None = None,
     ) -> None:
         self.on_sample = on_sample  # e.g. publish a Progress event
+        self.rate = rate  # the send rate in force and why
         self.counters = counters
         self.builder = builder
         self.t0 = t0
@@ -88,6 +92,7 @@ class Poller:
             cpu,
             pps_received=(c.received - last_received) / dt,
             threads=threading.active_count(),
+            rate=None if self.rate is None else self.rate(),
         )
         self._last = (now, c.sent, c.received, times)
         if self.on_sample is not None:

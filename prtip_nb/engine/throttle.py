@@ -26,16 +26,33 @@ class TokenBucket:
     """``take(want, cancel)`` -> probes that may be sent now (0 only when cancelled)."""
 
     def __init__(self, rate: float, *, max_batch: int = 256,
+                 batch_seconds: float = BATCH_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be positive, not {rate!r}")
-        self.rate = float(rate)
-        self.batch = max(1, min(max_batch, int(rate * BATCH_SECONDS)))
-        self.cap = max(2.0 * self.batch, self.rate * CREDIT_SECONDS)
+        self.max_batch = max_batch
+        self.batch_seconds = batch_seconds
         self.tokens = 0.0
         self.clock = clock
         self.last = clock()
         self.lock = threading.Lock()
+        self._size(float(rate))
+
+    def _size(self, rate: float) -> None:
+        self.rate = rate
+        self.batch = max(1, min(self.max_batch, int(rate * self.batch_seconds)))
+        self.cap = max(2.0 * self.batch, self.rate * CREDIT_SECONDS)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on; credit earned so far is kept (up to the new cap)."""
+        if not rate > 0:
+            raise ValueError(f"rate must be positive, not {rate!r}")
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.cap, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self._size(float(rate))
+            self.tokens = min(self.tokens, self.cap)
 
     def take(self, want: int, cancel: threading.Event) -> int:
         need = max(1, min(want, self.batch))

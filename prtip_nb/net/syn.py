@@ -35,17 +35,19 @@ import time
 import numpy as np
 
 from ..engine.counters import Counters, RttEstimator
+from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..engine.sink import DTYPE as RECORD_DTYPE
-from ..engine.throttle import TokenBucket
 from ..probes.cookie import CookieKey, cookies
 from ..probes.tcp import fill_checksums, syn_template
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
 from .capture import Capture, interface_of
 from .rawsock import RawSender
 from .synrx import CLOSED, NO_RESPONSE, OPEN, Out, Receiver, verdict
-from .synstate import Answered, HostTable, PortIndex, reserve_port, syn_rate
+from .synstate import Answered, HostTable, PortIndex, reserve_port
 
-__all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "syn_rate", "verdict"]
+__all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "verdict"]
+
+Limiter = AdaptiveRate | PinnedRate
 
 BATCH = 4096  # indices per numpy batch
 RUN = 256  # probes per sendmmsg call when the rate is unlimited
@@ -55,7 +57,8 @@ class SynEngine:
     """One SYN scan of ``targets`` × ``ports`` (shard ``shard`` of the permuted space)."""
 
     def __init__(self, *, targets: TargetSet, ports: PortSet, out: Out, seed: int,
-                 shard: tuple[int, int] = (1, 1), start: int = 0, rate: float | None = None,
+                 shard: tuple[int, int] = (1, 1), start: int = 0,
+                 rate: float | RatePolicy | None = None,
                  retries: int = 1, rtt: RttEstimator, counters: Counters | None = None,
                  cancel: threading.Event | None = None, source_port: int | None = None,
                  secret: bytes | None = None, threads: int | None = None) -> None:
@@ -67,12 +70,14 @@ class SynEngine:
         self.secret = secrets.token_bytes(16) if secret is None else secret
         # Chosen (and held) now, so a checkpoint can record it before the first probe.
         self.source_port, self._held = reserve_port(source_port)
-        self.rate = rate
+        self.rate = rate  # pinned (probes/s), adaptive (a policy) or None: no limit
+        self.limiter: Limiter | None = None
         self.retries = retries
         self.rtt = rtt
         self.counters = counters if counters is not None else Counters()
         self.cancel = cancel if cancel is not None else threading.Event()
-        fast = rate is None or rate > TWO_THREADS_PPS
+        top = rate.ceiling if isinstance(rate, RatePolicy) else rate
+        fast = top is None or top > TWO_THREADS_PPS
         self.threads = threads or (2 if fast and (os.cpu_count() or 1) > 1 else 1)
         self.port_index = PortIndex(ports)
         k, n = shard
@@ -89,6 +94,7 @@ class SynEngine:
         self._rx: Receiver | None = None
         self._lock = threading.Lock()
         self._first_send = self._last_send = self._round0_end = 0.0
+        self._rounds_run = 0
         self._error: BaseException | None = None
 
     # -- the scan ------------------------------------------------------------------------
@@ -101,6 +107,21 @@ class SynEngine:
             for s in self._held:
                 s.close()
             self._held = []
+
+    def rate_state(self) -> RateState:
+        """The rate in force and why (telemetry reads it while the scan runs)."""
+        limiter = self.limiter
+        return RateState(None, "unlimited") if limiter is None else limiter.state()
+
+    def _make_limiter(self) -> Limiter | None:
+        if self.rate is None:
+            return None
+        if not isinstance(self.rate, RatePolicy):
+            return PinnedRate(self.rate, max_batch=RUN)
+        rtt = self.rtt
+        return AdaptiveRate(
+            self.rate, max_batch=RUN, srtt=lambda: rtt.srtt,
+            timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
 
     def warnings(self) -> list[str]:
         """What a user should hear about this run (lost packets, refused sends)."""
@@ -136,14 +157,26 @@ class SynEngine:
                 for sender in group.values():
                     sender.close()
             raise
+        limiter = self.limiter = self._make_limiter()
+        on_replies = None
+        if isinstance(limiter, AdaptiveRate):
+            # Send times are time.time() - t_base; the controller's clock is monotonic.
+            offset = time.monotonic() - (time.time() - self.t_base)
+            ctl = limiter
+            on_replies = lambda st: ctl.replied(st.astype(np.float64) + offset)  # noqa: E731
         rx = Receiver(capture=capture, hosts=self.hosts, ports=self.port_index,
                       answered=self.answered, sport=self.sport, out=self.out, rtt=self.rtt,
-                      total=self.total, t_base=self.t_base, record_dtype=RECORD_DTYPE)
-        limiter = TokenBucket(self.rate, max_batch=RUN) if self.rate else None
+                      total=self.total, t_base=self.t_base, record_dtype=RECORD_DTYPE,
+                      on_replies=on_replies)
+        if isinstance(limiter, AdaptiveRate):
+            limiter.horizon = lambda: rx.caught_up
         self._rx = rx
         rx.start()
         try:
             for rnd in range(self.retries + 1):
+                answered_before = rx.count
+                if rnd and limiter is not None:
+                    limiter.new_round()
                 self._round(rnd, senders, limiter, rx)
                 if rnd == 0:
                     self._round0_end = self._last_send
@@ -151,6 +184,11 @@ class SynEngine:
                     break
                 self._quiet(rx)
                 if rx.all_answered.is_set():
+                    break
+                # nmap's rule (allowedTryno): retransmit again only while retransmissions
+                # get answered. Ports that stayed silent through a retry round are
+                # filtered, not lost; a T3 scan of dropping hosts does not wait 10 rounds.
+                if rnd >= 1 and rx.count == answered_before:
                     break
         finally:
             rx.join()
@@ -161,6 +199,9 @@ class SynEngine:
                     s.close()
             self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
                           "round0_sent": self.total, "threads": self.threads,
+                          "rounds": self._rounds_run,
+                          "rate_final": limiter.rate if limiter is not None else 0.0,
+                          "rate_losses": limiter.losses if limiter is not None else 0,
                           "round0_send_s": self._round0_end - self._first_send,
                           "send_errors": sum(sum(s.errors.values())
                                              for g in senders for s in g.values())}
@@ -190,7 +231,8 @@ class SynEngine:
                 self.out.write(rec.tobytes())
 
     def _round(self, rnd: int, senders: list[dict[int, RawSender]],
-               limiter: TokenBucket | None, rx: Receiver) -> None:
+               limiter: Limiter | None, rx: Receiver) -> None:
+        self._rounds_run = rnd + 1
         k, n = self.shard
         t = len(senders)
         # Thread w takes positions w, w + t, ... of the shard: together they partition it;
@@ -207,7 +249,7 @@ class SynEngine:
             w.join()
 
     def _transmit_guarded(self, shard: tuple[int, int], start: int, rnd: int,
-                          senders: dict[int, RawSender], limiter: TokenBucket | None) -> None:
+                          senders: dict[int, RawSender], limiter: Limiter | None) -> None:
         try:
             self._transmit(shard, start, rnd, senders, limiter)
         except BaseException as exc:  # stop the other threads; run() re-raises it
@@ -216,7 +258,7 @@ class SynEngine:
 
     # -- transmit --------------------------------------------------------------------------
     def _transmit(self, shard: tuple[int, int], start: int, rnd: int,
-                  senders: dict[int, RawSender], limiter: TokenBucket | None) -> None:
+                  senders: dict[int, RawSender], limiter: Limiter | None) -> None:
         hosts, n_hosts, answered = self.hosts, self.hosts.size, self.answered
         n4 = hosts.n4
         sent_at = answered.sent_at
@@ -261,7 +303,7 @@ class SynEngine:
         csums = fill_checksums(base, ports, seqs)
         sender.load(len(js), hi, ports, seqs, csums, dst_lo=lo, src=shi, src_lo=slo)
 
-    def _send(self, sender: RawSender, js: np.ndarray, rnd: int, limiter: TokenBucket | None,
+    def _send(self, sender: RawSender, js: np.ndarray, rnd: int, limiter: Limiter | None,
               sent_at: np.ndarray | None) -> None:
         total, off = len(js), 0
         c, capture, rx = self.counters, self._capture, self._rx

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -100,8 +102,12 @@ class Receiver:
 
     def __init__(self, *, capture: Capture, hosts: HostTable, ports: PortIndex,
                  answered: Answered, sport: int, out: Out, rtt: RttEstimator,
-                 total: int, t_base: float, record_dtype: np.dtype) -> None:
+                 total: int, t_base: float, record_dtype: np.dtype,
+                 on_replies: Callable[[np.ndarray], None] | None = None) -> None:
         self.capture = capture
+        # Called with the send times (seconds after t_base) of each block's new replies:
+        # the adaptive rate charges them to the epochs they were sent in.
+        self.on_replies = on_replies
         self.hosts = hosts
         self.ports = ports
         self.answered = answered
@@ -114,6 +120,9 @@ class Receiver:
         self.stop = threading.Event()
         self.all_answered = threading.Event()
         self.count = 0  # indices with a verdict
+        # time.monotonic() before the last pass over the ring that has been fully parsed:
+        # every reply that arrived (and was handed over) before it has been counted.
+        self.caught_up = time.monotonic()
         self.stats = {"replies": 0, "invalid": 0, "duplicates": 0, "ignored": 0}
         self.thread = threading.Thread(target=self._run, name="prtip-syn-rx", daemon=True)
         self.error: BaseException | None = None
@@ -134,9 +143,11 @@ class Receiver:
         try:
             while not self.stop.is_set():
                 self.capture.wait(0.05)
+                mark = time.monotonic()
                 for fam, _mm, off, n in self.capture.blocks():
                     self.stats["replies"] += n
                     self._block(fam, self._arrays[fam], off, n)
+                self.caught_up = mark
                 self.out.tick()
         except BaseException as exc:  # surfaced by join() on the scan thread
             self.error = exc
@@ -236,7 +247,11 @@ class Receiver:
         sent_at = self.answered.sent_at
         if sent_at is None:
             rec["rtt_ms"] = np.nan
+            if self.on_replies is not None:  # no send times kept: about one RTT ago
+                self.on_replies(ts - self.t_base - (self.rtt.srtt or 0.0))
         else:
+            if self.on_replies is not None:
+                self.on_replies(sent_at[j])
             rtt = np.maximum(0.0, ts - self.t_base - sent_at[j])
             rec["rtt_ms"] = rtt * 1000.0
             for sample in rtt[:: max(1, len(rtt) // 8)].tolist():  # a sample is enough

@@ -21,15 +21,14 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ..config import ScanConfig
 from ..errors import ConfigError
 from ..probes.cookie import CookieKey
 from ..probes.tcp import checksum_base
 from ..targets import PortSet, TargetSet
 
 __all__ = [
-    "DEFAULT_RATES", "SENT_AT_LIMIT", "Answered", "HostInfo", "HostTable", "PortIndex",
-    "reserve_port", "route_source", "syn_rate",
+    "SENT_AT_LIMIT", "Answered", "HostInfo", "HostTable", "PortIndex",
+    "reserve_port", "route_source",
 ]
 
 SENT_AT_LIMIT = 1 << 24  # 64 MiB of send times at most
@@ -199,23 +198,6 @@ class Answered:
     def unanswered(self, js: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
         bit = (self.view[js >> np.uint64(3)] >> (js & np.uint64(7)).astype(np.uint8)) & 1
         return bit == 0
-
-
-#: Default rates (probes/s) for targets beyond loopback, by timing template: at most about
-#: nmap -T4's pace on a LAN. T0-T2 follow the template's scan delay (one probe per delay).
-DEFAULT_RATES = {"normal": 1000.0, "aggressive": 5000.0, "insane": 20000.0}
-
-
-def syn_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
-    """The scan's rate: the user's, else unlimited on loopback, else the template's."""
-    if cfg.rate is not None:
-        return cfg.rate
-    tmpl = cfg.template
-    if tmpl.scan_delay > 0:
-        return 1.0 / tmpl.scan_delay
-    if targets.is_loopback:
-        return None
-    return DEFAULT_RATES.get(tmpl.name, 1000.0)
 
 
 def reserve_port(port: int | None = None) -> tuple[int, list[socket.socket]]:

@@ -161,10 +161,13 @@ class ResultBuilder:
         *,
         pps_received: float | None = None,
         threads: int | None = None,
+        rate: Any = None,
     ) -> None:
+        """One telemetry row; ``rate`` is the engine's RateState (rate in force, reason)."""
         self._telemetry.append(
             (t + self._t_offset, sent, received, open, retries, pps, pps_received, rss_bytes,
-             cpu_percent, threads)
+             cpu_percent, threads, None if rate is None else rate.rate,
+             None if rate is None or not rate.reason else rate.reason)
         )
 
     def add_event(self, t: float, kind: str, payload: Mapping[str, Any] | None) -> None:

@@ -81,6 +81,10 @@ TELEMETRY = pa.schema(
         pa.field("rss_bytes", pa.uint64(), nullable=False),
         pa.field("cpu_percent", pa.float32(), nullable=False),  # 100 = one core busy
         pa.field("threads", pa.uint16()),
+        # The send rate in force (probes/s; null: no limit) and why: growing, probing,
+        # backoff, floor, ceiling (adaptive), pinned (--rate) or unlimited.
+        pa.field("rate_pps", pa.float64()),
+        pa.field("rate_reason", _DICT),
         SHARD,
     ]
 )

@@ -114,15 +114,20 @@ table inet prtiploss {
     assert retries > 0  # the loss was real and retries recovered it
 
 
-def test_default_rate_beyond_loopback_is_tame(lab: VethLab) -> None:
+def test_default_rate_beyond_loopback_adapts_from_a_tame_start(lab: VethLab) -> None:
     from prtip_nb.config import ScanConfig
-    from prtip_nb.net.syn import syn_rate
-    from prtip_nb.targets import parse_targets
+    from prtip_nb.engine.ratectl import RatePolicy, rate_plan
 
     cfg = ScanConfig(targets=(TARGET4,), method="syn")
-    assert syn_rate(cfg, parse_targets([TARGET4])) == 1000.0
-    assert syn_rate(cfg, parse_targets(["127.0.0.1"])) is None
-    assert syn_rate(cfg.replace(timing=2), parse_targets([TARGET4])) == pytest.approx(2.5)
-    assert syn_rate(cfg.replace(rate=123.0), parse_targets(["127.0.0.1"])) == 123.0
-    res = pn.scan(TARGET4, "1-300", method="syn", max_retries=0)  # 0.3 s at 1000 pps
-    assert sorted(res.ports.loc[res.ports["state"] == "open", "port"].astype(int)) == [22, 80]
+    plan = rate_plan(cfg, loopback=False)
+    assert isinstance(plan, RatePolicy) and plan.initial == 1000.0  # T3 starts at 1,000/s
+    assert rate_plan(cfg, loopback=True) is None
+    assert rate_plan(cfg.replace(timing=2), loopback=False) == pytest.approx(2.5)
+    assert rate_plan(cfg.replace(rate=123.0), loopback=True) == 123.0
+    assert rate_plan(cfg.replace(max_rate=50.0), loopback=True) == 50.0
+    res = pn.scan(TARGET4, "1-3000", method="syn", max_retries=0)
+    assert sorted(res.ports.loc[res.ports["state"] == "open", "port"].astype(int)) == OPEN[:-1]
+    tel = res.telemetry
+    # The rate left its start once replies kept up, and telemetry says why.
+    assert tel["rate_pps"].max() > 1000.0
+    assert set(tel["rate_reason"].dropna()) <= {"growing", "probing", "backoff", "ceiling"}

@@ -1,0 +1,347 @@
+"""The adaptive rate: how fast a scan sends when the user did not pin ``--rate``.
+
+nmap's timing templates do not fix a rate; its congestion control grows the number of probes
+in flight while replies keep up and shrinks it on loss. A stateless scanner has no list of
+probes in flight, so this controller works on rates and on one observation that the
+shuffled index space makes true:
+
+ANSWER-RATIO LOGIC. The permutation spreads every host and port evenly over the scan, so the
+fraction of probes that draw a reply (SYN-ACK, RST, ICMP error, ...) is the same in every
+stretch of it, whatever that fraction is. Sends are counted in short *epochs* of send time,
+and every reply is charged to the epoch its probe was sent in (the engines know each
+probe's send time: it gives the reply's RTT). Once an epoch is older than the RTT timeout
+its fraction is final: no lag to guess, no batch edges, exact counts. While the path
+carries everything the fraction holds steady; when the rate passes what the path carries,
+the excess is lost and the fraction falls. A fall beyond ``tolerance`` that is also
+statistically significant (z > 3 against the reference fraction) is *loss*; random loss
+below the tolerance (a lossy link, netem) is not congestion and does not slow the scan.
+
+- **Growing** (slow start): while no loss has been seen, each window with enough evidence
+  multiplies the rate by ``growth`` (the template's eagerness).
+- **Backing off**: on loss the rate becomes ``min(rate · backoff, delivered · margin)``,
+  where *delivered* is what the path carried in that window (replies / reference fraction).
+  Snapping to the delivered rate settles near a bottleneck's capacity in one step; the
+  multiplicative bound still falls when the reference itself was measured under loss.
+- **Probing**: after the first loss the rate creeps up by ``probe`` a window, so a path
+  that frees up is found again, and a bottleneck is re-found without a deep sawtooth.
+- A window needs ``min_replies`` expected replies (up to ``max_window`` seconds) before it
+  decides anything; with too few replies (a silent network) the rate stays where it is.
+- It grows only while the senders use the rate they have (at least 80% of it): a sender
+  bound by its own CPU must not build up a rate the path never saw.
+
+``AdaptiveRate`` is the token bucket the transmit loops already take batches from, plus that
+control: the receive side calls ``replied(send_times)`` for each block of replies, and
+evaluations happen inside ``take`` (no thread of its own).
+``new_round()`` resets the reference fraction, because a retry round resends only the
+probes that were silent, a population with another answer fraction.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .throttle import TokenBucket
+
+if TYPE_CHECKING:
+    from ..config import ScanConfig
+
+__all__ = [
+    "POLICIES", "START_RATES", "AdaptiveRate", "PinnedRate", "RatePolicy", "RateState",
+    "policy_for", "rate_plan",
+]
+
+GRACE = 0.006  # seconds: at least the capture ring's block timeout (2 ms) and a scheduling slice
+
+
+@dataclass(frozen=True)
+class RatePolicy:
+    """How eagerly one timing template grows the rate and how hard it backs off."""
+
+    initial: float  # probes/s before any reply has been seen
+    growth: float  # factor per window while no loss has been seen
+    probe: float  # factor per window after the first loss
+    backoff: float  # at most this factor of the rate after a loss
+    margin: float  # ... and at most this factor of the rate the path delivered
+    tolerance: float = 0.1  # relative fall of the answer fraction that counts as loss
+    floor: float = 50.0  # never below (probes/s)
+    ceiling: float = 1_000_000.0  # never above
+    window0: float = 10.0  # probes in flight that the first RTT sample lets us assume
+    min_replies: int = 64  # expected replies a window needs before it decides
+    min_window: float = 0.004  # seconds between looks at a window
+    max_window: float = 1.0
+
+
+#: nmap's templates differ mostly in timeouts; here they also set the pace of the ramp.
+#: T3 starts at the old fixed T3 rate and doubles-ish per window; T5 starts high and
+#: doubles. Backing off: T3 falls the most, T5 the least.
+POLICIES: dict[str, RatePolicy] = {
+    "normal": RatePolicy(initial=1000.0, growth=1.6, probe=1.03, backoff=0.6, margin=0.85,
+                         window0=10),
+    "aggressive": RatePolicy(initial=2000.0, growth=2.0, probe=1.05, backoff=0.7, margin=0.9,
+                             window0=20),
+    "insane": RatePolicy(initial=4000.0, growth=2.0, probe=1.08, backoff=0.75, margin=0.92,
+                         window0=40),
+}
+
+
+def policy_for(template: str, *, min_rate: float | None = None,
+               max_rate: float | None = None, initial: float | None = None,
+               floor: float | None = None) -> RatePolicy:
+    """The template's policy, bounded by ``--min-rate`` / ``--max-rate``."""
+    base = POLICIES.get(template, POLICIES["normal"])
+    lo = base.floor if floor is None else floor
+    hi = base.ceiling
+    if min_rate is not None:
+        lo = max(lo, min_rate)
+    if max_rate is not None:
+        hi = min(hi, max_rate)
+        lo = min(lo, hi)
+    start = base.initial if initial is None else initial
+    return _replace(base, floor=lo, ceiling=hi, initial=min(hi, max(lo, start)))
+
+
+#: Where UDP and discovery start, and their floor: the fixed rates they had before the rate
+#: adapted. A UDP probe's usual reply is an ICMP error that the target rate-limits (the UDP
+#: engine paces its retries by that limit), and discovery's replies come per host, not per
+#: probe; for both a falling answer fraction says less about the path, so the controller
+#: may only raise them.
+START_RATES: dict[str, dict[str, float]] = {
+    "udp": {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0},
+    "discovery": {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0},
+}
+
+
+def rate_plan(cfg: ScanConfig, *, loopback: bool, kind: str = "syn"
+              ) -> float | RatePolicy | None:
+    """The scan's rate: a pinned rate (probes/s), an adaptive policy, or None (no limit).
+
+    ``--rate`` pins it; T0-T2 pin one probe per scan delay; loopback has no path to adapt
+    to (the kernel answers inside our send call), so it is unlimited unless ``--max-rate``
+    caps it; everything else adapts, within ``--min-rate`` / ``--max-rate``.
+    """
+    if cfg.rate is not None:
+        return cfg.rate
+    tmpl = cfg.template
+    if tmpl.scan_delay > 0:
+        return 1.0 / tmpl.scan_delay
+    if loopback:
+        return cfg.max_rate
+    start = START_RATES.get(kind, {}).get(tmpl.name)
+    return policy_for(tmpl.name, min_rate=cfg.min_rate, max_rate=cfg.max_rate,
+                      initial=start, floor=start)
+
+
+def _replace(p: RatePolicy, **kw: float) -> RatePolicy:
+    import dataclasses
+
+    return dataclasses.replace(p, **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RateState:
+    """What telemetry shows: the rate in force and why."""
+
+    rate: float | None  # probes/s; None = no limit
+    reason: str  # pinned, unlimited, growing, probing, backoff, floor, ceiling, waiting
+
+
+class PinnedRate(TokenBucket):
+    """A fixed rate (``--rate``, or a T0-T2 scan delay) with the controller's interface."""
+
+    losses = 0
+
+    def state(self) -> RateState:
+        return RateState(self.rate, "pinned")
+
+    def new_round(self) -> None:
+        pass
+
+    def replied(self, send_times: Any) -> None:
+        pass
+
+
+class AdaptiveRate:
+    """``take(want, cancel)`` as TokenBucket, with the rate set by the answer ratio.
+
+    ``clock`` must be the clock of the send times given to ``replied``; ``timeout()`` is how
+    long after a send its reply may still come (srtt + 4·rttvar, or None before any RTT
+    sample)."""
+
+    EPOCH = 0.002  # seconds of send time per epoch
+
+    def __init__(self, policy: RatePolicy, *, timeout: Callable[[], float | None],
+                 srtt: Callable[[], float | None] = lambda: None, max_batch: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.timeout = timeout
+        self.srtt = srtt
+        self.clock = clock
+        #: The receive side's progress (``clock`` seconds): replies that arrived before it
+        #: have been charged. A receiver that falls behind must not look like loss.
+        self.horizon: Callable[[], float] | None = None
+        # Batches of 1 ms of the rate, not 5: finer grants keep the sends of a window
+        # even, and windows short.
+        self.bucket = TokenBucket(policy.initial, max_batch=max_batch, batch_seconds=0.001,
+                                  clock=clock)
+        self.lock = threading.Lock()
+        self.reason = "growing"
+        self.lossy = False  # a loss has been seen: probe instead of grow
+        self.ssthresh = 0.0  # after a loss, grow as in slow start below this rate
+        self.ref: float | None = None  # the reference answer fraction of this round
+        self.losses = 0
+        self.log: list[tuple[float, float, str]] = []  # (t, rate, reason) at each change
+        self._epochs: dict[int, list[int]] = {}  # epoch -> [sent, replied], not yet final
+        self._next_epoch = int(clock() / self.EPOCH)  # the oldest epoch not yet final
+        self._from = self._next_epoch  # epochs before this do not count (after a change)
+        self._win = [0, 0, 0]  # sent, replied, epochs of the window being gathered
+        self._win_start = self._next_epoch
+
+    # -- the engines' interface -----------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        return self.bucket.rate
+
+    def state(self) -> RateState:
+        return RateState(self.bucket.rate, self.reason)
+
+    def take(self, want: int, cancel: threading.Event) -> int:
+        got = self.bucket.take(want, cancel)
+        if got:
+            with self.lock:
+                now = self.clock()
+                e = int(now / self.EPOCH)
+                cell = self._epochs.get(e)
+                if cell is None:
+                    self._epochs[e] = [got, 0]
+                else:
+                    cell[0] += got
+                self._settle(now)
+        return got
+
+    def replied(self, send_times: Any) -> None:
+        """Charge replies to the epochs their probes were sent in (``clock`` seconds)."""
+        import numpy as np
+
+        t = np.asarray(send_times, dtype=np.float64)
+        if not t.size:
+            return
+        es, counts = np.unique((t / self.EPOCH).astype(np.int64), return_counts=True)
+        with self.lock:
+            for e, n in zip(es.tolist(), counts.tolist(), strict=True):
+                cell = self._epochs.get(e)
+                if cell is not None:  # an epoch already final takes no late replies
+                    cell[1] += n
+
+    def new_round(self) -> None:
+        """A retry round begins: its probes answer in another proportion."""
+        with self.lock:
+            self.ref = None
+            self._restart(self.clock())
+
+    # -- control -------------------------------------------------------------------------
+    def _settle(self, now: float) -> None:
+        """Move the epochs that are final into the window, and judge it when it is full."""
+        timeout = self.timeout()
+        if timeout is None:
+            return  # no reply yet: nothing can be judged
+        # A reply is read a little after it arrives (the capture ring hands over a block
+        # every few ms): an epoch is final a margin after the RTT timeout, so that a
+        # reply is not taken for a loss for being read late.
+        seen = now if self.horizon is None else min(now, self.horizon())
+        last_final = int((seen - timeout - max(timeout, GRACE)) / self.EPOCH)
+        p, win = self.policy, self._win
+        while self._next_epoch < last_final:
+            e = self._next_epoch
+            self._next_epoch += 1
+            cell = self._epochs.pop(e, None)
+            if cell is None or e < self._from:
+                continue
+            win[0] += cell[0]
+            win[1] += cell[1]
+            win[2] = e - self._win_start + 1
+            span = win[2] * self.EPOCH
+            expected = win[1] if self.ref is None else self.ref * win[0]
+            # Enough to decide: min_replies, or at low rates a tenth of a second's worth
+            # (a rate far below the path's must be able to climb back quickly).
+            enough = expected >= p.min_replies or (span >= 0.1 and expected >= 16)
+            if (enough and span >= p.min_window) or span >= p.max_window:
+                self._judge(now, win[0], win[1], span, enough)
+                self._win = win = [0, 0, 0]
+                self._win_start = max(self._next_epoch, self._from)
+        if len(self._epochs) > 100_000:  # a clock jump; never grow without bound
+            self._restart(now)
+
+    def _judge(self, now: float, sent: int, got: int, span: float, enough: bool) -> None:
+        p = self.policy
+        if sent <= 0 or not enough:
+            return  # too few replies to tell (a silent network): keep the rate
+        ratio = got / sent
+        ref = self.ref
+        if ref is None:  # the round's first decision: this fraction is the reference
+            self.ref = min(1.0, ratio)
+            self._healthy(now, sent / span, first=True)
+            return
+        expected = ref * sent
+        deficit = expected - got
+        # The variance is the binomial one, floored as if at most 90% answered: the
+        # reference is itself an estimate, and near 100% the binomial alone would call a
+        # deficit of two replies significant.
+        z = deficit / math.sqrt(max(expected * max(1.0 - ref, 0.1), 1.0))
+        if z > 3.0 and ratio < ref * (1.0 - p.tolerance):
+            delivered = got / ref / span  # what the path carried of what we sent
+            rate = self.bucket.rate
+            self.lossy = True
+            self.losses += 1
+            # At most a quarter per window: one window's collapse is more often a stall
+            # than a path that lost everything at once (if it did, the next cuts follow).
+            new = max(rate / 4, min(rate * p.backoff, delivered * p.margin))
+            # Slow start again below the threshold (TCP's ssthresh): after a cut deeper
+            # than the path's estimate, climb back quickly; probe gently from there on.
+            self.ssthresh = min(rate * p.backoff, delivered * p.margin)
+            self._set(new, "backoff", now)
+        elif z < -3.0:
+            # Clearly more answers than the reference: it was measured while the path
+            # was already losing probes. Move towards the better fraction.
+            self.ref = min(1.0, 0.5 * ref + 0.5 * ratio)
+        elif z < 1.0 or ratio >= ref * (1.0 - p.tolerance / 2):
+            self.ref = 0.75 * ref + 0.25 * ratio  # unbiased: a max would chase the noise
+            self._healthy(now, sent / span)
+        # else: neither clearly good nor bad; keep the rate and look again
+
+    def _healthy(self, now: float, used: float, first: bool = False) -> None:
+        """The path carried the rate: grow (slow start) or probe, if the rate was used."""
+        p = self.policy
+        rate = self.bucket.rate
+        if used < 0.8 * rate:
+            return  # the senders did not use it; a bigger rate would be untested
+        slow_start = not self.lossy or rate < self.ssthresh
+        new = rate * (p.growth if slow_start else p.probe)
+        srtt = self.srtt()
+        if first and not self.lossy and srtt:
+            # nmap's congestion window starts at ``window0`` probes in flight; on a LAN
+            # (RTT ~0.2 ms) that is tens of thousands a second from the first reply on.
+            new = max(new, p.window0 / max(srtt, 1e-4))
+        self._set(new, "growing" if slow_start else "probing", now)
+
+    def _set(self, rate: float, reason: str, now: float) -> None:
+        p = self.policy
+        if rate >= p.ceiling:
+            rate, reason = p.ceiling, "ceiling"
+        elif rate <= p.floor:
+            rate, reason = p.floor, "floor"
+        if rate != self.bucket.rate or reason != self.reason:
+            self.bucket.set_rate(rate)
+            self.reason = reason
+            self.log.append((now, rate, reason))
+            # Only probes sent at the new rate tell about it.
+            self._restart(now)
+
+    def _restart(self, now: float) -> None:
+        self._from = int(now / self.EPOCH) + 1
+        self._win = [0, 0, 0]
+        self._win_start = self._from
