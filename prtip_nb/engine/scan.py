@@ -472,7 +472,8 @@ class Scan:
 
     def _run_udp(self, sink: Any, start: int) -> None:
         """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
-        from ..net.udp import UdpEngine, udp_rate
+        from ..net.udp import UdpEngine
+        from .ratectl import rate_plan
         from .records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
@@ -483,13 +484,15 @@ class Scan:
         out = RecordBuffer(sink.feed)
         engine = UdpEngine(
             targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
-            shard=cfg.shard, start=start, rate=udp_rate(cfg, self.targets),
+            shard=cfg.shard, start=start,
+            rate=rate_plan(cfg, loopback=self.targets.is_loopback, kind="udp"),
             retries=cfg.retries, counters=self.counters, cancel=self._cancel,
             rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
             source_port=state.get("udp_sport") or cfg.extra.get("udp_source_port"),
             secret=secret, index_offset=self.ports.count("tcp") * self.targets.size,
         )
         state["udp_secret"], state["udp_sport"] = engine.secret.hex(), engine.source_port
+        self._rate_source = engine.rate_state
         try:
             engine.run()
         finally:

@@ -58,8 +58,8 @@ import time
 
 import numpy as np
 
-from ..config import ScanConfig
 from ..engine.counters import Counters, RttEstimator
+from ..engine.ratectl import AdaptiveRate, RatePolicy, RateState
 from ..engine.sink import DTYPE as RECORD_DTYPE
 from ..engine.throttle import TokenBucket
 from ..probes.cookie import CookieKey, cookies
@@ -89,29 +89,10 @@ from .udppace import (
 )
 from .udprx import NO_RESPONSE, UdpReceiver, udp_verdict
 
-__all__ = ["UDP_RATES", "UdpEngine", "udp_rate", "udp_verdict"]
+__all__ = ["UdpEngine", "udp_verdict"]
 
 BATCH = 4096
 RUN = 256
-#: Default rates (probes/s) of a UDP scan beyond loopback, by timing template. Higher than
-#: SYN's: a UDP probe draws at most one small reply, and nmap -sU itself sends 1,000 probes
-#: to a LAN host in well under a second. The target's ICMP limit is obeyed whatever the
-#: rate (see above). T0-T2 follow the template's scan delay.
-UDP_RATES = {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0}
-
-
-def udp_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
-    """The scan's round-0 rate: the user's, else unlimited on loopback (no ICMP limit
-    there), else the template's."""
-    if cfg.rate is not None:
-        return cfg.rate
-    if cfg.template.scan_delay > 0:
-        return 1.0 / cfg.template.scan_delay
-    if targets.is_loopback:
-        return None
-    return UDP_RATES.get(cfg.template.name, 5000.0)
-
-
 class UdpHostTable(HostTable):
     """HostTable whose per-host checksum base is the addresses' share of a UDP checksum
     (the payload's share is per sender: probes.udp.payload_base)."""
@@ -186,7 +167,8 @@ class UdpEngine:
     """
 
     def __init__(self, *, targets: TargetSet, ports: PortSet, out: Out, seed: int,
-                 shard: tuple[int, int] = (1, 1), start: int = 0, rate: float | None = None,
+                 shard: tuple[int, int] = (1, 1), start: int = 0,
+                 rate: float | RatePolicy | None = None,
                  retries: int = 1, rtt: RttEstimator, counters: Counters | None = None,
                  cancel: threading.Event | None = None, source_port: int | None = None,
                  secret: bytes | None = None, index_offset: int = 0) -> None:
@@ -199,7 +181,10 @@ class UdpEngine:
         self.secret = secrets.token_bytes(16) if secret is None else secret
         self.source_port, self._held = reserve_udp_port(source_port, self.ports.udp)
         self.sport = self.source_port
+        # Pinned (probes/s), adaptive (a policy: round 0 and unpaced retries follow the
+        # path, never below the template's start) or None (loopback: no limit).
         self.rate = rate
+        self.limiter: AdaptiveRate | TokenBucket | None = None  # the one in force
         self.retries = retries
         self.rtt = rtt
         self.counters = counters if counters is not None else Counters()
@@ -283,8 +268,18 @@ class UdpEngine:
             capture=capture, hosts=self.hosts, ports=self.port_index, answered=self.answered,
             sport=self.sport, out=self.out, rtt=self.rtt, total=self.total,
             t_base=self.t_base, record_dtype=RECORD_DTYPE)
+        ctl: AdaptiveRate | None = None
+        if isinstance(self.rate, RatePolicy):
+            ctl = AdaptiveRate(self.rate, max_batch=RUN, srtt=lambda: self.rtt.srtt,
+                               timeout=lambda: None if self.rtt.srtt is None
+                               else self.rtt.srtt + 4 * self.rtt.rttvar)
+            offset = time.monotonic() - (time.time() - self.t_base)
+            adaptive = ctl
+            rx.on_replies = lambda st: adaptive.replied(st.astype(np.float64) + offset)
+            ctl.horizon = lambda: rx.caught_up
         rx.start()
-        rate = self.rate
+        # A float once pinned or paced by the ICMP limit; None: unlimited or adaptive.
+        rate: float | None = None if isinstance(self.rate, RatePolicy) else self.rate
         measure_at: int | None = None  # the measurement round, once a limit is suspected
         mute, low = False, 0.0
         plan = HostPlan(0.0, 0.0)
@@ -298,11 +293,23 @@ class UdpEngine:
                     # seconds, so the target's bucket refills while they go out and the
                     # errors that come back show its steady rate.
                     spread = max(1.0, (self.total - rx.count) / PROBE_S)
-                    pace = spread if rate is None else min(rate, spread)
-                limiter = TokenBucket(pace, max_batch=RUN) if pace else None
+                    top = rate if ctl is None or rate is not None else ctl.rate
+                    pace = spread if top is None else min(top, spread)
+                limiter: AdaptiveRate | TokenBucket | None
+                if ctl is not None and pace is None:  # the path sets the pace
+                    if rnd:
+                        ctl.new_round()
+                    limiter = ctl
+                else:
+                    limiter = TokenBucket(pace, max_batch=RUN) if pace else None
+                self.limiter = limiter
                 self._pacer = None
-                if limiter is not None and self.limit is not None:
-                    self._pacer = Pacer(limiter, plan, self.rate or UDP_RATES["normal"], rx)
+                if isinstance(limiter, TokenBucket) and self.limit is not None:
+                    # Paced rounds follow the ICMP limit up to the template's start rate
+                    # (or the user's), as before the rate adapted.
+                    ceiling = (self.rate.initial if isinstance(self.rate, RatePolicy)
+                               else self.rate or limiter.rate)
+                    self._pacer = Pacer(limiter, plan, ceiling, rx)
                 sent = self._round(rnd, senders, limiter)
                 t_sent = time.monotonic()
                 if self.cancel.is_set() or rx.all_answered.is_set():
@@ -344,7 +351,7 @@ class UdpEngine:
                         last.plan.update()
                         paced = max(paced, min(last.limiter.rate,
                                                paced * last.limiter.rate / last.plan.base))
-                    rate = paced if self.rate is None else min(self.rate, paced)
+                    rate = paced if not isinstance(self.rate, float) else min(self.rate, paced)
                     self._quiet(rx, min(pause, MAX_PAUSE))
         finally:
             rx.join()
@@ -411,8 +418,17 @@ class UdpEngine:
                 self.out.write(rec.tobytes())
 
     # -- transmit ----------------------------------------------------------------------------
+    def rate_state(self) -> RateState:
+        """The rate in force and why (paced rounds follow the target's ICMP limit)."""
+        lim = self.limiter
+        if lim is None:
+            return RateState(None, "unlimited")
+        if isinstance(lim, AdaptiveRate):
+            return lim.state()
+        return RateState(lim.rate, "icmp-paced" if self.limit is not None else "pinned")
+
     def _round(self, rnd: int, senders: dict[tuple[int, int], RawSender],
-               limiter: TokenBucket | None) -> int:
+               limiter: AdaptiveRate | TokenBucket | None) -> int:
         try:
             return self._transmit(rnd, senders, limiter)
         except BaseException as exc:
@@ -421,7 +437,7 @@ class UdpEngine:
             return 0
 
     def _transmit(self, rnd: int, senders: dict[tuple[int, int], RawSender],
-                  limiter: TokenBucket | None) -> int:
+                  limiter: AdaptiveRate | TokenBucket | None) -> int:
         n_hosts, answered, n4 = self.hosts.size, self.answered, self.hosts.n4
         total = 0
         for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
@@ -472,7 +488,7 @@ class UdpEngine:
         sender.load(len(h), hi, ports, marks, csums, dst_lo=lo, src=shi, src_lo=slo)
 
     def _send(self, sender: RawSender, js: np.ndarray, rnd: int,
-              limiter: TokenBucket | None) -> int:
+              limiter: AdaptiveRate | TokenBucket | None) -> int:
         total, off, sent = len(js), 0, 0
         c, capture, rx = self.counters, self._capture, self._rx
         assert capture is not None and rx is not None

@@ -148,7 +148,4 @@ class Pacer:
             self._set(faster)
 
     def _set(self, rate: float) -> None:
-        lim = self.limiter
-        lim.rate = rate
-        lim.batch = max(1, min(RUN, int(rate * 0.005)))
-        lim.cap = max(2.0 * lim.batch, rate * 0.05)
+        self.limiter.set_rate(rate)
