@@ -1,0 +1,80 @@
+"""Scans under a stream of malformed packets, in the suite's private namespace.
+
+While each scan runs, a raw socket fires headers that lie about their lengths (IPv4 IHL
+15 in the outer and the quoted header, quotes cut short, TCP data offset 0, IPv6 payload
+lengths that disagree with the packet; tests.net.hostile) at the scanner. The scan must
+end normally with exactly the verdicts of the ports the test opened, and count what it
+threw away as ``invalid``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from prtip_nb.engine.scan import Scan
+from tests.conftest import need, tcp_listener
+from tests.net import hostile
+
+pytestmark = pytest.mark.usefixtures("netns", "root")
+
+SILENT = list(range(31000, 31012))  # SYNs / datagrams to these vanish (nftables)
+OPEN = [32001, 32007]
+CLOSED = [32002, 32003, 32004]
+PORTS = SILENT + OPEN + CLOSED
+SPEC = ",".join(map(str, PORTS))
+
+
+@pytest.fixture
+def silent_ports() -> Iterator[None]:
+    need(shutil.which("nft") is not None, "needs nftables")
+    lo, hi = SILENT[0], SILENT[-1]
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=(
+        "add table inet prtip_rx_test\n"
+        "add chain inet prtip_rx_test input { type filter hook input priority 0; }\n"
+        f"add rule inet prtip_rx_test input tcp dport {lo}-{hi} tcp flags & (syn | ack) == syn"
+        " drop\n"
+        f"add rule inet prtip_rx_test input udp dport {lo}-{hi} drop\n"))
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", "prtip_rx_test"], check=False)
+
+
+def _verdicts(df: object) -> dict[int, tuple[str, str]]:
+    return {int(p): (str(s), str(r)) for p, s, r in
+            zip(df["port"], df["state"], df["reason"], strict=True)}  # type: ignore[index]
+
+
+def _wait_sent(s: Scan, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while s.counters.sent < n and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_syn_scan_survives_malformed_icmp_and_tcp(silent_ports: None, family: int) -> None:
+    host = hostile.LO4 if family == 4 else hostile.LO6
+    stream = hostile.syn_stream4 if family == 4 else hostile.syn_stream6
+    sport, rng = 47301 + family, random.Random(family)
+    listeners = [tcp_listener(p, host) for p in OPEN]
+    try:
+        s = Scan(host, SPEC, method="syn", max_retries=1, timeout=0.6,
+                 extra={"source_port": sport}).start()
+        _wait_sent(s, 1)
+        with hostile.Firer(family, lambda: stream(sport, PORTS, rng), host) as firer:
+            df = s.wait(30).ports  # raised "scan failed: unpack_from requires ..." before
+    finally:
+        for lst in listeners:
+            lst.close()
+    assert firer.sent > 0
+    want = {**{p: ("filtered", "no-response") for p in SILENT},
+            **{p: ("open", "syn-ack") for p in OPEN},
+            **{p: ("closed", "reset") for p in CLOSED}}
+    assert _verdicts(df) == want
+    assert s.engine_stats["invalid"] > 0
