@@ -212,7 +212,8 @@ class Receiver:
             # SNAP LENGTH: a frame too short for the fields read (or whose header points
             # past its block) is read at a harmless offset and masked out.
             small = (hdr["snap"] < dt.itemsize) | (p + dt.itemsize > end)
-            tcp = _gather(arr, np.where(small, first, p), dt)
+            tcp = _gather(arr, np.where(small, 0, p), dt) if len(arr) >= dt.itemsize \
+                else np.zeros(len(offs), dt)  # (every frame is small then)
             stride = net = 0
             self.stats["invalid"] += n - len(offs)  # frames past a broken next offset
         ts = hdr["sec"] + hdr["nsec"] * 1e-9

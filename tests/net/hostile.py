@@ -49,9 +49,63 @@ def udp(sport: int, dport: int, payload: bytes = b"", length: int | None = None)
                        0) + payload
 
 
-def icmp(typ: int, code: int, body: bytes) -> bytes:
-    msg = struct.pack("!BBHI", typ, code, 0, 0) + body
+def icmp(typ: int, code: int, body: bytes, rest: int = 0) -> bytes:
+    """An ICMP message; ``rest`` is the header's last 4 bytes (identifier, sequence)."""
+    msg = struct.pack("!BBHI", typ, code, 0, rest) + body
     return msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:]
+
+
+def sum6(src: str, dst: str, nh: int, msg: bytes, at: int) -> bytes:
+    """``msg`` with its IPv6 pseudo-header checksum at byte ``at`` (ICMPv6, TCP): the
+    kernel drops ICMPv6 with a bad sum before a raw socket sees it."""
+    pseudo = (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+              + struct.pack("!I3xB", len(msg), nh))
+    body = msg[:at] + b"\0\0" + msg[at + 2 :]
+    return body[:at] + struct.pack("!H", checksum(pseudo + body)) + body[at + 2 :]
+
+
+def ping_stream4(ident: int, sport: int, src: str, dst: str,
+                 rng: random.Random) -> list[bytes]:
+    """Malformed and forged replies to a discovery sweep, from ``src`` (a host that is
+    down) to the scanner ``dst``: echo and timestamp replies with our identifier but a
+    wrong key or cut short, TCP answers to port ``sport`` cut short or with data offset 0."""
+    wrong = struct.pack("!Q", rng.getrandbits(64))
+    seq, ack = rng.getrandbits(32), rng.getrandbits(32)
+    rest = ident << 16
+    return [
+        ip4(1, icmp(0, 0, wrong, rest), src=src, dst=dst),  # echo reply, wrong key
+        ip4(1, icmp(0, 0, wrong, rest), src=src, dst=dst, ihl=15),
+        ip4(1, icmp(0, 0, b"", rest), src=src, dst=dst),  # no payload at all
+        ip4(1, icmp(0, 0, wrong[:3], rest), src=src, dst=dst),
+        ip4(1, icmp(14, 0, wrong[:2], rest), src=src, dst=dst),  # timestamp reply cut short
+        ip4(6, tcp(443, sport, seq, ack, 0x12)[:8], src=src, dst=dst),
+        ip4(6, tcp(443, sport, seq, ack, 0x12, doff=0), src=src, dst=dst),
+        ip4(6, tcp(443, sport, seq, ack, 0x12), src=src, dst=dst, ihl=15),
+        ip4(6, tcp(80, sport, seq, ack, 0x04), src=src, dst=dst),  # RST, wrong sequence
+    ]
+
+
+def ping_stream6(ident: int, sport: int, src: str, dst: str,
+                 rng: random.Random) -> list[bytes]:
+    """The IPv6 counterpart of ``ping_stream4`` (ICMPv6 echo replies and TCP)."""
+    wrong = struct.pack("!Q", rng.getrandbits(64))
+    seq, ack = rng.getrandbits(32), rng.getrandbits(32)
+    rest = ident << 16
+
+    def icmp6(body: bytes) -> bytes:
+        return ip6(58, sum6(src, dst, 58, icmp(129, 0, body, rest), 2), src=src, dst=dst)
+
+    def tcp6(seg: bytes, **kw: int) -> bytes:
+        return ip6(6, sum6(src, dst, 6, seg, 16) if len(seg) >= 18 else seg, src=src, dst=dst,
+                   **kw)
+
+    return [
+        icmp6(wrong), icmp6(b""), icmp6(wrong[:5]),
+        tcp6(tcp(443, sport, seq, ack, 0x12)[:8]),
+        tcp6(tcp(443, sport, seq, ack, 0x12, doff=0)),
+        tcp6(tcp(443, sport, seq, ack, 0x12)),
+        tcp6(tcp(80, sport, seq, ack, 0x04)),
+    ]
 
 
 def syn_stream4(sport: int, ports: Sequence[int], rng: random.Random) -> list[bytes]:

@@ -12,14 +12,20 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from prtip_nb.engine.counters import RttEstimator
 from prtip_nb.engine.scan import Scan
+from prtip_nb.lab.veth import SCANNER4, SCANNER6, VethLab, host
+from prtip_nb.net.discover import DiscoverEngine, HostVerdict
+from prtip_nb.targets import parse_targets
 from tests.conftest import need, tcp_listener
 from tests.net import hostile
+from tests.net.udplab import udp_service
 
 pytestmark = pytest.mark.usefixtures("netns", "root")
 
@@ -78,3 +84,50 @@ def test_syn_scan_survives_malformed_icmp_and_tcp(silent_ports: None, family: in
             **{p: ("closed", "reset") for p in CLOSED}}
     assert _verdicts(df) == want
     assert s.engine_stats["invalid"] > 0
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_udp_scan_survives_malformed_icmp_and_udp(silent_ports: None, family: int) -> None:
+    host = hostile.LO4 if family == 4 else hostile.LO6
+    stream = hostile.udp_stream4 if family == 4 else hostile.udp_stream6
+    sport, rng = 47311 + family, random.Random(10 + family)
+    with udp_service(host, OPEN):
+        s = Scan(host, SPEC, method="udp", max_retries=1, timeout=0.6,
+                 extra={"udp_source_port": sport}).start()
+        _wait_sent(s, 1)
+        with hostile.Firer(family, lambda: stream(sport, PORTS, rng), host) as firer:
+            df = s.wait(30).ports
+    assert firer.sent > 0
+    want = {**{p: ("open|filtered", "no-response") for p in SILENT},
+            **{p: ("open", "udp-response") for p in OPEN},
+            **{p: ("closed", "port-unreach") for p in CLOSED}}
+    assert _verdicts(df) == want
+    assert s.engine_stats["invalid"] > 0
+
+
+def test_discovery_survives_malformed_replies() -> None:
+    """A sweep of a VethLab (routed hosts: IP probes, not ARP) while forged and cut-short
+    echo, timestamp and TCP replies arrive from the hosts that are down."""
+    need(shutil.which("nsenter") is not None, "needs nsenter")
+    up4, down4 = host("routed", 5), host("routed", 7)
+    up6, down6 = host("routed", 5, 6), host("routed", 7, 6)
+    with VethLab(routed_up=[up4, up6], tcp=[443]):
+        engine = DiscoverEngine(parse_targets([up4, down4, up6, down6]),
+                                rtt=RttEstimator(1.0, 0.1, 1.0), retries=1)
+        rows: list[HostVerdict] = []
+        sweep = threading.Thread(target=engine.run, args=(rows.extend,), daemon=True)
+        sweep.start()
+        deadline = time.monotonic() + 10
+        while not engine.ident and time.monotonic() < deadline:  # the sockets are open
+            time.sleep(0.001)
+        rng = random.Random(7)
+        with hostile.Firer(4, lambda: hostile.ping_stream4(engine.ident, engine.sport, down4,
+                                                           SCANNER4, rng), SCANNER4) as f4, \
+                hostile.Firer(6, lambda: hostile.ping_stream6(engine.ident, engine.sport,
+                                                              down6, SCANNER6, rng),
+                              SCANNER6) as f6:
+            sweep.join(30)
+    assert not sweep.is_alive() and f4.sent > 0 and f6.sent > 0
+    assert {r.host: r.state for r in rows} == {up4: "up", down4: "down", up6: "up",
+                                               down6: "down"}
+    assert engine.stats["invalid"] > 0 and engine.stats["parse_errors"] == 0
