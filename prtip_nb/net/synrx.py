@@ -230,9 +230,9 @@ class Receiver:
             at = int(p[k]) if p is not None else first + k * stride + net
             cut = min(at + min(int(snaps[k]), SNAPLEN), end)
             self._icmp(fam, bytes(arr[at:cut]), int(tcp["ttl"][k]), float(ts[k]))
-        bad = int(small.sum()) + int(lies.sum())
-        if bad:
-            self.stats["invalid"] += bad
+        bad = small | lies
+        if bad.any():  # (the usual block has none: one pass, no counting)
+            self.stats["invalid"] += int(bad.sum())
             is_tcp &= ~lies
         if not is_tcp.all():
             tcp, ts = tcp[is_tcp], ts[is_tcp]
