@@ -131,3 +131,29 @@ def test_discovery_survives_malformed_replies() -> None:
     assert {r.host: r.state for r in rows} == {up4: "up", down4: "down", up6: "up",
                                                down6: "down"}
     assert engine.stats["invalid"] > 0 and engine.stats["parse_errors"] == 0
+
+
+def test_cli_syn_scan_under_malformed_icmp_exits_0(silent_ports: None,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """What the user saw was "scan failed: unpack_from requires a buffer of at least 136
+    bytes" and exit 1. The errors need no source port to reach the receiver: the capture
+    keeps every unreachable, and the crash came before any cookie check."""
+    from prtip_nb.cli import main
+
+    rng = random.Random(3)
+    listeners = [tcp_listener(p, hostile.LO4) for p in OPEN]
+    try:
+        with hostile.Firer(4, lambda: hostile.syn_stream4(40000, PORTS, rng)[:6],
+                           hostile.LO4) as firer:
+            time.sleep(0.05)  # the stream is flowing before the scan starts
+            code = main(["scan", "-sS", "-p", SPEC, "--max-retries", "1", "--no-progress",
+                         "-Pn", hostile.LO4])
+    finally:
+        for lst in listeners:
+            lst.close()
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert firer.sent > 0 and "scan failed" not in out.err
+    opened = sorted(int(line.split("/")[0]) for line in out.out.splitlines()
+                    if "/tcp" in line and " open " in line)
+    assert opened == OPEN
