@@ -157,3 +157,34 @@ def test_cli_syn_scan_under_malformed_icmp_exits_0(silent_ports: None,
     opened = sorted(int(line.split("/")[0]) for line in out.out.splitlines()
                     if "/tcp" in line and " open " in line)
     assert opened == OPEN
+
+
+def test_a_parser_bug_is_one_warning_not_a_failed_scan(silent_ports: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a parser raise all the same (here: made to raise on every ICMP error), the
+    receive thread survives, the replies keep their verdicts and the scan says so once."""
+    from prtip_nb.net.synrx import Receiver
+
+    def broken(self: Receiver, fam: int, data: bytes, ttl: int, t: float) -> None:
+        raise ValueError("a parser bug")
+
+    monkeypatch.setattr(Receiver, "_icmp", broken)
+    sport, rng = 47321, random.Random(4)
+    listeners = [tcp_listener(p, hostile.LO4) for p in OPEN]
+    try:
+        s = Scan(hostile.LO4, SPEC, method="syn", max_retries=1, timeout=0.6,
+                 extra={"source_port": sport}).start()
+        _wait_sent(s, 1)
+        with hostile.Firer(4, lambda: hostile.syn_stream4(sport, PORTS, rng), hostile.LO4):
+            res = s.wait(30)
+    finally:
+        for lst in listeners:
+            lst.close()
+    assert _verdicts(res.ports) == {**{p: ("filtered", "no-response") for p in SILENT},
+                                    **{p: ("open", "syn-ack") for p in OPEN},
+                                    **{p: ("closed", "reset") for p in CLOSED}}
+    assert s.engine_stats["parse_errors"] > 0
+    events = res.events
+    warned = [p for k, p in zip(events["kind"], events["payload"], strict=True)
+              if k == "ScanWarning" and "could not parse" in p]
+    assert len(warned) == 1 and "ValueError: a parser bug" in warned[0]
