@@ -188,3 +188,27 @@ def test_a_parser_bug_is_one_warning_not_a_failed_scan(silent_ports: None,
     warned = [p for k, p in zip(events["kind"], events["payload"], strict=True)
               if k == "ScanWarning" and "could not parse" in p]
     assert len(warned) == 1 and "ValueError: a parser bug" in warned[0]
+
+
+def test_a_udp_parser_bug_is_one_warning_not_a_failed_scan(
+        silent_ports: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UDP receiver shares the SYN receiver's loop: ICMP errors made unparseable, the
+    closed ports fall back to open|filtered (no error accepted), the open ones stay open,
+    and the scan warns once."""
+    from prtip_nb.net.udprx import UdpReceiver
+
+    def broken(self: UdpReceiver, *args: object) -> None:
+        raise ValueError("a parser bug")
+
+    monkeypatch.setattr(UdpReceiver, "_errors", broken)
+    with udp_service(hostile.LO4, OPEN):
+        s = Scan(hostile.LO4, SPEC, method="udp", max_retries=1, timeout=0.6).start()
+        res = s.wait(30)
+    assert _verdicts(res.ports) == {**{p: ("open|filtered", "no-response")
+                                       for p in SILENT + CLOSED},
+                                    **{p: ("open", "udp-response") for p in OPEN}}
+    assert s.engine_stats["parse_errors"] > 0
+    events = res.events
+    warned = [p for k, p in zip(events["kind"], events["payload"], strict=True)
+              if k == "ScanWarning" and "could not parse" in p]
+    assert len(warned) == 1 and "ValueError: a parser bug" in warned[0]
