@@ -14,6 +14,7 @@ Retries default to 1 (one more round for silent hosts); ``max_retries=`` overrid
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,9 @@ def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = 
     builder.add_event(elapsed, "DiscoveryCompleted",
                       {"scan_id": meta.scan_id, "hosts": len(rows), "up": up,
                        "elapsed": elapsed, **engine.stats})
+    for message in engine.warnings():  # a ScanWarning event in the result, and a warning
+        builder.add_event(elapsed, "ScanWarning", {"scan_id": meta.scan_id, "message": message})
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     cols: dict[str, list[Any]] = {
         "host": [r.host for r in rows],
         "hostname": [tset.hostname(r.host) for r in rows],

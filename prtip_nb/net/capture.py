@@ -11,7 +11,8 @@ sockets get incoming packets only, so our own probes leaving an interface never 
 the filter (on ``lo`` they come back in, and the filter drops them by port). The filter
 keeps TCP segments to our source ports and ICMP / ICMPv6 destination-unreachable
 errors, and cuts each to ``SNAPLEN`` bytes: enough for the IP and TCP headers or for an
-ICMP error and the header it quotes.
+ICMP error and the header it quotes (not when both IPv4 headers carry 40 bytes of
+options: that error, 136 bytes before its quoted sequence number, is counted invalid).
 
 RING SIZE. The ring is touched page by page as the kernel cycles through it, so its
 size shows up in the scan's peak RSS whatever the number of ports; 1 MiB is 16 bytes a
@@ -214,6 +215,12 @@ class Capture:
                 status, n, first = _BLOCK.unpack_from(r.mm, base)
                 if not status & TP_STATUS_USER:
                     break
+                # The kernel fills the descriptor, but the receiver trusts nothing it reads:
+                # a first offset outside the block, or more packets than the block can
+                # hold, would send the parser outside it.
+                if not _BLOCK.size <= first < r.block_size:
+                    first, n = _BLOCK.size, 0
+                n = min(n, (r.block_size - first) // TP3_HDR.size)
                 yield r.family, r.mm, base + first, n
                 _STATUS.pack_into(r.mm, base + 8, 0)  # TP_STATUS_KERNEL: the ring's again
                 r.next = (r.next + 1) % r.blocks

@@ -147,7 +147,8 @@ class DiscoverEngine:
         self.ident = 0
         self.sport = 0
         self.stats = {"sent": 0, "replies": 0, "invalid": 0, "neigh_deleted": 0,
-                      "send_errors": 0, "rounds": 0}
+                      "send_errors": 0, "rounds": 0, "parse_errors": 0}
+        self.parse_error = ""  # the first parser exception, for warnings()
         self._socks: dict[str, socket.socket] = {}
         self._neigh: NeighWatch | None = None
         self._routes: Routes | None = None
@@ -365,13 +366,12 @@ class DiscoverEngine:
                         t = sec + nsec * 1e-9
                 src = None if fam == 4 else socket.inet_pton(socket.AF_INET6,
                                                              addr[0].split("%")[0])
-                if name == "icmp4":
-                    rep = ping.parse_icmp4(data, self.ident, self._keys)
-                elif name == "icmp6":
-                    assert src is not None
-                    rep = ping.parse_icmp6(data, src, self.ident, self._keys)
-                else:
-                    rep = ping.parse_tcp(fam, data, src, self.sport, self._keys)
+                try:
+                    rep = self._parse(name, fam, data, src)
+                except Exception as exc:  # noqa: BLE001 -- never a reason to end the sweep
+                    self.stats["parse_errors"] += 1
+                    self.parse_error = self.parse_error or f"{type(exc).__name__}: {exc}"
+                    rep = None
                 if rep is None:
                     self.stats["invalid"] += 1
                     continue
@@ -380,6 +380,20 @@ class DiscoverEngine:
         if self._neigh is not None:
             for fam, dst, _ifindex, state, lladdr in self._neigh.events():
                 self._neighbour(fam, dst, state, lladdr, now)
+
+    def _parse(self, name: str, fam: int, data: bytes, src: bytes | None) -> ping.Reply | None:
+        if name == "icmp4":
+            return ping.parse_icmp4(data, self.ident, self._keys)
+        if name == "icmp6":
+            return None if src is None else ping.parse_icmp6(data, src, self.ident, self._keys)
+        return ping.parse_tcp(fam, data, src, self.sport, self._keys)
+
+    def warnings(self) -> list[str]:
+        """Once per sweep: replies the parsers raised on (dropped, counted invalid)."""
+        if not self.stats["parse_errors"]:
+            return []
+        return [f"host discovery could not parse {self.stats['parse_errors']} replies "
+                f"({self.parse_error}); it dropped them and went on. Please report this"]
 
     def _neighbour(self, fam: int, dst: bytes, state: int, lladdr: bool, now: float) -> None:
         h = self._onlink.get(dst)

@@ -49,11 +49,15 @@ Neighbour = tuple[int, bytes, int, int, bool]  # family, address, ifindex, state
 
 
 def _parse(data: bytes) -> Iterator[tuple[int, Neighbour | None]]:
-    """(message type, neighbour or None) for each netlink message in ``data``."""
+    """(message type, neighbour or None) for each netlink message in ``data``.
+
+    The kernel writes these, but a parser that reads past a length it was given is a bug
+    waiting for a truncated read: every length (message, ndmsg, attribute, error code)
+    is checked against what is there, and a message that overruns ``data`` ends the walk."""
     off = 0
     while off + _NLMSG.size <= len(data):
         length, typ, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
-        if length < _NLMSG.size:
+        if length < _NLMSG.size or off + length > len(data):
             return
         body = off + _NLMSG.size
         if typ in (RTM_NEWNEIGH, RTM_DELNEIGH) and length >= _NLMSG.size + _NDMSG.size:
@@ -63,7 +67,7 @@ def _parse(data: bytes) -> Iterator[tuple[int, Neighbour | None]]:
             end = off + length
             while a + _RTA.size <= end:
                 alen, atype = _RTA.unpack_from(data, a)
-                if alen < _RTA.size:
+                if alen < _RTA.size or a + alen > end:
                     break
                 if atype == NDA_DST:
                     dst = data[a + 4 : a + alen]
@@ -71,7 +75,7 @@ def _parse(data: bytes) -> Iterator[tuple[int, Neighbour | None]]:
                     lladdr = alen > 4 and any(data[a + 4 : a + alen])
                 a += (alen + 3) & ~3
             yield typ, (_FAM.get(fam, 0), dst, ifindex, state, lladdr) if dst else None
-        elif typ == NLMSG_ERROR:
+        elif typ == NLMSG_ERROR and length >= _NLMSG.size + 4:
             code = struct.unpack_from("=i", data, body)[0]
             yield typ, None if code == 0 else (-code, b"", 0, 0, False)
         else:

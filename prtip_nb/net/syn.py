@@ -132,6 +132,8 @@ class SynEngine:
         if self.stats.get("send_errors"):
             out.append(f"{self.stats['send_errors']} probes could not be sent (no route, or "
                        "a local firewall); their ports are reported filtered")
+        if self._rx is not None:  # parser exceptions, said once
+            out += self._rx.warnings()
         return out
 
     def _run(self) -> None:

@@ -238,6 +238,8 @@ class UdpEngine:
             out.append(f"the target rate-limits ICMP errors (about {self.limit:.0f}/s): "
                        "retries were paced to it so closed ports are not taken for "
                        "open|filtered; this is what makes UDP scans slow")
+        if self._rx is not None:  # parser exceptions, said once
+            out += self._rx.warnings()
         return out
 
     def _run(self) -> None:

@@ -17,6 +17,12 @@ port), not the rare one: a block is parsed, validated and deduplicated by numpy 
 whole, UDP replies and ICMP errors each in one pass. IPv4 packets with IP options
 (outer or quoted) are rare enough to be dropped (counted in ``stats["ignored"]``).
 
+HOSTILE INPUT. A frame is read only where its snap length (and its ring block) reaches;
+one too short for its headers, whose IPv4 total length, IPv6 payload length or UDP
+length says less than a whole header, or whose IP version or IHL is impossible is
+masked out and counted ``invalid`` (synrx.Receiver's frame-by-frame fallback catches
+anything that raises).
+
 ICMP ARRIVALS. Every valid ICMP error (duplicates included) bumps ``icmp``, its time goes
 to ``icmp_times`` and the target it is about to ``icmp_hosts``: the engine reads each
 target's ICMP rate limit from them.
@@ -55,14 +61,16 @@ def udp_verdict(code: int) -> tuple[str, str]:
 _M64 = (1 << 64) - 1
 _U64 = npt.NDArray[np.uint64]
 # IP + UDP header of a reply; IP + ICMP + quoted IP + UDP of an error (no IP options).
-_UDP4 = _dtype([("vhl", "u1", 0), ("ttl", "u1", 8), ("proto", "u1", 9), ("src", ">u4", 12),
-                ("dst", ">u4", 16), ("tport", ">u2", 20), ("myport", ">u2", 22)], 28)
+_UDP4 = _dtype([("vhl", "u1", 0), ("len", ">u2", 2), ("ttl", "u1", 8), ("proto", "u1", 9),
+                ("src", ">u4", 12), ("dst", ">u4", 16), ("tport", ">u2", 20),
+                ("myport", ">u2", 22), ("ulen", ">u2", 24)], 28)
 _ICMP4 = _dtype([("type", "u1", 20), ("code", "u1", 21), ("qvhl", "u1", 28),
                  ("mark", ">u4", 32), ("qproto", "u1", 37), ("qsrc", ">u4", 40),
                  ("qdst", ">u4", 44), ("qsport", ">u2", 48), ("qdport", ">u2", 50)], 52)
-_UDP6 = _dtype([("proto", "u1", 6), ("ttl", "u1", 7), ("src", ">u8", 8), ("src_lo", ">u8", 16),
-                ("dst", ">u8", 24), ("dst_lo", ">u8", 32), ("tport", ">u2", 40),
-                ("myport", ">u2", 42)], 48)
+_UDP6 = _dtype([("vtc", "u1", 0), ("plen", ">u2", 4), ("proto", "u1", 6), ("ttl", "u1", 7),
+                ("src", ">u8", 8), ("src_lo", ">u8", 16), ("dst", ">u8", 24),
+                ("dst_lo", ">u8", 32), ("tport", ">u2", 40), ("myport", ">u2", 42),
+                ("ulen", ">u2", 44)], 48)
 _ICMP6 = _dtype([("type", "u1", 40), ("code", "u1", 41), ("mark", ">u4", 48),
                  ("qproto", "u1", 54), ("qsrc", ">u8", 56), ("qsrc_lo", ">u8", 64),
                  ("qdst", ">u8", 72), ("qdst_lo", ">u8", 80), ("qsport", ">u2", 88),
@@ -72,7 +80,9 @@ _ICMP6 = _dtype([("type", "u1", 40), ("code", "u1", 41), ("mark", ">u4", 48),
 def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.ndarray,
                  dt: np.dtype) -> np.ndarray:
     """``_gather`` at ``p`` where ``ok``, elsewhere at a harmless in-bounds offset."""
-    return _gather(arr, np.where(ok, np.minimum(p, len(arr) - dt.itemsize), 0), dt)
+    if len(arr) < dt.itemsize:  # no row fits: none is ``ok`` either
+        return np.zeros(len(p), dt)
+    return _gather(arr, np.where(ok, np.clip(p, 0, len(arr) - dt.itemsize), 0), dt)
 
 
 class UdpReceiver(Receiver):
@@ -87,26 +97,38 @@ class UdpReceiver(Receiver):
         self.icmp_hosts: list[np.ndarray] = []  # and the target each one is about
 
     def _block(self, fam: int, arr: npt.NDArray[np.uint8], first: int, n: int) -> None:
-        offs = _offsets(arr, first, n)
+        end = self._block_end(fam, arr, first)
+        offs = _offsets(arr, first, n, end)
         hdr = _gather(arr, offs, _TP_HDR)
         p = offs + hdr["net"].astype(np.int64)
-        snap = hdr["snap"].astype(np.int64)
+        # What each frame really holds: its snap length, cut at the block's end.
+        snap = np.minimum(hdr["snap"].astype(np.int64), end - p)
         ts = hdr["sec"] + hdr["nsec"] * 1e-9
         base_dt = _UDP4 if fam == 4 else _UDP6
+        err_dt = _ICMP4 if fam == 4 else _ICMP6
         big = snap >= base_dt.itemsize
         ip = _safe_gather(arr, p, big, base_dt)
         if fam == 4:
-            plain = big & (ip["vhl"] == 0x45)
-            is_udp = plain & (ip["proto"] == 17)
-            is_icmp = plain & (ip["proto"] == 1) & (snap >= _ICMP4.itemsize)
+            # IHL below 5, or another version, is no packet; a total length shorter than
+            # the headers read means they are not all there.
+            sane = big & (ip["vhl"] >> 4 == 4) & ((ip["vhl"] & 15) >= 5)
+            plain = sane & (ip["vhl"] == 0x45)
+            have = ip["len"].astype(np.int64)
         else:
-            is_udp = big & (ip["proto"] == 17)
-            is_icmp = big & (ip["proto"] == 58) & (snap >= _ICMP6.itemsize)
-        self.stats["ignored"] += n - int(is_udp.sum()) - int(is_icmp.sum())
+            sane = big & (ip["vtc"] >> 4 == 6)
+            plain = sane
+            have = ip["plen"].astype(np.int64) + 40
+        udp = plain & (ip["proto"] == 17)
+        icmp = plain & (ip["proto"] == (1 if fam == 4 else 58))
+        is_udp = udp & (have >= base_dt.itemsize) & (ip["ulen"] >= 8)
+        is_icmp = icmp & (np.minimum(snap, have) >= err_dt.itemsize)
+        bad = int((~sane).sum()) + int((udp & ~is_udp).sum()) + int((icmp & ~is_icmp).sum())
+        self.stats["invalid"] += bad + n - len(offs)  # frames past a broken next offset too
+        self.stats["ignored"] += len(offs) - bad - int(is_udp.sum()) - int(is_icmp.sum())
         if is_udp.any():
             self._udp(fam, ip[is_udp], ts[is_udp])
         if is_icmp.any():
-            err = _safe_gather(arr, p, is_icmp, _ICMP4 if fam == 4 else _ICMP6)[is_icmp]
+            err = _safe_gather(arr, p, is_icmp, err_dt)[is_icmp]
             self._errors(fam, ip[is_icmp], err, ts[is_icmp])
 
     def _lookup(self, fam: int, hi: _U64, lo: _U64 | None, port: np.ndarray
@@ -162,6 +184,10 @@ class UdpReceiver(Receiver):
             ok = (err["type"] == 1) & (err["qproto"] == 17) & np.isin(err["code"],
                                                                       list(ICMP6_CODES))
             qlo = err["qdst_lo"]
+        if fam == 4:  # a quoted header with an impossible version or IHL: malformed
+            qbad = (err["type"] == 3) & ((err["qvhl"] >> 4 != 4) | ((err["qvhl"] & 15) < 5))
+            st["invalid"] += int(qbad.sum())
+            st["ignored"] -= int(qbad.sum())
         st["ignored"] += len(err) - int(ok.sum())  # other ICMP, or not about UDP
         ok &= err["qsport"] == self.sport
         h, pi, found = self._lookup(fam, err["qdst"], qlo, err["qdport"])

@@ -18,6 +18,9 @@ destination, so a reply is ours only if it echoes that value back:
 Sequence numbers of ICMP probes carry the round (0 first, 1 the retry), which gives each
 reply its send time. Sizes: a few bytes each, built with ``struct`` per probe (discovery
 sends four packets a host, not one a port).
+
+HOSTILE INPUT. The parsers take any bytes: each checks the IPv4 version and IHL and the
+length of what it reads, and returns None for what is not a valid reply to us.
 """
 
 from __future__ import annotations
@@ -82,12 +85,18 @@ def tcp_probe(family: int, src: bytes, dst: bytes, sport: int, dport: int, key: 
     return hdr[:16] + struct.pack("!H", csum) + hdr[18:]
 
 
+def _ipv4_header(data: bytes) -> int:
+    """The IPv4 header length of ``data``, or -1 if it is not a whole IPv4 header."""
+    if len(data) < 20 or data[0] >> 4 != 4:
+        return -1
+    ihl = (data[0] & 15) * 4
+    return ihl if 20 <= ihl <= len(data) else -1
+
+
 def parse_icmp4(data: bytes, ident: int, keys: dict[bytes, int]) -> Reply | None:
     """An echo or timestamp reply (``data`` from the IP header on) that answers us."""
-    if len(data) < 20:
-        return None
-    ihl = (data[0] & 15) * 4
-    if len(data) < ihl + 8:
+    ihl = _ipv4_header(data)
+    if ihl < 0 or len(data) < ihl + 8:
         return None
     typ, rid, rseq = data[ihl], *struct.unpack_from("!HH", data, ihl + 4)
     if rid != ident or typ not in (ECHO_REPLY4, TS_REPLY4):
@@ -121,9 +130,9 @@ def parse_tcp(family: int, data: bytes, src: bytes | None, sport: int,
     """A SYN-ACK or RST answering our SYN to 443 or ACK to 80. ``data`` starts at the IP
     header (IPv4 raw sockets) or at the TCP header (IPv6, ``src`` from recvfrom)."""
     if family == 4:
-        if len(data) < 20:
+        off = _ipv4_header(data)
+        if off < 0:
             return None
-        off = (data[0] & 15) * 4
         src = data[12:16]
     else:
         off = 0
@@ -131,6 +140,8 @@ def parse_tcp(family: int, data: bytes, src: bytes | None, sport: int,
         return None
     tport, myport, seq, ack = struct.unpack_from("!HHII", data, off)
     flags = data[off + 13]
+    if data[off + 12] >> 4 < 5:  # a data offset shorter than the fixed header
+        return None
     key = keys.get(src)
     if myport != sport or key is None:
         return None
