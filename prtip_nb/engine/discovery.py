@@ -5,9 +5,9 @@ words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet datase
 scan. The probing itself is net.discover's; this module parses, checks privileges,
 picks the pacing and builds the result.
 
-PACING. Discovery sends one to four packets a host, spread over many hosts, so its
-default rate for non-loopback targets is higher than a port scan's (which may put every
-probe on one host): ``DISCOVERY_RATES`` by timing template; ``rate=`` overrides it.
+PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
+loopback the rate adapts (engine.ratectl) from the template's start rate
+(``START_RATES["discovery"]``), which is also its floor; ``rate=`` pins it.
 Retries default to 1 (one more round for silent hosts); ``max_retries=`` overrides it.
 """
 
@@ -23,27 +23,15 @@ from ..config import ScanConfig, is_privileged
 from ..errors import PrivilegeError, TargetSpecError
 from ..targets import TargetSet, parse_targets
 from .counters import Counters, RttEstimator
+from .ratectl import rate_plan
 
 if TYPE_CHECKING:
     from ..net.discover import HostVerdict
     from ..results import ScanResult
 
-__all__ = ["DISCOVERY_RATES", "discover", "discovery_rate", "up_hosts"]
+__all__ = ["discover", "up_hosts"]
 
-DISCOVERY_RATES = {"normal": 5000.0, "aggressive": 10000.0, "insane": 20000.0}
 DEFAULT_RETRIES = 1
-
-
-def discovery_rate(cfg: ScanConfig, targets: TargetSet) -> float | None:
-    """Packets per second: the user's, else none on loopback, else the template's."""
-    if cfg.rate is not None:
-        return cfg.rate
-    tmpl = cfg.template
-    if tmpl.scan_delay > 0:
-        return 1.0 / tmpl.scan_delay
-    if targets.is_loopback:
-        return None
-    return DISCOVERY_RATES.get(tmpl.name, 5000.0)
 
 
 def discover(
@@ -104,7 +92,7 @@ def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = 
     engine = DiscoverEngine(
         tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
         retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
-        rate=discovery_rate(cfg, tset), counters=counters,
+        rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"), counters=counters,
     )
     builder.add_event(0.0, "ScanStarted", {"scan_id": meta.scan_id, "total": tset.size,
                                            "targets": list(cfg.targets), "method": "discovery"})

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from ..engine.counters import Counters, RttEstimator
-from ..engine.throttle import TokenBucket
+from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..errors import PrivilegeError, ScanError
 from ..probes import ping
 from ..probes.cookie import CookieKey
@@ -133,13 +133,24 @@ class DiscoverEngine:
     """Discovery of ``targets``; ``run(emit)`` hands each window's verdicts to ``emit``."""
 
     def __init__(self, targets: TargetSet, *, rtt: RttEstimator, retries: int = 1,
-                 rate: float | None = None, cancel: threading.Event | None = None,
+                 rate: float | RatePolicy | None = None,
+                 cancel: threading.Event | None = None,
                  counters: Counters | None = None, secret: bytes | None = None,
                  window: int = WINDOW) -> None:
         self.targets = targets
         self.rtt = rtt
         self.retries = max(0, retries)
-        self.limiter = TokenBucket(rate, max_batch=DRAIN_EVERY) if rate else None
+        self.limiter: AdaptiveRate | PinnedRate | None = None
+        self._drained_at = time.monotonic()  # replies read up to here (the horizon)
+        if isinstance(rate, RatePolicy):
+            # Each answer is charged to the send time of the probe round that drew it.
+            self.limiter = AdaptiveRate(
+                rate, max_batch=DRAIN_EVERY, srtt=lambda: rtt.srtt,
+                timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
+            self.limiter.horizon = lambda: self._drained_at
+        elif rate:
+            self.limiter = PinnedRate(rate, max_batch=DRAIN_EVERY)
+        self._mono = time.monotonic() - time.time()  # wall send times -> monotonic
         self.cancel = cancel if cancel is not None else threading.Event()
         self.counters = counters if counters is not None else Counters()
         self.ckey = CookieKey(secret)
@@ -191,6 +202,10 @@ class DiscoverEngine:
         if self._neigh is not None:
             self._neigh.close()
             self._neigh = None
+
+    def rate_state(self) -> RateState:
+        """The rate in force and why."""
+        return RateState(None, "unlimited") if self.limiter is None else self.limiter.state()
 
     # -- the scan --------------------------------------------------------------------------
     def run(self, emit: Callable[[list[HostVerdict]], None]) -> None:
@@ -252,6 +267,8 @@ class DiscoverEngine:
             self.stats["rounds"] = max(self.stats["rounds"], rnd + 1)
             if rnd:
                 self._forget_neighbours(first=False)
+            if self.limiter is not None:
+                self.limiter.new_round()  # each round's hosts answer in their own share
             last = self._send_round(rnd)
             self._wait(last)
             self._catch_up()
@@ -351,6 +368,7 @@ class DiscoverEngine:
                 self._drain()
 
     def _drain(self) -> None:
+        mark = time.monotonic()
         now = time.time()
         for name, s in self._socks.items():
             fam = 4 if name.endswith("4") else 6
@@ -380,6 +398,7 @@ class DiscoverEngine:
         if self._neigh is not None:
             for fam, dst, _ifindex, state, lladdr in self._neigh.events():
                 self._neighbour(fam, dst, state, lladdr, now)
+        self._drained_at = mark
 
     def _parse(self, name: str, fam: int, data: bytes, src: bytes | None) -> ping.Reply | None:
         if name == "icmp4":
@@ -423,6 +442,8 @@ class DiscoverEngine:
         sent = h.sent[rnd] if 0 <= rnd < len(h.sent) else h.sent[-1]
         rtt = max(0.0, now - sent)
         self.rtt.update(rtt)
+        if self.limiter is not None:
+            self.limiter.replied((sent + self._mono,))
         self.counters.received += 1
         self.counters.open += 1  # "up" hosts, shown as found on a progress bar
         self._found[addr] = HostVerdict(h.text, h.family, "up", reason, rtt * 1000.0)
