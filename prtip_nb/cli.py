@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="0-5", help="timing template (T3 normal, T4 aggressive)")
     s.add_argument("--max-retries", type=int, metavar="N")
     s.add_argument("--host-timeout", type=float, metavar="SECONDS")
-    s.add_argument("--rate", type=float, metavar="PPS", help="probes per second (default: none)")
+    s.add_argument("--rate", type=float, metavar="PPS",
+                   help="pin the send rate, probes per second (default: it adapts to the path; "
+                        "no limit on loopback)")
+    s.add_argument("--min-rate", type=float, metavar="PPS",
+                   help="never send slower than this while the rate adapts")
+    s.add_argument("--max-rate", type=float, metavar="PPS",
+                   help="never send faster than this while the rate adapts")
+    s.add_argument("--stats-every", type=float, metavar="SECONDS",
+                   help="print a status line (progress, rate in force and why) this often")
     s.add_argument("--concurrency", type=int, metavar="N", help="connects in flight at once")
     s.add_argument("--seed", type=int, help="seed of the target order (reproducible runs)")
     s.add_argument("--shard", metavar="K/N", help="scan only shard K of N")
@@ -196,6 +204,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "max_retries": args.max_retries,
         "host_timeout": args.host_timeout,
         "rate": args.rate,
+        "min_rate": args.min_rate,
+        "max_rate": args.max_rate,
         "concurrency": args.concurrency,
         "seed": args.seed,
         "output": args.output,
@@ -238,10 +248,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))
     sc.start()
     show = sys.stderr.isatty() and not args.no_progress
+    every = args.stats_every
+    next_stats = time.monotonic() + every if every else float("inf")
     try:
         while sc.running:
             if show:
                 _draw_progress(sc, sys.stderr)
+            if time.monotonic() >= next_stats:
+                _print_stats(sc, sys.stderr, clear=show)
+                next_stats += every
             time.sleep(0.1 if show else 0.02)
         res = sc.wait()
     except KeyboardInterrupt:
@@ -281,6 +296,15 @@ def _event_json(ev: Any) -> str:
                        **ev.payload()})
 
 
+def _limit_text(pr: Any) -> str:
+    """The send rate in force and why, e.g. 'limit 120,000/s growing'."""
+    if not pr.rate_reason:
+        return ""
+    if pr.rate_limit is None:
+        return f" limit none ({pr.rate_reason})"
+    return f" limit {pr.rate_limit:,.0f}/s {pr.rate_reason}"
+
+
 def _draw_progress(sc: Scan, out: TextIO) -> None:
     pr = sc.progress
     width = 30
@@ -288,8 +312,19 @@ def _draw_progress(sc: Scan, out: TextIO) -> None:
     eta = f"{pr.eta:5.1f}s" if pr.eta is not None else "  ?  "
     out.write(
         f"\r[{'#' * filled}{'.' * (width - filled)}] {pr.fraction:6.1%} "
-        f"{pr.done}/{pr.total} {pr.rate:8.0f}/s ETA {eta} open {pr.open}"
+        f"{pr.done}/{pr.total} {pr.rate:8.0f}/s ETA {eta} open {pr.open}{_limit_text(pr)}\033[K"
     )
+    out.flush()
+
+
+def _print_stats(sc: Scan, out: TextIO, *, clear: bool) -> None:
+    """nmap's --stats-every line: elapsed, done, the rate achieved and the rate in force."""
+    pr = sc.progress
+    eta = f"; ETA {pr.eta:.1f}s" if pr.eta is not None else ""
+    out.write(("\r\033[K" if clear else "")
+              + f"Stats: {pr.elapsed:.1f}s elapsed; {pr.done:,}/{pr.total:,} probes done "
+              f"({pr.fraction:.1%}); {pr.sent:,} sent; {pr.rate:,.0f}/s{eta};"
+              f"{_limit_text(pr)}; {pr.open:,} open\n")
     out.flush()
 
 

@@ -266,9 +266,11 @@ class AdaptiveRate:
             win[2] = e - self._win_start + 1
             span = win[2] * self.EPOCH
             expected = win[1] if self.ref is None else self.ref * win[0]
-            # Enough to decide: min_replies, or at low rates a tenth of a second's worth
-            # (a rate far below the path's must be able to climb back quickly).
-            enough = expected >= p.min_replies or (span >= 0.1 and expected >= 16)
+            # Enough to decide: min_replies; at low rates a tenth of a second's worth (a
+            # rate far below the path's must be able to climb back quickly); and for the
+            # first reference, a third of it (it only sets where the ramp starts).
+            enough = (expected >= p.min_replies or (span >= 0.1 and expected >= 16)
+                      or (self.ref is None and not self.lossy and expected >= p.min_replies / 3))
             if (enough and span >= p.min_window) or span >= p.max_window:
                 self._judge(now, win[0], win[1], span, enough)
                 self._win = win = [0, 0, 0]

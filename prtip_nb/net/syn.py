@@ -111,7 +111,12 @@ class SynEngine:
     def rate_state(self) -> RateState:
         """The rate in force and why (telemetry reads it while the scan runs)."""
         limiter = self.limiter
-        return RateState(None, "unlimited") if limiter is None else limiter.state()
+        if limiter is not None:
+            return limiter.state()
+        if self.rate is None:
+            return RateState(None, "unlimited")
+        start = self.rate.initial if isinstance(self.rate, RatePolicy) else self.rate
+        return RateState(start, "")  # not sending yet
 
     def _make_limiter(self) -> Limiter | None:
         if self.rate is None:
