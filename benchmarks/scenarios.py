@@ -5,6 +5,7 @@ Add a scenario by writing a function and listing it in ``SCENARIOS``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -106,73 +107,13 @@ def _kernel_latency(runs: int = 5) -> dict[str, Any]:
     return kernel_latency(max(20, runs))
 
 
-def _syn(name: str) -> Callable[..., dict[str, Any]]:
-    """A SYN scenario from benchmarks/syn.py, imported when it runs."""
-
-    def run(runs: int = 5) -> dict[str, Any]:
-        from . import syn
-
-        fn: Callable[..., dict[str, Any]] = getattr(syn, name.replace("-", "_"))
-        return fn(runs)
-
-    return run
-
-
-def _discover(name: str) -> Callable[..., dict[str, Any]]:
-    """A host discovery scenario from benchmarks/discover.py, imported when it runs."""
-
-    def run(runs: int = 5) -> dict[str, Any]:
-        from . import discover
-
-        fn: Callable[..., dict[str, Any]] = getattr(discover, name.replace("-", "_"))
-        return fn(runs)
-
-    return run
-
-
-def _interop(name: str) -> Callable[..., dict[str, Any]]:
-    """An import/dataset scenario from benchmarks/interop.py, imported when it runs."""
+def _lazy(module: str, name: str) -> Callable[..., dict[str, Any]]:
+    """Scenario ``name`` of ``benchmarks/<module>.py``, imported only when it runs (so
+    listing the scenarios imports nothing heavy)."""
 
     def run(runs: int = 3) -> dict[str, Any]:
-        from . import interop
-
-        fn: Callable[..., dict[str, Any]] = getattr(interop, name.replace("-", "_"))
-        return fn(runs)
-
-    return run
-
-
-def _sv(name: str) -> Callable[..., dict[str, Any]]:
-    """A service-detection scenario from benchmarks/sv.py, imported when it runs."""
-
-    def run(runs: int = 3) -> dict[str, Any]:
-        from . import sv
-
-        fn: Callable[..., dict[str, Any]] = getattr(sv, name.replace("-", "_"))
-        return fn(runs)
-
-    return run
-
-
-def _udp(name: str) -> Callable[..., dict[str, Any]]:
-    """A UDP scenario from benchmarks/udp.py, imported when it runs."""
-
-    def run(runs: int = 3) -> dict[str, Any]:
-        from . import udp
-
-        fn: Callable[..., dict[str, Any]] = getattr(udp, name.replace("-", "_"))
-        return fn(runs)
-
-    return run
-
-
-def _dist(name: str) -> Callable[..., dict[str, Any]]:
-    """A Dask/resume scenario from benchmarks/distributed.py, imported when it runs."""
-
-    def run(runs: int = 3) -> dict[str, Any]:
-        from . import distributed
-
-        fn: Callable[..., dict[str, Any]] = getattr(distributed, name.replace("-", "_"))
+        mod = importlib.import_module(f".{module}", __package__)
+        fn: Callable[..., dict[str, Any]] = getattr(mod, name.replace("-", "_"))
         return fn(runs)
 
     return run
@@ -180,24 +121,27 @@ def _dist(name: str) -> Callable[..., dict[str, Any]]:
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "connect-full": connect_full,
-    "dask-scaling": _dist("dask-scaling"),
-    "dask-read": _dist("dask-read"),
-    "resume": _dist("resume"),
+    "dask-scaling": _lazy("distributed", "dask-scaling"),
+    "dask-read": _lazy("distributed", "dask-read"),
+    "resume": _lazy("distributed", "resume"),
     "event-overhead": _event_overhead,
     "poller-overhead": _poller_overhead,
     "panel-overhead": _panel_overhead,
     "kernel-latency": _kernel_latency,
     "import": import_time,
-    "syn-full": _syn("syn-full"),
-    "syn-ipv6": _syn("syn-ipv6"),
-    "syn-memory": _syn("syn-memory"),
-    "syn-rate": _syn("syn-rate"),
-    "syn-sendto-ceiling": _syn("syn-sendto-ceiling"),
-    "discover-24": _discover("discover-24"),
-    "sv-4ports": _sv("sv-4ports"),
-    "udp-1000": _udp("udp-1000"),
-    "udp-icmp-cost": _udp("udp-icmp-cost"),
-    "sv-1000": _sv("sv-1000"),
-    "import-nmap-xml": _interop("import-nmap-xml"),
-    "read-filtered": _interop("read-filtered"),
+    "syn-full": _lazy("syn", "syn-full"),
+    "syn-ipv6": _lazy("syn", "syn-ipv6"),
+    "syn-memory": _lazy("syn", "syn-memory"),
+    "syn-rate": _lazy("syn", "syn-rate"),
+    "syn-sendto-ceiling": _lazy("syn", "syn-sendto-ceiling"),
+    "discover-24": _lazy("discover", "discover-24"),
+    "sv-4ports": _lazy("sv", "sv-4ports"),
+    "udp-1000": _lazy("udp", "udp-1000"),
+    "udp-icmp-cost": _lazy("udp", "udp-icmp-cost"),
+    "sv-1000": _lazy("sv", "sv-1000"),
+    "import-nmap-xml": _lazy("interop", "import-nmap-xml"),
+    "read-filtered": _lazy("interop", "read-filtered"),
+    "net-table": _lazy("network", "net-table"),
+    "net-bottleneck": _lazy("network", "net-bottleneck"),
+    "net-4096": _lazy("network", "net-4096"),
 }

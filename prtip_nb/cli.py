@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="0-5", help="timing template (T3 normal, T4 aggressive)")
     s.add_argument("--max-retries", type=int, metavar="N")
     s.add_argument("--host-timeout", type=float, metavar="SECONDS")
-    s.add_argument("--rate", type=float, metavar="PPS",
-                   help="pin the send rate, probes per second (default: it adapts to the path; "
-                        "no limit on loopback)")
+    s.add_argument("--rate", type=_rate_arg, metavar="PPS|auto",
+                   help="pin the send rate, probes per second; 'auto' (the default) adapts it "
+                        "to what the path carries (no limit on loopback)")
     s.add_argument("--min-rate", type=float, metavar="PPS",
                    help="never send slower than this while the rate adapts")
     s.add_argument("--max-rate", type=float, metavar="PPS",
@@ -108,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-o", "--output", default="report.html", metavar="FILE")
     interop_commands.add_commands(sub)  # import, diff
     return p
+
+
+def _rate_arg(text: str) -> float | None:
+    """--rate: a positive, finite number of probes per second, or 'auto' (adaptive)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate: give probes per second (e.g. 5000) or 'auto'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate: it must be a positive, finite number of probes per "
+            "second, or 'auto'")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

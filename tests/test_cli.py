@@ -30,6 +30,10 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         (["scan", "-p", "80"], "target"),
         (["scan", "-p", "80", "127.0.0.1", "--exclude", "127.0.0.0/8"], "exclu"),
         (["scan", "-T", "9", "127.0.0.1"], "-T"),
+        (["scan", "--rate", "inf", "127.0.0.1"], "--rate"),
+        (["scan", "--rate", "fast", "127.0.0.1"], "'fast'"),
+        (["scan", "--min-rate", "5000", "--max-rate", "100", "127.0.0.1"], "min_rate"),
+        (["scan", "--max-rate=0", "127.0.0.1"], "max_rate"),
     ],
 )
 def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) -> None:
@@ -108,3 +112,14 @@ def test_event_log_is_json_lines(listeners: list[int], tmp_path: Path) -> None:
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted"
     assert sorted(e["port"] for e in events if e["kind"] == "PortFound") == listeners
+
+
+@pytest.mark.usefixtures("netns")
+def test_stats_every_prints_the_rate_in_force(listeners: list[int]) -> None:
+    out = run("scan", "-sT", "-p", "1-9000", "127.0.0.1", "--rate", "20000",
+              "--stats-every", "0.1")
+    assert out.returncode == 0, out.stderr
+    stats = [line for line in out.stderr.splitlines() if line.startswith("Stats: ")]
+    assert len(stats) >= 2  # 9,000 probes at 20,000/s: about 0.45 s
+    assert "limit 20,000/s pinned" in stats[-1]
+    assert "2222/tcp    open" in out.stdout
