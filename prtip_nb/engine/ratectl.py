@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POLICIES", "START_RATES", "AdaptiveRate", "PinnedRate", "RatePolicy", "RateState",
-    "policy_for", "rate_plan",
+    "connect_rate", "policy_for", "rate_plan",
 ]
 
 GRACE = 0.006  # seconds: at least the capture ring's block timeout (2 ms) and a scheduling slice
@@ -134,6 +134,18 @@ def rate_plan(cfg: ScanConfig, *, loopback: bool, kind: str = "syn"
     start = START_RATES.get(kind, {}).get(tmpl.name)
     return policy_for(tmpl.name, min_rate=cfg.min_rate, max_rate=cfg.max_rate,
                       initial=start, floor=start)
+
+
+def connect_rate(cfg: ScanConfig) -> RateState:
+    """A connect scan's pace: ``--rate`` pins it, ``--max-rate`` caps it; otherwise its
+    window of connects in flight (the template's parallelism, within the fd budget) is the
+    congestion control, as nmap's is: a completion frees a slot, a timeout holds it for the
+    RTT timeout, so the pace follows what the path answers without a rate."""
+    if cfg.rate is not None:
+        return RateState(cfg.rate, "pinned")
+    if cfg.max_rate is not None:
+        return RateState(cfg.max_rate, "ceiling")
+    return RateState(None, "window")
 
 
 def _replace(p: RatePolicy, **kw: float) -> RatePolicy:

@@ -37,7 +37,7 @@ from .events import (
     StageChanged,
     Subscription,
 )
-from .ratectl import RateState
+from .ratectl import RateState, connect_rate
 from .telemetry import Poller
 
 if TYPE_CHECKING:
@@ -404,6 +404,8 @@ class Scan:
         self._ckpt = start_checkpoint(self, sink)  # None without output=
         concurrency, rtt = self._connect_limits()
         workers = self._pool.workers if self._pool is not None else 1
+        pace = connect_rate(cfg)
+        self._rate_source = lambda: pace
         try:
             if self._pool is not None:
                 self._pool.run(sink)
@@ -418,7 +420,7 @@ class Scan:
                     cancel=self._cancel,
                     scan_delay=tmpl.scan_delay,
                     tick=out.tick,
-                    rate=cfg.rate,
+                    rate=pace.rate,
                     host_timeout=cfg.host_timeout,
                 )
                 try:
@@ -566,7 +568,7 @@ class Scan:
             "rtt": [rtt.initial, rtt.lo, rtt.hi],
             "retries": cfg.retries,
             "scan_delay": cfg.template.scan_delay,
-            "rate": None if cfg.rate is None else cfg.rate / workers,
+            "rate": None if (r := connect_rate(cfg).rate) is None else r / workers,
             "host_timeout": cfg.host_timeout,
         }
         pool = WorkerPool(
