@@ -11,6 +11,7 @@ open.
 - ``ChildNetns``: the holder, ``run`` and ``spawn`` inside it, ``close``.
 - ``run(*cmd)``: run a command here (stdout, or RuntimeError with its stderr).
 - ``scanner_ns_private()``: is the current namespace a private one a lab may rewire?
+- ``wait_v6_ready(dev)``: until IPv6 on ``dev`` is usable.
 - ``lab_tag()``: a per-process, per-lab tag for interface names.
 """
 
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["HOLD_S", "ChildNetns", "lab_tag", "run", "scanner_ns_private"]
+__all__ = ["HOLD_S", "ChildNetns", "lab_tag", "run", "scanner_ns_private", "wait_v6_ready"]
 
 HOLD_S = 1800  # the holder's lifetime: a lab outlives no crashed test by more than this
 _SEQ = itertools.count()
@@ -45,6 +46,15 @@ def scanner_ns_private() -> bool:
         return True
     names = [name for _i, name in socket.if_nameindex()]
     return all(n == "lo" or n.startswith(("pl", "pv")) for n in names)
+
+
+def wait_v6_ready(dev: str) -> None:
+    """Wait (≤ 2 s) until ``dev`` has no tentative address: IPv6 routes through a
+    gateway work once our link-local address is usable."""
+    for _ in range(200):
+        if "tentative" not in run("ip", "-6", "addr", "show", "dev", dev):
+            return
+        time.sleep(0.01)
 
 
 def lab_tag(tag: str | None = None) -> str:

@@ -38,13 +38,19 @@ import ipaddress
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from prtip_nb.errors import PrivilegeError
-from prtip_nb.lab.childns import HOLD_S, ChildNetns, lab_tag, run, scanner_ns_private
+from prtip_nb.lab.childns import (
+    HOLD_S,
+    ChildNetns,
+    lab_tag,
+    run,
+    scanner_ns_private,
+    wait_v6_ready,
+)
 
 __all__ = [
     "GATEWAY4", "GATEWAY6", "ONLINK4", "ONLINK6", "ROUTED4", "ROUTED6", "SCANNER4",
@@ -198,12 +204,4 @@ class VethLab:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "READY":
                 raise RuntimeError("the target's listeners did not start")
-        self._wait_v6()
-
-    def _wait_v6(self) -> None:
-        """IPv6 routes through the gateway work once our link-local address is usable."""
-        for _ in range(200):
-            out = run("ip", "-6", "addr", "show", "dev", self.ours)
-            if "tentative" not in out:
-                return
-            time.sleep(0.01)
+        wait_v6_ready(self.ours)
