@@ -42,15 +42,15 @@ are open on every host and every other TCP port answers RST::
   - ``"tbf"`` (default): a token-bucket filter with a queue of ``queue_ms`` (5 ms). It
     sits on the *responder's* side: what arrives on its veth is redirected (u32 +
     mirred) to an ifb device whose root qdisc is the tbf, so the scanner's own interface
-    is not the bottleneck and its sends never see the drops. tbf charges a packet's
+    keeps no qdisc and its sends never see the drops. tbf charges a packet's
     length with its Ethernet header: 14 + 20 (IPv4) + 24 (TCP with the MSS option) = 58
-    bytes a probe (78 for IPv6); the rate is set in those bytes. Measured: within 1.3%
-    of the capacity from 1k to 20k pps. Caveat: a *throttled* tbf costs the sender's CPU
-    about 20 us of kernel time per packet (the queue's watchdog timer is re-armed on
-    every packet, in the sending CPU's softirq), so a sender offering much more than
-    ~30k pps is slowed by CPU rather than losing probes.
+    bytes a probe (78 for IPv6); the rate is set in those bytes. Measured at twice the
+    capacity: +5% at 1k pps (the bucket), within 3% from 4k to 20k. Caveat: a *throttled*
+    tbf costs about 20 us of kernel CPU per packet in the sending CPU's softirq, so a
+    sender offering much more than ~30-50k pps is slowed by CPU rather than losing
+    probes (docs/architecture.md, "Range lab").
   - ``"police"``: an nftables ``limit rate over`` at the responder's prerouting hook:
-    that many packets a second with a burst of ``queue_ms`` of them, and no queue. It
+    that many packets a second with a burst of ``queue_ms`` (20 ms) of them, no queue. It
     costs the sender nothing (a Python sender kept 300-600k pps), so use it for
     capacities above ~20k pps.
 
@@ -193,8 +193,8 @@ class RangeLab:
     ports with an echo on every host. ``drop``: addresses or sub-prefixes that drop
     everything; ``drop_count`` / ``drop_fraction``: that many more IPv4 hosts, drawn
     with ``seed``. ``bottleneck_pps``: IPv4 SYN probes per second the link carries
-    (None: no limit); ``shaper``: "tbf" or "police"; ``queue_ms``: its queue (tbf) or
-    burst (police). ``icmp_ratelimit_ms`` /
+    (None: no limit); ``shaper``: "tbf" or "police"; ``queue_ms``: its queue (tbf,
+    default 5 ms) or burst (police, default 20 ms). ``icmp_ratelimit_ms`` /
     ``icmp_msgs_per_sec``: the responder's ICMP limits (None: the kernel's defaults,
     1000 ms per peer and 1000/s; 0 and 1,000,000 make closed UDP ports answer at once).
     """
@@ -204,7 +204,7 @@ class RangeLab:
                  drop: Sequence[str] = (), drop_count: int | None = None,
                  drop_fraction: float | None = None, seed: int = 0,
                  bottleneck_pps: float | None = None, shaper: str = "tbf",
-                 queue_ms: float = 5.0,
+                 queue_ms: float | None = None,
                  icmp_ratelimit_ms: int | None = None, icmp_msgs_per_sec: int | None = None,
                  tag: str | None = None) -> None:
         self.prefix = _net(prefix, RANGE4, "prefix")
@@ -215,6 +215,11 @@ class RangeLab:
         self.dropped = self._drops(drop, drop_count, drop_fraction, seed)
         if bottleneck_pps is not None and not 1 <= bottleneck_pps <= 10_000_000:
             raise ValueError(f"bottleneck_pps must be 1-10,000,000 probes/s, not {bottleneck_pps}")
+        if queue_ms is None:
+            # POLICE BURST: a policer has no queue, so its burst must absorb the receive
+            # path's batching (the kernel's backlog hands over up to 1,000 packets at once
+            # when the CPU is busy); at 5 ms it passed as little as 82% of 50k pps then.
+            queue_ms = 5.0 if shaper == "tbf" else 20.0
         if not 0.5 <= queue_ms <= 1000:
             raise ValueError(f"queue_ms must be 0.5-1000 ms, not {queue_ms}")
         if shaper not in ("tbf", "police"):
@@ -232,6 +237,7 @@ class RangeLab:
         tag = lab_tag(tag)
         self.ours, self.theirs = f"pl{tag}a", f"pl{tag}b"
         self.ns = ChildNetns(HOLD_S)
+        self.responder: subprocess.Popen[Any] | None = None  # the listeners' process
         self._running = False
 
     def _drops(self, drop: Sequence[str], count: int | None, fraction: float | None,
@@ -282,8 +288,9 @@ class RangeLab:
 
     @property
     def capacity_pps(self) -> float | None:
-        """IPv4 SYN probes per second the bottleneck passes, from the rate the kernel holds
-        (None without a bottleneck). IPv6 probes: ``* SYN_FRAME4 / SYN_FRAME6``."""
+        """IPv4 SYN probes per second the bottleneck passes (None without one): for tbf
+        read back from the kernel's rate (IPv6 probes: ``* SYN_FRAME4 / SYN_FRAME6``, other
+        packets by their size); for police, packets of any size per second."""
         if self.bottleneck_pps is None:
             return None
         if not self._running or self.shaper == "police":
@@ -363,7 +370,7 @@ class RangeLab:
     def close(self) -> None:
         """Kill the responder's processes and holder, remove the veth pair. Idempotent."""
         self._running = False
-        self.ns.close()
+        self.ns.close()  # kills the responder too
         # The peer went with the namespace, and ours with it; do not count on the timing.
         subprocess.run(["ip", "link", "del", self.ours], capture_output=True)
 
@@ -388,7 +395,7 @@ class RangeLab:
         if self.bottleneck_pps is not None and self.shaper == "tbf":
             self._shape()
         if self.tcp or self.udp:
-            proc = self.spawn(
+            proc = self.responder = self.spawn(
                 [sys.executable, "-c", _RESPONDER, ",".join(map(str, self.tcp)),
                  ",".join(map(str, self.udp)), "1" if self.prefix6 else "0", str(BACKLOG)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)

@@ -243,13 +243,13 @@ def test_close_leaves_nothing_behind_also_on_error(tools: None) -> None:
     lab = RangeLab(tcp=(80,), udp=(53,), bottleneck_pps=1000)
     with pytest.raises(RuntimeError, match="boom"), lab:
         holder = lab.pid
-        responder = [p for p in lab.ns._spawned if p.poll() is None]  # noqa: SLF001
-        assert responder and lab.ours in _links()
+        responder = lab.responder
+        assert responder is not None and responder.poll() is None and lab.ours in _links()
         raise RuntimeError("boom")
     lab.close()  # idempotent
     assert _links() == before
     assert not os.path.exists(f"/proc/{holder}")
-    assert all(p.poll() is not None for p in responder)
+    assert responder.poll() is not None
     assert SCANNER4 not in subprocess.run(["ip", "-4", "addr"], capture_output=True,
                                           text=True).stdout
     with RangeLab() as first:
@@ -272,6 +272,7 @@ def test_close_leaves_nothing_behind_also_on_error(tools: None) -> None:
     ({"tcp": [0]}, "1-65535"),
     ({"bottleneck_pps": 0}, "bottleneck_pps"),
     ({"bottleneck_pps": 10, "shaper": "netem"}, "shaper"),
+    ({"bottleneck_pps": 10, "queue_ms": 0}, "queue_ms"),
 ])
 def test_bad_input_says_what_to_fix(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
