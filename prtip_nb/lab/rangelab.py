@@ -238,7 +238,7 @@ class RangeLab:
         self.ours, self.theirs = f"pl{tag}a", f"pl{tag}b"
         self.ns = ChildNetns(HOLD_S)
         self.responder: subprocess.Popen[Any] | None = None  # the listeners' process
-        self._running = False
+        self._running = self._made_link = False
 
     def _drops(self, drop: Sequence[str], count: int | None, fraction: float | None,
                seed: int) -> tuple[Net, ...]:
@@ -271,6 +271,16 @@ class RangeLab:
             nets += [ipaddress.ip_network(base + i) for i in picked]
         return (*ipaddress.collapse_addresses(n for n in nets if n.version == 4),
                 *ipaddress.collapse_addresses(n for n in nets if n.version == 6))
+
+    def __repr__(self) -> str:
+        parts = [f"{self.prefix}"] + ([f"{self.prefix6}"] if self.prefix6 else [])
+        parts += [f"tcp={list(self.tcp)}"] + ([f"udp={list(self.udp)}"] if self.udp else [])
+        dropped = sum(n.num_addresses for n in self.dropped if n.version == 4)
+        parts += [f"dropped={dropped} hosts"] if dropped else []
+        if self.bottleneck_pps is not None:
+            parts.append(f"bottleneck={self.bottleneck_pps:g} pps ({self.shaper})")
+        state = "running" if self._running else "stopped"
+        return f"<RangeLab {' '.join(parts)} {state}>"
 
     # -- what a test reads ------------------------------------------------------------------
     def host(self, i: int) -> str:
@@ -372,10 +382,13 @@ class RangeLab:
         self._running = False
         self.ns.close()  # kills the responder too
         # The peer went with the namespace, and ours with it; do not count on the timing.
-        subprocess.run(["ip", "link", "del", self.ours], capture_output=True)
+        if self._made_link:  # never delete a same-named link that another lab made
+            subprocess.run(["ip", "link", "del", self.ours], capture_output=True)
+            self._made_link = False
 
     def _wire(self) -> None:
         self.ns.add_veth(self.ours, self.theirs)
+        self._made_link = True
         mine = [f"addr add {SCANNER4} peer {GATEWAY4} dev {self.ours}",
                 f"link set {self.ours} up",
                 f"route add {self.prefix} via {GATEWAY4} dev {self.ours} src {SCANNER4}"]

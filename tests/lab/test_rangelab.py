@@ -304,3 +304,7 @@ def test_truth_is_a_rule_not_a_table() -> None:
     with pytest.raises(ValueError, match="not in the lab"):
         truth.state("198.18.9.1", 80)
     assert isinstance(truth, RangeTruth) and truth.open_ports == {80, 443}
+    udp = RangeLab(udp=(53,), drop=["198.18.0.7"]).truth([53, 54], proto="udp")
+    assert [udp.state(h, p) for h in ("198.18.0.6", "198.18.0.7") for p in (53, 54)] == [
+        "open", "closed", "filtered", "filtered"]
+    assert repr(lab) == "<RangeLab 198.18.0.0/22 tcp=[80, 443] dropped=267 hosts stopped>"
