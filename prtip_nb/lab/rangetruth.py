@@ -10,8 +10,9 @@ answering host, the dropped hosts (as sorted address intervals) and a rule::
 
 That holds 198.18.0.0/15 x 100 ports (13.1 million cells) in a few kilobytes.
 ``counts()`` gives the number of cells per state, ``dropped_mask`` tests a numpy array
-of addresses at once, and ``frame()`` materialises a small lab as a DataFrame (it refuses
-above ``max_cells``). The states are nmap's words for a SYN scan with ``-Pn``. For UDP,
+of addresses at once, ``check(ports)`` scores a scan's rows against the truth
+(vectorised), and ``frame()`` materialises a small lab as a DataFrame (it refuses above
+``max_cells``). The states are nmap's words for a SYN scan with ``-Pn``. For UDP,
 "closed" is what the kernel answers (ICMP port unreachable); under the kernel's ICMP
 rate limit a scanner may rightly say ``open|filtered`` instead (see RangeLab's knobs).
 """
@@ -132,6 +133,69 @@ class RangeTruth:
         rows = [(h, p, self.state(h, p)) for h in names for p in self.ports]
         return pd.DataFrame(rows, columns=["host", "port", "state"])
 
+    def check(self, ports: Any) -> dict[str, int]:
+        """Compare a scan's ``ports`` rows (a DataFrame or Arrow table with host, port and
+        state; IPv4 hosts of the prefix) with the truth, vectorised: 13M rows in seconds.
+
+        Returns counts: ``rows``; ``wrong`` (state differs from the truth, or host outside
+        the prefix); ``duplicates`` (a (host, port) seen again); ``open_found`` and
+        ``open_expected`` over ``ports``; ``missing_open`` (= expected - correct opens).
+        A scan is exact when wrong, duplicates and missing_open are all 0.
+        """
+        import numpy as np
+        import pyarrow as pa
+
+        table = ports if isinstance(ports, pa.Table) else pa.Table.from_pandas(
+            ports[["host", "port", "state"]], preserve_index=False)
+        table = table.select(["host", "port", "state"])
+        keys, right, opens, open_keys = [], 0, 0, []
+        # 1M rows at a time: the dotted quads split into 4M small strings per chunk.
+        for batch in table.to_batches(max_chunksize=1 << 20):
+            addr, port, code = self._decode(batch)
+            key = addr.astype(np.uint64) << np.uint64(16) | port.astype(np.uint64)
+            inside = (addr >= int(self.prefix.network_address)) & (
+                addr <= int(self.prefix.broadcast_address))
+            is_open = np.isin(port, np.fromiter(self.open_ports, np.int64, len(self.open_ports)))
+            want = np.where(self.dropped_mask(addr), 2, np.where(is_open, 0, 1))
+            ok = inside & (code == want)
+            keys.append(key)
+            right += int(np.count_nonzero(ok))
+            opens += int(np.count_nonzero(code == 0))
+            open_keys.append(key[ok & (code == 0)])
+        n = sum(len(k) for k in keys)
+        dups = _repeats(keys)
+        del keys
+        open_right = int(sum(len(k) for k in open_keys)) - _repeats(open_keys)
+        expected = self.counts()["open"]
+        return {"rows": n, "wrong": n - right, "duplicates": dups, "open_found": opens,
+                "open_expected": expected, "missing_open": expected - open_right}
+
+    @staticmethod
+    def _decode(batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(uint32 address, port, state code 0 open / 1 closed / 2 filtered / 3 other)."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        hosts = batch.column(0).cast(pa.string())
+        if pc.any(pc.match_substring(hosts, ":")).as_py():
+            raise ValueError("check() takes IPv4 rows only; filter IPv6 hosts out first")
+        # Dotted quads to uint32 without a Python object per row.
+        quad = np.asarray(pc.list_flatten(pc.split_pattern(hosts, ".")).cast(pa.uint32()))
+        quad = quad.reshape(-1, 4)
+        addr = (quad[:, 0] << 24) | (quad[:, 1] << 16) | (quad[:, 2] << 8) | quad[:, 3]
+        port = np.asarray(batch.column(1).cast(pa.int64()))
+        states = batch.column(2)
+        if not pa.types.is_dictionary(states.type):
+            states = pc.dictionary_encode(states.cast(pa.string()))
+        lut = np.array([{"open": 0, "closed": 1, "filtered": 2}.get(str(v), 3)
+                        for v in states.dictionary.to_pylist()] or [3], np.int8)
+        idx = states.indices
+        code = lut[np.asarray(idx.fill_null(0))]
+        if idx.null_count:
+            code[np.asarray(idx.is_null())] = 3
+        return addr, port, code
+
     def _intervals(self, version: int) -> tuple[list[int], list[int]]:
         nets = [n for n in self.dropped if n.version == version]
         return ([int(n.network_address) for n in nets],
@@ -143,3 +207,15 @@ class RangeTruth:
                                 "open": sorted(self.open_ports),
                                 "dropped": len(self.dropped)}
         return f"RangeTruth({', '.join(f'{k}={v!r}' for k, v in info.items())})"
+
+
+def _repeats(chunks: list[np.ndarray]) -> int:
+    """How many keys repeat an earlier one. A sort, not np.unique: numpy 2's hash-based
+    unique took 5 s for 3.3M uint64 keys here, the sort 0.2 s."""
+    import numpy as np
+
+    if not chunks:
+        return 0
+    keys = np.sort(np.concatenate(chunks))
+    return int(np.count_nonzero(keys[1:] == keys[:-1]))
+

@@ -19,6 +19,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 
 from prtip_nb.lab import RangeLab, RangeTruth
@@ -304,6 +305,17 @@ def test_truth_is_a_rule_not_a_table() -> None:
     with pytest.raises(ValueError, match="not in the lab"):
         truth.state("198.18.9.1", 80)
     assert isinstance(truth, RangeTruth) and truth.open_ports == {80, 443}
+    assert truth.check(frame) == {"rows": 3072, "wrong": 0, "duplicates": 0,
+                                  "open_found": 757 * 2, "open_expected": 757 * 2,
+                                  "missing_open": 0}
+    bad = frame.drop(index=[3 * 5 + 1])  # 198.18.0.5:80 missing (host 5 is not dropped)
+    bad = pd.concat([bad, frame.iloc[[7]]], ignore_index=True)  # a duplicate row
+    bad.loc[0, "state"] = "open"  # 198.18.0.0:22 claimed open
+    assert not truth.is_dropped("198.18.0.5") and not truth.is_dropped("198.18.0.0")
+    got = truth.check(bad)
+    assert (got["wrong"], got["duplicates"], got["missing_open"]) == (1, 1, 1)
+    with pytest.raises(ValueError, match="IPv4 rows only"):
+        truth.check(pd.DataFrame({"host": ["2001:db8::1"], "port": [80], "state": ["open"]}))
     udp = RangeLab(udp=(53,), drop=["198.18.0.7"]).truth([53, 54], proto="udp")
     assert [udp.state(h, p) for h in ("198.18.0.6", "198.18.0.7") for p in (53, 54)] == [
         "open", "closed", "filtered", "filtered"]
