@@ -1,12 +1,15 @@
 """A child network namespace for the veth labs: made, entered and torn down safely.
 
 Both labs (``veth.VethLab``, ``rangelab.RangeLab``) put their hosts in a namespace made by
-``unshare --net`` and held by a ``sleep`` process. Commands enter it through a *file
-descriptor* of that namespace (``nsenter --net=/proc/self/fd/N``), never through the
-holder's pid: a pid names whatever process holds it now, and entering the wrong one would
-run a lab's ``ip``/``nft`` commands in the host's namespace. The descriptor is opened once,
-checked to be a namespace other than ours, and names that namespace for as long as it is
-open.
+``unshare --net`` and held by ``timeout HOLD_S cat`` reading a pipe from the lab: when the
+lab closes, crashes or is killed, the pipe closes, the holder exits, and once the lab's own
+processes in it have gone too (RangeLab's responder also ends at EOF) the namespace and
+its veth pair go away; ``HOLD_S`` bounds the holder in any case. Commands enter it
+through a *file descriptor* of that namespace (``nsenter --net=/proc/self/fd/N``), never
+through the holder's pid: a pid names whatever process holds it now, and entering the
+wrong one would run a lab's ``ip``/``nft`` commands in the host's namespace. The
+descriptor is opened once, checked to be a namespace other than ours, and names that
+namespace for as long as it is open.
 
 - ``ChildNetns``: the holder, ``run`` and ``spawn`` inside it, ``close``.
 - ``run(*cmd)``: run a command here (stdout, or RuntimeError with its stderr).
@@ -66,7 +69,7 @@ def lab_tag(tag: str | None = None) -> str:
 
 
 class ChildNetns:
-    """A network namespace held by ``sleep HOLD_S`` and entered through a descriptor.
+    """A network namespace held by ``timeout HOLD_S cat`` and entered through a descriptor.
 
     ``start()`` makes it; ``run``/``spawn`` act inside it; ``close()`` kills what was
     spawned and the holder, and closes the descriptor (the namespace goes with its last
@@ -87,8 +90,10 @@ class ChildNetns:
         return self.holder.pid
 
     def start(self) -> ChildNetns:
-        self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", str(self.hold_s)],
-                                       text=True)
+        # The holder reads our pipe: it ends at EOF, i.e. when we close it or die.
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--", "timeout", str(self.hold_s), "cat"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         mine = os.stat("/proc/self/ns/net")
         # NAMESPACE BY DESCRIPTOR: the holder is our child and not yet reaped, so its pid
         # cannot be reused while we open its namespace; once open, the fd is the namespace.
@@ -143,6 +148,8 @@ class ChildNetns:
                     stream.close()
         self._spawned = []
         if self.holder is not None:
+            if self.holder.stdin is not None:
+                self.holder.stdin.close()  # cat sees EOF even if timeout is killed first
             if self.holder.poll() is None:
                 self.holder.kill()
             self.holder.wait(5)

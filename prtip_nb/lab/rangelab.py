@@ -113,8 +113,9 @@ _MTU_FRAME = 1514  # tbf drops a packet bigger than its bucket: the bucket holds
 # *from the probed address* (a wildcard socket would answer from the gateway's address).
 _RESPONDER = textwrap.dedent(
     """
-    import selectors, socket, struct, sys
+    import os, selectors, socket, struct, sys, time
     tcp, udp, v6, backlog = (sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]))
+    deadline = time.monotonic() + float(sys.argv[5])
     IP_PKTINFO, IPV6_RECVPKTINFO, IPV6_PKTINFO, IPV6_FREEBIND = 8, 49, 50, 78
     sel = selectors.DefaultSelector()
     fams = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if v6 else [])
@@ -136,9 +137,16 @@ _RESPONDER = textwrap.dedent(
                     s.listen(backlog)
                 s.setblocking(False)
                 sel.register(s, selectors.EVENT_READ, kind)
+    # LIFETIME: stdin is a pipe from the lab; EOF (the lab closed or died) ends us, and so
+    # does the holder's deadline, so no responder outlives a crashed test.
+    sel.register(sys.stdin, selectors.EVENT_READ, None)
     print("READY", flush=True)
-    while True:
-        for key, _ in sel.select():
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=5):
+            if key.data is None:
+                if not os.read(0, 4096):
+                    sys.exit(0)
+                continue
             s = key.fileobj
             for _ in range(256):
                 try:
@@ -410,8 +418,9 @@ class RangeLab:
         if self.tcp or self.udp:
             proc = self.responder = self.spawn(
                 [sys.executable, "-c", _RESPONDER, ",".join(map(str, self.tcp)),
-                 ",".join(map(str, self.udp)), "1" if self.prefix6 else "0", str(BACKLOG)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                 ",".join(map(str, self.udp)), "1" if self.prefix6 else "0", str(BACKLOG),
+                 str(HOLD_S)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "READY":
                 raise RuntimeError("the responder's listeners did not start (a port in use?)")

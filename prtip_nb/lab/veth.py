@@ -2,7 +2,7 @@
 
 The scanner is the *current* network namespace (it must be a private one: see
 ``scripts/in-netns``); the hosts live in a child namespace (``unshare --net``, held by a
-``sleep`` process) joined to it by a veth pair::
+process that ends with the lab: ``childns``) joined to it by a veth pair::
 
     scanner ns                               target ns
     pl<tag>a 198.51.100.1  <── veth ──>  pl<tag>b 198.51.100.2 (the gateway)

@@ -15,9 +15,11 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,6 +29,7 @@ from prtip_nb.lab.rangelab import GATEWAY4, SCANNER4, SYN_FRAME4
 from tests.conftest import in_netns, need
 
 PORTS = (22, 80, 443)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _links() -> set[str]:
@@ -257,6 +260,40 @@ def test_close_leaves_nothing_behind_also_on_error(tools: None) -> None:
         with pytest.raises(RuntimeError, match="one RangeLab"), RangeLab():
             pass
         assert _connect_state(first.host(3), 80) == "open"
+    assert _links() == before
+
+
+def test_a_killed_lab_process_leaves_nothing_behind(tools: None) -> None:
+    """SIGKILL skips close(): the holder and the responder end at their pipe's EOF, and
+    the namespace takes the veth pair with it."""
+    before = _links()
+    code = ("import sys, time; from prtip_nb.lab import RangeLab; lab = RangeLab(udp=(53,)); "
+            "lab.__enter__(); print(lab.ours, lab.pid, lab.responder.pid, flush=True); "
+            "time.sleep(60)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get(
+        "PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        ours, *pids = proc.stdout.readline().split()
+        assert ours in _links()
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+    def gone(pid: str) -> bool:  # exited (a zombie awaiting init counts as exited)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (
+            all(gone(p) for p in pids) and ours not in _links()):
+        time.sleep(0.05)
+    assert all(gone(p) for p in pids), "the holder or the responder outlived the lab"
     assert _links() == before
 
 
