@@ -2,7 +2,7 @@
 
 The scanner is the *current* network namespace (it must be a private one: see
 ``scripts/in-netns``); the hosts live in a child namespace (``unshare --net``, held by a
-``sleep`` process) joined to it by a veth pair::
+process that ends with the lab: ``childns``) joined to it by a veth pair::
 
     scanner ns                               target ns
     pl<tag>a 198.51.100.1  <── veth ──>  pl<tag>b 198.51.100.2 (the gateway)
@@ -35,17 +35,22 @@ namespace would claim the same addresses, and the second refuses to start.
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from prtip_nb.errors import PrivilegeError
+from prtip_nb.lab.childns import (
+    HOLD_S,
+    ChildNetns,
+    lab_tag,
+    run,
+    scanner_ns_private,
+    wait_v6_ready,
+)
 
 __all__ = [
     "GATEWAY4", "GATEWAY6", "ONLINK4", "ONLINK6", "ROUTED4", "ROUTED6", "SCANNER4",
@@ -59,8 +64,6 @@ GATEWAY4, GATEWAY6 = "198.51.100.2", "2001:db8::2"
 
 _ONLINK = [ipaddress.ip_network(ONLINK4), ipaddress.ip_network(ONLINK6)]
 _ROUTED = [ipaddress.ip_network(ROUTED4), ipaddress.ip_network(ROUTED6)]
-_SEQ = itertools.count()
-HOLD_S = 1800  # the holder's lifetime: a lab outlives no crashed test by more than this
 
 _LISTENER = textwrap.dedent(
     """
@@ -88,22 +91,6 @@ def host(kind: str, n: int, family: int = 4) -> str:
     return str(net.network_address + n)
 
 
-def run(*cmd: str, input: str | None = None) -> str:
-    """Run ``cmd``; its stdout, or RuntimeError with its stderr."""
-    done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=30)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def _scanner_ns_private() -> bool:
-    """True in a private namespace: scripts/in-netns's flag, or only lo and lab veths."""
-    import socket
-
-    if os.environ.get("PRTIP_NB_NETNS") == "1":
-        return True
-    names = [name for _i, name in socket.if_nameindex()]
-    return all(n == "lo" or n.startswith(("pl", "pv")) for n in names)
 
 
 def _check(addrs: Iterable[str], nets: list[Any], what: str) -> list[str]:
@@ -132,12 +119,9 @@ class VethLab:
         self.up = _check(up, _ONLINK, "on-link")
         self.routed_up = _check(routed_up, _ROUTED, "routed")
         self.tcp = list(tcp)
-        tag = tag if tag is not None else f"{os.getpid() % 0xFFFF:x}{next(_SEQ)}"
-        if len(tag) > 11:
-            raise ValueError(f"tag {tag!r} is too long for an interface name (11 at most)")
+        tag = lab_tag(tag)
         self.ours, self.theirs = f"pl{tag}a", f"pl{tag}b"
-        self.holder: subprocess.Popen[str] | None = None
-        self._spawned: list[subprocess.Popen[Any]] = []
+        self.ns = ChildNetns(HOLD_S)
 
     # -- what a test reads ------------------------------------------------------------------
     @property
@@ -147,15 +131,14 @@ class VethLab:
 
     @property
     def pid(self) -> int:
-        """The holder's pid: ``nsenter -t PID -n`` enters the target namespace."""
-        if self.holder is None:
-            raise RuntimeError("the lab is not running; use it as a context manager")
-        return self.holder.pid
+        """The namespace holder's pid (for display: ``target``/``spawn`` enter the namespace
+        by a descriptor, never by this pid)."""
+        return self.ns.pid
 
     # -- acting in the target namespace -----------------------------------------------------
     def target(self, *cmd: str, input: str | None = None) -> str:
         """Run ``cmd`` inside the target namespace; its stdout."""
-        return run("nsenter", "-t", str(self.pid), "-n", *cmd, input=input)
+        return self.ns.run(*cmd, input=input)
 
     def nft(self, ruleset: str) -> None:
         """Load an nftables ruleset (``nft -f -`` syntax) in the target namespace."""
@@ -163,20 +146,17 @@ class VethLab:
 
     def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside the target namespace; it is killed when the lab ends."""
-        proc = subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", *argv], **popen)
-        self._spawned.append(proc)
-        return proc
+        return self.ns.spawn(argv, **popen)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> VethLab:
-        if not _scanner_ns_private():
+        if not scanner_ns_private():
             raise PrivilegeError(
                 "VethLab wires this network namespace to a lab: run it inside a private one "
                 "(scripts/in-netns CMD, or sudo unshare --net sh -c 'ip link set lo up && CMD')"
             )
-        self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", str(HOLD_S)],
-                                       text=True)
         try:
+            self.ns.start()
             self._wire()
         except BaseException:
             self.close()
@@ -189,30 +169,13 @@ class VethLab:
 
     def close(self) -> None:
         """Kill what runs in the target, the namespace's holder, and the veth pair."""
-        for proc in self._spawned:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(5)
-        self._spawned = []
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait(5)
-            self.holder = None
+        self.ns.close()
         # The peer went with the namespace; ours goes with it, but do not count on timing.
         subprocess.run(["ip", "link", "del", self.ours], capture_output=True)
 
     def _wire(self) -> None:
-        pid = str(self.pid)
-        me = os.readlink("/proc/self/ns/net")
-        for _ in range(200):  # the holder must have unshared before its netns is used
-            if os.readlink(f"/proc/{pid}/ns/net") != me:
-                break
-            time.sleep(0.005)
-        else:
-            raise RuntimeError("the lab's namespace holder did not unshare")
         try:
-            run("ip", "link", "add", self.ours, "type", "veth", "peer", "name", self.theirs,
-                "netns", pid)
+            self.ns.add_veth(self.ours, self.theirs)
             mine = [f"addr add {SCANNER4}/24 dev {self.ours}",
                     f"addr add {SCANNER6}/64 dev {self.ours} nodad",
                     f"link set {self.ours} up",
@@ -241,12 +204,4 @@ class VethLab:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "READY":
                 raise RuntimeError("the target's listeners did not start")
-        self._wait_v6()
-
-    def _wait_v6(self) -> None:
-        """IPv6 routes through the gateway work once our link-local address is usable."""
-        for _ in range(200):
-            out = run("ip", "-6", "addr", "show", "dev", self.ours)
-            if "tentative" not in out:
-                return
-            time.sleep(0.01)
+        wait_v6_ready(self.ours)
