@@ -242,6 +242,9 @@ class RangeLab:
             self.sysctls["net.ipv6.icmp.ratelimit"] = int(icmp_ratelimit_ms)
         if icmp_msgs_per_sec is not None:
             self.sysctls["net.ipv4.icmp_msgs_per_sec"] = int(icmp_msgs_per_sec)
+            # The global bucket refills once a jiffy and holds icmp_msgs_burst (50): left
+            # at 50 it caps errors at 50 a jiffy (12,500/s at HZ=250) whatever the rate.
+            self.sysctls["net.ipv4.icmp_msgs_burst"] = max(50, int(icmp_msgs_per_sec) // 100)
         tag = lab_tag(tag)
         self.ours, self.theirs = f"pl{tag}a", f"pl{tag}b"
         self.ns = ChildNetns(HOLD_S)

