@@ -29,7 +29,7 @@ from collections.abc import Generator, Sequence
 from functools import cache
 from time import thread_time
 
-from .servicedb import Match, Probe, Rule, re_flags
+from .servicedb import Match, Probe, Rule
 from .text import expand
 
 #: Wall time one rule may spend on one search; past it the rule does not match this reply.
@@ -45,32 +45,34 @@ SLOW = "slow"
 SERVICE_BUDGET_S = 0.25
 
 
-@cache  # NULL's rules sit in every chain: parse each pattern once, not once per chain
 def literal_prefix(pattern: bytes, flags: int = 0) -> bytes | None:
     """The bytes a match must start the reply with (``^`` then literals), lowercased if the
     rule ignores case; None when the rule is not anchored that way."""
+    return prefix_info(pattern, flags)[0]
+
+
+@cache  # NULL's rules sit in every chain: parse each pattern once
+def prefix_info(pattern: bytes, flags: int = 0) -> tuple[bytes | None, bool]:
+    """``literal_prefix``, and whether it ignores case (the pattern may say so inline)."""
     try:
         tree = P.parse(pattern, flags)
     except re.error:
-        return None
+        return None, False
     flags |= tree.state.flags
+    icase = bool(flags & re.IGNORECASE)
     if flags & re.MULTILINE:
-        return None  # ^ then matches after any newline
+        return None, icase  # ^ then matches after any newline
     items = list(tree.data)
-    if not items or items[0] != (C.AT, C.AT_BEGINNING) and items[0] != (
-        C.AT, C.AT_BEGINNING_STRING):
-        return None
+    if not items or items[0] not in ((C.AT, C.AT_BEGINNING), (C.AT, C.AT_BEGINNING_STRING)):
+        return None, icase
     out = bytearray()
-    for i, (op, av) in enumerate(items[1:], 1):
-        if op is not C.LITERAL:
+    for op, av in items[1:]:
+        if op is not C.LITERAL:  # the parser folds "ab*" into "a" and a repeat of "b"
             break
-        nxt = items[i + 1][0] if i + 1 < len(items) else None
-        if nxt in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
-            break  # cannot happen (the parser folds "ab*" into a repeat of b), but be sure
         out.append(av)
     if not out:
-        return None
-    return bytes(out).lower() if flags & re.IGNORECASE else bytes(out)
+        return None, icase
+    return (bytes(out).lower() if icase else bytes(out)), icase
 
 
 class ChainIndex:
@@ -87,10 +89,9 @@ class ChainIndex:
         self._by_byte: dict[int, list[int]] = {}
         self._cache: dict[int, tuple[int, ...]] = {}
         for i, rule in enumerate(self.rules):
-            flags = re_flags(rule.regex)
-            prefix = literal_prefix(rule.regex.pattern, flags)
+            prefix, icase = rule.prefix
             self.prefixes.append(prefix)
-            self.icase.append(bool(flags & re.IGNORECASE))
+            self.icase.append(icase)
             if prefix is None:
                 self._free.append(i)
                 continue

@@ -61,10 +61,17 @@ class Rule:
     soft: bool = False
     source: str = ""  # where it came from, for diagnostics: "file:line" or "probe#n"
 
+    #: The literal bytes a match must start the reply with, and whether case is ignored
+    #: (``matcher.prefix_info``): computed once, when the database loads.
+    prefix: tuple[bytes | None, bool] = field(default=(None, False), init=False, compare=False)
+
     def __post_init__(self) -> None:
+        from .matcher import prefix_info
+
         if isinstance(self.regex, re.Pattern):  # a caller's re pattern: same syntax, and
             # the matcher needs regex's timeout and partial matching
             object.__setattr__(self, "regex", compile_rule(self.regex.pattern, self.regex.flags))
+        object.__setattr__(self, "prefix", prefix_info(self.regex.pattern, re_flags(self.regex)))
 
 
 @dataclass(frozen=True, slots=True)
