@@ -147,8 +147,8 @@ class ReplyMatcher:
     extends the last one. ``timeouts`` names the rules that ran out of time.
     """
 
-    __slots__ = ("probe", "index", "budget", "timeout", "alive", "starts", "timeouts",
-                 "result", "fed")  # fmt: skip
+    __slots__ = ("probe", "index", "budget", "timeout", "first_try", "alive", "starts",
+                 "timeouts", "result", "fed")  # fmt: skip
 
     def __init__(self, probe: Probe, budget: Budget | None = None, *,
                  timeout: float = RULE_TIMEOUT_S) -> None:  # fmt: skip
@@ -156,6 +156,7 @@ class ReplyMatcher:
         self.index = chain_index(probe)
         self.budget = budget
         self.timeout = timeout
+        self.first_try = FIRST_TRY_S  # a scheduler may lower it while it steps (matchpool)
         self.alive: list[int] | None = None  # rule numbers still worth trying, in order
         self.starts: list[int] = []  # where each alive rule's search resumes
         self.timeouts: list[str] = []
@@ -203,8 +204,8 @@ class ReplyMatcher:
                 continue
             t0 = thread_time()
             try:
-                m = rule.regex.search(window, starts[k], partial=True, timeout=FIRST_TRY_S,
-                                      concurrent=True)  # fmt: skip
+                m = rule.regex.search(window, starts[k], partial=True,
+                                      timeout=self.first_try, concurrent=True)  # fmt: skip
             except TimeoutError:
                 # SLOW: tell a scheduler that a long search comes next (it may serve others
                 # first), then try again with the whole timeout. Order is kept: no later

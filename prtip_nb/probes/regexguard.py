@@ -1,7 +1,9 @@
 """Guards against catastrophic regexes: a static check, and hostile inputs to time them with.
 
-Python's ``re`` has no match timeout, and a service reply is attacker-controlled. Three
-bounds keep matching cheap:
+A service reply is attacker-controlled. The bound that holds whatever the input is the
+matcher's per-search timeout (``matcher.RULE_TIMEOUT_S``, the ``regex`` module's); these
+guards come first and keep rules that would hit it out of the database (Python's ``re``,
+which the parse tree below comes from, has no timeout at all):
 
 1. no regex ever sees more than ``REGEX_WINDOW`` (4 KiB) of a reply (servicedb);
 2. ``risk()`` rejects the shapes that backtrack exponentially: a repeated group that holds
@@ -12,7 +14,8 @@ bounds keep matching cheap:
    Atomic groups and possessive repeats never backtrack and are exempt;
 3. ``worst_time()`` measures a compiled regex on ``hostile_inputs()`` (repetitions of the
    pattern's own literals and of character classes, at the window size); the tests hold
-   every shipped rule under 50 ms, and the nmap loader can drop slower ones (``measure=``).
+   every shipped rule under 50 ms, and the nmap loader can drop slower ones on request
+   (``measure=``).
 """
 
 from __future__ import annotations

@@ -132,31 +132,45 @@ def test_a_service_budget_caps_its_matching_time() -> None:
     assert budget.exhausted and took < 0.1 + RULE_TIMEOUT_S + 0.015, took  # 40 bombs: 0.8 s
 
 
-def test_the_pool_serves_a_new_service_before_hostile_ones() -> None:
+def test_the_pool_serves_a_new_service_first_and_keeps_the_loop_free() -> None:
     hostile = _db(*[Rule("bomb", re.compile(rb"^(a+)+%d" % i)) for i in range(10)])
-    benign = _db(Rule("ssh", re.compile(rb"^SSH-([\d.]+)-"), version="$1"))
+    # 3,000 rules that need a search each (~3 ms): more than is matched on the loop itself.
+    benign = _db(*[Rule(f"x{i}", re.compile(b"SSH-%dx" % i)) for i in range(3000)],
+                 Rule("ssh", re.compile(rb"^SSH-([\d.]+)-"), version="$1"))  # fmt: skip
     pool = MatchPool(workers=1)
 
-    async def main() -> tuple[float, list[float]]:
+    async def main() -> tuple[float, float, list[float]]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         done: list[float] = []
+        lag = [0.0]
 
-        async def one(db: ServiceDB, data: bytes) -> float:
-            await pool.match(ReplyMatcher(db.null, Budget()), data)
+        async def one(db: ServiceDB, data: bytes) -> None:
+            m = await pool.match(ReplyMatcher(db.null, Budget()), data)
+            assert (m is not None) == (db is benign)
             done.append(loop.time() - t0)
-            return loop.time() - t0
 
+        async def ticker() -> None:  # how late the loop runs a 5 ms timer
+            while True:
+                t = loop.time()
+                await asyncio.sleep(0.005)
+                lag[0] = max(lag[0], loop.time() - t - 0.005)
+
+        tick = asyncio.create_task(ticker())
         bombs = [asyncio.create_task(one(hostile, HOSTILE)) for _ in range(12)]
         await asyncio.sleep(0.05)  # the hostile replies are being matched
         t1 = loop.time()
         await one(benign, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
         ssh = loop.time() - t1
         await asyncio.gather(*bombs)
-        return ssh, done
+        tick.cancel()
+        return ssh, lag[0], done
 
-    ssh, done = asyncio.run(main())
-    # 12 x 10 timeouts queued (2.4 s of work): the banner waits for one rule at most.
-    print(f"ssh waited {ssh * 1e3:.1f} ms")
-    assert ssh < RULE_TIMEOUT_S + 0.050, ssh
+    ssh, lag, done = asyncio.run(main())
+    print(f"ssh waited {ssh * 1e3:.1f} ms, loop lag {lag * 1e3:.1f} ms")
+    # 12 x 10 timeouts queued: 2.4 s of searches that a FIFO queue, or the loop itself,
+    # would put before the banner. Measured on a loaded 2-core box: 26-60 ms, lag 14-67 ms
+    # (the loop waits for the GIL and for the CPU), 1 ms and 2-6 ms when it is idle.
+    assert ssh < 0.100, ssh
+    assert lag < 0.100, lag
     assert max(done) > 1.0  # the hostile work was real, and it all finished
