@@ -4,7 +4,10 @@
 - ``slow``: one byte per second;
 - ``bigchain``: TLS with a ~1 MiB certificate chain (16 padding certificates of 64 KiB);
 - ``wrapped``: accepts and closes at once, as a TCP wrapper does (nmap's "tcpwrapped");
-- ``redos``: text crafted against naive regexes (``REDOS_PAYLOAD``), then silence.
+- ``redos``: text crafted against naive regexes (``REDOS_PAYLOAD``), then silence;
+- ``regexbomb``: 4 KiB crafted against named slow rules of nmap's probe database
+  (``BOMBS``), sent at once on every connection, then silence. The n-th regexbomb port
+  sends the n-th bomb (round robin); ``HostileServer.bombs`` says which port sends which.
 
 They run on their own asyncio loop in a daemon thread (the lab's selector loop has no
 timers, and ``slow`` needs one). Sockets are bound in the caller's thread, so a busy port
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import threading
@@ -22,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from prtip_nb.lab.services import bind
 
-KINDS = ("endless", "slow", "bigchain", "wrapped", "redos")
+KINDS = ("endless", "slow", "bigchain", "wrapped", "redos", "regexbomb")
 CHUNK = b"".join(b"ENDLESS-%05d " % i for i in range(1200))[:16384]
 SLOW_TEXT = b"220 slow service, one byte per second\r\n"
 MAX_ENDLESS = 256 * 1024 * 1024  # bytes per connection
@@ -41,6 +45,29 @@ REDOS_PAYLOAD = (
     + b"220 " + b"a" * 2000 + b"!"
     + b"SSH-2.0-" + b"1." * 1000 + b"\x00"
 )  # fmt: skip
+
+
+BOMB_SIZE = 4096  # what the service matcher looks at of a reply (servicedb.REGEX_WINDOW)
+
+
+def _bomb(head: bytes, unit: bytes) -> bytes:
+    return (head + unit * (BOMB_SIZE // len(unit) + 1))[:BOMB_SIZE]
+
+
+#: Replies made for rules of nmap's nmap-service-probes (7.93) that backtrack polynomially,
+#: keyed by a piece of the rule's pattern that finds it in the installed file (the rules
+#: themselves are never copied here). A run of the rule's later literals, never its end:
+#: every ``.*`` tries every split. Measured per 4 KiB reply, one search: with ``re`` (the
+#: matcher before ``regex``) 270 ms (ANGLESTATUS, lines 281-282), 146 ms (VMware, line
+#: 13459, SSLSessionReq); with ``regex`` the two ``*nntp[``/``*imap[`` softmatches (lines
+#: 2347, 1767) are the slowest at 45 and 22 ms, past the matcher's 20 ms timeout.
+BOMBS = {
+    "ANGLESTATUS": _bomb(b"[ANGLESTATUS", b"[XYZSTATUS[ZOOMSTATUS[INSTRUMENTSTATUS"),
+    "VMware Management Interface": _bomb(b"\x16\x03\x00\x00*\x02\x00\x00&\x03",
+                                         b"\nCalifornia\tPalo Alto\x0cVMware, Inc."),
+    "]*nntp[": _bomb(b"200 ", b"nntp"),
+    "]*imap[": _bomb(b"* OK a ", b"imap "),
+}  # fmt: skip
 
 
 def _bigchain_context(host: str) -> ssl.SSLContext:
@@ -130,7 +157,7 @@ async def _redos(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 _HANDLERS = {"endless": _endless, "slow": _slow, "wrapped": _wrapped, "redos": _redos,
-             "bigchain": _hold}  # fmt: skip
+             "bigchain": _hold, "regexbomb": _hold}  # fmt: skip
 
 
 class HostileServer:
@@ -144,6 +171,7 @@ class HostileServer:
         self.host = host
         self.layout = {k: [v] if isinstance(v, int) else list(v) for k, v in layout.items()}
         self.ports: list[tuple[str, int]] = []
+        self.bombs: dict[int, str] = {}  # regexbomb port -> the BOMBS key it sends
         self._socks: list[tuple[str, socket.socket]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -155,7 +183,10 @@ class HostileServer:
                 for port in ports:
                     sock = bind(self.host, port, "tcp")
                     self._socks.append((kind, sock))
-                    self.ports.append((kind, sock.getsockname()[1]))
+                    bound = sock.getsockname()[1]
+                    self.ports.append((kind, bound))
+                    if kind == "regexbomb":
+                        self.bombs[bound] = list(BOMBS)[len(self.bombs) % len(BOMBS)]
             tls = _bigchain_context(self.host) if "bigchain" in self.layout else None
         except BaseException:
             for _, sock in self._socks:
@@ -175,8 +206,11 @@ class HostileServer:
         servers = []
         for kind, sock in self._socks:
             ctx = tls if kind == "bigchain" else None
+            handler = _HANDLERS[kind]
+            if kind == "regexbomb":
+                handler = functools.partial(_hold, payload=BOMBS[self.bombs[sock.getsockname()[1]]])
             servers.append(loop.run_until_complete(
-                asyncio.start_server(_HANDLERS[kind], sock=sock, ssl=ctx, backlog=4096,
+                asyncio.start_server(handler, sock=sock, ssl=ctx, backlog=4096,
                                      ssl_handshake_timeout=10.0 if ctx else None)))  # fmt: skip
         self._ready.set()
         try:

@@ -2,8 +2,10 @@
 
 Packet templates for SYN scans (``tcp``, ``cookie``), and service and version detection:
 
-- ``servicedb``: the probe/match database (the project's own TOML file) and the matcher;
+- ``servicedb``: the probe/match database (the project's own TOML file);
 - ``nmapdb``: optionally, an installed nmap's ``nmap-service-probes``, translated at run time;
+- ``matcher``: a reply against a probe's rules, incrementally, each search under a timeout;
+- ``matchpool``: matching off the event loop, least-served service first;
 - ``regexguard``: static and measured bounds on regex backtracking;
 - ``text``: escapes in (probe payloads) and out (everything a peer sends), templates;
 - ``service``: many ports at once (``ServiceScanner``, ``detect_services``), tarpits;

@@ -13,7 +13,9 @@
    to probes that know that service; "ssl" brings the TLS handshake forward.
 
 Every bound is a cap, enforced where bytes arrive: ``READ_CAP`` bytes per service over all
-its connections, ``REGEX_WINDOW`` bytes per reply reach a regex, ``deadline`` seconds per
+its connections, ``REGEX_WINDOW`` bytes per reply reach a regex (matched incrementally, in
+``MatchPool``'s threads, each search stopped at ``RULE_TIMEOUT_S``, each service's matching
+stopped at ``SERVICE_BUDGET_S`` of CPU), ``deadline`` seconds per
 connection from connect to close (``asyncio.timeout_at``, not per read), ``service_timeout``
 per service, ``MAX_HANDSHAKE_BYTES`` per TLS handshake. Replies are never stored beyond the
 regex window: an endless banner costs 4 KiB of memory, not 64.
@@ -26,6 +28,8 @@ import ssl
 from collections import deque
 
 from .conn import RECV_SIZE, ChainTooLarge, Conn
+from .matcher import ReplyMatcher
+from .matchpool import MatchPool, shared_pool
 from .outcome import Reply, ServiceResult, Svc
 from .servicedb import REGEX_WINDOW, Probe, ServiceDB, default_db
 
@@ -48,6 +52,7 @@ class Detector:
         deadline: float = DEADLINE_S,
         service_timeout: float | None = None,
         read_cap: int = READ_CAP,
+        pool: MatchPool | None = None,
     ) -> None:
         if not 0 <= intensity <= 9:
             raise ValueError(f"version intensity must be 0..9, not {intensity}")
@@ -56,6 +61,7 @@ class Detector:
         self.deadline = deadline
         self.service_timeout = service_timeout or 2 * deadline
         self.read_cap = read_cap
+        self.pool = pool or shared_pool()
         self.tls_probe = next((p for p in self.db.probes if p.tls), _TLS_PROBE)
 
     async def detect(self, host: str, port: int, *, budget: float | None = None) -> ServiceResult:
@@ -224,7 +230,12 @@ class Detector:
             room = REGEX_WINDOW - len(r.data)
             if room > 0:
                 r.data += chunk[:room]
-                m = self.db.match(r.probe, bytes(r.data))
+                # INCREMENTAL: the matcher keeps which rules can still match this reply;
+                # what arrives while it runs is read in one piece next time round.
+                if r.matcher is None:
+                    r.matcher = ReplyMatcher(r.probe, svc.budget)
+                m = await self.pool.match(r.matcher, bytes(r.data))
+                svc.timeouts.update(dict.fromkeys(r.matcher.timeouts))
                 if m is not None:
                     r.match = m
                     if not m.soft:

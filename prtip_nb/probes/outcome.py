@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .matcher import Budget
 from .servicedb import Match, Probe
 from .text import escape_bytes
 
 if TYPE_CHECKING:
+    from .matcher import ReplyMatcher
     from .tls import TlsInfo
 
 BANNER_MAX = 256  # characters of escaped banner kept
@@ -72,6 +74,7 @@ class Reply:
     error: str | None = None
     handshake_ok: bool = False
     elapsed: float = 0.0
+    matcher: ReplyMatcher | None = None  # incremental matching state, made at the first byte
 
 
 @dataclass(slots=True)
@@ -131,7 +134,7 @@ class Svc:
 
     __slots__ = ("host", "port", "family", "end", "read", "capped", "chain_aborted", "refused",
                  "wrapped", "tls_tried", "tls", "banner", "http", "match", "match_tls", "soft",
-                 "soft_tls", "cut_null", "notes")  # fmt: skip
+                 "soft_tls", "cut_null", "notes", "budget", "timeouts")  # fmt: skip
 
     def __init__(self, host: str, port: int, end: float) -> None:
         self.host, self.port, self.end = host, port, end
@@ -145,6 +148,8 @@ class Svc:
         self.match: Match | None = None
         self.soft: Match | None = None
         self.notes: list[str] = []
+        self.budget = Budget()  # regex CPU time, over all this port's replies
+        self.timeouts: dict[str, None] = {}  # rules that ran out of time, in order, once
 
     def budget_left(self, now: float) -> bool:
         return now < self.end and not self.capped
@@ -172,6 +177,11 @@ class Svc:
         return self.capped or self.chain_aborted
 
     def result(self, elapsed: float) -> ServiceResult:
+        if self.timeouts:
+            self.notes.append("regex timeout: " + ", ".join(self.timeouts))
+        if self.budget.exhausted:
+            self.notes.append(f"regex budget of {self.budget.limit * 1e3:.0f} ms CPU spent: "
+                              "matching stopped")  # fmt: skip
         m = self.match or self.soft
         in_tls = self.match_tls if self.match is not None else self.soft_tls
         res = ServiceResult(self.host, self.port, banner=self.banner, tls=self.tls,

@@ -1,17 +1,21 @@
 """Guards against catastrophic regexes: a static check, and hostile inputs to time them with.
 
-Python's ``re`` has no match timeout, and a service reply is attacker-controlled. Three
-bounds keep matching cheap:
+A service reply is attacker-controlled. The bound that holds whatever the input is the
+matcher's per-search timeout (``matcher.RULE_TIMEOUT_S``, the ``regex`` module's); these
+guards come first and keep rules that would hit it out of the database (Python's ``re``,
+which the parse tree below comes from, has no timeout at all):
 
 1. no regex ever sees more than ``REGEX_WINDOW`` (4 KiB) of a reply (servicedb);
 2. ``risk()`` rejects the shapes that backtrack exponentially: a repeated group that holds
-   another repeat which is not delimited (``(a+)+``, ``(\\w+\\s?)*``), and a repeated
+   another repeat which is not delimited (``(a+)+``, ``(\\w+\\s?)*``, and small repeats
+   whose product is large: ``(a{1,8}){1,8}$``), and a repeated
    alternation whose branches can start alike (``(?:\\r\\n|.)*``). It walks the parse tree of
    ``re._parser`` (CPython's own parser), so it judges exactly what ``re`` will run.
    Atomic groups and possessive repeats never backtrack and are exempt;
 3. ``worst_time()`` measures a compiled regex on ``hostile_inputs()`` (repetitions of the
    pattern's own literals and of character classes, at the window size); the tests hold
-   every shipped rule under 50 ms, and the nmap loader can drop slower ones (``measure=``).
+   every shipped rule under 50 ms, and the nmap loader can drop slower ones on request
+   (``measure=``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ _CATEGORIES = {
 _REPEATS = (C.MAX_REPEAT, C.MIN_REPEAT)
 #: A repeat allowing more than this many iterations counts as "big" (can blow up).
 BIG = 8
+#: Nested small repeats may offer this many ways to split a run per start position (about
+#: a million steps over a 4 KiB window, a few ms): (a{1,2}){1,8} has 256, (a{1,8}){1,8} 8**8.
+BIG_WAYS = 256
 
 
 class _Risk(Exception):
@@ -176,8 +183,11 @@ class _Tree:
             if not self.nullable([(op, av)]):
                 return
 
-    def walk(self, seq: list[tuple[Any, Any]], follow: frozenset[int], under: bool) -> None:
-        """Raise _Risk if ``seq`` can backtrack badly; ``under``: inside a big repeat."""
+    def walk(
+        self, seq: list[tuple[Any, Any]], follow: frozenset[int], under: bool, outer: int = 1
+    ) -> None:
+        """Raise _Risk if ``seq`` can backtrack badly; ``under``: inside a big repeat;
+        ``outer``: how many times the enclosing repeats can run ``seq`` (their product)."""
         for i, (op, av) in enumerate(seq):
             rest = seq[i + 1 :]
             after = self.first(rest) | (follow if self.nullable(rest) else frozenset())
@@ -186,16 +196,22 @@ class _Tree:
                 self._adjacent(tail, rest)
             if op in _REPEATS:
                 lo, hi, body = av
-                if under and hi > 1 and self.chars(body) & after:
+                loose = hi > 1 and bool(self.chars(body) & after)
+                if under and loose:
                     raise _Risk("nested quantifier: a repeat inside a repeat, not delimited")
+                # Small repeats multiply: (a{1,8}){1,8}$ splits a run of a's in up to 8**8
+                # ways at every start position, though neither repeat is big on its own.
+                if outer > 1 and loose and min(hi - lo + 1, BIG_WAYS) ** min(outer, 64) > BIG_WAYS:
+                    raise _Risk("nested small repeats that multiply, not delimited")
                 big = hi > BIG
-                self.walk(body, self.first(body) | after, under or big)
+                inner = min(outer * hi, 1 << 20) if hi > 1 else outer
+                self.walk(body, self.first(body) | after, under or big, inner)
             elif op is C.POSSESSIVE_REPEAT:
                 self.walk(av[2], ALL, False)
             elif op is C.ATOMIC_GROUP:
                 self.walk(av, ALL, False)
             elif op is C.SUBPATTERN:
-                self.walk(av[3], after, under)
+                self.walk(av[3], after, under, outer)
             elif op is C.BRANCH:
                 alts = av[1]
                 if under:
@@ -206,7 +222,7 @@ class _Tree:
                             raise _Risk("alternatives that start alike, inside a repeat")
                         seen |= f
                 for alt in alts:
-                    self.walk(alt, after, under)
+                    self.walk(alt, after, under, outer)
             elif op in (C.ASSERT, C.ASSERT_NOT):
                 self.walk(av[1], ALL, False)
 
@@ -272,8 +288,9 @@ def hostile_inputs(pattern: bytes | str, flags: int = 0, size: int = REGEX_WINDO
     return out
 
 
-def worst_time(regex: re.Pattern[bytes], inputs: Iterable[bytes]) -> float:
-    """The slowest ``regex.search`` over ``inputs``, in seconds of CPU time."""
+def worst_time(regex: Any, inputs: Iterable[bytes]) -> float:
+    """The slowest ``regex.search`` over ``inputs``, in seconds of CPU time (``regex`` is a
+    compiled ``re`` or ``regex`` pattern)."""
     worst = 0.0
     for data in inputs:
         # This thread's CPU time: on a loaded machine wall time measures the neighbours.

@@ -20,24 +20,58 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .text import expand, parse_portlist, unescape
+import regex
+
+from .text import parse_portlist, unescape
+
+if TYPE_CHECKING:
+    from .matcher import ChainIndex
 
 #: Bytes of a reply fed to any regex (the rest is counted and dropped).
 REGEX_WINDOW = 4096
 DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "service-probes.toml"
+_FLAGS = re.IGNORECASE | re.DOTALL | re.MULTILINE
+
+
+def compile_rule(pattern: bytes, flags: int = 0) -> Any:
+    """A rule's regex, compiled with the ``regex`` module in VERSION0 (``re``'s syntax):
+    unlike ``re`` it can stop a search at a timeout (``matcher``). Raises ``re.error``."""
+    try:
+        return regex.compile(pattern, (flags & _FLAGS) | regex.VERSION0)
+    except regex.error as exc:
+        raise re.error(str(exc)) from None
+
+
+def re_flags(compiled: Any) -> int:
+    """The ``re`` flags of a compiled rule (``regex`` adds bits ``re`` does not know)."""
+    return int(compiled.flags) & _FLAGS
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One match (or softmatch) line: a service name, a regex and version templates."""
 
     service: str
-    regex: re.Pattern[bytes]
+    regex: Any  # a regex.Pattern from compile_rule
     product: str | None = None
     version: str | None = None
     info: str | None = None
     soft: bool = False
     source: str = ""  # where it came from, for diagnostics: "file:line" or "probe#n"
+
+    #: The literal bytes a match must start the reply with, and whether case is ignored
+    #: (``matcher.prefix_info``): computed once, when the database loads.
+    prefix: tuple[bytes | None, bool] = field(default=(None, False), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .matcher import prefix_info
+
+        if isinstance(self.regex, re.Pattern):  # a caller's re pattern: same syntax, and
+            # the matcher needs regex's timeout and partial matching
+            object.__setattr__(self, "regex", compile_rule(self.regex.pattern, self.regex.flags))
+        object.__setattr__(self, "prefix", prefix_info(self.regex.pattern, re_flags(self.regex)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +102,7 @@ class Probe:
     fallback: tuple[str, ...] = ()
     tls: bool = False  # the probe is a TLS handshake; replies then run inside TLS
     chain: tuple[Rule, ...] = ()  # own rules + fallbacks' + NULL's, set by ServiceDB
+    index: ChainIndex | None = None  # the chain's prefix index, built by matcher on first use
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,31 +170,14 @@ class ServiceDB:
         return port in self.null.ports
 
     def match(self, probe: Probe, data: bytes) -> Match | None:
-        """The best match for ``data`` (only its first REGEX_WINDOW bytes are looked at)."""
-        if not data:
-            return None
-        window = data[:REGEX_WINDOW]
-        soft: Match | None = None
-        for rule in probe.chain:
-            # After a softmatch only a hard match of the same service can still win (nmap).
-            if soft is not None and (rule.soft or rule.service != soft.service):
-                continue
-            m = rule.regex.search(window)
-            if m is None:
-                continue
-            found = Match(
-                rule.service,
-                expand(rule.product, m),
-                expand(rule.version, m),
-                expand(rule.info, m),
-                rule.soft,
-                probe.name,
-                rule.source,
-            )
-            if not rule.soft:
-                return found
-            soft = soft or found
-        return soft
+        """The best match for ``data`` (only its first REGEX_WINDOW bytes are looked at).
+
+        One-shot and synchronous; the detector matches incrementally, off its event loop,
+        with ``matcher.ReplyMatcher`` (which this uses too: one matcher, one semantics).
+        """
+        from .matcher import ReplyMatcher
+
+        return ReplyMatcher(probe).feed(data[:REGEX_WINDOW])
 
 
 def compile_flags(flags: str) -> int:
@@ -197,7 +215,7 @@ def load_service_db(path: str | Path | None = None) -> ServiceDB:
         for j, rule in enumerate(spec.get("match", [])):
             where = f"{path.name}: probe {name} rule {j}"
             try:
-                regex = re.compile(
+                compiled = compile_rule(
                     rule["pattern"].encode("latin-1"), compile_flags(rule.get("flags", ""))
                 )
             except (re.error, UnicodeEncodeError) as exc:
@@ -205,7 +223,7 @@ def load_service_db(path: str | Path | None = None) -> ServiceDB:
             probe.rules.append(
                 Rule(
                     service=rule["service"],
-                    regex=regex,
+                    regex=compiled,
                     product=rule.get("product"),
                     version=rule.get("version"),
                     info=rule.get("info"),
