@@ -1,6 +1,6 @@
 """The on-disk layout: ``<root>/scan_id=<id>/<table>/part-NNNNN.parquet``, written atomically.
 
-A part file appears under its final name only once complete (temp name + ``os.replace``), so
+A part file appears under its final name only once complete (``_fileio.atomic_file``), so
 readers never see half a file. The hosts table is written last: its presence marks a scan as
 complete.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from prtip_nb._fileio import atomic_file, unsafe_name
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import schema
 
@@ -20,12 +21,18 @@ HOW_TO_CREATE = "create one with `res.to_parquet(root)` or `prtip-nb scan ... -o
 
 
 def scan_dir(root: str | os.PathLike[str], scan_id: str) -> Path:
+    """``<root>/scan_id=<id>``; an id that is not a single folder name is refused."""
+    why = unsafe_name(scan_id)
+    if why is not None:
+        raise DatasetError(f"scan id {scan_id!r} {why}: a scan id names one folder under the root")
     return Path(root) / f"scan_id={scan_id}"
 
 
 def part_path(directory: Path, table: str, number: int, tag: str = "") -> Path:
     """``part-NNNNN.parquet``; ``tag`` (e.g. ``s003-``) keeps the parts of several writers
     of one scan (Dask shards) apart."""
+    if tag and unsafe_name(tag) is not None:
+        raise DatasetError(f"part tag {tag!r} {unsafe_name(tag)}: it must stay in {directory}")
     return directory / table / f"part-{tag}{number:05d}.parquet"
 
 
@@ -74,14 +81,13 @@ def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes]) -> Non
 
     table = table.drop_columns(["scan_id"]) if "scan_id" in table.column_names else table
     table = table.replace_schema_metadata(metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # hidden and not *.parquet: no reader globs it
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temp name (.part-…parquet.XXXX.tmp) is hidden and not *.parquet: no reader globs it.
+        with atomic_file(path) as fh:
+            pq.write_table(table, fh, compression="zstd")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"could not write {path}: {exc}") from exc
+        raise DatasetError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def read_footer(path: Path) -> dict[bytes, bytes]:
