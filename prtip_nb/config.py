@@ -7,6 +7,7 @@ engine reads only this object; there is no global configuration.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import resource
 from collections.abc import Sequence
@@ -133,10 +134,16 @@ class ScanConfig:
         timing(self.timing)  # validates
         if self.family not in (None, 4, 6):
             raise ConfigError(f"family must be 4, 6 or None, not {self.family!r}")
-        if self.rate is not None and not self.rate > 0:
+        rate = self.rate
+        # isfinite: inf passed "> 0" and then failed deep in the rate limiter mid-scan.
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float)
+            or not math.isfinite(rate) or not rate > 0
+        ):
             raise ConfigError(
-                f"rate must be a positive number of packets per second, not {self.rate!r}",
-                hint="use rate=None for no limit",
+                f"rate must be a finite positive number of packets per second, not {rate!r}",
+                token=str(rate),
+                hint="use rate=None (no --rate) for no limit",
             )
         for name in ("max_retries", "concurrency", "workers"):
             value = getattr(self, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         (["scan", "-p", "80"], "target"),
         (["scan", "-p", "80", "127.0.0.1", "--exclude", "127.0.0.0/8"], "exclu"),
         (["scan", "-T", "9", "127.0.0.1"], "-T"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate", "inf"], "finite"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate", "nan"], "finite"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate=-5"], "positive"),
+        (["scan", "-p", "80", "127.0.0.1", "-iL", "/dev/zero"], "line 1"),
+        (["scan", "-p", "80", "-iL", "/nonexistent/targets"], "cannot read -iL"),
+        (["scan", "-p", "80", "127.0.0.1", "--excludefile", "/dev/zero"], "line 1"),
+        (["scan", "-p", "80", "127.0.0.1", "-oN", "/nonexistent/x"], "/nonexistent"),
+        (["scan", "-p", "80", "127.0.0.1", "-oX", "/nonexistent/x.xml"], "-oX"),
+        (["scan", "-p", "80", "127.0.0.1", "-oG", "/"], "directory"),
+        (["scan", "-p", "80", "127.0.0.1", "--event-log", "/proc/x/y"], "--event-log"),
+        (["scan", "-p", "80", "127.0.0.1", "-o", "/dev/null/scans"], "-o folder"),
     ],
 )
 def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) -> None:
@@ -37,6 +49,31 @@ def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) ->
     assert out.returncode == 2, out
     assert token.lower() in out.stderr.lower()
     assert "Traceback" not in out.stderr
+
+
+def test_output_paths_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
+    """nmap's order: a path that cannot be written fails in a moment, with nothing scanned
+    and nothing written, not after the whole scan."""
+    t0 = time.monotonic()
+    out = run("scan", "-sT", "-p", "1-65535", "127.0.0.1", "-o", str(tmp_path / "scans"),
+              "-oN", str(tmp_path / "missing" / "scan.txt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1  # one line
+    assert "folder" in out.stderr and "does not exist" in out.stderr
+    assert time.monotonic() - t0 < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_files_name_the_bad_line(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.txt"
+    bad.write_text("# lab\n198.51.100.1\n\n198.51.100.300\n")
+    out = run("scan", "-p", "80", "-iL", str(bad))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"-iL file '{bad}', line 4" in out.stderr and "198.51.100.300" in out.stderr
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"198.51.100.1\n\xff\xfe\x00\x01\n")
+    out = run("scan", "-p", "80", "-iL", str(binary))
+    assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ found; ``wait()`` returns the ``ScanResult``. Because the scan runs on its own t
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -350,7 +351,8 @@ class Scan:
             terminal = self._terminal()
             self._record(terminal)  # into the events table before it is finished
             try:
-                self._result = builder.finish(ended=datetime.now(UTC))
+                self._result = builder.finish(ended=datetime.now(UTC),
+                                              complete=self.status == "completed")
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc
@@ -552,7 +554,19 @@ class Scan:
         pool = WorkerPool(
             targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel
         )
-        pool.spawn()
+        try:
+            pool.spawn()
+        except OSError as exc:
+            # EMFILE/ENFILE (a low `ulimit -n`), EAGAIN/ENOMEM (process limits): each worker
+            # costs pipes and a process. One process scans the same ports, only slower.
+            pool.stop()
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+                raise
+            warnings.warn(
+                f"could not start {workers} scan worker processes ({exc.strerror}); scanning "
+                "in this process instead (raise `ulimit -n` to use them)", stacklevel=3,
+            )
+            return None
         return pool
 
     def _workers(self) -> int:
