@@ -8,6 +8,7 @@ complete.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -98,3 +99,41 @@ def read_footer(path: Path) -> dict[bytes, bytes]:
         return dict(pq.read_schema(path).metadata or {})
     except (OSError, pa.ArrowInvalid) as exc:
         raise DatasetError(f"cannot read the Parquet footer of {path}: {exc}") from exc
+
+
+class PartCheck:
+    """The part files of a read, minus damaged ones: a part whose footer or pages do not
+    read (a copy cut short, a bad disk) is skipped with one warning naming it, so the rest
+    of the dataset still reads; with ``strict=True`` it is an error naming it instead.
+
+    WHY: one truncated part used to fail ``read_scans`` and ``report`` of the whole dataset
+    with an Arrow error naming no file."""
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.skipped: dict[Path, str] = {}  # path -> why
+
+    def reject(self, path: Path, exc: BaseException) -> None:
+        why = f"{path} is not a readable Parquet part ({exc})"
+        if self.strict:
+            raise DatasetError(f"{why}; delete or restore it, or read with strict=False "
+                               "to skip it")  # fmt: skip
+        if path not in self.skipped:
+            self.skipped[path] = why
+            warnings.warn(f"skipped {why}; the rest of the scan was read", stacklevel=4)
+
+    def parts(self, directory: Path, table: str) -> list[Path]:
+        """``parts(directory, table)`` whose footers read (each checked once)."""
+        import pyarrow.parquet as pq
+
+        out = []
+        for path in parts(directory, table):
+            if path in self.skipped:
+                continue
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowException) as exc:
+                self.reject(path, exc)
+                continue
+            out.append(path)
+        return out
