@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+from ._termsafe import printable
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
 
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"prtip-nb: warning: {message}", file=sys.stderr)
+    print(f"prtip-nb: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -138,16 +139,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "diff":
             return interop_commands.cmd_diff(args)
     except SpecError as exc:
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except PrtipError as exc:
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("prtip-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # not translated deeper down: still one line, never a traceback
-        print(f"prtip-nb: {_os_error(exc)}", file=sys.stderr)
+        print(f"prtip-nb: {printable(_os_error(exc))}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
 
@@ -239,6 +240,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
         if args.ping_only:  # -sn: discovery is the whole scan
             res, text = discovery.cmd_ping_sweep(args.targets, options)
+            text = printable(text)  # hostnames come from DNS: no escape sequence gets through
             sys.stdout.write(text + _memory_line(res) + "\n")
             _write_normal(args.normal_output, text)
             interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
@@ -282,7 +284,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     except PrtipError as exc:  # the scan failed (a full disk, a dead worker): say what is kept
         if show:
             sys.stderr.write("\r\033[K")
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         print(f"prtip-nb: {_saved(args.output, sc.scan_id)}", file=sys.stderr)
         return EXIT_FAIL
     finally:
@@ -447,7 +449,9 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
-    return "\n".join(lines) + "\n"
+    # Fields of imported files and hostnames are not escaped at their source, as banners
+    # are: a terminal escape sequence among them must reach the screen as text.
+    return printable("\n".join(lines) + "\n")
 
 
 def _service_lines(shown: Any) -> list[str]:
@@ -493,7 +497,7 @@ def _cmd_read(args: argparse.Namespace) -> int:
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df.to_string(index=False))
+        print(printable(df.to_string(index=False)))  # imported files name the targets
     return EXIT_OK
 
 

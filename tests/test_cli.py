@@ -145,3 +145,30 @@ def test_event_log_is_json_lines(listeners: list[int], tmp_path: Path) -> None:
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted"
     assert sorted(e["port"] for e in events if e["kind"] == "PortFound") == listeners
+
+
+def test_text_report_and_oN_escape_terminal_controls(tmp_path: Path) -> None:
+    """Banners are escaped where they are read; imported files' fields and hostnames are
+    not, so the report escapes what it prints: ESC, BEL, C1 controls, bidi overrides."""
+    from prtip_nb.cli import _write_normal, format_report
+    from prtip_nb.interop.commands import load_file
+
+    path = tmp_path / "m.json"
+    path.write_text(r"""[
+{"ip": "198.51.100.7", "timestamp": "1764325303", "ports": [{"port": 22, "proto": "tcp",
+ "service": {"name": "ssh\u001b[2J\u001b]0;pwned\u0007\u202e", "banner": "x"}}]}
+]""")
+    text = format_report(load_file(path))
+    assert r"ssh\x1b[2J\x1b]0;pwned\x07\u202e" in text
+    assert not any(ch in text for ch in "\x1b\x07\u202e")
+    normal = tmp_path / "scan.txt"
+    _write_normal(str(normal), text)
+    assert normal.read_text() == text
+
+
+def test_error_messages_escape_what_they_echo(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.txt"
+    bad.write_text("198.51.100.1\n\x1b[2Jnot-a-target\x07!\n")
+    out = run("scan", "-p", "80", "-iL", str(bad))
+    assert out.returncode == 2 and "line 2" in out.stderr
+    assert "\x1b" not in out.stderr and r"\x1b[2J" in out.stderr

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prtip_nb._fileio import atomic_file
+from prtip_nb._termsafe import EscapingWriter
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import _convert as cv
 from prtip_nb.results import _hosts
@@ -148,4 +149,4 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
         out.write(f"# prtip_nb done -- {hosts.num_rows} IP address{'es' * (hosts.num_rows != 1)}"
                   f" ({up} host{'s' * (up != 1)} up) scanned in {took} seconds\n")  # fmt: skip
 
-    return _atomic(path, write)
+    return _atomic(path, lambda out: write(EscapingWriter(out)))  # type: ignore[arg-type]
