@@ -129,3 +129,37 @@ def test_no_loaded_nmap_rule_takes_50_ms_on_hostile_input(nmap_db: object) -> No
             inputs = hostile_inputs(rule.regex.pattern, rule.regex.flags)
             slowest = max(slowest, (worst_time(rule.regex, inputs), rule.source))
     assert slowest[0] < 0.050, slowest
+
+
+MALFORMED = r"""
+Probe TCP NULL q||
+match ok m|^OK| p/Fine/
+match loop m|^(?<a>x)\k<a| p/Unterminated backreference/
+match cut m|^x| p
+match short
+Probe TCP
+Probe TCP Bad q
+rarity many
+ports 80-70
+match after m|^AFTER| p/Still read/
+"""
+
+
+def test_malformed_lines_are_skipped_with_a_warning_naming_each(tmp_path: Path) -> None:
+    r"""One malformed line used to abort the load (IndexError), and ``\k<a`` without its
+    ``>`` looped until MemoryError; now each is skipped, named, and the rest loads."""
+    path = tmp_path / "probes"
+    long_line = "match long m|" + "a" * 70_000 + "|\n"
+    path.write_text(MALFORMED + long_line + "match tail m|^TAIL|\n")
+    with pytest.warns(UserWarning) as caught:
+        db = load_nmap_service_probes(path, measure=None)
+    lines = {int(str(w.message).split("line ")[1].split(":")[0]) for w in caught}
+    assert lines == {5, 6, 7, 8, 9, 10, 12}  # each malformed line, by number
+    assert all(str(path) in str(w.message) for w in caught)
+    reasons = {s.where.split(":")[1]: s.reason for s in db.skipped}
+    assert "unterminated \\k<name>" in reasons["4"]  # untranslatable: skipped, no warning
+    null = db.null
+    for reply, product in ((b"OK", "Fine"), (b"AFTER", "Still read")):
+        m = db.match(null, reply)
+        assert m is not None and m.product == product
+    assert db.match(null, b"TAIL") is not None  # read on past the 70 KB line
