@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .results import ScanResult
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STOP_TIMEOUT = 30.0  # seconds a cancelled scan gets to stop and save after Ctrl-C
 FOLD_OVER = 25  # nmap lists a state's ports one by one up to about this many
 
 
@@ -279,7 +280,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
             sc.cancel()
-            res = sc.wait()
+            try:
+                res = sc.wait(timeout=STOP_TIMEOUT)
+            except TimeoutError:  # never hang on Ctrl-C: say so, exit as interrupted
+                print(f"\nprtip-nb: the scan did not stop within {STOP_TIMEOUT:.0f} s; "
+                      f"{_saved(args.output, sc.scan_id)}", file=sys.stderr)
+                return EXIT_INTERRUPTED
             print("\nprtip-nb: interrupted; partial results follow", file=sys.stderr)
     except PrtipError as exc:  # the scan failed (a full disk, a dead worker): say what is kept
         if show:

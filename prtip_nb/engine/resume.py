@@ -164,12 +164,26 @@ def shard_scan(
     return scan
 
 
+def remove_debris(directory: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.XXXX.tmp``) a killed writer left in a scan's
+    folder; call it only while no process writes the scan. Links are removed, not followed."""
+    gone = []
+    for folder in (directory, *(p for p in directory.iterdir() if p.is_dir()
+                                and not p.is_symlink())):  # fmt: skip
+        for path in folder.glob(".*.tmp"):
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+                gone.append(path)
+    return gone
+
+
 def resumed_scan(
     cls: type[S], root: str | os.PathLike[str], scan_id: str, **options: Any
 ) -> S:
     from ..results._files import scan_dir
 
     ck = load(scan_dir(root, scan_id))
+    remove_debris(scan_dir(root, scan_id))  # a kill -9 mid-write leaves its temp file
     if ck.distributed or len(ck.shards) != 1:
         raise ScanError(
             f"scan {scan_id} ran as {len(ck.shards)} shards: resume it with "
@@ -221,6 +235,7 @@ def resume_distributed(
         )
     ds.scan_id, ds.started = ck.scan_id, ck.started
     ds._resume = {int(e["index"]): e for e in ck.shards.values()}
+    remove_debris(scan_dir(root, ck.scan_id))  # before any shard writes again
     for path in parts(scan_dir(root, ck.scan_id), "hosts"):
         path.unlink()  # running again: not complete until the merge writes it anew
     return ds.start().wait()

@@ -166,3 +166,18 @@ def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path: Path) -> None:
         raise RuntimeError("the writer failed")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_resume_clears_temp_files_a_killed_writer_left(cancelled: tuple[Path, str]) -> None:
+    root, sid = cancelled
+    folder = root / f"scan_id={sid}"
+    half = folder / "ports" / ".part-00007.parquet.k3j9x2.tmp"
+    half.write_bytes(b"PAR1 half a part")  # what kill -9 during a write leaves
+    victim = root.parent / "victim"
+    victim.write_text("precious\n")
+    link = folder / "._checkpoint.json.zz.tmp"
+    link.symlink_to(victim)
+    res = pn.resume(root, sid)
+    assert len(res.ports) == 20_000
+    assert not half.exists() and not link.is_symlink()
+    assert victim.read_text() == "precious\n"  # the link was removed, not followed
