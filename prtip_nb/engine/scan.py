@@ -207,6 +207,12 @@ class Scan:
         """Start scanning on a background thread and return self at once."""
         if self._thread is not None:
             raise ScanError("this Scan was already started; create a new Scan to scan again")
+        if self.config.output is not None:  # before a packet: a scan must be able to save
+            from .._fileio import check_output_dir
+
+            why = check_output_dir(self.config.output, what="output folder")
+            if why:
+                raise ConfigError(why, token=self.config.output)
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:

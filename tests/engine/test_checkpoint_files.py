@@ -181,3 +181,12 @@ def test_resume_clears_temp_files_a_killed_writer_left(cancelled: tuple[Path, st
     assert len(res.ports) == 20_000
     assert not half.exists() and not link.is_symlink()
     assert victim.read_text() == "precious\n"  # the link was removed, not followed
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_the_scan(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    s = pn.Scan("198.51.100.1", ports="80", output=str(blocker / "scans"))  # parse-only
+    with pytest.raises(pn.ConfigError, match="not a folder"):
+        s.start()
+    assert s.status == "created" and not s.running  # nothing started, nothing sent
