@@ -15,6 +15,7 @@ keys must be plain names and its values JSON scalars; the keys known today are t
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _status(value: Any, what: str) -> None:
+    if not isinstance(value, str) or value not in STATUSES:
+        raise _Bad(f"{what} {value!r:.40} is not one of {sorted(STATUSES)}")
+
+
 def _keys(doc: dict[str, Any], known: set[str], what: str) -> None:
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -92,8 +98,8 @@ def _shard(key: str, entry: Any, what: str) -> None:
     low = _int(entry.get("low_water", 0), f"{what}.low_water")
     if "total" in entry and low > total:
         raise _Bad(f"{what}.low_water {low} is past its total {total}")
-    if "status" in entry and entry["status"] not in STATUSES:
-        raise _Bad(f"{what}.status {entry['status']!r:.40} is not one of {sorted(STATUSES)}")
+    if "status" in entry:
+        _status(entry["status"], f"{what}.status")
     if "index" in entry:
         _int(entry["index"], f"{what}.index", 0, 1 << 20)
     if "engine_state" in entry:
@@ -108,14 +114,17 @@ def _check(doc: Any, scan_id: str) -> None:
         raise _Bad(f"scan_id {sid!r} {unsafe_name(sid)}")
     if sid != scan_id:
         raise _Bad(f"scan_id {sid!r} is not the scan of this folder ({scan_id!r})")
-    _str(doc.get("started"), "started", 64)
+    try:
+        datetime.fromisoformat(_str(doc.get("started"), "started", 64))
+    except ValueError:
+        raise _Bad(f"started {doc.get('started')!r:.80} is not an ISO 8601 time") from None
     _dict(doc.get("config"), "config")
     if doc.get("seed") is not None:
         _int(doc["seed"], "seed")
     if not isinstance(doc.get("distributed", False), bool):
         raise _Bad("distributed must be true or false")
-    if "status" in doc and doc["status"] not in STATUSES:
-        raise _Bad(f"status {doc['status']!r:.40} is not one of {sorted(STATUSES)}")
+    if "status" in doc:
+        _status(doc["status"], "status")
     if "engine_state" in doc:
         _engine_state(doc["engine_state"], "engine_state")
     space = _dict(doc.get("space", {}), "space")

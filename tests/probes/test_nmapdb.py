@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prtip_nb.probes.nmapdb import (
     DEFAULT_PATH,
@@ -163,3 +165,22 @@ def test_malformed_lines_are_skipped_with_a_warning_naming_each(tmp_path: Path) 
         m = db.match(null, reply)
         assert m is not None and m.product == product
     assert db.match(null, b"TAIL") is not None  # read on past the 70 KB line
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.sampled_from(SYNTHETIC.splitlines() + MALFORMED.splitlines()),
+                      max_size=12),
+       cut=st.integers(0, 80), junk=st.text(alphabet="|\\<>(){}[]kQEx:mp/ ", max_size=20))
+def test_a_mutated_probe_file_always_loads(lines: list[str], cut: int, junk: str) -> None:
+    """Real lines, reordered, cut short and with junk appended: the load never raises."""
+    import tempfile
+    import warnings
+
+    mutated = [line[: cut or None] + junk if i % 2 else line for i, line in enumerate(lines)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probes"
+        path.write_text("\n".join(mutated) + "\n", encoding="latin-1", errors="replace")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            db = load_nmap_service_probes(path, measure=None)
+    assert db.probes[-1].name == "TLSHandshake"

@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import prtip_nb as pn
 
@@ -77,3 +79,42 @@ def test_cli_read_and_report_warn_in_one_line_and_succeed(root: Path, tmp_path: 
         assert f"prtip-nb: warning: skipped {bad}" in out.stderr
         assert "Traceback" not in out.stderr
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clean")
+    finished(A).to_parquet(root)
+    finished(B, T0 + timedelta(hours=1)).to_parquet(root)
+    return root
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(0, 4000), flips=st.lists(st.tuples(st.integers(0, 4000),
+                                                          st.integers(0, 255)), max_size=6))
+def test_a_mutated_part_never_fails_the_read_of_the_rest(
+    clean: Path, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    import shutil
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(clean, root, dirs_exist_ok=True)
+        bad = _ports_part(root, B)
+        data = bytearray(bad.read_bytes())
+        for at, byte in flips:
+            data[at % len(data)] = byte
+        bad.write_bytes(bytes(data[:cut] if cut < len(data) else data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = pn.read_scans(root)
+        ids = res.ports["scan_id"].astype(str)
+        assert (ids == A).sum() == 7  # the undamaged scan reads whole
+        try:
+            pn.read_scans(root, strict=True)
+        except pn.DatasetError as exc:
+            assert str(bad) in str(exc) or f"scan_id={B}" in str(exc)
+
+
