@@ -165,6 +165,22 @@ def _os_error(exc: OSError) -> str:
     return text
 
 
+def _hint(exc: BaseException) -> str:
+    """What to do about the OS error under a failed scan (a low `ulimit -n`, a full disk)."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
+            return "; raise the limit (ulimit -n 4096) or lower --concurrency"
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return "; free some space, then resume"
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
 def _udp_options(args: argparse.Namespace) -> None:
     """-sU alone is method 'udp' (unprefixed ports are UDP); -sS -sU is method 'syn' over
     T: and U: ports, unprefixed ones counting for both protocols (nmap's rule)."""
@@ -290,7 +306,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     except PrtipError as exc:  # the scan failed (a full disk, a dead worker): say what is kept
         if show:
             sys.stderr.write("\r\033[K")
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{_hint(exc)}", file=sys.stderr)
         print(f"prtip-nb: {_saved(args.output, sc.scan_id)}", file=sys.stderr)
         return EXIT_FAIL
     finally:
