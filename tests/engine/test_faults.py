@@ -110,9 +110,14 @@ def _wait_for_parts(root: Path, proc: subprocess.Popen[str], seconds: float = 20
         time.sleep(0.02)
 
 
-def test_ctrl_c_exits_130_incomplete_and_resumable(listening: list[int], tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["-sT", "-sS"])
+def test_ctrl_c_exits_130_incomplete_and_resumable(
+    listening: list[int], tmp_path: Path, method: str
+) -> None:
+    if method == "-sS":
+        need(os.geteuid() == 0, "a SYN scan needs root")
     root = tmp_path / "scans"
-    proc = subprocess.Popen([*CLI, "scan", "-sT", "-p", "1-65535", "127.0.0.1", "-Pn",
+    proc = subprocess.Popen([*CLI, "scan", method, "-p", "1-65535", "127.0.0.1", "-Pn",
                              "--rate", "15000", "-o", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
