@@ -79,13 +79,15 @@ def load(directory: Path) -> Checkpoint:
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             what = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise DatasetError(f"{path} is a checkpoint of format {what!r}, not {FORMAT!r}")
+            raise DatasetError(f"{path} is a checkpoint of format {what!r:.80}, not {FORMAT!r}")
         docs.append(check_doc(doc, path, scan_id))  # before any field reaches a path
     base = docs[0]
     shards: dict[str, dict[str, Any]] = {}
     for doc in docs:  # a shard's own file is newer than the manifest's entry for it
         for key, entry in doc.get("shards", {}).items():
             shards.setdefault(key, {}).update(entry)
+    if base.get("distributed") and not all("index" in e for e in shards.values()):
+        raise DatasetError(f"{main}: a Dask scan's shard has no index; resume refuses it")
     return Checkpoint(
         scan_id=base["scan_id"],
         config=base["config"],
