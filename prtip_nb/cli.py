@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+from . import _cliguard as guard
 from ._termsafe import printable
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
@@ -112,13 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         # One line per warning, as the other messages: not Python's file:line and source.
-        warnings.showwarning = _show_warning
+        warnings.showwarning = guard.show_warning
         return _dispatch(args)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], filename: str,
-                  lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"prtip-nb: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -149,36 +145,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("prtip-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # not translated deeper down: still one line, never a traceback
-        print(f"prtip-nb: {printable(_os_error(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(guard.os_error(exc))}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
-
-
-def _os_error(exc: OSError) -> str:
-    import errno
-
-    text = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
-        return f"{text}; raise the limit (ulimit -n 4096) or lower --concurrency"
-    if exc.errno == errno.ENOSPC:
-        return f"{text}; free some space, then resume the scan if it was written with -o"
-    return text
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do about the OS error under a failed scan (a low `ulimit -n`, a full disk)."""
-    import errno
-
-    seen: BaseException | None = exc
-    for _ in range(8):  # the cause chain, bounded
-        if seen is None:
-            break
-        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
-            return "; raise the limit (ulimit -n 4096) or lower --concurrency"
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return "; free some space, then resume"
-        seen = seen.__cause__ or seen.__context__
-    return ""
 
 
 def _udp_options(args: argparse.Namespace) -> None:
@@ -251,7 +220,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
-    _preflight(args, options)
+    guard.preflight(args, options)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 
@@ -259,7 +228,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             res, text = discovery.cmd_ping_sweep(args.targets, options)
             text = printable(text)  # hostnames come from DNS: no escape sequence gets through
             sys.stdout.write(text + _memory_line(res) + "\n")
-            _write_normal(args.normal_output, text)
+            guard.write_normal(args.normal_output, text)
             interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
             if args.output:
                 print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
@@ -300,14 +269,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                 res = sc.wait(timeout=STOP_TIMEOUT)
             except TimeoutError:  # never hang on Ctrl-C: say so, exit as interrupted
                 print(f"\nprtip-nb: the scan did not stop within {STOP_TIMEOUT:.0f} s; "
-                      f"{_saved(args.output, sc.scan_id)}", file=sys.stderr)
+                      f"{guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
                 return EXIT_INTERRUPTED
             print("\nprtip-nb: interrupted; partial results follow", file=sys.stderr)
     except PrtipError as exc:  # the scan failed (a full disk, a dead worker): say what is kept
         if show:
             sys.stderr.write("\r\033[K")
-        print(f"prtip-nb: {printable(str(exc))}{_hint(exc)}", file=sys.stderr)
-        print(f"prtip-nb: {_saved(args.output, sc.scan_id)}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.hint(exc)}", file=sys.stderr)
+        print(f"prtip-nb: {guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
         return EXIT_FAIL
     finally:
         if log is not None:
@@ -317,79 +286,16 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         sys.stderr.write("\r\033[K")
     text = format_report(res, only_open=args.open, elapsed=sc.progress.elapsed)
     sys.stdout.write(text)
-    _write_normal(args.normal_output, text)
+    guard.write_normal(args.normal_output, text)
     interop_commands.write_scan_outputs(res, args)
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
     if interrupted or sc.status == "cancelled":
         # 128 + SIGINT, as shells report a job stopped by Ctrl-C: scripts must not take
         # a cut-off scan for a finished one.
-        print(f"prtip-nb: {_saved(args.output, sc.scan_id)}", file=sys.stderr)
+        print(f"prtip-nb: {guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK if sc.status == "completed" else EXIT_FAIL
-
-
-def _preflight(args: argparse.Namespace, options: dict[str, Any]) -> None:
-    """Check the options, ports and output paths before anything is sent (as nmap checks
-    its output files first): a scan must not run for an hour and then fail to save."""
-    from ._fileio import check_output_dir, check_writable
-    from .config import ScanConfig
-    from .errors import ConfigError
-    from .targets import parse_ports
-
-    ScanConfig(targets=tuple(args.targets), ports=args.ports, **options)  # rate, timing, ...
-    method = options.get("method")
-    parse_ports(args.ports, top_ports=args.top_ports,
-                default_proto="udp" if method == "udp" else "tcp")
-    files = [("-oN", args.normal_output), ("--event-log", args.event_log)]
-    files += [(flag, getattr(args, attr, None)) for flag, attr, _ in interop_commands.OUTPUTS]
-    for flag, path in files:
-        why = path and check_writable(path, what=f"{flag} file")
-        if why:
-            raise ConfigError(why, token=path)
-    why = args.output and check_output_dir(args.output, what="-o folder")
-    if why:
-        raise ConfigError(why, token=args.output)
-
-
-def _write_normal(path: str | None, text: str) -> None:
-    """-oN: the text report, written whole or not at all."""
-    if path:
-        from ._fileio import atomic_file
-
-        try:
-            with atomic_file(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            from .errors import DatasetError
-
-            raise DatasetError(f"could not write -oN file {path}: {exc.strerror or exc}") from exc
-
-
-def _saved(root: str | None, scan_id: str | None) -> str:
-    """What a cut-short scan left on disk, and how to continue it."""
-    if not root or not scan_id:
-        return "nothing was saved (no -o DIR); run again with -o DIR to keep partial results"
-    from .results import _files
-
-    try:
-        directory = _files.scan_dir(root, scan_id)
-        rows = 0
-        if directory.is_dir():
-            import pyarrow.parquet as pq
-
-            for part in _files.parts(directory, "ports"):
-                try:
-                    rows += pq.read_metadata(part).num_rows
-                except (OSError, ValueError):
-                    continue  # a damaged part: read_scans reports it
-    except PrtipError:
-        return "nothing was saved"
-    if (directory / "_checkpoint.json").exists():
-        how = f"continue with: prtip-nb resume {root} {scan_id}"
-    else:
-        how = "no checkpoint was written, so it cannot be resumed"
-    return f"saved {rows} port rows in {directory}; {how}"
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

@@ -150,7 +150,8 @@ def test_event_log_is_json_lines(listeners: list[int], tmp_path: Path) -> None:
 def test_text_report_and_oN_escape_terminal_controls(tmp_path: Path) -> None:
     """Banners are escaped where they are read; imported files' fields and hostnames are
     not, so the report escapes what it prints: ESC, BEL, C1 controls, bidi overrides."""
-    from prtip_nb.cli import _write_normal, format_report
+    from prtip_nb._cliguard import write_normal
+    from prtip_nb.cli import format_report
     from prtip_nb.interop.commands import load_file
 
     path = tmp_path / "m.json"
@@ -162,7 +163,7 @@ def test_text_report_and_oN_escape_terminal_controls(tmp_path: Path) -> None:
     assert r"ssh\x1b[2J\x1b]0;pwned\x07\u202e" in text
     assert not any(ch in text for ch in "\x1b\x07\u202e")
     normal = tmp_path / "scan.txt"
-    _write_normal(str(normal), text)
+    write_normal(str(normal), text)
     assert normal.read_text() == text
 
 

@@ -9,7 +9,6 @@ found; ``wait()`` returns the ``ScanResult``. Because the scan runs on its own t
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import threading
@@ -560,20 +559,7 @@ class Scan:
         pool = WorkerPool(
             targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel
         )
-        try:
-            pool.spawn()
-        except OSError as exc:
-            # EMFILE/ENFILE (a low `ulimit -n`), EAGAIN/ENOMEM (process limits): each worker
-            # costs pipes and a process. One process scans the same ports, only slower.
-            pool.stop()
-            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
-                raise
-            warnings.warn(
-                f"could not start {workers} scan worker processes ({exc.strerror}); scanning "
-                "in this process instead (raise `ulimit -n` to use them)", stacklevel=3,
-            )
-            return None
-        return pool
+        return pool if pool.spawn_or_give_up() else None  # None: scan in this process
 
     def _workers(self) -> int:
         """Processes to scan with: the user's choice, else one per core for big scans.

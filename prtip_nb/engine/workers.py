@@ -13,6 +13,7 @@ parent feeds the bytes to the same ``RecordSink`` an in-process scan uses.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -221,6 +223,26 @@ class WorkerPool:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({**self.job, **part}).encode())
             proc.stdin.close()
+
+    def spawn_or_give_up(self) -> bool:
+        """``spawn()``, or False (after a warning) when the OS refuses the resources.
+
+        EMFILE/ENFILE (a low `ulimit -n`), EAGAIN/ENOMEM (process limits): each worker costs
+        pipes and a process. The caller then scans in its own process: the same ports, only
+        slower, instead of a failed scan."""
+        try:
+            self.spawn()
+        except OSError as exc:
+            self.stop()
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+                raise
+            warnings.warn(
+                f"could not start {self.workers} scan worker processes ({exc.strerror}); "
+                "scanning in this process instead (raise `ulimit -n` to use them)",
+                stacklevel=4,
+            )
+            return False
+        return True
 
     def stop(self) -> None:
         """Reap every worker, terminating those still running, then close its pipe and
