@@ -1,7 +1,9 @@
 """``prtip-nb``: the command line, with nmap's flags where nmap has them.
 
-Exit codes: 0 success, 1 the scan failed, 2 bad usage or a bad target/port spec
-(nothing was sent). The scan path imports pyarrow but never pandas, to start fast.
+Exit codes: 0 success, 1 the scan failed (what was saved is said), 2 bad usage, a bad
+target/port spec or an output path that cannot be written (nothing was sent), 130 stopped
+by Ctrl-C (partial results are shown and, with -o, resumable). The scan path imports
+pyarrow but never pandas, to start fast.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+from . import _cliguard as guard
+from ._termsafe import printable
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
 
@@ -21,7 +26,8 @@ if TYPE_CHECKING:
     from .engine.scan import Scan
     from .results import ScanResult
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STOP_TIMEOUT = 30.0  # seconds a cancelled scan gets to stop and save after Ctrl-C
 FOLD_OVER = 25  # nmap lists a state's ports one by one up to about this many
 
 
@@ -129,6 +135,13 @@ def _rate_arg(text: str) -> float | None:
 def main(argv: Sequence[str] | None = None) -> int:
     _lean_allocator()
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # One line per warning, as the other messages: not Python's file:line and source.
+        warnings.showwarning = guard.show_warning
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "scan":
             return _cmd_scan(args)
@@ -147,14 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "diff":
             return interop_commands.cmd_diff(args)
     except SpecError as exc:
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except PrtipError as exc:
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("prtip-nb: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # not translated deeper down: still one line, never a traceback
+        print(f"prtip-nb: {printable(guard.os_error(exc))}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_USAGE
 
 
@@ -230,15 +246,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
+    guard.preflight(args, options)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 
         if args.ping_only:  # -sn: discovery is the whole scan
             res, text = discovery.cmd_ping_sweep(args.targets, options)
+            text = printable(text)  # hostnames come from DNS: no escape sequence gets through
             sys.stdout.write(text + _memory_line(res) + "\n")
-            if args.normal_output:
-                with open(args.normal_output, "w") as fh:
-                    fh.write(text)
+            guard.write_normal(args.normal_output, text)
             interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
             if args.output:
                 print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
@@ -266,33 +282,51 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not args.no_progress
     every = args.stats_every
     next_stats = time.monotonic() + every if every else float("inf")
+    interrupted = False
     try:
-        while sc.running:
-            if show:
-                _draw_progress(sc, sys.stderr)
-            if time.monotonic() >= next_stats:
-                _print_stats(sc, sys.stderr, clear=show)
-                next_stats += every
-            time.sleep(0.1 if show else 0.02)
-        res = sc.wait()
-    except KeyboardInterrupt:
-        sc.cancel()
-        res = sc.wait()
-        print("\nprtip-nb: cancelled; partial results follow", file=sys.stderr)
+        try:
+            while sc.running:
+                if show:
+                    _draw_progress(sc, sys.stderr)
+                if time.monotonic() >= next_stats:
+                    _print_stats(sc, sys.stderr, clear=show)
+                    next_stats += every
+                time.sleep(0.1 if show else 0.02)
+            res = sc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            sc.cancel()
+            try:
+                res = sc.wait(timeout=STOP_TIMEOUT)
+            except TimeoutError:  # never hang on Ctrl-C: say so, exit as interrupted
+                print(f"\nprtip-nb: the scan did not stop within {STOP_TIMEOUT:.0f} s; "
+                      f"{guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print("\nprtip-nb: interrupted; partial results follow", file=sys.stderr)
+    except PrtipError as exc:  # the scan failed (a full disk, a dead worker): say what is kept
+        if show:
+            sys.stderr.write("\r\033[K")
+        print(f"prtip-nb: {printable(str(exc))}{guard.hint(exc)}", file=sys.stderr)
+        print(f"prtip-nb: {guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if log is not None:
+            sc.bus.close(timeout=2.0)  # deliver what is queued, then close the file
+            log.close()
     if show:
         sys.stderr.write("\r\033[K")
-    if log is not None:
-        sc.bus.close()  # deliver what is queued, then close the file
-        log.close()
     text = format_report(res, only_open=args.open, elapsed=sc.progress.elapsed)
     sys.stdout.write(text)
-    if args.normal_output:
-        with open(args.normal_output, "w") as fh:
-            fh.write(text)
+    guard.write_normal(args.normal_output, text)
     interop_commands.write_scan_outputs(res, args)
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
-    return EXIT_OK if sc.status in ("completed", "cancelled") else EXIT_FAIL
+    if interrupted or sc.status == "cancelled":
+        # 128 + SIGINT, as shells report a job stopped by Ctrl-C: scripts must not take
+        # a cut-off scan for a finished one.
+        print(f"prtip-nb: {guard.saved(args.output, sc.scan_id)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if sc.status == "completed" else EXIT_FAIL
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -414,7 +448,9 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
-    return "\n".join(lines) + "\n"
+    # Fields of imported files and hostnames are not escaped at their source, as banners
+    # are: a terminal escape sequence among them must reach the screen as text.
+    return printable("\n".join(lines) + "\n")
 
 
 def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:
@@ -502,7 +538,7 @@ def _cmd_read(args: argparse.Namespace) -> int:
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df.to_string(index=False))
+        print(printable(df.to_string(index=False)))  # imported files name the targets
     return EXIT_OK
 
 

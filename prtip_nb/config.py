@@ -7,6 +7,7 @@ engine reads only this object; there is no global configuration.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import resource
 from collections.abc import Sequence
@@ -137,12 +138,17 @@ class ScanConfig:
             raise ConfigError(f"family must be 4, 6 or None, not {self.family!r}")
         for name in ("rate", "min_rate", "max_rate"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float)
-                                          and 0 < value < float("inf")):
+            # isfinite: inf passed "> 0" and then failed deep in the rate limiter mid-scan.
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not value > 0
+            ):
                 raise ConfigError(
-                    f"{name} must be a positive, finite number of packets per second, "
+                    f"{name} must be a finite positive number of packets per second, "
                     f"not {value!r}",
-                    hint="leave rate unset (None) to let the rate adapt to the path",
+                    token=str(value),
+                    hint="leave rate unset (None, or --rate auto) to let the rate adapt to the "
+                    "path",
                 )
         if self.min_rate is not None and self.max_rate is not None \
                 and self.min_rate > self.max_rate:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._fileio import atomic_file
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -137,5 +138,6 @@ def report(
                  "network to open.</p></body></html>\n")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    with atomic_file(out, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(parts))
     return out

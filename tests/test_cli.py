@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         (["scan", "--rate", "fast", "127.0.0.1"], "'fast'"),
         (["scan", "--min-rate", "5000", "--max-rate", "100", "127.0.0.1"], "min_rate"),
         (["scan", "--max-rate=0", "127.0.0.1"], "max_rate"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate", "inf"], "finite"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate", "nan"], "finite"),
+        (["scan", "-p", "80", "127.0.0.1", "--rate=-5"], "positive"),
+        (["scan", "-p", "80", "127.0.0.1", "-iL", "/dev/zero"], "line 1"),
+        (["scan", "-p", "80", "-iL", "/nonexistent/targets"], "cannot read -iL"),
+        (["scan", "-p", "80", "127.0.0.1", "--excludefile", "/dev/zero"], "line 1"),
+        (["scan", "-p", "80", "127.0.0.1", "-oN", "/nonexistent/x"], "/nonexistent"),
+        (["scan", "-p", "80", "127.0.0.1", "-oX", "/nonexistent/x.xml"], "-oX"),
+        (["scan", "-p", "80", "127.0.0.1", "-oG", "/"], "directory"),
+        (["scan", "-p", "80", "127.0.0.1", "--event-log", "/proc/x/y"], "--event-log"),
+        (["scan", "-p", "80", "127.0.0.1", "-o", "/dev/null/scans"], "-o folder"),
     ],
 )
 def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) -> None:
@@ -41,6 +53,31 @@ def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) ->
     assert out.returncode == 2, out
     assert token.lower() in out.stderr.lower()
     assert "Traceback" not in out.stderr
+
+
+def test_output_paths_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
+    """nmap's order: a path that cannot be written fails in a moment, with nothing scanned
+    and nothing written, not after the whole scan."""
+    t0 = time.monotonic()
+    out = run("scan", "-sT", "-p", "1-65535", "127.0.0.1", "-o", str(tmp_path / "scans"),
+              "-oN", str(tmp_path / "missing" / "scan.txt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1  # one line
+    assert "folder" in out.stderr and "does not exist" in out.stderr
+    assert time.monotonic() - t0 < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_files_name_the_bad_line(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.txt"
+    bad.write_text("# lab\n198.51.100.1\n\n198.51.100.300\n")
+    out = run("scan", "-p", "80", "-iL", str(bad))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"-iL file '{bad}', line 4" in out.stderr and "198.51.100.300" in out.stderr
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"198.51.100.1\n\xff\xfe\x00\x01\n")
+    out = run("scan", "-p", "80", "-iL", str(binary))
+    assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.fixture
@@ -123,3 +160,31 @@ def test_stats_every_prints_the_rate_in_force(listeners: list[int]) -> None:
     assert len(stats) >= 2  # 9,000 probes at 20,000/s: about 0.45 s
     assert "limit 20,000/s pinned" in stats[-1]
     assert "2222/tcp    open" in out.stdout
+
+
+def test_text_report_and_oN_escape_terminal_controls(tmp_path: Path) -> None:
+    """Banners are escaped where they are read; imported files' fields and hostnames are
+    not, so the report escapes what it prints: ESC, BEL, C1 controls, bidi overrides."""
+    from prtip_nb._cliguard import write_normal
+    from prtip_nb.cli import format_report
+    from prtip_nb.interop.commands import load_file
+
+    path = tmp_path / "m.json"
+    path.write_text(r"""[
+{"ip": "198.51.100.7", "timestamp": "1764325303", "ports": [{"port": 22, "proto": "tcp",
+ "service": {"name": "ssh\u001b[2J\u001b]0;pwned\u0007\u202e", "banner": "x"}}]}
+]""")
+    text = format_report(load_file(path))
+    assert r"ssh\x1b[2J\x1b]0;pwned\x07\u202e" in text
+    assert not any(ch in text for ch in "\x1b\x07\u202e")
+    normal = tmp_path / "scan.txt"
+    write_normal(str(normal), text)
+    assert normal.read_text() == text
+
+
+def test_error_messages_escape_what_they_echo(tmp_path: Path) -> None:
+    bad = tmp_path / "targets.txt"
+    bad.write_text("198.51.100.1\n\x1b[2Jnot-a-target\x07!\n")
+    out = run("scan", "-p", "80", "-iL", str(bad))
+    assert out.returncode == 2 and "line 2" in out.stderr
+    assert "\x1b" not in out.stderr and r"\x1b[2J" in out.stderr

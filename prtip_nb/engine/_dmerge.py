@@ -138,9 +138,10 @@ def merge(ds: DistributedScan) -> ScanResult:
         number = _next_number(directory, "events", DRIVER_TAG)
         _files.write_part(_files.part_path(directory, "events", number, DRIVER_TAG), events, md)
         res = read_scans(out, meta.scan_id)  # no hosts part yet: derived from all the ports
-        hosts = res.tables["hosts"]
-        path = _files.part_path(directory, "hosts", _next_number(directory, "hosts", ""))
-        _files.write_part(path, hosts, md)  # last: marks the scan complete
+        if ds.status == "completed":  # a cut-short scan has no hosts part: not complete
+            hosts = res.tables["hosts"]
+            path = _files.part_path(directory, "hosts", _next_number(directory, "hosts", ""))
+            _files.write_part(path, hosts, md)  # last: marks the scan complete
         ds._write_manifest(ds.status)
         return ScanResult(res.tables, meta)
     tables: dict[str, list[pa.Table]] = {name: [] for name in schema.TABLES}

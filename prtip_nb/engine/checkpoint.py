@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._fileio import atomic_file, fsync_dir, unsafe_name
+
 if TYPE_CHECKING:
     from ..config import ScanConfig
     from ..results import ResultBuilder
@@ -61,6 +63,8 @@ def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_name(tag: str = "") -> str:
+    if tag and unsafe_name(tag) is not None:  # a tag read from a file must not leave the folder
+        raise ValueError(f"checkpoint tag {tag!r} {unsafe_name(tag)}")
     return f"_checkpoint-{tag.rstrip('-')}.json" if tag else "_checkpoint.json"
 
 
@@ -69,25 +73,11 @@ def shard_key(shard: tuple[int, int]) -> str:
 
 
 def write_atomic(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write JSON so that ``path`` always holds a whole document, even after a power cut."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
+    """Write JSON so that ``path`` always holds a whole document, even after a power cut.
+
+    Mode 0600: a checkpoint holds the scan's seed and cookie secret (``SECRET_KEYS``)."""
+    with atomic_file(path, "w", private=True, durable=True, encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -265,7 +255,7 @@ class Checkpointer:
                 os.close(fd)
             self._synced.add(name)
         if new:
-            _fsync_dir(self.path.parent / "ports")
+            fsync_dir(self.path.parent / "ports")
 
 
 def open_builder(config: ScanConfig, plan: RunPlan) -> ResultBuilder:

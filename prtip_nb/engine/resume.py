@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, DatasetError, ScanError
 from .checkpoint import FORMAT, RunPlan, checkpoint_name
+from .ckcheck import check_doc
 
 if TYPE_CHECKING:
     from ..config import ScanConfig
@@ -66,15 +67,27 @@ def load(directory: Path) -> Checkpoint:
         raise DatasetError(
             f"no checkpoint in {directory}: only scans run with output= can be resumed"
         )
-    docs = [json.loads(p.read_text()) for p in ([main] if main.exists() else []) + files]
-    for doc in docs:
-        if doc.get("format") != FORMAT:
-            raise DatasetError(f"{directory} has a checkpoint of format {doc.get('format')!r}")
+    scan_id = directory.name.split("=", 1)[-1]
+    docs = []
+    for path in ([main] if main.exists() else []) + files:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            raise DatasetError(
+                f"cannot read checkpoint {path}: {exc}; it was cut short or damaged, and "
+                "the scan cannot be resumed from it"
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            what = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise DatasetError(f"{path} is a checkpoint of format {what!r:.80}, not {FORMAT!r}")
+        docs.append(check_doc(doc, path, scan_id))  # before any field reaches a path
     base = docs[0]
     shards: dict[str, dict[str, Any]] = {}
     for doc in docs:  # a shard's own file is newer than the manifest's entry for it
         for key, entry in doc.get("shards", {}).items():
             shards.setdefault(key, {}).update(entry)
+    if base.get("distributed") and not all("index" in e for e in shards.values()):
+        raise DatasetError(f"{main}: a Dask scan's shard has no index; resume refuses it")
     return Checkpoint(
         scan_id=base["scan_id"],
         config=base["config"],
@@ -98,16 +111,25 @@ def config_from_json(doc: dict[str, Any]) -> ScanConfig:
     from ..config import ScanConfig
 
     names = {f.name for f in dataclasses.fields(ScanConfig)}
-    kw = {k: v for k, v in doc.items() if k in names}
-    kw["targets"] = tuple(kw.get("targets") or ())
-    kw["exclude"] = tuple(kw.get("exclude") or ())
-    shard = kw.get("shard", "1/1")
-    if isinstance(shard, str):
-        k, n = shard.split("/")
-        kw["shard"] = (int(k), int(n))
-    else:
-        kw["shard"] = tuple(shard)
-    return ScanConfig(**kw)
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise DatasetError(
+            f"the scan's config has unknown option(s) {', '.join(map(repr, unknown))}: it was "
+            "written by another version of prtip_nb, or edited; start a new scan"
+        )
+    kw = dict(doc)
+    try:
+        kw["targets"] = tuple(kw.get("targets") or ())
+        kw["exclude"] = tuple(kw.get("exclude") or ())
+        shard = kw.get("shard", "1/1")
+        if isinstance(shard, str):
+            k, n = shard.split("/")
+            kw["shard"] = (int(k), int(n))
+        else:
+            kw["shard"] = tuple(shard)
+        return ScanConfig(**kw)
+    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise DatasetError(f"the scan's saved config is not valid: {exc}") from None
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -144,12 +166,26 @@ def shard_scan(
     return scan
 
 
+def remove_debris(directory: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.XXXX.tmp``) a killed writer left in a scan's
+    folder; call it only while no process writes the scan. Links are removed, not followed."""
+    gone = []
+    for folder in (directory, *(p for p in directory.iterdir() if p.is_dir()
+                                and not p.is_symlink())):  # fmt: skip
+        for path in folder.glob(".*.tmp"):
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+                gone.append(path)
+    return gone
+
+
 def resumed_scan(
     cls: type[S], root: str | os.PathLike[str], scan_id: str, **options: Any
 ) -> S:
     from ..results._files import scan_dir
 
     ck = load(scan_dir(root, scan_id))
+    remove_debris(scan_dir(root, scan_id))  # a kill -9 mid-write leaves its temp file
     if ck.distributed or len(ck.shards) != 1:
         raise ScanError(
             f"scan {scan_id} ran as {len(ck.shards)} shards: resume it with "
@@ -201,6 +237,7 @@ def resume_distributed(
         )
     ds.scan_id, ds.started = ck.scan_id, ck.started
     ds._resume = {int(e["index"]): e for e in ck.shards.values()}
+    remove_debris(scan_dir(root, ck.scan_id))  # before any shard writes again
     for path in parts(scan_dir(root, ck.scan_id), "hosts"):
         path.unlink()  # running again: not complete until the merge writes it anew
     return ds.start().wait()

@@ -208,6 +208,12 @@ class Scan:
         """Start scanning on a background thread and return self at once."""
         if self._thread is not None:
             raise ScanError("this Scan was already started; create a new Scan to scan again")
+        if self.config.output is not None:  # before a packet: a scan must be able to save
+            from .._fileio import check_output_dir
+
+            why = check_output_dir(self.config.output, what="output folder")
+            if why:
+                raise ConfigError(why, token=self.config.output)
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:
@@ -364,7 +370,8 @@ class Scan:
             terminal = self._terminal()
             self._record(terminal)  # into the events table before it is finished
             try:
-                self._result = builder.finish(ended=datetime.now(UTC))
+                self._result = builder.finish(ended=datetime.now(UTC),
+                                              complete=self.status == "completed")
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc
@@ -574,8 +581,7 @@ class Scan:
         pool = WorkerPool(
             targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel
         )
-        pool.spawn()
-        return pool
+        return pool if pool.spawn_or_give_up() else None  # None: scan in this process
 
     def _workers(self) -> int:
         """Processes to scan with: the user's choice, else one per core for big scans.

@@ -13,6 +13,7 @@ parent feeds the bytes to the same ``RecordSink`` an in-process scan uses.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -138,17 +140,22 @@ def _child_main() -> int:
         host_timeout=job["host_timeout"],
         t_start=job.get("t_start"),
     )
-    engine.run(
-        probe_stream(targets, ports, job["seed"], tuple(job["shard"]), job.get("start", 0))
-    )
-    # wait4()'s ru_maxrss would charge the parent's size at fork time to this child; the
-    # kernel's VmHWM of this process image is the worker's own peak.
-    out.control(PEAK_RSS, peak_rss_bytes())
-    out.flush()
+    try:
+        engine.run(
+            probe_stream(targets, ports, job["seed"], tuple(job["shard"]), job.get("start", 0))
+        )
+        # wait4()'s ru_maxrss would charge the parent's size at fork time to this child; the
+        # kernel's VmHWM of this process image is the worker's own peak.
+        out.control(PEAK_RSS, peak_rss_bytes())
+        out.flush()
+    except BrokenPipeError:  # the parent closed our pipe: its scan is over, ours too
+        return EXIT_ORPHANED
     return EXIT_CANCELLED if cancel.is_set() else 0
 
 
 EXIT_CANCELLED = 3  # stopped by SIGTERM before the shard was done: not a complete shard
+EXIT_ORPHANED = 4  # the parent stopped reading our records (it failed, or died)
+REAP_TIMEOUT = 5.0  # seconds a worker gets to exit after SIGTERM, then after SIGKILL
 
 
 def _die_with_parent() -> None:
@@ -217,6 +224,26 @@ class WorkerPool:
             proc.stdin.write(json.dumps({**self.job, **part}).encode())
             proc.stdin.close()
 
+    def spawn_or_give_up(self) -> bool:
+        """``spawn()``, or False (after a warning) when the OS refuses the resources.
+
+        EMFILE/ENFILE (a low `ulimit -n`), EAGAIN/ENOMEM (process limits): each worker costs
+        pipes and a process. The caller then scans in its own process: the same ports, only
+        slower, instead of a failed scan."""
+        try:
+            self.spawn()
+        except OSError as exc:
+            self.stop()
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+                raise
+            warnings.warn(
+                f"could not start {self.workers} scan worker processes ({exc.strerror}); "
+                "scanning in this process instead (raise `ulimit -n` to use them)",
+                stacklevel=4,
+            )
+            return False
+        return True
+
     def stop(self) -> None:
         """Reap every worker, terminating those still running, then close its pipe and
         stderr file (idempotent).
@@ -226,6 +253,11 @@ class WorkerPool:
         """
         for proc, err in self.procs:
             if proc.returncode is None:
+                if not self._drained and proc.stdout is not None:
+                    # Nobody reads this pipe any more (the parent failed: a full disk). A
+                    # worker blocked writing to it would never see our SIGTERM through its
+                    # write; closing our end wakes it with EPIPE.
+                    proc.stdout.close()
                 self._reap(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
@@ -244,7 +276,14 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 pass
         proc.send_signal(signal.SIGTERM)  # a no-op for a worker that has exited
-        proc.wait()
+        try:
+            proc.wait(timeout=REAP_TIMEOUT)  # EVERY WAIT HAS A TIMEOUT: stop() must return
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(timeout=REAP_TIMEOUT)
+            except subprocess.TimeoutExpired:  # unkillable (D state): leave it, say so
+                self._failure = self._failure or f"scan worker {proc.pid} did not exit"
 
     def run(self, sink: RecordSink) -> None:
         """Feed every worker's records to ``sink`` until all have finished."""

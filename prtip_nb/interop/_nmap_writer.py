@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb._fileio import atomic_file
 from prtip_nb.errors import DatasetError
 from prtip_nb.interop import _tls, _xml
 from prtip_nb.results import _convert as cv
@@ -58,13 +59,10 @@ def write_nmap_xml(result: ScanResult, path: str | os.PathLike[str]) -> Path:
             "read one scan_id with read_scans(root, scan_id) first"
         )
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
+        with atomic_file(path, "w", encoding="utf-8") as out:
             _write(result, out)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DatasetError(f"could not write {path}: {exc}") from exc
     return path
 

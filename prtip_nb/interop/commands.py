@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prtip_nb._termsafe import printable
 from prtip_nb.errors import DatasetError, PrtipError
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise DatasetError(f"{name} was imported before, as {where}; --overwrite replaces it")
         res.to_parquet(args.output, overwrite=args.overwrite)
         ports = res.tables["ports"]
-        print(f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} port rows "
-              f"-> {where}")  # fmt: skip
+        print(printable(f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} "
+                        f"port rows -> {where}"))  # fmt: skip
     return 0
 
 
@@ -98,10 +99,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     try:
         changes = diff(load(args.old), load(args.new))
     except (PrtipError, OSError, ValueError) as exc:
-        print(f"prtip-nb: {exc}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
         return 2
     if changes.empty:
         print("no changes")
         return 0
-    print(changes.astype(object).where(changes.notna(), "-").to_string(index=False))
+    # Banners, versions and hostnames of imported files, escaped for the terminal.
+    print(printable(changes.astype(object).where(changes.notna(), "-").to_string(index=False)))
     return 1

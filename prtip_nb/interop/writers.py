@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb._fileio import atomic_file
+from prtip_nb._termsafe import EscapingWriter
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import _convert as cv
 from prtip_nb.results import _hosts
@@ -33,13 +35,10 @@ _ISO = "%Y-%m-%dT%H:%M:%SZ"  # %S carries the microseconds for timestamp[us]
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[TextIO], None]) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
+        with atomic_file(path, "w", encoding="utf-8", newline="") as out:
             write(out)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DatasetError(f"could not write {path}: {exc}") from exc
     return path
 
@@ -90,12 +89,10 @@ def write_csv(result: ScanResult, path: str | os.PathLike[str]) -> Path:
 
     table = flat_text(result.tables["ports"], lists=";")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        pcsv.write_csv(table, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as out:
+            pcsv.write_csv(table, out)
     except (OSError, pa.ArrowException) as exc:
-        tmp.unlink(missing_ok=True)
         raise DatasetError(f"could not write {path}: {exc}") from exc
     return path
 
@@ -152,4 +149,4 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
         out.write(f"# prtip_nb done -- {hosts.num_rows} IP address{'es' * (hosts.num_rows != 1)}"
                   f" ({up} host{'s' * (up != 1)} up) scanned in {took} seconds\n")  # fmt: skip
 
-    return _atomic(path, write)
+    return _atomic(path, lambda out: write(EscapingWriter(out)))  # type: ignore[arg-type]

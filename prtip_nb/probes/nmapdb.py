@@ -14,6 +14,7 @@ hostile input, is skipped; ``db.skipped`` lists each one with its line and reaso
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def translate_pcre(pattern: str) -> str:
                 continue
             if nxt == "k" and pattern.startswith("<", i + 2):
                 end = pattern.find(">", i + 3)
+                if end < 0:  # find's -1 once sent i back to 0: a loop until MemoryError
+                    raise Untranslatable("unterminated \\k<name>")
                 out.append(f"(?P={pattern[i + 3 : end]})")
                 i = end + 1
                 continue
@@ -187,10 +190,25 @@ def _rule(line: str, where: str, soft: bool, measure: float | None) -> Rule:
     return Rule(service, regex, f.get("p"), f.get("v"), f.get("i"), soft, where)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+#: Longest line read whole (nmap's longest is about 2.5 KB); a longer one is skipped.
+MAX_LINE = 1 << 16
+#: What a malformed line can raise while it is parsed: each means "skip this line".
+_MALFORMED = (ValueError, re.error, UnicodeEncodeError, OverflowError, IndexError, KeyError,
+              RecursionError)  # fmt: skip
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each line that is not blank or a comment; text None: too long."""
     # Latin-1 maps every byte to one character: patterns stay byte-exact.
-    with path.open(encoding="latin-1") as fh:
-        for number, raw in enumerate(fh, 1):
+    with path.open(encoding="latin-1", newline="\n") as fh:
+        number = 0
+        for raw in iter(lambda: fh.readline(MAX_LINE + 1), ""):
+            number += 1
+            if len(raw) > MAX_LINE and not raw.endswith("\n"):
+                while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
+                    pass  # skip the rest of the line without holding it
+                yield number, None
+                continue
             line = raw.strip()
             if line and not line.startswith("#"):
                 yield number, line
@@ -212,8 +230,10 @@ def load_nmap_service_probes(
     probe: Probe | None = None
     for number, line in _lines(path):
         where = f"{path.name}:{number}"
-        keyword, _, arg = line.partition(" ")
+        keyword, _, arg = (line or "").partition(" ")
         try:
+            if line is None:
+                raise ValueError(f"longer than {MAX_LINE} bytes")
             if keyword == "Probe":
                 proto, name, spec = arg.split(None, 2)
                 payload, _end = _delimited(spec, 1)
@@ -237,8 +257,11 @@ def load_nmap_service_probes(
                 probe.wait_ms = int(arg)
             elif keyword == "fallback":
                 probe.fallback = tuple(x.strip() for x in arg.split(","))
-        except (ValueError, re.error, UnicodeEncodeError, OverflowError) as exc:
+        except _MALFORMED as exc:
             skipped.append(Skipped(where, f"{type(exc).__name__}: {exc}"))
+            if not isinstance(exc, Untranslatable):  # untranslatable rules are expected
+                warnings.warn(f"{path}, line {number}: skipped a malformed line "
+                              f"({type(exc).__name__}: {exc})", stacklevel=2)
     # nmap's SSLSessionReq only says "ssl"; prtip_nb then needs a real handshake to go on.
     ssl_ports = frozenset().union(*(p.sslports for p in probes))
     probes.append(Probe("TLSHandshake", tls=True, rarity=1, ports=ssl_ports))

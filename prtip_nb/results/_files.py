@@ -1,6 +1,6 @@
 """The on-disk layout: ``<root>/scan_id=<id>/<table>/part-NNNNN.parquet``, written atomically.
 
-A part file appears under its final name only once complete (temp name + ``os.replace``), so
+A part file appears under its final name only once complete (``_fileio.atomic_file``), so
 readers never see half a file. The hosts table is written last: its presence marks a scan as
 complete.
 """
@@ -8,10 +8,12 @@ complete.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
 
+from prtip_nb._fileio import atomic_file, unsafe_name
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import schema
 
@@ -20,12 +22,18 @@ HOW_TO_CREATE = "create one with `res.to_parquet(root)` or `prtip-nb scan ... -o
 
 
 def scan_dir(root: str | os.PathLike[str], scan_id: str) -> Path:
+    """``<root>/scan_id=<id>``; an id that is not a single folder name is refused."""
+    why = unsafe_name(scan_id)
+    if why is not None:
+        raise DatasetError(f"scan id {scan_id!r} {why}: a scan id names one folder under the root")
     return Path(root) / f"scan_id={scan_id}"
 
 
 def part_path(directory: Path, table: str, number: int, tag: str = "") -> Path:
     """``part-NNNNN.parquet``; ``tag`` (e.g. ``s003-``) keeps the parts of several writers
     of one scan (Dask shards) apart."""
+    if tag and unsafe_name(tag) is not None:
+        raise DatasetError(f"part tag {tag!r} {unsafe_name(tag)}: it must stay in {directory}")
     return directory / table / f"part-{tag}{number:05d}.parquet"
 
 
@@ -74,14 +82,13 @@ def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes]) -> Non
 
     table = table.drop_columns(["scan_id"]) if "scan_id" in table.column_names else table
     table = table.replace_schema_metadata(metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # hidden and not *.parquet: no reader globs it
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temp name (.part-…parquet.XXXX.tmp) is hidden and not *.parquet: no reader globs it.
+        with atomic_file(path) as fh:
+            pq.write_table(table, fh, compression="zstd")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"could not write {path}: {exc}") from exc
+        raise DatasetError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def read_footer(path: Path) -> dict[bytes, bytes]:
@@ -92,3 +99,41 @@ def read_footer(path: Path) -> dict[bytes, bytes]:
         return dict(pq.read_schema(path).metadata or {})
     except (OSError, pa.ArrowInvalid) as exc:
         raise DatasetError(f"cannot read the Parquet footer of {path}: {exc}") from exc
+
+
+class PartCheck:
+    """The part files of a read, minus damaged ones: a part whose footer or pages do not
+    read (a copy cut short, a bad disk) is skipped with one warning naming it, so the rest
+    of the dataset still reads; with ``strict=True`` it is an error naming it instead.
+
+    WHY: one truncated part used to fail ``read_scans`` and ``report`` of the whole dataset
+    with an Arrow error naming no file."""
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.skipped: dict[Path, str] = {}  # path -> why
+
+    def reject(self, path: Path, exc: BaseException) -> None:
+        why = f"{path} is not a readable Parquet part ({exc})"
+        if self.strict:
+            raise DatasetError(f"{why}; delete or restore it, or read with strict=False "
+                               "to skip it")  # fmt: skip
+        if path not in self.skipped:
+            self.skipped[path] = why
+            warnings.warn(f"skipped {why}; the rest of the scan was read", stacklevel=4)
+
+    def parts(self, directory: Path, table: str) -> list[Path]:
+        """``parts(directory, table)`` whose footers read (each checked once)."""
+        import pyarrow.parquet as pq
+
+        out = []
+        for path in parts(directory, table):
+            if path in self.skipped:
+                continue
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowException) as exc:
+                self.reject(path, exc)
+                continue
+            out.append(path)
+        return out

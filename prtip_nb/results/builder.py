@@ -268,8 +268,13 @@ class ResultBuilder:
             batches = list(self._batches) + ([self._batch(n)] if n else [])
         return ScanResult(self._tables(batches), self.meta)
 
-    def finish(self, *, ended: datetime, hosts: pa.Table | None = None) -> ScanResult:
-        """Flush, build the final tables (hosts derived unless given), write them; return them."""
+    def finish(
+        self, *, ended: datetime, hosts: pa.Table | None = None, complete: bool = True
+    ) -> ScanResult:
+        """Flush, build the final tables (hosts derived unless given), write them; return them.
+
+        ``complete=False`` (a cancelled or failed scan) writes no hosts part: its absence is
+        what tells readers, ``list_scans`` and ``resume`` that the scan was cut short."""
         if self._result is not None:
             return self._result
         self.flush()
@@ -280,11 +285,11 @@ class ResultBuilder:
             batches, self._batches = self._batches, []
             tables = self._tables(batches, hosts)
             if self._dir is not None:
-                self._write_final(tables, ended)
+                self._write_final(tables, ended, complete)
             self._result = ScanResult(tables, meta)
         return self._result
 
-    def _write_final(self, tables: dict[str, pa.Table], ended: datetime) -> None:
+    def _write_final(self, tables: dict[str, pa.Table], ended: datetime, complete: bool) -> None:
         assert self._dir is not None
         ports = tables["ports"]
         # The parts hold rows as appended. If dedup dropped some, or services were merged,
@@ -300,7 +305,7 @@ class ResultBuilder:
         self._write("events", tables["events"], ended=ended)
         for path in self._prior.stale if self._prior is not None else ():
             path.unlink(missing_ok=True)  # merged into the parts just written
-        if self._write_hosts:
+        if self._write_hosts and complete:
             self._write("hosts", tables["hosts"], ended=ended)  # last: marks the scan complete
 
 

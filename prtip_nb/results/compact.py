@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb._fileio import atomic_file
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import _convert as cv
 from prtip_nb.results import _files, schema
@@ -95,7 +97,6 @@ def _sorted_merge(parts: list[Path], writer: Any, arrow_schema: pa.Schema, spill
     """Write the ports rows of ``parts`` to ``writer`` sorted by (host, proto, port)."""
     cuts, names = _buckets(parts)
     bucket_of = cv.numbers([bisect_right(cuts, n) for n in names.to_pylist()], pa.uint16())
-    spill.mkdir(exist_ok=True)
     paths = [spill / f"{i}.arrow" for i in range(len(cuts) + 1)]
     # IPC streams, not files: parts have their own dictionaries, which only streams allow.
     sinks = [pa.ipc.new_stream(p, arrow_schema) for p in paths]
@@ -121,23 +122,25 @@ def _merge(table: str, parts: list[Path], target: Path) -> None:
     import pyarrow.parquet as pq
 
     metadata = _files.read_footer(parts[-1])
-    tmp = target.with_name(f".{target.name}.tmp")
-    spill = target.parent / ".compact-spill"
+    spill: Path | None = None
     try:
+        # An unpredictable folder of our own for the spill files (not a fixed name that
+        # someone could have planted as a symlink).
+        spill = Path(tempfile.mkdtemp(dir=target.parent, prefix=".compact-spill-"))
         arrow_schema = pq.ParquetFile(parts[0]).schema_arrow.remove_metadata()
-        with pq.ParquetWriter(tmp, arrow_schema.with_metadata(metadata),
-                              compression="zstd") as writer:  # fmt: skip
+        with atomic_file(target) as fh, pq.ParquetWriter(
+            fh, arrow_schema.with_metadata(metadata), compression="zstd"
+        ) as writer:
             if table == "ports":
                 _sorted_merge(parts, writer, arrow_schema, spill)
             else:
                 for batch in _batches(parts, arrow_schema):
                     writer.write_batch(batch)
-        os.replace(tmp, target)
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
-        tmp.unlink(missing_ok=True)
         raise DatasetError(f"could not compact into {target}: {exc}") from exc
     finally:
-        shutil.rmtree(spill, ignore_errors=True)
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
 def compact(root: str | os.PathLike[str], scan_id: str, *, force: bool = False) -> dict[str, int]:

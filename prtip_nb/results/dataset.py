@@ -9,6 +9,7 @@ from its ports, and its ports are deduplicated like a finished scan's.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,22 +36,39 @@ def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
     return [value] if isinstance(value, str) else list(value)
 
 
-def read_meta(directory: Path) -> ScanMeta:
+def read_meta(directory: Path, check: _files.PartCheck | None = None) -> ScanMeta:
     """The meta of one scan from one footer: hosts (has ``ended``) if the scan finished,
-    else its newest ports part."""
+    else its newest ports part. Damaged parts are skipped (or raise) as ``check`` says."""
+    check = check or _files.PartCheck(strict=True)
     for table in ("hosts", "events", "ports", "telemetry"):
-        found = _files.parts(directory, table)
+        found = check.parts(directory, table)
         if found:
             return ScanMeta.from_parquet_metadata(
                 _files.read_footer(found[-1]), path=str(found[-1])
             )
-    raise DatasetError(f"{directory} holds no part files")
+    raise DatasetError(f"{directory} holds no readable part files")
 
 
-def _read_table(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None) -> pa.Table:
+def _read_table(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None,
+                check: _files.PartCheck) -> pa.Table:
+    files = [p for d in dirs.values() for p in check.parts(d, name)]
+    try:
+        return _scan_files(root, dirs, name, host, files)
+    except (OSError, pa.ArrowException):
+        pass  # a footer that reads over pages that do not: find the file, then skip it
+    for path in files:
+        try:
+            _scan_files(root, dirs, name, host, [path])
+        except (OSError, pa.ArrowException) as exc:
+            check.reject(path, exc)
+    return _scan_files(root, dirs, name, host, [p for p in files if p not in check.skipped])
+
+
+def _scan_files(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None,
+                paths: list[Path]) -> pa.Table:
     import pyarrow.dataset as ds
 
-    files = [str(p) for d in dirs.values() for p in _files.parts(d, name)]
+    files = [str(p) for p in paths]
     if not files:
         return schema.empty(name)
     # Explicit hive partitioning with the known ids: scan_id gets the schema's dictionary type.
@@ -83,6 +101,7 @@ def read_scans(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: Literal["arrow"] = "arrow",
+    strict: bool = False,
 ) -> ScanResult: ...
 
 
@@ -95,6 +114,7 @@ def read_scans(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: Literal["dask"],
+    strict: bool = False,
 ) -> Any: ...
 
 
@@ -106,6 +126,7 @@ def read_scans(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: str = "arrow",
+    strict: bool = False,
 ) -> Any:
     """Every scan under ``root`` (or those named) as one ScanResult.
 
@@ -113,6 +134,9 @@ def read_scans(
     ``[since, until)``. The result has ``meta`` set when exactly one scan is read.
     ``engine="dask"`` returns the ports instead as a lazy ``dask.dataframe.DataFrame``
     (one partition per part file), for datasets bigger than memory (``results._dask``).
+
+    A damaged part file (truncated, not Parquet) is skipped with a warning that names it;
+    ``strict=True`` raises a DatasetError naming it instead.
     """
     if engine not in ("arrow", "dask"):
         raise ValueError(f"engine must be 'arrow' or 'dask', not {engine!r}")
@@ -125,7 +149,8 @@ def read_scans(
             known = ", ".join(list(dirs)[-5:])
             raise DatasetError(f"no scan {unknown[0]!r} in {root.resolve()}; latest there: {known}")
         dirs = {s: dirs[s] for s in wanted}
-    metas = {sid: read_meta(d) for sid, d in dirs.items()}
+    check = _files.PartCheck(strict)
+    metas = {sid: m for sid, d in dirs.items() if (m := _meta_or_skip(d, check)) is not None}
     lo = parse_time(since, what="since") if since is not None else None
     hi = parse_time(until, what="until") if until is not None else None
     metas = {
@@ -139,10 +164,10 @@ def read_scans(
         from prtip_nb.results._dask import ports_frame
 
         return ports_frame(dirs, hosts_wanted)
-    tables = {name: _read_table(root, dirs, name, hosts_wanted) for name in schema.TABLES}
+    tables = {name: _read_table(root, dirs, name, hosts_wanted, check) for name in schema.TABLES}
     ports = _arrow.normalize_ports(tables["ports"])
     hosts = tables["hosts"]
-    cut_short = [sid for sid, d in dirs.items() if not _files.parts(d, "hosts")]
+    cut_short = [sid for sid, d in dirs.items() if not check.parts(d, "hosts")]
     if cut_short:
         mine = ports.filter(pc.is_in(ports["scan_id"], value_set=cv.plain_strings(cut_short)))
         hosts = pa.concat_tables([schema.conform(hosts, "hosts"), _hosts.derive_hosts(mine)])
@@ -153,6 +178,17 @@ def read_scans(
     return ScanResult(tables, scans[0] if len(scans) == 1 else None, scans=scans)
 
 
+def _meta_or_skip(directory: Path, check: _files.PartCheck) -> ScanMeta | None:
+    """The scan's meta; None (after a warning) when not one of its parts reads."""
+    try:
+        return read_meta(directory, check)
+    except DatasetError:
+        if check.strict:
+            raise
+        warnings.warn(f"skipped {directory}: none of its part files reads", stacklevel=3)
+        return None
+
+
 def _sort_by_scan(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return table
@@ -160,15 +196,19 @@ def _sort_by_scan(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(keys, sort_keys=[("scan", "ascending"), ("t", "ascending")]))
 
 
-def _n_open(directory: Path, complete: bool) -> int:
+def _n_open(directory: Path, complete: bool, check: _files.PartCheck) -> int:
     import pyarrow.parquet as pq
 
     if complete:  # one small column of one row per host
-        t = pq.read_table(_files.parts(directory, "hosts"), columns=["open"])
+        t = pq.read_table(check.parts(directory, "hosts"), columns=["open"])
         return int(pc.sum(t["open"]).as_py() or 0)
     n = 0  # cut short: count the open states (a dictionary column, cheap to read)
-    for part in _files.parts(directory, "ports"):
-        state = pq.read_table(part, columns=["state"])["state"]
+    for part in check.parts(directory, "ports"):
+        try:
+            state = pq.read_table(part, columns=["state"])["state"]
+        except (OSError, pa.ArrowException) as exc:
+            check.reject(part, exc)
+            continue
         n += int(pc.sum(pc.is_in(state, value_set=_arrow.OPEN)).as_py() or 0)
     return n
 
@@ -191,10 +231,13 @@ def list_scans(root: str | os.PathLike[str]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     rows = []
+    check = _files.PartCheck()  # a damaged part is skipped, with a warning naming it
     for sid, d in _files.scan_dirs(root).items():
-        meta = read_meta(d)
-        complete = bool(_files.parts(d, "hosts"))
-        n_ports = sum(pq.read_metadata(p).num_rows for p in _files.parts(d, "ports"))
+        meta = _meta_or_skip(d, check)
+        if meta is None:
+            continue
+        complete = bool(check.parts(d, "hosts"))
+        n_ports = sum(pq.read_metadata(p).num_rows for p in check.parts(d, "ports"))
         rows.append(
             {
                 "scan_id": sid,
@@ -205,7 +248,7 @@ def list_scans(root: str | os.PathLike[str]) -> pd.DataFrame:
                 "ports": _text(meta.config.get("ports")),
                 "method": _text(meta.config.get("method")),
                 "n_ports": n_ports,
-                "n_open": _n_open(d, complete),
+                "n_open": _n_open(d, complete, check),
             }
         )
     ts = pa.timestamp("us", tz="UTC")

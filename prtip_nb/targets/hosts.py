@@ -10,7 +10,6 @@ import operator
 import os
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 from prtip_nb.errors import ConfigError, TargetSpecError
 from prtip_nb.targets import addrspec
@@ -159,9 +158,21 @@ def _texts(value: str | Sequence[str] | None, what: str) -> list[str]:
     return tokens
 
 
-def _read_list(path: str | os.PathLike[str] | None, flag: str) -> list[str]:
+#: Longest -iL line read: a target is at most a hostname (253) with a prefix. A longer line
+#: is not a target list (``-iL /dev/zero`` would otherwise read until MemoryError).
+MAX_LINE = 4096
+#: Largest -iL file read (about 4 million IPv4 addresses, one a line).
+MAX_BYTES = 64 << 20
+_FILE_HINT = "pass the path of a text file with targets separated by spaces or newlines"
+
+
+def _read_list(path: str | os.PathLike[str] | None, flag: str) -> tuple[list[str], dict[str, int]]:
+    """The tokens of a target file, and the line each first appears on (for errors).
+
+    Streamed line by line with a bound on each line and on the whole: a device, a binary
+    or a huge file fails at once with the line that is wrong, never with MemoryError."""
     if path is None:
-        return []
+        return [], {}
     name = os.fspath(path)
     if name == "-":
         raise TargetSpecError(
@@ -169,17 +180,50 @@ def _read_list(path: str | os.PathLike[str] | None, flag: str) -> list[str]:
             token="-",
             hint="write the targets to a file and pass its path",
         )
+
+    def bad(what: str, number: int | None = None) -> TargetSpecError:
+        where = f"{flag} file {name!r}" + (f", line {number}" if number else "")
+        return TargetSpecError(f"{where}: {what}", token=name, hint=_FILE_HINT)
+
+    tokens: list[str] = []
+    lines: dict[str, int] = {}
+    total = 0
     try:
-        text = Path(name).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise TargetSpecError(
-            f"cannot read {flag} file {name!r}: {reason}",
-            token=name,
-            hint="pass the path of a text file with targets separated by spaces or newlines",
-        ) from exc
-    # '#' starts a comment to the end of the line, as in nmap's -iL.
-    return addrspec.split_specs("\n".join(line.split("#", 1)[0] for line in text.splitlines()))
+        with open(name, "rb") as fh:
+            for number, raw in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), 1):
+                total += len(raw)
+                if len(raw) > MAX_LINE:
+                    raise bad(f"line longer than {MAX_LINE} bytes; this is not a target list",
+                              number)
+                if total > MAX_BYTES:
+                    raise bad(f"larger than {MAX_BYTES:,} bytes; merge addresses into "
+                              "ranges or CIDR blocks (10.0.0.0/8, 10.0.0.1-200)", number)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise bad("not UTF-8 text", number) from None
+                if "\0" in text:
+                    raise bad("holds a NUL byte; this is not a text file", number)
+                # '#' starts a comment to the end of the line, as in nmap's -iL.
+                for token in addrspec.split_specs(text.split("#", 1)[0]):
+                    tokens.append(token)
+                    lines.setdefault(token, number)
+    except OSError as exc:
+        raise TargetSpecError(f"cannot read {flag} file {name!r}: {exc.strerror or exc}",
+                              token=name, hint=_FILE_HINT) from exc
+    return tokens, lines
+
+
+def _located(exc: TargetSpecError, lines: dict[str, int], flag: str,
+             path: str | os.PathLike[str] | None) -> TargetSpecError:
+    """``exc`` with the file and line of its token, when the token came from ``path``."""
+    number = lines.get(exc.token or "")
+    if number is None or path is None:
+        return exc
+    out = TargetSpecError(f"{flag} file {os.fspath(path)!r}, line {number}: {exc}",
+                          token=exc.token)
+    out.hint = exc.hint
+    return out
 
 
 def _expand(
@@ -246,17 +290,25 @@ def parse_targets(
             hint="valid form: family=4 (-4), family=6 (-6), or None for both",
         )
     names = NameCache(resolver or default_resolver, family)
-    tokens = _texts(targets, "targets") + _read_list(input_file, "-iL")
+    from_file, lines = _read_list(input_file, "-iL")
+    tokens = _texts(targets, "targets") + from_file
     if not tokens:
         where = f" (the -iL file {os.fspath(input_file)!r} is empty)" if input_file else ""
         raise TargetSpecError(_NO_TARGETS + where, token=repr(targets), hint=HINT)
-    ranges, hostnames = _expand(tokens, names, family, excluding=False)
+    try:
+        ranges, hostnames = _expand(tokens, names, family, excluding=False)
+    except TargetSpecError as exc:
+        raise _located(exc, lines, "-iL", input_file) from exc.__cause__
     wanted = TargetSet(ranges)
 
-    ex_tokens = _texts(exclude, "exclusions") + _read_list(exclude_file, "--excludefile")
+    ex_file, ex_lines = _read_list(exclude_file, "--excludefile")
+    ex_tokens = _texts(exclude, "exclusions") + ex_file
     if not ex_tokens:
         return TargetSet(wanted.ranges, hostnames)
-    ex_ranges, _ = _expand(ex_tokens, names, family, excluding=True)
+    try:
+        ex_ranges, _ = _expand(ex_tokens, names, family, excluding=True)
+    except TargetSpecError as exc:
+        raise _located(exc, ex_lines, "--excludefile", exclude_file) from exc.__cause__
     removed = TargetSet(ex_ranges)
     kept: list[Range3] = []
     for fam in (4, 6):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -113,6 +114,9 @@ def test_kill_at_30_60_90_percent_then_resume_is_exact(
         sid, done = _run_and_kill(tmp_path, sid, at)
         ck = _checkpoint(tmp_path, sid)
         assert ck["status"] == "running"
+        ck_path = tmp_path / f"scan_id={sid}" / "_checkpoint.json"
+        assert stat.S_IMODE(ck_path.stat().st_mode) == 0o600  # it holds the cookie secret
+        assert not bool(pn.list_scans(tmp_path)["complete"].iloc[0])
         mark = ck["shards"]["1/1"]["low_water"]
         assert low <= mark <= done  # the mark only moves forward, never past the work
         lost_s = (done - mark) / RATE
@@ -134,6 +138,8 @@ def test_kill_at_30_60_90_percent_then_resume_is_exact(
     assert disk.num_rows == 65_535
     assert len(set(disk["port"].to_pylist())) == 65_535
     assert _checkpoint(tmp_path, sid)["status"] == "completed"
+    assert not list(directory.rglob("*.tmp"))  # a killed writer's temp files are cleared
+    assert bool(pn.list_scans(tmp_path)["complete"].iloc[0])
     # The seed stays in the checkpoint, never in the dataset's footers.
     footer = pq.read_schema(next(directory.glob("hosts/*.parquet"))).metadata
     assert "seed" not in json.loads(footer[schema.META_CONFIG])

@@ -84,3 +84,27 @@ def test_masscan_against_nmap_and_bad_input() -> None:
     assert set(d["change"].astype(str)) == {"new-host", "gone-host"}
     with pytest.raises(ValueError, match="needs columns"):
         pn.diff(pd.DataFrame({"host": ["x"]}), pd.DataFrame({"host": ["x"]}))
+
+
+_OLD = """[
+{"ip": "198.51.100.7", "timestamp": "1764325200", "ports": [{"port": 22, "proto": "tcp",
+ "status": "open", "reason": "syn-ack", "ttl": 54}]}
+]"""
+_NEW = r"""[
+{"ip": "198.51.100.7", "timestamp": "1764325300", "ports": [{"port": 22, "proto": "tcp",
+ "service": {"name": "ssh\u001b[2J\u001b]0;pwned\u0007\u009b2J\u202e", "banner": "x"}}]}
+]"""
+
+
+def test_diff_prints_terminal_controls_of_imported_files_as_text(tmp_path: Path) -> None:
+    """A banner's ``ESC[2J`` would clear the screen of whoever reads the diff."""
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(_OLD)
+    new.write_text(_NEW)
+    out = subprocess.run([sys.executable, "-m", "prtip_nb.cli", "diff", str(old), str(new)],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 1, out.stderr  # differences
+    text = out.stdout.decode()
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "\u202e" not in text  # a bidi override would reorder what the user reads
+    assert r"ssh\x1b[2J\x1b]0;pwned\x07\x9b2J\u202e service-changed" in text

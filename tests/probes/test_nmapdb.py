@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prtip_nb.probes.matcher import RULE_TIMEOUT_S
 from prtip_nb.probes.nmapdb import (
@@ -137,3 +139,56 @@ def test_every_nmap_rule_stops_at_its_timeout_on_hostile_input(nmap_db: object) 
                     rule.regex.search(data, partial=True, timeout=RULE_TIMEOUT_S)
                 slowest = max(slowest, (time.thread_time() - t0, rule.source))
     assert slowest[0] < RULE_TIMEOUT_S + 0.010, slowest
+
+
+MALFORMED = r"""
+Probe TCP NULL q||
+match ok m|^OK| p/Fine/
+match loop m|^(?<a>x)\k<a| p/Unterminated backreference/
+match cut m|^x| p
+match short
+Probe TCP
+Probe TCP Bad q
+rarity many
+ports 80-70
+match after m|^AFTER| p/Still read/
+"""
+
+
+def test_malformed_lines_are_skipped_with_a_warning_naming_each(tmp_path: Path) -> None:
+    r"""One malformed line used to abort the load (IndexError), and ``\k<a`` without its
+    ``>`` looped until MemoryError; now each is skipped, named, and the rest loads."""
+    path = tmp_path / "probes"
+    long_line = "match long m|" + "a" * 70_000 + "|\n"
+    path.write_text(MALFORMED + long_line + "match tail m|^TAIL|\n")
+    with pytest.warns(UserWarning) as caught:
+        db = load_nmap_service_probes(path, measure=None)
+    lines = {int(str(w.message).split("line ")[1].split(":")[0]) for w in caught}
+    assert lines == {5, 6, 7, 8, 9, 10, 12}  # each malformed line, by number
+    assert all(str(path) in str(w.message) for w in caught)
+    reasons = {s.where.split(":")[1]: s.reason for s in db.skipped}
+    assert "unterminated \\k<name>" in reasons["4"]  # untranslatable: skipped, no warning
+    null = db.null
+    for reply, product in ((b"OK", "Fine"), (b"AFTER", "Still read")):
+        m = db.match(null, reply)
+        assert m is not None and m.product == product
+    assert db.match(null, b"TAIL") is not None  # read on past the 70 KB line
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.sampled_from(SYNTHETIC.splitlines() + MALFORMED.splitlines()),
+                      max_size=12),
+       cut=st.integers(0, 80), junk=st.text(alphabet="|\\<>(){}[]kQEx:mp/ ", max_size=20))
+def test_a_mutated_probe_file_always_loads(lines: list[str], cut: int, junk: str) -> None:
+    """Real lines, reordered, cut short and with junk appended: the load never raises."""
+    import tempfile
+    import warnings
+
+    mutated = [line[: cut or None] + junk if i % 2 else line for i, line in enumerate(lines)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probes"
+        path.write_text("\n".join(mutated) + "\n", encoding="latin-1", errors="replace")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            db = load_nmap_service_probes(path, measure=None)
+    assert db.probes[-1].name == "TLSHandshake"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,3 +145,30 @@ def test_bad_or_unresolvable_exclusion_is_an_error(stub: Stub) -> None:
 def test_huge_exclusions_stay_ranges() -> None:
     ts = parse_targets("10.0.0.0/8", exclude="10.128.0.0/9 10.0.0.0/16")  # parse-only
     assert ts.ranges == (r("10.1.0.0", "10.127.255.255"),)  # parse-only
+
+
+def test_input_file_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("198.51.100.1  # ok\n\n198.51.100.2 198.51.100.999\n")
+    with pytest.raises(TargetSpecError, match=r"-iL file '.*t\.txt', line 3: .*198\.51\.100\.999"):
+        parse_targets([], input_file=path)
+    with pytest.raises(TargetSpecError, match=r"--excludefile file '.*', line 3"):
+        parse_targets("198.51.100.0/24", exclude_file=path)
+
+
+def test_input_file_of_zeros_fails_at_once() -> None:
+    """-iL /dev/zero read until MemoryError; now the first line is too long to be one."""
+    t0 = time.monotonic()
+    with pytest.raises(TargetSpecError, match="line 1: line longer than 4096 bytes"):
+        parse_targets([], input_file="/dev/zero")
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_input_file_size_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prtip_nb.targets import hosts
+
+    monkeypatch.setattr(hosts, "MAX_BYTES", 1000)
+    path = tmp_path / "big.txt"
+    path.write_text("198.51.100.1\n" * 100)
+    with pytest.raises(TargetSpecError, match=r"line 77: larger than 1,000 bytes; merge addresses"):
+        parse_targets([], input_file=path)

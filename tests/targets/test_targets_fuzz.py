@@ -47,3 +47,32 @@ def test_parse_targets_raises_only_target_spec_errors(
         return
     assert isinstance(ts, TargetSet) and ts.size > 0
     assert ts.address(0) in ts and ts.address(-1) in ts
+
+
+REAL_LIST = b"# lab hosts\n198.51.100.1 198.51.100.2,198.51.100.9\n203.0.113.0/30  # edge\n\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cut=st.integers(0, len(REAL_LIST)),
+    flips=st.lists(st.tuples(st.integers(0, len(REAL_LIST) - 1), st.integers(0, 255)),
+                   max_size=4),
+    tail=st.binary(max_size=64),
+)
+def test_a_mutated_target_file_raises_only_target_spec_errors_with_its_name(
+    cut: int, flips: list[tuple[int, int]], tail: bytes
+) -> None:
+    import tempfile
+
+    data = bytearray(REAL_LIST)
+    for at, byte in flips:
+        data[at] = byte
+    with tempfile.NamedTemporaryFile(suffix=".txt") as fh:
+        fh.write(bytes(data[:cut]) + tail)
+        fh.flush()
+        try:
+            ts = parse_targets([], input_file=fh.name, resolver=refuse_names)
+        except TargetSpecError as exc:
+            assert fh.name in str(exc) or "-iL" in str(exc)
+            return
+    assert isinstance(ts, TargetSet) and ts.size > 0

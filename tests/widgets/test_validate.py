@@ -49,7 +49,8 @@ def test_empty_fields() -> None:
 
 
 @pytest.mark.parametrize(("value", "needle"), [("abc", "number"), ("-5", "positive"),
-                                                ("0", "positive")])
+                                                ("0", "positive"), ("inf", "finite"),
+                                                ("nan", "finite"), ("1e400", "finite")])
 def test_rate(value: str, needle: str) -> None:
     assert needle in (check("rate", value) or "")
 

@@ -1,0 +1,113 @@
+"""The command line's guards: what is checked before a scan sends anything, and what is
+said, in one line, when a scan cannot finish (issue 16: files and faults).
+
+- ``preflight``: options, ports and every output path, as nmap checks its output files
+  first: a scan must not run for an hour and then fail to save.
+- ``saved``: what a cut-short scan left on disk and the command that continues it.
+- ``hint``: the fix for the OS error under a failure (a low ``ulimit -n``, a full disk).
+- Every line passes ``printable``: messages echo file contents and names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from typing import Any, TextIO
+
+from ._termsafe import printable
+from .errors import ConfigError, DatasetError, PrtipError
+from .interop import commands as interop_commands
+
+__all__ = ["hint", "os_error", "preflight", "saved", "show_warning", "write_normal"]
+
+
+_FIXES = {
+    errno.EMFILE: "raise the limit (ulimit -n 4096) or lower --concurrency",
+    errno.ENFILE: "raise the limit (ulimit -n 4096) or lower --concurrency",
+    errno.ENOSPC: "free some space, then resume the scan if it was written with -o",
+}
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str,
+                 lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: one line, as the other messages."""
+    print(f"prtip-nb: warning: {printable(str(message))}", file=sys.stderr)
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError that reached the CLI, as one line with its fix."""
+    text = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return text + hint(exc)
+
+
+def hint(exc: BaseException) -> str:
+    """``"; <fix>"`` for the OS error under ``exc`` (its cause chain), or ``""``."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: a cause chain can loop
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in _FIXES:
+            return f"; {_FIXES[seen.errno]}"
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def preflight(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Check the options, ports and output paths before anything is sent (as nmap checks
+    its output files first): a scan must not run for an hour and then fail to save."""
+    from ._fileio import check_output_dir, check_writable
+    from .config import ScanConfig
+    from .targets import parse_ports
+
+    ScanConfig(targets=tuple(args.targets), ports=args.ports, **options)  # rate, timing, ...
+    method = options.get("method")
+    parse_ports(args.ports, top_ports=args.top_ports,
+                default_proto="udp" if method == "udp" else "tcp")
+    files = [("-oN", args.normal_output), ("--event-log", args.event_log)]
+    files += [(flag, getattr(args, attr, None)) for flag, attr, _ in interop_commands.OUTPUTS]
+    for flag, path in files:
+        why = path and check_writable(path, what=f"{flag} file")
+        if why:
+            raise ConfigError(why, token=path)
+    why = args.output and check_output_dir(args.output, what="-o folder")
+    if why:
+        raise ConfigError(why, token=args.output)
+
+
+def write_normal(path: str | None, text: str) -> None:
+    """-oN: the text report, written whole or not at all."""
+    if path:
+        from ._fileio import atomic_file
+
+        try:
+            with atomic_file(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise DatasetError(f"could not write -oN file {path}: {exc.strerror or exc}") from exc
+
+
+def saved(root: str | None, scan_id: str | None) -> str:
+    """What a cut-short scan left on disk, and how to continue it."""
+    if not root or not scan_id:
+        return "nothing was saved (no -o DIR); run again with -o DIR to keep partial results"
+    from .results import _files
+
+    try:
+        directory = _files.scan_dir(root, scan_id)
+        rows = 0
+        if directory.is_dir():
+            import pyarrow.parquet as pq
+
+            for part in _files.parts(directory, "ports"):
+                try:
+                    rows += pq.read_metadata(part).num_rows
+                except (OSError, ValueError):
+                    continue  # a damaged part: read_scans reports it
+    except PrtipError:
+        return "nothing was saved"
+    if (directory / "_checkpoint.json").exists():
+        how = f"continue with: prtip-nb resume {root} {scan_id}"
+    else:
+        how = "no checkpoint was written, so it cannot be resumed"
+    return f"saved {rows} port rows in {directory}; {how}"
