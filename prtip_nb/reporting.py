@@ -67,6 +67,30 @@ def _chart_html(figs: dict[str, Any]) -> list[str]:
     return parts
 
 
+def rate_summary(tel: Any) -> str:
+    """The send rate in force over the scan and why, from telemetry's rate_pps/rate_reason:
+    ``send rate limit 1,000 → 24,000 probes/s (growing 60%, backoff 40% of samples)``."""
+    from .widgets.live import reason_text
+
+    if "rate_pps" not in tel.columns or not len(tel):
+        return "send rate: not recorded"
+    limits = tel["rate_pps"].dropna().astype(float)
+    import pandas as pd
+
+    reasons = (tel["rate_reason"].dropna().astype(str) if "rate_reason" in tel.columns
+               else pd.Series([], dtype=str))
+    shares = ", ".join(f"{reason_text(str(r))} {n / len(reasons):.0%}"
+                       for r, n in reasons.value_counts().items()) if len(reasons) else ""
+    if limits.empty:
+        text = "send rate: no limit"
+    elif limits.min() == limits.max():
+        text = f"send rate limit {limits.iloc[-1]:,.0f} probes/s"
+    else:
+        text = (f"send rate limit {limits.iloc[0]:,.0f} → {limits.iloc[-1]:,.0f} probes/s "
+                f"(lowest {limits.min():,.0f}, highest {limits.max():,.0f})")
+    return f"{text}; {shares} of samples" if shares else text
+
+
 def _short(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({text.count(',') + 1} items)"
 
@@ -132,6 +156,7 @@ def report(
             f"{int(tel['sent'].max())} probes sent in {float(last['t']):.2f} s; "
             f"peak RSS {int(tel['rss_bytes'].max()) / 2**20:.1f} MiB; "
             f"peak rate {float(tel['pps'].max()):,.0f} probes/s</p>"
+            f"<p class='rate'>{html.escape(rate_summary(tel))}</p>"
         )
     parts.append(f"<p class='muted'>prtip_nb {html.escape(__version__)}; this file needs no "
                  "network to open.</p></body></html>\n")

@@ -108,3 +108,12 @@ def test_report_is_the_function_even_after_importing_the_module() -> None:
     import prtip_nb.reporting  # noqa: F401  (a module named "report" would shadow it)
 
     assert callable(pn.report) and pn.report.__module__ == "prtip_nb.reporting"
+
+
+def test_report_states_the_send_rate(tmp_path: Path) -> None:
+    with Lab.defaults(host="127.0.0.1", ephemeral=True) as lab:
+        spec = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
+        res = pn.scan("127.0.0.1", ports=spec, method="connect", rate=40.0)
+    html = pn.report(res, tmp_path / "rate.html").read_text()
+    assert "send rate limit 40 probes/s; pinned by the rate you set 100% of samples" in html
+    assert "rate limit" in html  # the throughput chart's limit line

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from prtip_nb.viz._frames import figure, frame, note, numbers, scan_label, texts
+from prtip_nb.viz._frames import esc, figure, frame, note, numbers, scan_label, texts
+from prtip_nb.widgets.live import reason_text  # light: no widget library imported
 
 __all__ = ["memory", "throughput"]
 
+_LIMIT_COLOR = "#9467bd"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -21,7 +23,10 @@ def _by_scan(res: Any) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
         return []
     ids = np.array(texts(df, "scan_id", "scan"), dtype=object)
     t = numbers(df, "t")
-    cols = {c: numbers(df, c) for c in ("pps", "pps_received", "rss_bytes", "cpu_percent")}
+    cols: dict[str, np.ndarray] = {
+        c: numbers(df, c) for c in ("pps", "pps_received", "rss_bytes", "cpu_percent", "rate_pps")
+    }
+    cols["rate_reason"] = np.array(texts(df, "rate_reason"), dtype=object)
     out = []
     for sid in dict.fromkeys(ids.tolist()):
         mine = ids == sid
@@ -30,8 +35,24 @@ def _by_scan(res: Any) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
     return out
 
 
+def _limit_trace(t: np.ndarray, cols: dict[str, np.ndarray], color: str, tag: str) -> Any:
+    """The send rate in force as steps, its reason in the hover; None when never limited.
+
+    Rows with no limit (null rate_pps: unlimited) are gaps, not a line at zero."""
+    limit = cols["rate_pps"]
+    if np.isnan(limit).all():
+        return None
+    reasons = [esc(reason_text(r)) for r in cols["rate_reason"]]
+    return go.Scatter(
+        x=t, y=limit, mode="lines", name=f"rate limit{tag}", customdata=reasons,
+        line={"color": color, "dash": "dash", "shape": "hv", "width": 1.5},
+        hovertemplate="t=%{x:.2f} s<br>limit %{y:,.0f} probes/s<br>%{customdata}<extra></extra>",
+    )
+
+
 def throughput(res: Any) -> go.Figure:
-    """Probes sent and replies received per second over the scan (from telemetry)."""
+    """Probes sent and replies received per second over the scan (from telemetry), and the
+    send rate in force (dashed steps; hover: why, e.g. backing off after loss)."""
     fig = figure("Throughput", "seconds since the scan started", "packets per second")
     scans = _by_scan(res)
     if not scans:
@@ -51,6 +72,9 @@ def throughput(res: Any) -> go.Figure:
                 line={"color": color, "dash": "dot"},
                 hovertemplate="t=%{x:.2f} s<br>%{y:,.0f} replies/s<extra></extra>",
             ))
+        limit = _limit_trace(t, cols, _LIMIT_COLOR if not many else color, tag)
+        if limit is not None:
+            fig.add_trace(limit)
     fig.update_yaxes(rangemode="tozero")
     return fig
 

@@ -160,3 +160,35 @@ def test_charts_take_a_plain_dataframe(scans: dict[str, Any], tmp_path: Path) ->
     assert pn.plot.memory(scans["first"].telemetry).data
     with pytest.raises(TypeError, match="expected a ScanResult"):
         pn.plot.ports([1, 2, 3])
+
+
+def test_throughput_draws_the_rate_limit_with_its_reason() -> None:
+    """A real pinned-rate scan: the limit is a dashed step line at the rate, hover 'pinned'."""
+    with Lab.defaults(host="127.0.0.1", ephemeral=True) as lab:
+        spec = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
+        res = pn.scan("127.0.0.1", ports=spec, method="connect", rate=40.0)
+    fig = pn.plot.throughput(res)
+    limit = next(t for t in fig.data if t.name == "rate limit")
+    tel = res.telemetry
+    assert list(limit.y) == pytest.approx(list(tel["rate_pps"].astype(float)))
+    assert set(limit.y) == {40.0}
+    assert limit.line.shape == "hv" and limit.line.dash == "dash"
+    assert set(limit.customdata) == {"pinned by the rate you set"}
+    assert "%{customdata}" in limit.hovertemplate
+
+
+def test_throughput_limit_changes_and_gaps() -> None:
+    """Adaptive telemetry: every reason reaches the hover; unlimited rows are gaps."""
+    tel = pd.DataFrame({
+        "t": [0.25, 0.5, 0.75, 1.0], "sent": [100, 300, 600, 900],
+        "pps": [400.0, 800.0, 1200.0, 1200.0],
+        "rate_pps": pd.array([500.0, 1000.0, 700.0, None], dtype="Float64"),
+        "rate_reason": ["growing", "growing", "backoff", "unlimited"],
+    })
+    fig = pn.plot.throughput(tel)
+    limit = next(t for t in fig.data if t.name == "rate limit")
+    assert list(limit.y[:3]) == [500.0, 1000.0, 700.0] and pd.isna(limit.y[3])
+    assert list(limit.customdata) == ["growing while replies keep up"] * 2 + [
+        "backing off after loss", "no limit"]
+    unlimited = tel.assign(rate_pps=pd.array([None] * 4, dtype="Float64"))
+    assert [t.name for t in pn.plot.throughput(unlimited).data] == ["sent"]  # no empty line
