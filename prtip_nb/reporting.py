@@ -5,7 +5,7 @@
 - Every value from the scan is HTML-escaped (banners come from hostile services); plotly's
   own JSON escapes ``<`` inside the chart data, and ``viz`` escapes hover text.
 - plotly.js is inlined once, so the file opens with no network at all. Without plotly
-  installed (``make demo`` installs only the core), the report has the tables only.
+  installed (a broken install: plotly is a core dependency), the report has the tables only.
 
 (The module is not called ``report``: ``prtip_nb.report`` is the function, and a
 submodule of that name would replace it on the package once imported.)
@@ -144,7 +144,8 @@ def report(
         parts += _chart_html(figs)
     elif missing:
         parts.append("<p class='muted'>Charts left out (plotly is not installed: "
-                     "<code>pip install 'prtip_nb[nb]'</code>).</p>")
+                     "it is a core dependency: reinstall with <code>pip install prtip_nb</code>)."
+                     "</p>")
     parts += [
         f"<h2>Open ports ({len(open_ports)})</h2>",
         open_ports[cols].to_html(index=False, escape=True, na_rep=""),
