@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from .._display import duration
+
 if TYPE_CHECKING:
     from .state import PanelState
 
@@ -18,17 +20,6 @@ _TABLE_CSS = ("<style>.prtip-open-ports-table td,.prtip-open-ports-table th"
               "{padding:1px 10px;text-align:left}</style>")
 STATUS_COLORS = {"running": "#1f77b4", "stopping": "#ff7f0e", "completed": "#2ca02c",
                  "cancelled": "#ff7f0e", "failed": "#d62728", "idle": "#777"}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 #: engine.ratectl's reasons, as a user reads them beside the rate.
@@ -76,9 +67,9 @@ def progress_text(state: PanelState) -> str:
         speed += f" ({limit})"
     parts = [f"{p.fraction:.1%}", f"{p.done:,} / {p.total:,} ports", speed]
     if state.running:
-        parts.append(f"ETA {_duration(p.eta)}")
+        parts.append(f"ETA {duration(p.eta)}")
     else:
-        parts.append(f"took {_duration(p.elapsed)}")
+        parts.append(f"took {duration(p.elapsed)}")
     parts.append(f"{len(state.open_ports)} open")
     return " · ".join(parts)
 
