@@ -91,9 +91,9 @@ def _found(res: ScanResult, services: list[tuple[str, int, bool]]) -> list[tuple
     found = ", ".join(counts) + (f" (open on {_plural(open_hosts, 'host')})" if n_open else "")
     lines.append(("Ports", found))
     if services:
-        named = [f"{name} ({n:,})" for name, n, _ in services]
+        named = [f"{name}{'?' if g else ''} ({n:,})" for name, n, g in services]
         guessed = any(g for _, _, g in services)
-        note = "; named from the port number, a guess until service detection (-sV)" \
+        note = "; \"?\": named from the port number, a guess until service detection (-sV)" \
             if guessed else ""
         lines.append(("Services", _listed(named) + note))
     return lines

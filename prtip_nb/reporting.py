@@ -61,12 +61,20 @@ def charts(res: ScanResult) -> dict[str, Any]:
 
 
 def service_counts(res: ScanResult) -> list[tuple[str, int, bool]]:
-    """(service, open ports, guessed) for the open ports, most common first."""
+    """(service, open ports, guessed) for the open ports, most common first.
+
+    Without service detection a port is named from the port table (``80/tcp``: http), as
+    nmap does, with guessed=True."""
+    from collections import Counter
+
+    from .viz._frames import service_names
+
     ports = res.open_ports
-    if not len(ports) or "service" not in ports.columns:
+    if not len(ports):
         return []
-    named = ports["service"].dropna().astype(str)
-    return [(str(name), int(n), False) for name, n in named.value_counts().items()]
+    names, guessed = service_names(ports)
+    counts = Counter((n, g) for n, g in zip(names, guessed, strict=True) if n)
+    return [(n, c, g) for (n, g), c in counts.most_common()]
 
 
 def _chart_html(figs: dict[str, Any]) -> list[str]:

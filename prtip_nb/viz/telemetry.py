@@ -61,21 +61,27 @@ def throughput(res: Any) -> go.Figure:
     for k, (sid, t, cols) in enumerate(scans):
         color = _PALETTE[k % len(_PALETTE)]
         tag = f" · {scan_label(sid)}" if many else ""
+        # Each row is the mean over the interval that ends at its t: steps that rise at
+        # the interval's start (shape "vh") from the scan's start at t=0, so a 1 s scan
+        # covers its whole second rather than 4 points from 0.25 s on.
         fig.add_trace(go.Scatter(
-            x=t, y=cols["pps"], mode="lines+markers", name=f"sent{tag}",
-            line={"color": color}, marker={"size": 4},
+            x=np.concatenate([[0.0], t]), y=np.concatenate([[0.0], cols["pps"]]),
+            mode="lines+markers", name=f"sent{tag}",
+            line={"color": color, "shape": "vh"}, marker={"size": 5},
             hovertemplate="t=%{x:.2f} s<br>%{y:,.0f} probes/s sent<extra></extra>",
         ))
         if not np.isnan(cols["pps_received"]).all():
             fig.add_trace(go.Scatter(
-                x=t, y=cols["pps_received"], mode="lines", name=f"received{tag}",
-                line={"color": color, "dash": "dot"},
+                x=np.concatenate([[0.0], t]), y=np.concatenate([[0.0], cols["pps_received"]]),
+                mode="lines", name=f"received{tag}",
+                line={"color": color, "dash": "dot", "shape": "vh"},
                 hovertemplate="t=%{x:.2f} s<br>%{y:,.0f} replies/s<extra></extra>",
             ))
         limit = _limit_trace(t, cols, _LIMIT_COLOR if not many else color, tag)
         if limit is not None:
             fig.add_trace(limit)
     fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(rangemode="tozero")
     return fig
 
 
@@ -97,4 +103,5 @@ def memory(res: Any) -> go.Figure:
             hovertemplate="t=%{x:.2f} s<br>%{y:.1f} MiB<br>CPU %{customdata:.0f}%<extra></extra>",
         ))
     fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(rangemode="tozero")
     return fig
