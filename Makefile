@@ -20,7 +20,8 @@ help:
 	@echo "make test   - install (venv + Debian packages when root), lint, run the whole suite"
 	@echo "make bench  - benchmarks against nmap, in a private network namespace"
 
-# The demo needs only the core dependencies; the tests need the [dev,nb] extras too.
+# The demo needs only the core dependencies (plotly included: its report has charts);
+# the tests need the [dev,nb] extras too.
 $(CORE_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e .

@@ -23,6 +23,8 @@ from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .engine.scan import Scan
     from .results import ScanResult
 
@@ -553,9 +555,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print(f"prtip-nb: no scans in {args.root}", file=sys.stderr)
             return EXIT_FAIL
         scan_id = str(scans.sort_values("started")["scan_id"].iloc[-1])
-    path = report(read_scans(args.root, scan_id=scan_id), args.output)
-    print(f"HTML report of scan {scan_id}: {path}")
+    res = read_scans(args.root, scan_id=scan_id)
+    # The summary says what changed since the last earlier scan of the same targets.
+    earlier = _earlier_scan(list_scans(args.root), scan_id)
+    previous = read_scans(args.root, scan_id=earlier) if earlier else None
+    path = report(res, args.output, previous=previous)
+    against = f", compared with scan {earlier}" if earlier else ""
+    print(f"HTML report of scan {scan_id}{against}: {path}")
     return EXIT_OK
+
+
+def _earlier_scan(scans: pd.DataFrame, scan_id: str) -> str | None:
+    """The latest complete scan of the same targets that started before ``scan_id``."""
+    this = scans[scans["scan_id"] == scan_id]
+    if this.empty:
+        return None
+    row = this.iloc[0]
+    same = scans[(scans["targets"] == row["targets"]) & (scans["started"] < row["started"])
+                 & scans["complete"]]
+    return None if same.empty else str(same.sort_values("started")["scan_id"].iloc[-1])
 
 
 if __name__ == "__main__":  # pragma: no cover

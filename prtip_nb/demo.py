@@ -57,7 +57,8 @@ def run_demo(output: str, report_path: str) -> int:
     took = (res.ended - res.started).total_seconds() if res.ended and res.started else 0.0
     print(f"scan: {len(res.ports)} port rows in {took:.2f} s")
     print(f"Parquet dataset: {path} ({len(back.ports)} rows read back)")
-    charts = "with charts" if "plotly" in sys.modules else "tables only: pip install 'prtip_nb[nb]'"
+    charts = ("with charts" if "plotly" in sys.modules
+              else "tables only: plotly is missing (reinstall prtip_nb)")
     print(f"HTML report:     {html} ({charts})")
     try:
         import duckdb

@@ -5,7 +5,7 @@
 - Every value from the scan is HTML-escaped (banners come from hostile services); plotly's
   own JSON escapes ``<`` inside the chart data, and ``viz`` escapes hover text.
 - plotly.js is inlined once, so the file opens with no network at all. Without plotly
-  installed (``make demo`` installs only the core), the report has the tables only.
+  installed (a broken install: plotly is a core dependency), the report has the tables only.
 
 (The module is not called ``report``: ``prtip_nb.report`` is the function, and a
 submodule of that name would replace it on the package once imported.)
@@ -19,15 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._display import display_frame, duration
 from ._fileio import atomic_file
+from ._report_summary import rate_summary, summary_lines
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .results import ScanResult
 
-__all__ = ["charts", "report"]
+__all__ = ["charts", "report", "service_counts"]
 
 _CSS = """
+table.summary th{text-align:left;vertical-align:top;white-space:nowrap}
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px}
 th{background:#f0f0f0}h1{font-size:1.4em}.muted{color:#777}
@@ -40,17 +43,39 @@ _PORT_COLUMNS = ("host", "hostname", "proto", "port", "state", "reason", "rtt_ms
 
 
 def charts(res: ScanResult) -> dict[str, Any]:
-    """The report's figures by name (plotly needed): those with something to show."""
+    """The report's figures by name (plotly needed): those with something to show (no
+    services chart when no open port has a service name)."""
     from . import viz
 
     makers: dict[str, Callable[[Any], Any]] = {
         "ports": viz.ports, "states": viz.states, "services": viz.services,
         "throughput": viz.throughput, "memory": viz.memory, "rtt": viz.rtt,
     }
+    if not any(name for name, _n, _guess in service_counts(res)):
+        # No open port has a name (not even a guess from its number): the chart would be
+        # one "unknown" bar. The summary says what is known instead.
+        del makers["services"]
     figs = {name: make(res) for name, make in makers.items()}
     if "tls_not_after" in res.ports.columns and res.ports["tls_not_after"].notna().any():
         figs["certificates"] = viz.certificates(res)
     return figs
+
+
+def service_counts(res: ScanResult) -> list[tuple[str, int, bool]]:
+    """(service, open ports, guessed) for the open ports, most common first.
+
+    Without service detection a port is named from the port table (``80/tcp``: http), as
+    nmap does, with guessed=True."""
+    from collections import Counter
+
+    from .viz._frames import service_names
+
+    ports = res.open_ports
+    if not len(ports):
+        return []
+    names, guessed = service_names(ports)
+    counts = Counter((n, g) for n, g in zip(names, guessed, strict=True) if n)
+    return [(n, c, g) for (n, g), c in counts.most_common()]
 
 
 def _chart_html(figs: dict[str, Any]) -> list[str]:
@@ -68,10 +93,6 @@ def _chart_html(figs: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _short(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}… ({text.count(',') + 1} items)"
-
-
 def _title(res: ScanResult) -> str:
     if res.scan_id is not None:
         return f"prtip_nb scan {res.scan_id}"
@@ -80,10 +101,28 @@ def _title(res: ScanResult) -> str:
                                             f" ({', '.join(ids)})" if ids else "")
 
 
+def _table(df: Any) -> str:
+    """A DataFrame as an HTML table of readable, escaped text (see ``_display``)."""
+    return display_frame(df).to_html(index=False, escape=True, na_rep="")
+
+
+def _summary_html(res: ScanResult, previous: ScanResult | None) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(label)}</th><td>{html.escape(text)}</td></tr>"
+        for label, text in summary_lines(res, previous=previous, services=service_counts(res))
+    )
+    return f"<h2>Summary</h2><table class='summary' id='summary'>{rows}</table>"
+
+
 def report(
-    res: ScanResult, path: str | os.PathLike[str], *, with_charts: bool | None = None
+    res: ScanResult, path: str | os.PathLike[str], *, with_charts: bool | None = None,
+    previous: ScanResult | None = None,
 ) -> Path:
     """Write ``res`` as one HTML file at ``path`` and return the path.
+
+    The file opens with a summary (what was scanned, when, how long, what was found, and,
+    given ``previous``, an earlier scan of the same targets, what changed since), then the
+    charts and the tables.
 
     ``with_charts``: None (the default) draws the plotly charts when plotly is installed;
     True insists (ImportError without plotly); False writes the tables only.
@@ -95,44 +134,38 @@ def report(
         with_charts = importlib.util.find_spec("plotly") is not None
         missing = not with_charts
     figs = charts(res) if with_charts else {}
-    summary = res.summary()
     open_ports = res.open_ports
     cols = [c for c in _PORT_COLUMNS if c in open_ports.columns and
             (c in ("host", "proto", "port", "state", "reason") or open_ports[c].notna().any())]
     tel = res.telemetry
-    cfg = res.config
     title = _title(res)
-    started = res.started.isoformat() if res.started else "?"
-    ended = res.ended.isoformat() if res.ended else "?"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        "<p class='muted'>"
-        f"targets {html.escape(' '.join(cfg.get('targets', [])))} · "
-        f"ports {html.escape(_short(str(cfg.get('ports') or 'top 1000')))} · "
-        f"method {html.escape(str(cfg.get('method')))} · {html.escape(started)} → "
-        f"{html.escape(ended)}</p>",
+        _summary_html(res, previous),
         "<h2>Hosts</h2>",
-        summary.to_html(index=False, escape=True, na_rep=""),
+        _table(res.summary()),
     ]
     if figs:
         parts += _chart_html(figs)
     elif missing:
         parts.append("<p class='muted'>Charts left out (plotly is not installed: "
-                     "<code>pip install 'prtip_nb[nb]'</code>).</p>")
+                     "it is a core dependency: reinstall with <code>pip install prtip_nb</code>)."
+                     "</p>")
     parts += [
-        f"<h2>Open ports ({len(open_ports)})</h2>",
-        open_ports[cols].to_html(index=False, escape=True, na_rep=""),
+        f"<h2>Open ports ({len(open_ports):,})</h2>",
+        _table(open_ports[cols]),
     ]
     if len(tel):
         last = tel.iloc[-1]
         parts.append(
             "<h2>Telemetry</h2><p>"
-            f"{int(tel['sent'].max())} probes sent in {float(last['t']):.2f} s; "
-            f"peak RSS {int(tel['rss_bytes'].max()) / 2**20:.1f} MiB; "
+            f"{int(tel['sent'].max()):,} probes sent in {duration(float(last['t']))}; "
+            f"peak RSS {int(tel['rss_bytes'].max()) / 2**20:,.1f} MiB; "
             f"peak rate {float(tel['pps'].max()):,.0f} probes/s</p>"
+            f"<p class='rate'>{html.escape(rate_summary(tel))}</p>"
         )
     parts.append(f"<p class='muted'>prtip_nb {html.escape(__version__)}; this file needs no "
                  "network to open.</p></body></html>\n")

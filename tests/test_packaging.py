@@ -38,3 +38,43 @@ def test_readme_commands_and_ci() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("demo:", "test:", "bench:"):
         assert target in makefile
+
+
+def _third_party_imports(paths: list[Path]) -> set[str]:
+    import ast
+    import sys
+
+    found: set[str] = set()
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                    and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError"
+                            for h in t.handlers)
+                    for n in ast.walk(t)}  # `try: import duckdb / except ImportError`
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            found |= {n.split(".")[0] for n in names}
+    return {n for n in found if n not in sys.stdlib_module_names and n != "prtip_nb"}
+
+
+def test_charts_report_and_panel_need_only_the_core_install() -> None:
+    """`make demo` installs the core only: everything the report, charts and panel import
+    must be a core dependency, so a fresh machine's report has charts (issue 19)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in meta["dependencies"]}
+    pkg = ROOT / "prtip_nb"
+    paths = [pkg / "reporting.py", pkg / "demo.py", *(pkg / "viz").glob("*.py"),
+             *(pkg / "widgets").glob("*.py")]
+    needed = _third_party_imports(paths)
+    assert {"plotly", "ipywidgets"} <= needed
+    assert needed <= core, f"imported but not core dependencies: {needed - core}"
+    # plotly's FigureWidget (the panel's live chart) is an anywidget since plotly 6.
+    assert "anywidget" in core
+    assert {_name(r) for r in meta["optional-dependencies"]["nb"]} == {"ipykernel"}

@@ -46,7 +46,9 @@ def texts(df: pd.DataFrame, column: str, default: str | None = None) -> list[str
     """A column as Python strings (None for nulls); ``default`` when the column is absent."""
     if column not in df.columns:
         return [default] * len(df)
-    return [None if v is None or v is pd.NA else str(v) for v in df[column].astype(object)]
+    # pandas 3 infers a "str" dtype whose missing value is NaN, not None or pd.NA.
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+            for v in df[column].astype(object)]
 
 
 def numbers(df: pd.DataFrame, column: str) -> np.ndarray:
@@ -103,10 +105,37 @@ def note(fig: go.Figure, message: str) -> go.Figure:
         text=html.escape(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
         font={"size": 15, "color": "#777"},
     )
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+    # No axes at all: an empty grid with invented 0-4 and 0-6 ticks reads as data.
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
     return fig
 
 
 def join_lines(parts: Iterable[str | None]) -> str:
     return "<br>".join(p for p in parts if p)
+
+
+def service_names(df: pd.DataFrame) -> tuple[list[str | None], list[bool]]:
+    """Each row's service and whether it is a guess.
+
+    A name from service detection (``service`` column) is kept; otherwise the port table
+    names it (nmap's ``nmap-services`` when installed, else the project's own list), marked
+    as guessed, as nmap prints ``80/tcp open http`` without -sV. None: no name at all.
+    """
+    from prtip_nb.targets.portnames import port_names
+
+    table = port_names()
+    known = texts(df, "service")
+    protos = texts(df, "proto", "tcp")
+    ports = numbers(df, "port")
+    names: list[str | None] = []
+    guessed: list[bool] = []
+    for name, proto, port in zip(known, protos, ports, strict=True):
+        if name:
+            names.append(name)
+            guessed.append(False)
+            continue
+        guess = None if np.isnan(port) else table.get((str(proto).lower(), int(port)))
+        names.append(guess)
+        guessed.append(guess is not None)
+    return names, guessed

@@ -73,13 +73,16 @@ def diff(old: Any, new: Any) -> go.Figure:
     """Ports that opened (green) and closed (red) between two scans, host × port."""
     df = changes(old, new)
     ids = [getattr(r, "scan_id", None) for r in (old, new)]
-    what = f" {scan_label(ids[0])} → {scan_label(ids[1])}" if all(ids) else ""
+    # The scan ids go on a second, smaller line: on one line the title ran under plotly's
+    # toolbar at the top right.
+    what = f"<br><sup>{scan_label(ids[0])} → {scan_label(ids[1])}</sup>" if all(ids) else ""
     kinds = df["change"].astype(object)
     n_open, n_closed = int((kinds == "opened").sum()), int((kinds == "closed").sum())
     other = len(df) - n_open - n_closed
-    title = f"Changes{what}: {n_open} opened, {n_closed} closed" + (
-        f", {other} other" if other else "")
+    title = f"Changes: {n_open} opened, {n_closed} closed" + (
+        f", {other} other" if other else "") + what
     fig = figure(title, "port", "host", height=340)
+    fig.update_layout(margin={"t": 80})
     df = df[df["port"].notna()]  # a host-level change (a host that came or went) has no port
     if df.empty:
         return note(fig, "no port opened or closed")
@@ -100,4 +103,5 @@ def diff(old: Any, new: Any) -> go.Figure:
             text=hover, hovertemplate="%{text}<extra></extra>",
         ))
     fig.update_yaxes(type="category")
+    fig.update_xaxes(tickformat="d")  # port 31337, not "31.337k"
     return fig

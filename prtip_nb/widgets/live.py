@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from .._display import duration
+
 if TYPE_CHECKING:
     from .state import PanelState
 
@@ -20,27 +22,54 @@ STATUS_COLORS = {"running": "#1f77b4", "stopping": "#ff7f0e", "completed": "#2ca
                  "cancelled": "#ff7f0e", "failed": "#d62728", "idle": "#777"}
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+#: engine.ratectl's reasons, as a user reads them beside the rate.
+RATE_REASONS = {
+    "growing": "growing while replies keep up",
+    "probing": "probing for more",
+    "backoff": "backing off after loss",
+    "floor": "at the template's floor",
+    "ceiling": "at the template's ceiling",
+    "pinned": "pinned by the rate you set",
+    "unlimited": "no limit",
+    "icmp-paced": "paced by ICMP errors",
+    "waiting": "waiting for replies",
+}
+
+
+def reason_text(reason: str | None) -> str:
+    return RATE_REASONS.get(reason or "", reason or "")
+
+
+def rate_text(state: PanelState) -> str:
+    """``limit 3,000/s, growing while replies keep up``: the send rate in force and why."""
+    p = state.progress
+    if p is None:
+        return ""
+    if p.rate_limit is None:
+        return "no rate limit" if p.rate_reason in ("", "unlimited") else \
+            f"no rate limit, {reason_text(p.rate_reason)}"
+    why = reason_text(p.rate_reason)
+    return f"limit {p.rate_limit:,.0f}/s" + (f", {why}" if why else "")
 
 
 def progress_text(state: PanelState) -> str:
-    """``42.0% · 27,512 / 65,535 ports · 31,200 ports/s · ETA 1.2 s · 26 open``."""
+    """``42.0% · 27,512 / 65,535 ports · 31,200 probes/s (limit 40,000/s, growing …) · …``.
+
+    The rate shown is the latest chart point (probes sent per second now), not the mean
+    since the start, so the line and the chart agree."""
     p = state.progress
     if p is None:
         return "not started" if state.status == "idle" else "starting…"
-    parts = [f"{p.fraction:.1%}", f"{p.done:,} / {p.total:,} ports", f"{p.rate:,.0f} ports/s"]
+    now = state.series.pps[-1] if state.running and state.series.pps else None
+    speed = (f"{now:,.0f} probes/s" if now is not None else f"{p.rate:,.0f} ports/s")
+    limit = rate_text(state)
+    if limit:
+        speed += f" ({limit})"
+    parts = [f"{p.fraction:.1%}", f"{p.done:,} / {p.total:,} ports", speed]
     if state.running:
-        parts.append(f"ETA {_duration(p.eta)}")
+        parts.append(f"ETA {duration(p.eta)}")
     else:
-        parts.append(f"took {_duration(p.elapsed)}")
+        parts.append(f"took {duration(p.elapsed)}")
     parts.append(f"{len(state.open_ports)} open")
     return " · ".join(parts)
 
@@ -104,6 +133,12 @@ def make_chart() -> Any:
         {**line, "type": "scatter", "name": "probes/s", "xaxis": "x", "yaxis": "y",
          "line": {"color": "#1f77b4"},
          "hovertemplate": "t=%{x:.2f} s<br>%{y:,.0f} probes/s<extra></extra>"},
+        # Steps (hv): the limit holds until the controller changes it. Gaps where there
+        # is none (None), rather than a line at zero.
+        {"type": "scatter", "mode": "lines", "x": [], "y": [], "name": "rate limit",
+         "xaxis": "x", "yaxis": "y", "customdata": [],
+         "line": {"color": "#9467bd", "dash": "dash", "shape": "hv", "width": 1.5},
+         "hovertemplate": "t=%{x:.2f} s<br>limit %{y:,.0f}/s<br>%{customdata}<extra></extra>"},
         {**line, "type": "scatter", "name": "RSS MiB", "xaxis": "x2", "yaxis": "y2",
          "line": {"color": "#ff7f0e", "shape": "hv"},
          "hovertemplate": "t=%{x:.2f} s<br>%{y:.1f} MiB<extra></extra>"},
@@ -120,7 +155,7 @@ def make_chart() -> Any:
                        title={"text": "probes/s"}),
         "yaxis2": _axis(anchor="x2", domain=[0, 0.42], rangemode="tozero",
                         title={"text": "MiB"}),
-        "annotations": [title("Throughput (probes sent per second)", 1.0),
+        "annotations": [title("Throughput (probes sent per second; dashed: the rate limit)", 1.0),
                         title("Memory (RSS of this kernel, MiB)", 0.42)],
     }
     widget = go.FigureWidget({"data": data, "layout": layout})
@@ -132,4 +167,6 @@ def draw_series(chart: Any, state: PanelState) -> None:
     s = state.series
     with chart.batch_update():
         chart.data[0].x, chart.data[0].y = tuple(s.t), tuple(s.pps)
-        chart.data[1].x, chart.data[1].y = tuple(s.t), tuple(s.rss_mib)
+        chart.data[1].x, chart.data[1].y = tuple(s.t), tuple(s.limit)
+        chart.data[1].customdata = tuple(reason_text(r) for r in s.reason)
+        chart.data[2].x, chart.data[2].y = tuple(s.t), tuple(s.rss_mib)

@@ -55,6 +55,8 @@ class Series:
     t: list[float] = field(default_factory=list)
     pps: list[float] = field(default_factory=list)  # probes sent per second since last point
     rss_mib: list[float] = field(default_factory=list)  # this process's resident memory
+    limit: list[float | None] = field(default_factory=list)  # send rate in force (None: none)
+    reason: list[str] = field(default_factory=list)  # why that rate (engine.ratectl's words)
 
 
 class PanelState:
@@ -263,6 +265,8 @@ class PanelState:
             self.series.t.append(round(ev.elapsed, 3))
             self.series.pps.append((ev.sent - last_sent) / dt)
             self.series.rss_mib.append(rss_bytes() / 2**20)
+            self.series.limit.append(ev.rate_limit)
+            self.series.reason.append(ev.rate_reason)
             self._last_point = (ev.elapsed, ev.sent)
 
     def _finish(self, status: str, message: str) -> None:

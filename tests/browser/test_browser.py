@@ -106,7 +106,7 @@ def test_report_renders_its_charts_offline(browser: Any, artifacts: Path,
     try:
         page.goto(path.as_uri(), wait_until="load")
         page.wait_for_function(
-            "() => document.querySelectorAll('.chart .js-plotly-plot .main-svg').length >= 6",
+            "() => document.querySelectorAll('.chart .js-plotly-plot .main-svg').length >= 5",
             timeout=30_000)
         drawn = page.evaluate("""() => [...document.querySelectorAll('.chart')].map(c => ({
             name: c.dataset.chart,
@@ -121,7 +121,8 @@ def test_report_renders_its_charts_offline(browser: Any, artifacts: Path,
     finally:
         page.close()
     names = {d["name"] for d in drawn}
-    assert {"ports", "states", "services", "throughput", "memory", "rtt"} <= names
+    # No services chart: the lab's kernel-picked ports have no name, even as a guess.
+    assert {"ports", "states", "throughput", "memory", "rtt"} <= names
     assert all(d["traces"] > 0 and d["marks"] > 0 for d in drawn), drawn
     assert guard.blocked == [], guard.blocked  # it opened with no network at all
     assert errors == []

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -54,18 +55,80 @@ def test_charts_have_titles_labels_data_and_hover(scans: dict[str, Any], name: s
 
 def test_port_map_shows_the_labs_open_ports(scans: dict[str, Any]) -> None:
     fig = pn.plot.ports(scans["first"])
-    heat = fig.data[0]
+    strip = fig.data[0]
     open_ports = scans["lab"].open_ports["tcp"]
-    assert sorted(int(x.split("/")[0]) for x in heat.x) == sorted(open_ports)
-    assert list(heat.y) == ["127.0.0.1"]
-    assert f"({len(open_ports)} open)" in fig.layout.title.text
+    assert sorted(int(x) for x in strip.x) == sorted(open_ports)
+    assert set(strip.y) == {"127.0.0.1"}
+    assert f"({len(open_ports)} open on 1 host)" in fig.layout.title.text
+    # A log port axis with plain port numbers (never "31.3k"), from 1 to past 65535.
+    axis = fig.layout.xaxis
+    assert axis.type == "log" and "65535" in axis.ticktext and "443" in axis.ticktext
+    assert 10 ** axis.range[0] <= 1 and 10 ** axis.range[1] >= 65535
 
 
 def test_port_map_of_several_scans_counts_them(scans: dict[str, Any]) -> None:
-    heat = pn.plot.ports(scans["all"]).data[0]
-    counts = dict(zip((int(x.split("/")[0]) for x in heat.x), heat.z[0], strict=True))
+    strip = pn.plot.ports(scans["all"]).data[0]
+    counts = dict(zip((int(x) for x in strip.x), strip.marker.color, strict=True))
     assert all(counts[p] == 1 for p in scans["gone"])
     assert max(counts.values()) == 2
+
+
+def _open_frame(hosts: list[str], ports: list[int], **cols: list[Any]) -> pd.DataFrame:
+    n = len(hosts)
+    return pd.DataFrame({"host": hosts, "proto": ["tcp"] * n, "port": ports,
+                         "state": ["open"] * n, **cols})
+
+
+def test_port_map_scales_and_says_what_is_cut() -> None:
+    # One host with 10,000 open ports: counted in bins of 1,024, nothing silently dropped.
+    many = _open_frame(["10.0.0.1"] * 10_000, list(range(20_000, 30_000)))
+    fig = pn.plot.ports(many)
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and np.nansum(np.array(heat.z, dtype=float)) == 10_000
+    assert "10,000 open on 1 host" in fig.layout.title.text
+    assert "<sup>10,000 ports counted in bins of 1,024</sup>" in fig.layout.title.text
+    assert fig.layout.xaxis.tickformat == "d"
+    # 100 hosts: the 60 with most open ports are drawn, and the title says 40 were left out.
+    hosts = [f"10.0.1.{i}" for i in range(100) for _ in range(1 + (i == 7))]
+    ports = [22 if k % 2 == 0 else 80 for k in range(len(hosts))]
+    fig = pn.plot.ports(_open_frame(hosts, ports))
+    shown = {y for t in fig.data for y in t.y}
+    assert len(shown) == 60 and "10.0.1.7" in shown
+    assert "showing the 60 hosts with most, 40 left out" in fig.layout.title.text
+
+
+def test_ports_and_services_name_ports_as_a_guess_until_service_detection() -> None:
+    from prtip_nb.targets.portnames import port_names
+
+    names = port_names()
+    nameless = next(p for p in range(40_000, 65_535) if ("tcp", p) not in names)
+    df = _open_frame(["10.0.0.1"] * 4, [22, 80, 443, nameless],
+                     service=[None, "http", None, None])
+    fig = pn.plot.services(df)
+    bars = dict(zip(fig.data[0].y, fig.data[0].x, strict=True))
+    assert bars == {"ssh?": 1, "http": 1, "https?": 1, "unknown": 1}  # -sV's name: no "?"
+    assert "2 of 4 named from the port number" in fig.layout.title.text
+    hover = dict(zip(fig.data[0].y, fig.data[0].text, strict=True))
+    assert "a guess" in hover["ssh?"] and "a guess" not in hover["http"]
+    strip = pn.plot.ports(df).data[0]
+    assert list(strip.text) == ["ssh?", "http", "https?", ""]
+    assert "a guess from the port number" in strip.customdata[0]
+
+
+def test_every_chart_of_nothing_has_no_invented_axes() -> None:
+    for fig in (pn.plot.certificates(pd.DataFrame({"host": [], "port": []})),
+                pn.plot.ports(ScanResult({})), pn.plot.throughput(ScanResult({}))):
+        assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+        assert fig.layout.annotations and not fig.data
+
+
+def test_rtt_draws_open_ports_on_top() -> None:
+    df = pd.DataFrame({"host": ["10.0.0.1"] * 1003, "port": range(1, 1004),
+                       "state": ["open"] * 3 + ["closed"] * 1000,
+                       "rtt_ms": [0.5, 0.6, 0.7] + [0.5] * 1000})
+    fig = pn.plot.rtt(df)
+    assert [t.name.split(" ")[0] for t in fig.data] == ["closed", "open"]  # open drawn last
+    assert fig.layout.barmode == "overlay"
 
 
 def test_states_counts_match_the_result(scans: dict[str, Any]) -> None:
@@ -82,6 +145,11 @@ def test_states_go_log_when_counts_span_orders_of_magnitude() -> None:
     fig = pn.plot.states(df)
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.range[0] < 0  # bars from 1
     assert "log scale" in fig.layout.yaxis.title.text
+    # Ticks at powers of ten only, written in full; room above the tallest bar's label.
+    assert list(fig.layout.yaxis.tickvals) == [1, 10, 100, 1000]
+    assert list(fig.layout.yaxis.ticktext) == ["1", "10", "100", "1,000"]
+    assert fig.layout.yaxis.range[1] >= np.log10(1000) + 0.3
+    assert all(t.cliponaxis is False for t in fig.data)
 
 
 def test_throughput_and_memory_come_from_telemetry(scans: dict[str, Any]) -> None:
@@ -89,7 +157,10 @@ def test_throughput_and_memory_come_from_telemetry(scans: dict[str, Any]) -> Non
     mem = pn.plot.memory(scans["back"])
     assert list(mem.data[0].y) == pytest.approx(list(tel["rss_bytes"].astype(float) / 2**20))
     thr = pn.plot.throughput(scans["first"])
-    assert list(thr.data[0].x) == pytest.approx(list(tel["t"].astype(float)))
+    # From the scan's start: each row is the mean over the interval ending at its t.
+    assert list(thr.data[0].x) == pytest.approx([0.0, *tel["t"].astype(float)])
+    assert list(thr.data[0].y)[1:] == pytest.approx(list(tel["pps"].astype(float)))
+    assert thr.data[0].line.shape == "vh" and thr.layout.xaxis.rangemode == "tozero"
     assert len(pn.plot.memory(scans["all"]).data) == 2  # one line per scan
 
 
@@ -101,6 +172,11 @@ def test_diff_finds_what_closed(scans: dict[str, Any]) -> None:
     assert set(back["change"]) == {"opened"}
     fig = pn.plot.diff(scans["first"], scans["second"])
     assert "0 opened, 2 closed" in fig.layout.title.text
+    # A short first line (the scan ids go below it, small): clear of plotly's toolbar.
+    first_line = fig.layout.title.text.split("<br>")[0]
+    assert first_line == "Changes: 0 opened, 2 closed"
+    assert scans["first"].scan_id[:20] in fig.layout.title.text.split("<br>")[1]
+    assert fig.layout.xaxis.tickformat == "d"  # 31337, not "31.337k"
     assert sorted(fig.data[0].x) == sorted(scans["gone"])
     same = pn.plot.diff(scans["first"], scans["back"])
     assert not same.data and "no port opened or closed" in same.layout.annotations[0].text
@@ -128,9 +204,9 @@ def _hostile_ports() -> pd.DataFrame:
 
 def test_text_from_the_wire_is_escaped_and_cut() -> None:
     df = _hostile_ports()
-    heat = pn.plot.ports(df).data[0]
-    hover = heat.customdata[0]
-    joined = " ".join(hover) + " ".join(heat.text[0])
+    strip = pn.plot.ports(df).data[0]
+    hover = list(strip.customdata)
+    joined = " ".join(hover) + " ".join(strip.text)
     assert "<script>" not in joined and "&lt;/script&gt;" in joined
     assert "<img" not in joined and "<b>evil" not in joined
     assert max(len(h) for h in hover) < 400  # a 500-character banner is cut
@@ -160,3 +236,35 @@ def test_charts_take_a_plain_dataframe(scans: dict[str, Any], tmp_path: Path) ->
     assert pn.plot.memory(scans["first"].telemetry).data
     with pytest.raises(TypeError, match="expected a ScanResult"):
         pn.plot.ports([1, 2, 3])
+
+
+def test_throughput_draws_the_rate_limit_with_its_reason() -> None:
+    """A real pinned-rate scan: the limit is a dashed step line at the rate, hover 'pinned'."""
+    with Lab.defaults(host="127.0.0.1", ephemeral=True) as lab:
+        spec = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
+        res = pn.scan("127.0.0.1", ports=spec, method="connect", rate=40.0)
+    fig = pn.plot.throughput(res)
+    limit = next(t for t in fig.data if t.name == "rate limit")
+    tel = res.telemetry
+    assert list(limit.y) == pytest.approx(list(tel["rate_pps"].astype(float)))
+    assert set(limit.y) == {40.0}
+    assert limit.line.shape == "hv" and limit.line.dash == "dash"
+    assert set(limit.customdata) == {"pinned by the rate you set"}
+    assert "%{customdata}" in limit.hovertemplate
+
+
+def test_throughput_limit_changes_and_gaps() -> None:
+    """Adaptive telemetry: every reason reaches the hover; unlimited rows are gaps."""
+    tel = pd.DataFrame({
+        "t": [0.25, 0.5, 0.75, 1.0], "sent": [100, 300, 600, 900],
+        "pps": [400.0, 800.0, 1200.0, 1200.0],
+        "rate_pps": pd.array([500.0, 1000.0, 700.0, None], dtype="Float64"),
+        "rate_reason": ["growing", "growing", "backoff", "unlimited"],
+    })
+    fig = pn.plot.throughput(tel)
+    limit = next(t for t in fig.data if t.name == "rate limit")
+    assert list(limit.y[:3]) == [500.0, 1000.0, 700.0] and pd.isna(limit.y[3])
+    assert list(limit.customdata) == ["growing while replies keep up"] * 2 + [
+        "backing off after loss", "no limit"]
+    unlimited = tel.assign(rate_pps=pd.array([None] * 4, dtype="Float64"))
+    assert [t.name for t in pn.plot.throughput(unlimited).data] == ["sent"]  # no empty line

@@ -149,3 +149,46 @@ def test_text_helpers_escape_and_bound() -> None:
     html = ports_table_html(state)
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert html.count("<tr data-port=") == MAX_ROWS and "100 more" in html
+
+
+def test_rate_in_force_and_its_reason_are_shown_live(comms: list[Any], target: Target,
+                                                     slow: dict[str, object]) -> None:
+    """A pinned rate: the progress line names it and why, and the chart draws it as a line
+    beside the measured probes/s, with the reason in its hover text."""
+    panel = pn.ScanPanel(targets="127.0.0.1", **slow)  # type: ignore[arg-type]
+    rate = float(slow["rate"])  # type: ignore[arg-type]
+    panel.start()
+    labels: list[str] = []
+    deadline = time.monotonic() + 10
+    while panel.state.running and time.monotonic() < deadline:
+        labels.append(panel.progress_label.value)
+        time.sleep(0.2)
+    panel.wait(30)
+    live_lines = [t for t in labels if "%" in t]
+    assert live_lines and all(f"limit {rate:,.0f}/s, pinned" in t for t in live_lines)
+    limit = panel.chart.data[1]
+    assert limit.name == "rate limit" and len(limit.y) == len(panel.chart.data[0].y) > 2
+    assert set(limit.y) == {rate}
+    assert set(limit.customdata) == {"pinned by the rate you set"}
+    assert "%{customdata}" in limit.hovertemplate
+    # What the browser was sent: the limit's points went over the chart's comm.
+    chart = panel.chart.comm.comm_id
+    sent = [d for _t, cid, d in comms if cid == chart and d.get("method") == "update"]
+    assert any(str(rate) in repr(d) for d in sent)
+    panel.close()
+
+
+def test_rate_text_for_every_reason() -> None:
+    from prtip_nb.engine.events import Progress
+    from prtip_nb.widgets.live import RATE_REASONS, rate_text
+    from prtip_nb.widgets.state import PanelState
+
+    state = PanelState()
+    assert rate_text(state) == ""
+    for reason, words in RATE_REASONS.items():
+        state.progress = Progress(1.0, "s", 10, 100, 10, 0, 1.0, 10.0, 3000.0, reason)
+        assert rate_text(state) == f"limit 3,000/s, {words}"
+    state.progress = Progress(1.0, "s", 10, 100, 10, 0, 1.0, 10.0, None, "unlimited")
+    assert rate_text(state) == "no rate limit"
+    state.progress = Progress(1.0, "s", 10, 100, 10, 0, 1.0, 10.0, 500.0, "new-reason")
+    assert rate_text(state) == "limit 500/s, new-reason"  # an unknown reason still shows
