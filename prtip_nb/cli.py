@@ -388,7 +388,6 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     are ordered by (host, port) once and each host's block is a slice: filtering the table
     once per host cost ~1.5 ms a host (0.4 s for a /24).
     """
-    import numpy as np
     import pyarrow.compute as pc
 
     from .results._convert import scalar_str
@@ -445,8 +444,7 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
             lines.append("No open ports." if only_open else "No ports to show.")
     if not hosts:
         lines.append("\nNo host answered.")
-    n_open = int(np.count_nonzero(np.asarray(
-        pc.equal(states, scalar_str("open")).to_numpy(zero_copy_only=False)))) if len(states) else 0
+    n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
@@ -455,19 +453,28 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     return printable("\n".join(lines) + "\n")
 
 
+def _indices(idx: Any) -> Any:
+    """numpy indices as an Arrow array for ``take`` (a numpy argument would import pandas)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int64(), len(idx), [None, pa.py_buffer(idx.astype("i8"))])
+
+
 def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:
     """``block(i)`` -> (the "Not shown" line or "", the port lines) of host ``i``: every
     host's rows in one sort, states counted in one bincount."""
     import numpy as np
     import pyarrow.compute as pc
 
+    from .results._convert import values
+
+    # No to_numpy() here: it imports pandas (+34 MiB, 0.3 s) in pyarrow 26 (_convert.values).
     n_hosts = hosts.num_rows
-    rank = pc.index_in(ports["host"], value_set=hosts["host"]).fill_null(n_hosts)
-    r = np.asarray(rank.to_numpy(zero_copy_only=False), np.int64)
-    st = ports["state"].combine_chunks() if hasattr(ports["state"], "combine_chunks") \
-        else ports["state"]
+    r = values(pc.index_in(ports["host"], value_set=hosts["host"].combine_chunks()),
+               fill=n_hosts).astype(np.int64)
+    st = ports["state"].combine_chunks()
     names = st.dictionary.to_pylist()
-    code = np.asarray(st.indices.to_numpy(zero_copy_only=False), np.int64)
+    code = values(st.indices).astype(np.int64)
     k = len(names)
     counts = np.bincount(r * k + code, minlength=(n_hosts + 1) * k).reshape(n_hosts + 1, k)
     # What each host shows: open only, or everything but its most common state when that
@@ -481,9 +488,9 @@ def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:
     else:
         show = ~(fold[r] & (code == top[r]))
     idx = np.flatnonzero(show)
-    port = np.asarray(ports["port"].to_numpy(), np.int64)[idx]
+    port = values(ports["port"]).astype(np.int64)[idx]
     idx = idx[np.lexsort((port, r[idx]))]
-    shown = ports.take(idx).select(["proto", "port", "state", "reason"]).to_pydict()
+    shown = ports.take(_indices(idx)).select(["proto", "port", "state", "reason"]).to_pydict()
     text = [f"{f'{p}/{pr}':<12}{s:<15}{why}" for pr, p, s, why in zip(
         shown["proto"], shown["port"], shown["state"], shown["reason"], strict=True)]
     bounds = np.searchsorted(r[idx], np.arange(n_hosts + 1))

@@ -177,3 +177,26 @@ def table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Table:
 def scalar_str(value: str) -> pa.Scalar:
     """A string scalar (for compute options such as a join separator)."""
     return plain_strings([value])[0]
+
+
+_NP_TYPES = {"int8": "i1", "int16": "i2", "int32": "i4", "int64": "i8", "uint8": "u1",
+             "uint16": "u2", "uint32": "u4", "uint64": "u8", "float": "f4", "double": "f8"}
+
+
+def values(arr: pa.Array | pa.ChunkedArray, fill: int | float = 0) -> Any:
+    """A fixed-width array's values as a numpy array, nulls as ``fill``.
+
+    ``Array.to_numpy``, ``np.asarray(arr)`` and ``fill_null`` with a Python value all pass
+    through pyarrow's pandas shim (see above); this reads the buffers instead."""
+    import numpy as np
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    dtype = np.dtype(_NP_TYPES[str(arr.type)])
+    validity, data = arr.buffers()[:2]
+    out = np.frombuffer(data, dtype, len(arr), arr.offset * dtype.itemsize).copy() \
+        if data is not None else np.zeros(len(arr), dtype)
+    if validity is not None and arr.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+        out[bits[arr.offset: arr.offset + len(arr)] == 0] = fill
+    return out

@@ -221,6 +221,10 @@ def test_scanning_path_does_not_import_pandas(tmp_path: Path) -> None:
         res = b.finish(ended=T0 + timedelta(seconds=1))
         res.to_parquet({str(tmp_path / "b")!r})
         print(repr(res))
+        from prtip_nb.cli import format_report
+        for only_open in (False, True):  # the CLI's report: several hosts, one sort
+            text = format_report(res, only_open=only_open)
+        assert "Scan report for" in text
         assert "pandas" not in sys.modules, "pandas was imported"
         """
     )
