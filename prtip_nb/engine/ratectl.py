@@ -32,8 +32,9 @@ below the tolerance (a lossy link, netem) is not congestion and does not slow th
 ``AdaptiveRate`` is the token bucket the transmit loops already take batches from, plus that
 control: the receive side calls ``replied(send_times)`` for each block of replies, and
 evaluations happen inside ``take`` (no thread of its own).
-``new_round()`` resets the reference fraction, because a retry round resends only the
-probes that were silent, a population with another answer fraction.
+``new_round()`` starts a round: a retry round (only the probes that were silent: not a
+uniform sample, see there) holds the rate round 0 found; a fresh sample (discovery's next
+window of hosts) measures its reference again.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class RateState:
     """What telemetry shows: the rate in force and why."""
 
     rate: float | None  # probes/s; None = no limit
-    reason: str  # pinned, unlimited, growing, probing, backoff, floor, ceiling, waiting
+    reason: str  # growing, probing, backoff, floor, ceiling, holding (adaptive); pinned, ...
 
 
 class PinnedRate(TokenBucket):
@@ -170,7 +171,7 @@ class PinnedRate(TokenBucket):
     def state(self) -> RateState:
         return RateState(self.rate, "pinned")
 
-    def new_round(self) -> None:
+    def new_round(self, *, retry: bool = True) -> None:
         pass
 
     def replied(self, send_times: Any) -> None:
@@ -204,6 +205,7 @@ class AdaptiveRate:
         self.reason = "growing"
         self.lossy = False  # a loss has been seen: probe instead of grow
         self.ssthresh = 0.0  # after a loss, grow as in slow start below this rate
+        self.holding = False  # a retry round: the rate stays as round 0 left it
         self.ref: float | None = None  # the reference answer fraction of this round
         self.losses = 0
         self.log: list[tuple[float, float, str]] = []  # (t, rate, reason) at each change
@@ -249,10 +251,20 @@ class AdaptiveRate:
                 if cell is not None:  # an epoch already final takes no late replies
                     cell[1] += n
 
-    def new_round(self) -> None:
-        """A retry round begins: its probes answer in another proportion."""
+    def new_round(self, *, retry: bool = True) -> None:
+        """A new round begins. ``retry``: it resends silent probes, and holds the rate.
+
+        A retry round's probes are not a uniform sample: those lost to a first overshoot
+        sit early in the order, the dropping hosts' everywhere, so its answer fraction
+        falls as it goes, with nothing lost (measured: a T4 retry round on a 20k/s link with
+        8 dropping hosts fell to the floor and took 90 s). Round 0 found the path's rate;
+        a retry round keeps it. ``retry=False`` (discovery's next window of hosts) is a
+        fresh uniform sample: the reference is measured again and control goes on."""
         with self.lock:
             self.ref = None
+            self.holding = retry
+            if retry:
+                self.reason = "holding"
             self._restart(self.clock())
 
     # -- control -------------------------------------------------------------------------
@@ -292,7 +304,7 @@ class AdaptiveRate:
 
     def _judge(self, now: float, sent: int, got: int, span: float, enough: bool) -> None:
         p = self.policy
-        if sent <= 0 or not enough:
+        if sent <= 0 or not enough or self.holding:
             return  # too few replies to tell (a silent network): keep the rate
         ratio = got / sent
         ref = self.ref

@@ -267,8 +267,8 @@ class DiscoverEngine:
             self.stats["rounds"] = max(self.stats["rounds"], rnd + 1)
             if rnd:
                 self._forget_neighbours(first=False)
-            if self.limiter is not None:
-                self.limiter.new_round()  # each round's hosts answer in their own share
+            if self.limiter is not None:  # a new window's round 0 is a fresh sample
+                self.limiter.new_round(retry=rnd > 0)
             last = self._send_round(rnd)
             self._wait(last)
             self._catch_up()

@@ -54,7 +54,7 @@ def test_udp_on_the_adaptive_rate_is_exact() -> None:
         want = truth.state(host, port)
         assert state == ("open|filtered" if want == "filtered" else want), (host, port)
     reasons = set(res.telemetry["rate_reason"].dropna())
-    assert reasons <= {"growing", "probing", "backoff", "floor", "ceiling", "measuring",
+    assert reasons <= {"growing", "probing", "backoff", "floor", "ceiling", "holding", "measuring",
                        "icmp-paced"}
 
 

@@ -51,7 +51,8 @@ def test_every_template_is_exact_and_adapts(lab: RangeLab, timing: int) -> None:
     tel = res.telemetry
     start = POLICIES[("normal", "aggressive", "insane")[timing - 3]].initial
     assert tel["rate_pps"].max() > 10 * start  # it grew from the template's start
-    assert set(tel["rate_reason"].dropna()) <= {"growing", "probing", "backoff", "ceiling"}
+    assert set(tel["rate_reason"].dropna()) <= {"growing", "probing", "backoff", "ceiling",
+                                                "holding"}
 
 
 def test_a_pinned_rate_is_exact_and_says_so(lab: RangeLab) -> None:

@@ -130,4 +130,5 @@ def test_default_rate_beyond_loopback_adapts_from_a_tame_start(lab: VethLab) -> 
     tel = res.telemetry
     # The rate left its start once replies kept up, and telemetry says why.
     assert tel["rate_pps"].max() > 1000.0
-    assert set(tel["rate_reason"].dropna()) <= {"growing", "probing", "backoff", "ceiling"}
+    assert set(tel["rate_reason"].dropna()) <= {"growing", "probing", "backoff", "ceiling",
+                                                "holding"}
