@@ -33,6 +33,7 @@ from .servicedb import Match
 SLICE_S = 0.002  # CPU time a job runs before the least-served job may go first
 INLINE_S = 0.0005  # CPU time a reply is matched on the event loop before the pool takes over
 WORKERS = max(1, min(2, os.cpu_count() or 1))
+IDLE_S = 0.5  # seconds an idle worker thread waits for work before it exits
 
 
 @dataclass(order=True)
@@ -54,6 +55,7 @@ class MatchPool:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
+        self._names = itertools.count()
 
     async def match(self, matcher: ReplyMatcher, window: bytes) -> Match | None:
         """``matcher.feed(window)``, run by the pool; cancelling the caller drops the job."""
@@ -85,16 +87,24 @@ class MatchPool:
         return await future
 
     def _start_thread(self) -> None:
-        t = threading.Thread(target=self._work, name=f"prtip-match-{len(self._threads)}",
+        t = threading.Thread(target=self._work, name=f"prtip-match-{next(self._names)}",
                              daemon=True)  # fmt: skip
         self._threads.append(t)
         t.start()
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
+                idle_since = time.monotonic()
                 while not self._heap:
-                    self._cond.wait()
+                    # An idle worker goes away: a scan leaves no thread behind, and the
+                    # next reply starts one again (a thread start is ~50 us).
+                    left = idle_since + IDLE_S - time.monotonic()
+                    if left <= 0:
+                        self._threads.remove(me)
+                        return
+                    self._cond.wait(left)
                 job = heapq.heappop(self._heap)
             if job.future.cancelled():
                 continue  # its connection ended (deadline, cancel): nobody wants the answer
