@@ -1,6 +1,6 @@
 """Matching a reply against a probe's rule chain: incremental, and bounded in time.
 
-Rules are compiled with the ``regex`` module (``servicedb.compile_rule``), not ``re``: its
+Rules are compiled with the ``regex`` module (``servicedb.LazyRegex``), not ``re``: its
 ``search`` takes a ``timeout`` that really stops a runaway match, releases the GIL while it runs
 (``concurrent=True``, so a match in a worker thread leaves the event loop alone), and knows
 *partial* matches, which is what makes matching incremental:
@@ -202,10 +202,15 @@ class ReplyMatcher:
                 continue
             if not index.could_start(i, window):
                 continue
+            try:  # once per rule and process, and not charged to the service's budget
+                compiled = rule.regex.compile()
+            except re.error:
+                self.timeouts.append(f"{rule.source} (does not compile)")
+                continue
             t0 = thread_time()
             try:
-                m = rule.regex.search(window, starts[k], partial=True,
-                                      timeout=self.first_try, concurrent=True)  # fmt: skip
+                m = compiled.search(window, starts[k], partial=True,
+                                    timeout=self.first_try, concurrent=True)  # fmt: skip
             except TimeoutError:
                 # SLOW: tell a scheduler that a long search comes next (it may serve others
                 # first), then try again with the whole timeout. Order is kept: no later
@@ -215,8 +220,8 @@ class ReplyMatcher:
                 yield SLOW
                 t0 = thread_time()
                 try:
-                    m = rule.regex.search(window, starts[k], partial=True,
-                                          timeout=self.timeout, concurrent=True)  # fmt: skip
+                    m = compiled.search(window, starts[k], partial=True,
+                                        timeout=self.timeout, concurrent=True)  # fmt: skip
                 except TimeoutError:
                     self.timeouts.append(rule.source)
                     m = None  # as nmap's match limit: this rule does not match this reply
