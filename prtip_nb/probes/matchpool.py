@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .matcher import FIRST_TRY_S, SLOW, Budget, ReplyMatcher
+from .matcher import FIRST_TRY_S, SLOW, Budget, ReplyMatcher, indexed
 from .servicedb import Match
 
 SLICE_S = 0.002  # CPU time a job runs before the least-served job may go first
@@ -65,8 +65,8 @@ class MatchPool:
         matcher.first_try = INLINE_S
         t0 = time.thread_time()
         slow = False
-        try:
-            while not slow and time.thread_time() - t0 < INLINE_S:
+        try:  # a probe's first reply builds its chain index (ms): that goes to a thread
+            while indexed(matcher.probe) and not slow and time.thread_time() - t0 < INLINE_S:
                 slow = next(steps) == SLOW
         except StopIteration as stop:
             return stop.value
