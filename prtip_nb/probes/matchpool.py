@@ -54,6 +54,7 @@ class MatchPool:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
+        self._pid = os.getpid()
 
     async def match(self, matcher: ReplyMatcher, window: bytes) -> Match | None:
         """``matcher.feed(window)``, run by the pool; cancelling the caller drops the job."""
@@ -72,6 +73,10 @@ class MatchPool:
             return stop.value
         finally:
             matcher.first_try = FIRST_TRY_S
+        if self._pid != os.getpid():
+            # FORK: a child (a worker process, a Dask shard) inherits no threads, and maybe
+            # a lock held by one of them: start afresh rather than queue to nobody.
+            self.__init__(self.workers)  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Match | None] = loop.create_future()
         budget = matcher.budget or Budget(float("inf"))

@@ -4,7 +4,10 @@ CPU budget per service, and the pool that keeps a benign reply ahead of hostile 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import select
+import signal
 import time
 
 import pytest
@@ -167,3 +170,30 @@ def test_the_pool_serves_a_new_service_first_and_keeps_the_loop_free() -> None:
     # The searches ran in the pool's thread: the loop's own thread spent next to nothing.
     assert loop_cpu < 0.2, loop_cpu
     assert max(done) > 1.0  # the hostile work was real, and it all finished
+
+
+def test_the_pool_works_in_a_forked_child() -> None:
+    """A child inherits the pool object but none of its threads: it must start its own."""
+    pool = MatchPool(workers=1)
+
+    def ssh_version() -> str | None:
+        db = _db(Rule("ssh", re.compile(rb"^SSH-([\d.]+)-"), version="$1"))  # not indexed:
+        m = asyncio.run(pool.match(ReplyMatcher(db.null), b"SSH-2.0-x"))  # goes to a thread
+        return None if m is None else m.version
+
+    assert ssh_version() == "2.0"  # the parent's worker thread is running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, whatever happens, then leave
+        try:
+            os.write(write, (ssh_version() or "none").encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 20.0)  # a stuck pool would hang here
+        assert ready and os.read(read, 64) == b"2.0"
+    finally:
+        os.close(read)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
