@@ -72,6 +72,14 @@ class LazyRegex:
     def search(self, *args: Any, **kwargs: Any) -> Any:
         return self.compile().search(*args, **kwargs)
 
+    def __eq__(self, other: object) -> bool:  # as re.Pattern: same pattern, same flags
+        if not isinstance(other, LazyRegex):
+            return NotImplemented
+        return (self.pattern, self.flags) == (other.pattern, other.flags)
+
+    def __hash__(self) -> int:
+        return hash((self.pattern, self.flags))
+
     def __repr__(self) -> str:
         return f"LazyRegex({self.pattern!r}, {self.flags})"
 
