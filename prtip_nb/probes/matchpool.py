@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .matcher import FIRST_TRY_S, SLOW, Budget, ReplyMatcher
+from .matcher import FIRST_TRY_S, SLOW, Budget, ReplyMatcher, indexed
 from .servicedb import Match
 
 SLICE_S = 0.002  # CPU time a job runs before the least-served job may go first
@@ -56,6 +56,7 @@ class MatchPool:
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._names = itertools.count()
+        self._pid = os.getpid()
 
     async def match(self, matcher: ReplyMatcher, window: bytes) -> Match | None:
         """``matcher.feed(window)``, run by the pool; cancelling the caller drops the job."""
@@ -67,13 +68,17 @@ class MatchPool:
         matcher.first_try = INLINE_S
         t0 = time.thread_time()
         slow = False
-        try:
-            while not slow and time.thread_time() - t0 < INLINE_S:
+        try:  # a probe's first reply builds its chain index (ms): that goes to a thread
+            while indexed(matcher.probe) and not slow and time.thread_time() - t0 < INLINE_S:
                 slow = next(steps) == SLOW
         except StopIteration as stop:
             return stop.value
         finally:
             matcher.first_try = FIRST_TRY_S
+        if self._pid != os.getpid():
+            # FORK: a child (a worker process, a Dask shard) inherits no threads, and maybe
+            # a lock held by one of them: start afresh rather than queue to nobody.
+            self.__init__(self.workers)  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Match | None] = loop.create_future()
         budget = matcher.budget or Budget(float("inf"))
