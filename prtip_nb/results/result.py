@@ -1,4 +1,4 @@
-"""ScanResult: the four Arrow tables of one scan (or several), shown as pandas on demand.
+"""ScanResult: the Arrow tables of one scan (or several), shown as pandas on demand.
 
 pandas is imported only when a DataFrame is asked for: building, saving and loading results
 stays pandas-free, so the CLI does not pay pandas' import time and memory.
@@ -7,10 +7,10 @@ stays pandas-free, so the CLI does not pay pandas' import time and memory.
 from __future__ import annotations
 
 import html
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,9 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 class ScanResult:
     """The results of one scan, or of several read together from a dataset.
 
-    ``tables`` maps "ports", "hosts", "telemetry" and "events" to Arrow tables of exactly
-    ``schema.TABLES[name]``. ``meta`` is None when the result merges several scans; ``scans``
+    ``tables`` maps the names of ``schema.TABLES`` ("ports", "hosts", "scripts", "os",
+    "trace", "scan", "telemetry", "events") to Arrow tables of exactly that schema; a table
+    not given is empty. ``meta`` is None when the result merges several scans; ``scans``
     then holds each scan's meta.
     """
 
@@ -97,6 +98,26 @@ class ScanResult:
         return self._frame("hosts")
 
     @property
+    def scripts(self) -> pd.DataFrame:
+        """NSE-style script output: one row per script, with its structured data."""
+        return self._frame("scripts")
+
+    @property
+    def os(self) -> pd.DataFrame:
+        """OS matches: one row per match, its classes as a list column."""
+        return self._frame("os")
+
+    @property
+    def trace(self) -> pd.DataFrame:
+        """Traceroute hops: one row per (host, ttl)."""
+        return self._frame("trace")
+
+    @property
+    def scan(self) -> pd.DataFrame:
+        """One row per scan: command line, scanner, scan info and where it came from."""
+        return self._frame("scan")
+
+    @property
     def telemetry(self) -> pd.DataFrame:
         return self._frame("telemetry")
 
@@ -152,7 +173,7 @@ class ScanResult:
 
     # --- Parquet ------------------------------------------------------------------------
 
-    def to_parquet(self, root: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def to_parquet(self, root: str | PathLike[str], *, overwrite: bool = False) -> Path:
         """Write this scan to ``<root>/scan_id=<id>/<table>/part-00000.parquet``; return the dir.
 
         Refuses (DatasetError) to replace an existing scan of the same id unless ``overwrite``.
@@ -170,13 +191,15 @@ class ScanResult:
                 )
             shutil.rmtree(directory)
         md = self.meta.parquet_metadata()
-        # hosts last: its presence is what marks the scan complete to readers.
-        for name in ("ports", "telemetry", "events", "hosts"):
+        # hosts last: its presence is what marks the scan complete to readers. The inventory
+        # tables only when they have rows: most scans have none, and readers need no file.
+        names = [n for n in schema.INVENTORY if self.tables[n].num_rows]
+        for name in ("ports", *names, "telemetry", "events", "hosts"):
             _files.write_part(_files.part_path(directory, name, 0), self.tables[name], md)
         return directory
 
     @classmethod
-    def from_parquet(cls, root: str | os.PathLike[str], scan_id: str) -> ScanResult:
+    def from_parquet(cls, root: str | PathLike[str], scan_id: str) -> ScanResult:
         """Read one scan back from a dataset written by :meth:`to_parquet` or a builder."""
         from prtip_nb.results.dataset import read_scans
 
@@ -184,25 +207,25 @@ class ScanResult:
 
     # --- other tools' formats (prtip_nb.interop; pyarrow only, no pandas) -----------------
 
-    def to_nmap_xml(self, path: str | os.PathLike[str]) -> Path:
+    def to_nmap_xml(self, path: str | PathLike[str]) -> Path:
         """Write nmap XML (``-oX``) that validates against nmap.dtd and that ndiff reads."""
         from prtip_nb.interop.nmap_xml import write_nmap_xml
 
         return write_nmap_xml(self, path)
 
-    def to_json(self, path: str | os.PathLike[str]) -> Path:
+    def to_json(self, path: str | PathLike[str]) -> Path:
         """Write the ports table as JSON Lines: one object per row (a ping sweep's hosts)."""
         from prtip_nb.interop.writers import write_jsonl
 
         return write_jsonl(self, path)
 
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+    def to_csv(self, path: str | PathLike[str]) -> Path:
         """Write the ports table as CSV (``tls_san`` joined with ``;``)."""
         from prtip_nb.interop.writers import write_csv
 
         return write_csv(self, path)
 
-    def to_grepable(self, path: str | os.PathLike[str]) -> Path:
+    def to_grepable(self, path: str | PathLike[str]) -> Path:
         """Write nmap's greppable format (``-oG``): one Ports line per host."""
         from prtip_nb.interop.writers import write_grepable
 
