@@ -3,9 +3,9 @@
 Views ``ports``, ``hosts``, ``scripts``, ``os``, ``trace``, ``scan``, ``telemetry`` and
 ``events`` read ``<root>/scan_id=*/<table>/part-*.parquet`` with hive partitioning, so
 ``scan_id`` is a column again (typed VARCHAR, never auto-cast: an id like ``20261128``
-would otherwise turn into a number). Files are globbed at query time: a scan written since is seen, and a part
-being written is not (its temporary name does not match ``part-*``). A table with no file
-yet is an empty view of the schema's columns.
+would otherwise turn into a number). Files are globbed at query time: a scan written since
+is seen, and a part being written is not (its temporary name does not match ``part-*``). A
+table with no file yet is an empty view of the schema's columns.
 """
 
 from __future__ import annotations
