@@ -24,11 +24,16 @@ import os
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from prtip_nb.interop import _rows
-from prtip_nb.interop._nmap_parser import NmapXmlParser, epoch_time
+from prtip_nb.interop._nmap_parser import NmapXmlParser, content_scan_id, epoch_time
 from prtip_nb.interop._nmap_writer import write_nmap_xml
-from prtip_nb.results import ScanMeta, ScanResult
+from prtip_nb.results import ScanMeta, ScanResult, schema
+from prtip_nb.results import _convert as cv
 
 __all__ = ["read_nmap_xml", "write_nmap_xml"]
 
@@ -86,6 +91,39 @@ def _targets(args: str | None) -> list[str]:
     return out
 
 
+def _scan_row(parser: NmapXmlParser, meta: ScanMeta, path: str | os.PathLike[str],
+              sha256: str | None) -> dict[str, list[Any]]:  # fmt: skip
+    run, fin = parser.run, parser.finished
+    row: dict[str, Any] = {
+        "scan_id": meta.scan_id, "source": meta.config["source"], "source_file": str(path),
+        "source_sha256": sha256, "scanner": run.get("scanner"), "version": run.get("version"),
+        "args": run.get("args"), "started": meta.started if run.get("start") else None,
+        "ended": meta.ended, "startstr": run.get("startstr"),
+        "xmloutputversion": run.get("xmloutputversion"),
+        "scaninfo": [{**s, "numservices": _int(s.get("numservices"))} for s in parser.scaninfo],
+        "timestr": fin.get("timestr"), "elapsed": fin.get("elapsed"),
+        "summary": fin.get("summary"), "exit": fin.get("exit"), "errormsg": fin.get("errormsg"),
+        **parser.scan_row,
+    }  # fmt: skip
+    return {k: [v] for k, v in row.items()}
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def inventory_tables(parser: NmapXmlParser, scan_id: str) -> dict[str, pa.Table]:
+    """The scripts, os and trace tables of a parsed file (empty ones left out)."""
+    out = {}
+    for name, rows in (("scripts", parser.scripts), ("os", parser.os), ("trace", parser.trace)):
+        if rows:
+            fields = schema.TABLES[name]
+            cols = {f.name: [r.get(f.name) for r in rows] for f in fields if f.name != "scan_id"}
+            cols["scan_id"] = [scan_id] * len(rows)
+            out[name] = cv.table(cols, fields)
+    return out
+
+
 def read_nmap_xml(path: str | os.PathLike[str], *, scan_id: str | None = None) -> ScanResult:
     """An nmap ``-oX`` file as a ScanResult (streamed: memory does not grow with the file).
 
@@ -95,8 +133,22 @@ def read_nmap_xml(path: str | os.PathLike[str], *, scan_id: str | None = None) -
     See the module docstring for which XML goes where.
     """
     parser = NmapXmlParser()
+    # The content hash makes the id: two files never share one, the same file always
+    # gets the same one (so a second import is recognised), whatever their args and times.
     parser.scan_id = scan_id or ""
     parser.parse(path)
+    sha256 = parser.sha256.hexdigest()
+    if not scan_id:
+        parser.scan_id = content_scan_id(parser.run, sha256)
     meta = _meta(parser, Path(path))
     ports = _rows.ports_table(parser.batches)
-    return ScanResult({"ports": ports, "hosts": parser.hosts.table(ports, meta.scan_id)}, meta)
+    if ports.num_rows and pc.any(pc.not_equal(pc.cast(ports["scan_id"], pa.string()),
+                                               cv.scalar_str(meta.scan_id))).as_py():  # fmt: skip
+        ports = _rows.with_scan_id(ports, meta.scan_id)
+    tables = {
+        "ports": ports,
+        "hosts": parser.hosts.table(ports, meta.scan_id),
+        "scan": cv.table(_scan_row(parser, meta, path, sha256), schema.SCAN),
+        **inventory_tables(parser, meta.scan_id),
+    }
+    return ScanResult(tables, meta)

@@ -146,9 +146,11 @@ HOSTS = pa.schema(
         pa.field("timeout_us", pa.int64()),
         pa.field("started", _TS),
         pa.field("ended", _TS),
+        pa.field("timedout", pa.bool_()),  # nmap gave up on the host (--host-timeout)
+        pa.field("comment", pa.string()),
         pa.field("extraports", pa.list_(EXTRAPORTS)),  # nmap's folded ports, any state
         pa.field("os_portused", pa.list_(PORTUSED)),
-        pa.field("os_fingerprint", pa.string()),
+        pa.field("os_fingerprint", pa.list_(pa.string())),  # nmap writes one, the DTD allows more
         pa.field("sequences", pa.string()),  # JSON: tcp/ipid/tcpts sequence attributes
     ]
 )
