@@ -84,8 +84,17 @@ def write_nmap_xml(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _pylist(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, timestamps as int µs since the epoch: pyarrow converts
+    tz-aware timestamps to datetime through pandas, which this module must not import."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            table = table.set_column(i, field.name, pc.cast(table.column(i), pa.int64()))
+    return table.to_pylist()
+
+
 def _first_row(table: pa.Table) -> dict[str, Any] | None:
-    return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
+    return _pylist(table.slice(0, 1))[0] if table.num_rows else None
 
 
 def _by_host(table: pa.Table) -> dict[str | None, list[dict[str, Any]]]:
@@ -118,7 +127,7 @@ def _write(result: ScanResult, out: TextIO) -> None:
     else:
         args, version = command_line(cfg), f"prtip_nb {meta.tool_version}"
     if run:
-        start = int(run["started"].timestamp()) if run["started"] else start
+        start = run["started"] // 1_000_000 if run["started"] is not None else start
     startstr = run["startstr"] if run else _timestr(start)
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n')
     origin = (f" from {source} file {run['source_file']} (sha256 {run['source_sha256']})"
@@ -336,7 +345,7 @@ def _host_head(out: TextIO, h: dict[str, Any]) -> None:
     attrs = ""
     for key, column in (("starttime", "started"), ("endtime", "ended")):
         if h.get(column) is not None:
-            attrs += f' {key}="{int(h[column].timestamp())}"'
+            attrs += f' {key}="{h[column] // 1_000_000}"'
     if h.get("timedout") is not None:
         attrs += f' timedout="{"true" if h["timedout"] else "false"}"'
     if h.get("comment") is not None:
@@ -401,7 +410,7 @@ def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Tabl
     ranges = _host_ranges(ports)
     port_scripts = inventory["scripts"]["port"]
     rows, pos = _rows(ports), 0
-    for h in hosts.to_pylist():
+    for h in _pylist(hosts):
         addr = h["host"]
         _host_head(out, h)
         first, end = ranges.get(addr, (pos, pos))

@@ -73,22 +73,70 @@ def load(spec: str) -> ScanResult:
     return read_scans(root, scan_id)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def _stored(directory: Path) -> dict[str, Any]:
+    """What a stored scan is, for the messages: its scan row (source, file, sha256), or {}."""
+    import pyarrow.parquet as pq
+
     from prtip_nb.results import _files
 
+    parts = _files.parts(directory, "scan")
+    if not parts:
+        return {}
+    rows = pq.read_table(parts[-1]).to_pylist()
+    return rows[0] if rows else {}
+
+
+def _describe(row: dict[str, Any], directory: Path) -> str:
+    if not row.get("source_file"):
+        return f"scan {directory.name.split('=', 1)[1]}"
+    return (f"scan {directory.name.split('=', 1)[1]} ({row['source']} {row['source_file']}, "
+            f"sha256 {str(row.get('source_sha256'))[:12]}…)")  # fmt: skip
+
+
+def import_one(name: str, output: str, *, overwrite: bool) -> tuple[str, str]:
+    """Import one file into the dataset ``output``: ("imported" | "skipped", message).
+
+    Raises PrtipError/OSError/ValueError when the file cannot be imported; nothing is then
+    left behind (``to_parquet`` writes all or nothing).
+    """
+    from prtip_nb.results import _files
+
+    res = load_file(name)
+    where = _files.scan_dir(output, str(res.scan_id))
+    ours = res.tables["scan"]["source_sha256"].to_pylist()
+    if where.exists():
+        stored = _stored(where)
+        same = bool(ours) and stored.get("source_sha256") == ours[0]
+        if not overwrite:
+            if same:
+                return "skipped", f"{name}: already imported, as {where} (same sha256)"
+            raise DatasetError(f"{where} already holds {_describe(stored, where)}, not this "
+                               "file; --overwrite replaces it")  # fmt: skip
+        print(f"{name}: replacing {_describe(stored, where)}")
+    res.to_parquet(output, overwrite=overwrite)
+    ports = res.tables["ports"]
+    return "imported", (f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} port "
+                        f"rows -> {where}")  # fmt: skip
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import every file; carry on past a bad one; summary; exit 1 if any failed."""
+    outcome: dict[str, list[str]] = {"imported": [], "skipped": [], "failed": []}
     for name in args.files:
         try:
-            res = load_file(name)
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot import {name}: {exc}") from exc
-        where = _files.scan_dir(args.output, str(res.scan_id))
-        if where.exists() and not args.overwrite:
-            raise DatasetError(f"{name} was imported before, as {where}; --overwrite replaces it")
-        res.to_parquet(args.output, overwrite=args.overwrite)
-        ports = res.tables["ports"]
-        print(f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} port rows "
-              f"-> {where}")  # fmt: skip
-    return 0
+            kind, message = import_one(name, args.output, overwrite=args.overwrite)
+        except (PrtipError, OSError, ValueError) as exc:
+            kind, message = "failed", f"{name}: {exc}"
+            print(f"prtip-nb: cannot import {message}", file=sys.stderr)
+        else:
+            print(message)
+        outcome[kind].append(message)
+    if len(args.files) > 1 or outcome["failed"]:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in outcome.items())
+        print(f"import: {counts}")
+        for message in outcome["failed"]:
+            print(f"  failed: {message}")
+    return 1 if outcome["failed"] else 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb.errors import FileFormatError
 from prtip_nb.interop import _rows
 from prtip_nb.interop._nmap_parser import NmapXmlParser
 from prtip_nb.results import ScanMeta, ScanResult, _arrow, _hosts, schema
@@ -44,9 +45,19 @@ _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """"xml", "json" or "list", from the first non-blank bytes of the file."""
+    """"xml", "json" or "list", from the first non-blank bytes of the file.
+
+    Raises FileFormatError for an empty file and for masscan's binary format (``-oB``).
+    """
     with open(path, "rb") as fh:
         head = fh.read(4096).lstrip()
+    if not head:
+        raise FileFormatError(f"{path} is empty: nothing to import")
+    if head.startswith(b"masscan/"):  # -oB's magic: "masscan/1.1" and a version
+        raise FileFormatError(
+            f"{path} is masscan's binary format (-oB), which is not supported: convert it "
+            f"with `masscan --readscan {path} -oJ {Path(path).stem}.json` and import that"
+        )
     if head.startswith(b"<"):
         return "xml"
     if head.startswith((b"[", b"{")):
@@ -196,10 +207,18 @@ def _us(value: Any) -> int | None:
         return None
 
 
-def _scan_id(path: str | os.PathLike[str], started: datetime) -> str:
-    with open(path, "rb") as fh:  # the same file imports to the same id
-        digest = hashlib.sha1(fh.read(1 << 16)).hexdigest()[:6]
-    return f"masscan-{started:%Y%m%dT%H%M%SZ}-{digest}"
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _scan_id(sha256: str, started: datetime) -> str:
+    """``masscan-<first record, UTC>-<12 hex of the file's sha256>``: the same file always
+    gets the same id, two different files never share one."""
+    return f"masscan-{started:%Y%m%dT%H%M%SZ}-{sha256[:12]}"
 
 
 def _config(fmt: str, path: str | os.PathLike[str], ports: pa.Table) -> dict[str, Any]:
@@ -243,12 +262,21 @@ def read_masscan(path: str | os.PathLike[str], *, scan_id: str | None = None) ->
     ports = out.ports()
     first, last = out.first or 0, out.last or out.first or 0
     started = datetime.fromtimestamp(first / 1e6, UTC)
+    sha256 = file_sha256(path)
     meta = ScanMeta(
-        scan_id=scan_id or _scan_id(path, started),
+        scan_id=scan_id or _scan_id(sha256, started),
         config=_config(fmt, path, ports),
         started=started,
         ended=datetime.fromtimestamp(last / 1e6, UTC),
     )
     if meta.scan_id != out.scan_id:
         ports = _rows.with_scan_id(ports, meta.scan_id)
-    return ScanResult({"ports": ports, "hosts": _hosts.derive_hosts(ports)}, meta)
+    # masscan records no command line: the scan row says where the data came from instead.
+    scan: dict[str, list[Any]] = {
+        "scan_id": [meta.scan_id], "source": [f"masscan-{fmt}"], "source_file": [str(path)],
+        "source_sha256": [sha256], "scanner": ["masscan"], "started": [meta.started],
+        "ended": [meta.ended],
+    }  # fmt: skip
+    tables = {"ports": ports, "hosts": _hosts.derive_hosts(ports),
+              "scan": cv.table(scan, schema.SCAN)}  # fmt: skip
+    return ScanResult(tables, meta)

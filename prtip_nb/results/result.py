@@ -7,6 +7,7 @@ stays pandas-free, so the CLI does not pay pandas' import time and memory.
 from __future__ import annotations
 
 import html
+import os as _os  # as _os: ScanResult.os (the OS table) shadows the name in the class
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -177,6 +178,8 @@ class ScanResult:
         """Write this scan to ``<root>/scan_id=<id>/<table>/part-00000.parquet``; return the dir.
 
         Refuses (DatasetError) to replace an existing scan of the same id unless ``overwrite``.
+        All or nothing: the parts are written into a hidden directory beside it, which is
+        renamed into place at the end; a failure removes it and leaves the dataset as it was.
         """
         if self.meta is None:
             raise DatasetError(
@@ -184,18 +187,30 @@ class ScanResult:
                 "they are already stored under their own scan_id"
             )
         directory = _files.scan_dir(root, self.meta.scan_id)
-        if directory.exists():
-            if not overwrite:
-                raise DatasetError(
-                    f"{directory} already exists; pass overwrite=True to replace that scan"
-                )
-            shutil.rmtree(directory)
+        if directory.exists() and not overwrite:
+            raise DatasetError(
+                f"{directory} already exists; pass overwrite=True to replace that scan"
+            )
         md = self.meta.parquet_metadata()
-        # hosts last: its presence is what marks the scan complete to readers. The inventory
-        # tables only when they have rows: most scans have none, and readers need no file.
-        names = [n for n in schema.INVENTORY if self.tables[n].num_rows]
-        for name in ("ports", *names, "telemetry", "events", "hosts"):
-            _files.write_part(_files.part_path(directory, name, 0), self.tables[name], md)
+        # Hidden (a dot, not scan_id=*): no reader lists it while it is being written.
+        tmp = directory.with_name(f".{directory.name}.{_os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            # hosts last: its presence is what marks the scan complete to readers. The
+            # inventory tables only when they have rows: most scans have none.
+            names = [n for n in schema.INVENTORY if self.tables[n].num_rows]
+            for name in ("ports", *names, "telemetry", "events", "hosts"):
+                _files.write_part(_files.part_path(tmp, name, 0), self.tables[name], md)
+            if directory.exists():  # overwrite: the old scan goes only once the new is whole
+                old = directory.with_name(f".{directory.name}.{_os.getpid()}.old")
+                _os.replace(directory, old)
+                _os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                _os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return directory
 
     @classmethod
