@@ -243,7 +243,10 @@ class NmapXmlParser:
             port = self._ports[-1]
             row["proto"], row["port"] = port.get("protocol"), int(port["portid"])
             i = len(self._ports) - 1
-            if row["id"] == "banner":
+            # A file written from a masscan import (version="masscan") has masscan's banner
+            # types as script ids: its first one is the port's banner, as on import.
+            from_masscan = self.run.get("version") == "masscan"
+            if row["id"] == "banner" or (from_masscan and "banner" not in self._extra.get(i, {})):
                 self._extra.setdefault(i, {})["banner"] = row["output"]
             elif row["id"] == "ssl-cert":
                 self._extra.setdefault(i, {}).update(_tls.columns_from_script(elem))
@@ -314,9 +317,14 @@ class NmapXmlParser:
             try:
                 batch = _rows.ports_batch(self.scan_id, cols, n)
             except (pa.ArrowInvalid, OverflowError):  # digits, but too many of them
-                bad = next(r for r in self._fast if int(r[1]) > 65535 or int(r[4]) > 255)
-                raise NmapXmlError(f"port {bad[1]!r}/{bad[0]}: portid or reason_ttl out of "
-                                   "range") from None  # fmt: skip
+                bad = next((r for r in self._fast if int(r[1]) > 65535), None)
+                if bad is not None:
+                    raise NmapXmlError(f"port {bad[1]!r}/{bad[0]} of host "
+                                       f"{self._fast_host[self._fast.index(bad)]}: portid is "
+                                       "not a number 0-65535") from None  # fmt: skip
+                # A reason_ttl over 255 is no TTL, as on the expat path (_ttl).
+                cols["ttl"] = [_ttl(v) for v in cols["ttl"]]
+                batch = _rows.ports_batch(self.scan_id, cols, n)
             self.batches.append(batch)
         self._new_fast_chunk()
 

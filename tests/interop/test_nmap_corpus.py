@@ -187,3 +187,45 @@ def test_bad_files_say_file_and_line(name: str, words: list[str]) -> None:
         pn.read_nmap_xml(CORPUS / name)
     for word in words:
         assert word in str(err.value)
+
+
+HEAD = (
+    '<?xml version="1.0"?>\n<nmaprun scanner="nmap" args="nmap x" start="1764325200" '
+    'version="7.94" xmloutputversion="1.05">\n<host><status state="up" reason="r"/>\n'
+)
+PORT = '<port protocol="tcp" portid="{p}"><state state="open" reason="r" reason_ttl="{t}"/></port>'
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('<address addr="198.51.100.5"/><ports>' + PORT.format(p="x", t=1), ["'x'/tcp"]),
+        ('<address addr="198.51.100.5"/><ports>' + PORT.format(p=70000, t=1), ["70000"]),
+        ('<address addr="198.51.100.5"/><ports><port protocol="tcp" portid="1"/>', ["<state"]),
+        ("<ports>" + PORT.format(p=1, t=1), ["line 4", "neither an <address>"]),
+        ('<address addr="198.51.100.5"/><ports><port protocol="tcp" portid="1"><state '
+         'state="open" reason="r" reason_ttl="1"/><script id="x" output="">'
+         + "<table>" * 200, ["nested more than 64"]),  # fmt: skip
+        ("<address/>", ["line 4", "addr"]),
+        ('<address addr="198.51.100.5"/><ports><extraports state="closed" count="many"/>',
+         ["count"]),  # fmt: skip
+        ("<ports", ["not well-formed"]),
+    ],
+)
+def test_malformed_nmap_xml_is_a_clear_error(body: str, words: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "bad.xml"
+    # Well-formed unless the case is about that: close what the body opened.
+    tail = "" if body.endswith("<ports") or "<table>" in body else "</ports></host>"
+    path.write_text(HEAD + body + tail + "\n</nmaprun>\n")
+    with pytest.raises(NmapXmlError) as err:
+        pn.read_nmap_xml(path)
+    assert str(path) in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_reason_ttl_out_of_range_is_no_ttl(tmp_path: Path) -> None:
+    path = tmp_path / "ttl.xml"
+    body = '<address addr="198.51.100.5"/><ports>' + PORT.format(p=1, t=999)
+    path.write_text(HEAD + body + "</ports></host>\n</nmaprun>\n")
+    assert pn.read_nmap_xml(path).tables["ports"]["ttl"].to_pylist() == [None]
