@@ -84,3 +84,23 @@ def test_masscan_against_nmap_and_bad_input() -> None:
     assert set(d["change"].astype(str)) == {"new-host", "gone-host"}
     with pytest.raises(ValueError, match="needs columns"):
         pn.diff(pd.DataFrame({"host": ["x"]}), pd.DataFrame({"host": ["x"]}))
+
+
+def test_script_os_and_cpe_changes(tmp_path: Path) -> None:
+    # The same nmap file with one script output, one CPE and the best OS match edited.
+    original = DATA / "nmap" / "odd-scripts-everywhere.xml"
+    text = original.read_text()
+    edited = (text.replace("cpe:/a:caddyserver:caddy", "cpe:/a:caddyserver:caddy:2.8")
+                  .replace('output="0s"', 'output="3s"')
+                  .replace("Linux 5.0 - 6.2", "Linux 6.1"))  # fmt: skip
+    path = tmp_path / "edited.xml"
+    path.write_text(edited)
+    d = pn.diff(pn.read_nmap_xml(original), pn.read_nmap_xml(path))
+    got = {(r.change, r.port if not pd.isna(r.port) else None): (r.before, r.after)
+           for r in d.itertuples()}  # fmt: skip
+    assert got == {
+        ("cpe-changed", 443): ("cpe:/a:caddyserver:caddy", "cpe:/a:caddyserver:caddy:2.8"),
+        ("script-changed", None): ("clock-skew: 0s", "clock-skew: 3s"),
+        ("os-changed", None): ("Linux 5.0 - 6.2", "Linux 6.1"),
+    }
+    assert set(d["change"].astype(str)) <= set(CHANGES)
