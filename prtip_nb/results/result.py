@@ -134,6 +134,16 @@ class ScanResult:
             self._frames["open_ports"] = to_pandas(ports.filter(is_open))
         return self._frames["open_ports"]
 
+    def inventory(self) -> pd.DataFrame:
+        """One row per open port: host, hostname, port, service (``ssl/http`` in a TLS
+        tunnel), product, version, CPEs, the host's best OS match and its accuracy, and the
+        ids of the scripts that ran on the port."""
+        if "inventory" not in self._frames:
+            from prtip_nb.results._inventory import inventory_table
+
+            self._frames["inventory"] = to_pandas(inventory_table(self.tables))
+        return self._frames["inventory"]
+
     def summary(self) -> pd.DataFrame:
         """One row per host: host, hostname, state, counts by state, and its open ports as text.
 

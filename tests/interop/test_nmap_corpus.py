@@ -229,3 +229,14 @@ def test_reason_ttl_out_of_range_is_no_ttl(tmp_path: Path) -> None:
     body = '<address addr="198.51.100.5"/><ports>' + PORT.format(p=1, t=999)
     path.write_text(HEAD + body + "</ports></host>\n</nmaprun>\n")
     assert pn.read_nmap_xml(path).tables["ports"]["ttl"].to_pylist() == [None]
+
+
+def test_inventory_view_and_html_report(tmp_path: Path) -> None:
+    res = pn.read_nmap_xml(CORPUS / "a-localhost.xml")
+    inv = res.inventory().set_index("port")
+    assert inv.loc[443, "service"] == "ssl/http"  # as nmap prints it
+    assert "ssl-cert" in list(inv.loc[443, "scripts"])
+    assert inv.loc[22, "os"] == res.os["name"].iloc[0]  # the host's best match
+    assert list(inv.loc[80, "cpe"]) == ["cpe:/a:igor_sysoev:nginx:1.22.1"]
+    out = pn.report(res, tmp_path / "r.html", with_charts=False).read_text()
+    assert "<h2>Scripts (" in out and "Operating systems" in out and "ssh-hostkey" in out
