@@ -33,7 +33,8 @@ twice, for two kinds of reader:
 - ``elements``: the same tree flattened to ``list<struct<key, value>>`` leaves, where the
   key is the dotted path (a keyless item is numbered from 1 among its siblings, as a Lua
   array is), e.g. ``subject.commonName`` or ``keys.1.fingerprint``. DuckDB and pyarrow
-  filter it without parsing JSON: ``list_filter(elements, e -> e.key = 'subject.commonName')``.
+  filter it without parsing JSON:
+  ``list_filter(elements, lambda e: e.key = 'subject.commonName')``.
 
 Datasets of version 1 still read: their files lack the new columns, which read as nulls, and
 :func:`upgrade` derives what it can (``hostnames`` from ``hostname``).
