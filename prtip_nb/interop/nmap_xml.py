@@ -3,19 +3,28 @@
 Reading streams (``_nmap_parser``): a 1 GB file never sits in memory, and a 1M-port file
 imports at about 260k rows/s (``python -m benchmarks import-nmap-xml``).
 
-What maps where (one ports row per ``<port>`` element):
+What maps where (one ports row per ``<port>`` element; results schema 2):
 
 - ``<port protocol portid>`` -> proto, port; ``<state state reason reason_ttl>`` -> state,
-  reason, ttl (nmap writes reason_ttl="0" when it saw no TTL, as in -sT: that is null).
-- ``<service name product version extrainfo>`` -> service, product, version, extrainfo.
-  ``<cpe>`` is not kept: the results schema has no column for it.
-- ``<script id="ssl-cert">`` -> tls_* (see ``_tls``); ``<script id="banner">`` -> banner.
-- ``<address>`` (ipv4/ipv6; mac is ignored) -> host, family; the first ``<hostname>`` ->
-  hostname. Port rows carry no time in nmap XML: first_seen and rtt_ms stay null.
-- ``<extraports state count>``: nmap folds a common state into a count with no per-port
-  entries (unless run with -dd). Those ports get no rows; their counts are added to the
-  hosts table's open/closed/filtered/other, and the writer folds them back.
-- hosts: ``<status state reason>`` -> state, reason; ``<times srtt>`` (µs) -> rtt_ms.
+  reason (null when absent, as in nmap 4), ttl (reason_ttl="0", nmap's "none", is null).
+- ``<service>`` -> service, product, version, extrainfo, tunnel, method, conf, ostype,
+  devicetype, servicefp, service_hostname; its ``<cpe>`` children -> cpe (a list).
+  ``product=""`` stays "" (absent is null) on both parser paths. Not kept: rpc attributes
+  (proto, rpcnum, lowver, highver), ``<owner>``, ``reason_ip``.
+- every ``<script>`` -> a ``scripts`` row (phase pre, host, port or post; output; the
+  elem/table tree as ``data`` JSON and flattened ``elements``). ``ssl-cert`` also fills the
+  tls_* columns (``_tls``) and ``banner`` the banner column, as before.
+- ``<address>`` (all of them, MAC and vendor too) -> hosts.addresses/mac/mac_vendor; the
+  first IP address is the host (a host with none is named by its first hostname); every
+  ``<hostname>`` -> hosts.hostnames (the first also -> hostname).
+- ``<extraports>`` (with their ``<extrareasons>``) -> hosts.extraports, state as written;
+  their counts are also added to the hosts' open/closed/filtered/other.
+- ``<os>`` -> ``os`` rows (one per osmatch, classes with CPEs) and hosts.os_portused/
+  os_fingerprint; ``<uptime>``, ``<distance>``, the sequence elements, ``<times>`` and the
+  host's starttime/endtime/timedout/comment -> hosts columns; ``<trace>`` -> ``trace`` rows.
+- ``<nmaprun>``, ``<scaninfo>``, ``<verbose>``, ``<debugging>``, ``<runstats>`` -> the ``scan``
+  row, with the file's name and sha256. Not kept: progress chatter (``<taskbegin>``,
+  ``<taskend>``, ``<taskprogress>``), ``<hosthint>`` previews, ``<output>``, ``<target>``.
 """
 
 from __future__ import annotations
