@@ -114,7 +114,9 @@ def _write(result: ScanResult, out: TextIO) -> None:
     assert meta is not None
     cfg = meta.config
     ports, hosts = result.tables["ports"], result.tables["hosts"]
-    run = _first_row(result.tables["scan"])  # an import's own <nmaprun> facts, if any
+    run = _first_row(result.tables["scan"])
+    if run is not None and run["source_sha256"] is None:
+        run = None  # a scan of ours, or a v1 import: only an import's row has <nmaprun> facts
     source = run["source"] if run else cfg.get("source")
     imported = source == "nmap-xml"
     masscan = str(source or "").startswith("masscan")

@@ -60,6 +60,7 @@ class ScanResult:
         }
         self.meta = meta
         self.scans: tuple[ScanMeta, ...] = tuple(scans) or ((meta,) if meta else ())
+        self.tables["scan"] = _scan_rows(self.tables["scan"], self.scans)
         self._frames: dict[str, pd.DataFrame] = {}
 
     # --- identity -----------------------------------------------------------------------
@@ -255,3 +256,38 @@ class ScanResult:
         from prtip_nb.interop.writers import write_grepable
 
         return write_grepable(self, path)
+
+
+def _scan_rows(table: pa.Table, scans: Sequence[ScanMeta]) -> pa.Table:
+    """``table`` plus a ``scan`` row for each scan that has none: a scan of ours (or one
+    imported before schema 2) says what it was from its meta. Imports bring their own row,
+    with the file's sha256."""
+    have = set(pc.cast(table["scan_id"], pa.string()).to_pylist()) if table.num_rows else set()
+    missing = [m for m in scans if m.scan_id not in have]
+    if not missing:
+        return table
+    from prtip_nb.results import _convert as cv
+
+    def args(m: ScanMeta) -> str | None:
+        if m.config.get("source"):
+            return m.config.get("args")
+        from prtip_nb.interop._nmap_writer import command_line
+
+        try:
+            return command_line(m.config)
+        except Exception:  # noqa: BLE001 - a record of a scan, never a reason to fail
+            return None
+
+    cols: dict[str, list[Any]] = {
+        "scan_id": [m.scan_id for m in missing],
+        "source": [m.config.get("source") or "prtip_nb" for m in missing],
+        "source_file": [m.config.get("file") for m in missing],
+        "scanner": [m.config.get("scanner") or "prtip_nb" for m in missing],
+        "version": [m.config.get("version") if m.config.get("source") else m.tool_version
+                    for m in missing],  # fmt: skip
+        "args": [args(m) for m in missing],
+        "started": [m.started for m in missing],
+        "ended": [m.ended for m in missing],
+    }
+    rows = cv.table(cols, schema.SCAN)
+    return pa.concat_tables([table, rows]) if table.num_rows else rows

@@ -31,6 +31,11 @@ def test_v1_dataset_reads_upgraded(tmp_path: Path) -> None:
     assert gw["hostnames"] == [{"name": "gw.example.test", "type": None}]
     assert all(h["hostnames"] is None for h in hosts if h["hostname"] is None)
     assert res.scripts.empty and res.os.empty and res.trace.empty
+    # Each scan says what it was: ours, or the file a v1 import came from.
+    scan = res.tables["scan"].select(["scan_id", "source", "args"]).to_pylist()
+    assert {r["scan_id"]: r["source"] for r in scan} == {V1_SCAN: "prtip_nb",
+                                                         V1_IMPORT: "nmap-xml"}  # fmt: skip
+    assert next(r["args"] for r in scan if r["scan_id"] == V1_SCAN).startswith("prtip-nb scan")
     # Rewritten, it is a version 2 scan that reads back equal.
     one = pn.read_scans(V1, V1_SCAN)
     one.to_parquet(tmp_path)
@@ -65,7 +70,7 @@ def test_inventory_tables_round_trip_through_parquet(tmp_path: Path) -> None:
     res = ScanResult(tables, base.meta)
     res.to_parquet(tmp_path)
     assert sorted(p.name for p in (tmp_path / f"scan_id={base.scan_id}").iterdir()) == [
-        "events", "hosts", "os", "ports", "scripts", "telemetry", "trace"]  # fmt: skip
+        "events", "hosts", "os", "ports", "scan", "scripts", "telemetry", "trace"]  # fmt: skip
     back = pn.read_scans(tmp_path)
     for name in schema.TABLES:
         assert back.tables[name].equals(res.tables[name]), name
