@@ -172,7 +172,7 @@ class NmapXmlParser:
             self.hosts.begin(hint=True)
         elif name == "nmaprun":
             self.run = attrs
-            self.scan_id = self.scan_id or _scan_id(attrs)  # until the caller knows the hash
+            self.scan_id = self.scan_id or legacy_scan_id(attrs)  # until the hash is known
         elif name == "scaninfo":
             self.scaninfo.append(attrs)
         elif name in ("verbose", "debugging"):
@@ -445,9 +445,11 @@ def content_scan_id(run: dict[str, str], sha256: str) -> str:
     return f"{scanner}-{start:%Y%m%dT%H%M%SZ}-{sha256[:12]}"
 
 
-def _scan_id(run: dict[str, str]) -> str:
-    """``nmap-<start, UTC>-<6 hex of args+start>``: the same file always imports to the same
-    id (so a second import is refused, not duplicated), and two scans of one second differ."""
+def legacy_scan_id(run: dict[str, str]) -> str:
+    """Schema 1's import id, ``nmap-<start, UTC>-<6 hex of args+start>``: two files of the
+    same command line and second collided. Still the parser's provisional id (replaced by
+    ``content_scan_id``), and how ``prtip-nb import`` recognises a file imported by an older
+    prtip_nb."""
     start = epoch_time(run.get("start")) or datetime.fromtimestamp(0, UTC)
     digest = hashlib.sha1(f"{run.get('args')}|{run.get('start')}".encode()).hexdigest()[:6]
     return f"{run.get('scanner', 'nmap')}-{start:%Y%m%dT%H%M%SZ}-{digest}"

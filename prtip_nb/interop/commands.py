@@ -93,6 +93,21 @@ def _describe(row: dict[str, Any], directory: Path) -> str:
             f"sha256 {str(row.get('source_sha256'))[:12]}…)")  # fmt: skip
 
 
+def _legacy_dir(res: ScanResult, output: str) -> Path | None:
+    """The directory of this nmap file imported under schema 1's id (args + start time), if
+    any: that id did not hash the content, so the same file would otherwise go in twice."""
+    from prtip_nb.interop._nmap_parser import legacy_scan_id
+    from prtip_nb.results import _files
+
+    cfg = res.config
+    if cfg.get("source") != "nmap-xml" or res.meta is None:
+        return None
+    run = {"args": str(cfg.get("args")), "start": str(int(res.meta.started.timestamp())),
+           "scanner": cfg.get("scanner") or "nmap"}  # fmt: skip
+    where = _files.scan_dir(output, legacy_scan_id(run))
+    return where if where.exists() else None
+
+
 def import_one(name: str, output: str, *, overwrite: bool) -> tuple[str, str]:
     """Import one file into the dataset ``output``: ("imported" | "skipped", message).
 
@@ -103,6 +118,10 @@ def import_one(name: str, output: str, *, overwrite: bool) -> tuple[str, str]:
 
     res = load_file(name)
     where = _files.scan_dir(output, str(res.scan_id))
+    legacy = _legacy_dir(res, output)
+    if legacy is not None and not where.exists() and not overwrite:
+        return "skipped", (f"{name}: imported before by an older prtip_nb, as {legacy} "
+                           "(--overwrite imports it again under its new id)")  # fmt: skip
     ours = res.tables["scan"]["source_sha256"].to_pylist()
     if where.exists():
         stored = _stored(where)

@@ -142,3 +142,14 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.undo()
     res.to_parquet(root)  # and a retry is not told "imported before"
     assert pn.read_scans(root, res.scan_id).tables["scripts"].num_rows == 8
+
+
+def test_file_imported_by_schema_1_is_recognised(tmp_path: Path) -> None:
+    import shutil
+
+    # tests/data/v1-dataset holds nmap-sample.xml imported by prtip_nb before schema 2.
+    root = tmp_path / "scans"
+    shutil.copytree(DATA / "v1-dataset", root)
+    out = cli("import", str(DATA / "nmap-sample.xml"), "-o", str(root))
+    assert out.returncode == 0 and "imported before by an older prtip_nb" in out.stdout
+    assert len(pn.list_scans(root)) == 2
