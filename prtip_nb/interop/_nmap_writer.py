@@ -61,6 +61,7 @@ _ROW_COLUMNS = (
 _N_TEXT = 17  # _ROW_COLUMNS[:_N_TEXT] go through _values
 _SVC_ATTRS = (("hostname", 10), ("ostype", 11), ("devicetype", 12), ("servicefp", 13),
               ("tunnel", 14))  # fmt: skip
+_NONE3, _NONE4, _NONE5 = (None,) * 3, (None,) * 4, (None,) * 5
 _SLICE = 65536
 _FOLDED = ("open", "closed", "filtered")  # states with a count column: "other" has no name
 
@@ -318,12 +319,14 @@ def _port_xml(r: tuple[Any, ...], scripts: list[dict[str, Any]] | None) -> str:
            f'reason="{why}" reason_ttl="{ttl or 0}"/>')  # fmt: skip
     if service or product is not None or version is not None or extra is not None:
         xml += f'<service name="{service or "unknown"}"'
-        for key, value in (("product", product), ("version", version), ("extrainfo", extra)):
-            if value is not None:
-                xml += f' {key}="{value}"'
-        for key, i in _SVC_ATTRS:
-            if r[i] is not None:
-                xml += f' {key}="{r[i]}"'
+        if (product, version, extra) != _NONE3:  # tuple compares run in C: most rows skip
+            for key, value in (("product", product), ("version", version), ("extrainfo", extra)):
+                if value is not None:
+                    xml += f' {key}="{value}"'
+        if r[10:15] != _NONE5:
+            for key, i in _SVC_ATTRS:
+                if r[i] is not None:
+                    xml += f' {key}="{r[i]}"'
         if method is None:  # ours: probed when detection named a product, else the table
             method, conf = ("probed", 10) if product or version or extra else ("table", 3)
         xml += f' method="{method}" conf="{conf if conf is not None else 3}"'
@@ -335,7 +338,7 @@ def _port_xml(r: tuple[Any, ...], scripts: list[dict[str, Any]] | None) -> str:
         xml += _scripts_xml(scripts)
     # Ours: one script at most, since ndiff 7.93 (Debian's, Python 3) crashes loading a port
     # with two (ScriptResult.sort(), ndiff.py:1423). TLS facts win over a banner.
-    elif any(v is not None for v in r[18:]):
+    elif r[18:] != _NONE4:
         xml += _tls.script_xml(dict(zip(_ROW_COLUMNS[18:], r[18:], strict=True)))
     elif banner:
         xml += f'<script id="banner" output="{banner}"/>'
