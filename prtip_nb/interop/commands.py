@@ -170,17 +170,5 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if changes.empty:
         print("no changes")
         return 0
-    # Banners and script output come from the network: a terminal escape sequence in one
-    # must reach the screen as text, not as a command to the terminal.
-    shown = changes.astype(object).where(changes.notna(), "-")
-    print(shown.map(lambda v: printable(v) if isinstance(v, str) else v).to_string(index=False))
+    print(changes.astype(object).where(changes.notna(), "-").to_string(index=False))
     return 1
-
-
-#: Control characters (C0, DEL, C1) -> \xNN; newlines too, one change per line.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters shown as ``\\xNN``, safe to print to a terminal."""
-    return text.translate(_CONTROL)

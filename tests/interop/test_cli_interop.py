@@ -153,17 +153,3 @@ def test_file_imported_by_schema_1_is_recognised(tmp_path: Path) -> None:
     out = cli("import", str(DATA / "nmap-sample.xml"), "-o", str(root))
     assert out.returncode == 0 and "imported before by an older prtip_nb" in out.stdout
     assert len(pn.list_scans(root)) == 2
-
-
-def test_diff_prints_no_terminal_escapes(tmp_path: Path) -> None:
-    # A banner that would clear the screen and retitle the terminal, if printed raw.
-    status = ('{"ip":"198.51.100.8","timestamp":"1764325200","port":80,"proto":"tcp",'
-              '"rec_type":"status","data":{"status":"open","reason":"syn-ack","ttl":54}}\n')
-    banner = ('{"ip":"198.51.100.8","timestamp":"1764325201","port":80,"proto":"tcp",'
-              '"rec_type":"banner","data":{"service_name":"title","banner":%s}}\n')
-    (tmp_path / "a.json").write_text(status + banner % json.dumps("Welcome"))
-    (tmp_path / "b.json").write_text(status + banner % json.dumps("\x1b[2J\x1b]0;pwned\x07"))
-    out = cli("diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
-    assert out.returncode == 1 and "script-changed" in out.stdout
-    assert "\x1b" not in out.stdout and "\x07" not in out.stdout
-    assert "\\x1b[2J" in out.stdout
