@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prtip_nb.interop import _rows
+from prtip_nb.interop._time import epoch_us
 from prtip_nb.results import _arrow, _hosts, schema
 from prtip_nb.results import _convert as cv
 
@@ -44,8 +45,9 @@ class HostRecords:
             col.append(None)
         more: dict[str, Any] = {}
         for key, column in (("starttime", "started"), ("endtime", "ended")):
-            if attrs and attrs.get(key, "").isdigit():
-                more[column] = int(attrs[key]) * 1_000_000
+            us = epoch_us(attrs.get(key)) if attrs else None
+            if us is not None:
+                more[column] = us
         if attrs and "timedout" in attrs:
             more["timedout"] = attrs["timedout"] == "true"
         if attrs and "comment" in attrs:

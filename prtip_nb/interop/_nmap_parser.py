@@ -30,10 +30,12 @@ import pyarrow as pa
 from prtip_nb.errors import FileFormatError
 from prtip_nb.interop import _nmap_fast, _nmap_inventory, _rows, _tls
 from prtip_nb.interop._hostsxml import HostRecords
+from prtip_nb.interop._time import epoch_time, epoch_us
 
 __all__ = ["NmapXmlError", "NmapXmlParser"]
 
 _READ_BYTES = 1 << 20
+_SLICE_CHARS = 1 << 22  # a <ports> section longer than this is read by regex in slices
 # (column, <service> attribute); "banner" is masscan's -oX, nmap has none.
 _SERVICE_KEYS = (
     ("service", "name"), ("product", "product"), ("version", "version"),
@@ -126,7 +128,7 @@ class NmapXmlParser:
             self._phase = None
             self._sequences = {}
             end = attrs.get("endtime")
-            self._time = int(end) * 1_000_000 if self.masscan and end and end.isdigit() else None
+            self._time = epoch_us(end) if self.masscan else None
             self.hosts.begin(attrs)
         elif name == "status":
             self.hosts.status(attrs)
@@ -328,30 +330,56 @@ class NmapXmlParser:
             self.batches.append(batch)
         self._new_fast_chunk()
 
-    def _section(self, block: bytes, start: int, end: int) -> None:
+    def _section(self, block: bytes | bytearray, start: int, end: int) -> None:
         """The ``<ports>`` section ``block[start:end]`` (tags included): regex or expat."""
-        got = None
         if self._addr is None and self._hostname is not None:
             self._no_address()
+        text = None
         if self._addr is not None:
-            try:
-                got = _nmap_fast.read_section(block[start + 7 : end - 8].decode())
+            try:  # decoded from a view: no bytes copy of a large section first
+                text = str(memoryview(block)[start + 7 : end - 8], "utf-8")
             except UnicodeDecodeError:
                 pass  # expat will say where
-        if got is None:
+        if text is None or not self._fast_section(text):
             self._parser.Parse(block[start:end], False)
             return
         self._parser.Parse(b"<ports></ports>", False)  # expat still checks the structure
-        rows, extraports = got
+
+    def _fast_section(self, text: str) -> bool:
+        """Read a section's text by regex, a slice of ``_SLICE_CHARS`` at a time, flushing
+        rows every CHUNK: one host's 200k listed ports (nmap -dd) then cost a chunk of
+        tuples, not all of them at once. False (and nothing kept) if the regex declines
+        any slice: expat then reads the whole section."""
+        big = len(text) > _SLICE_CHARS
+        if big:
+            self._fast_flush()  # a clean mark: what is flushed from here on is this section's
+        mark, rows_mark = len(self.batches), len(self._fast)
+        extraports: list[Any] = []
+        pos = 0
+        while pos < len(text):
+            cut = text.find("</port>", pos + _SLICE_CHARS) if big else -1
+            cut = len(text) if cut < 0 else cut + 7
+            got = _nmap_fast.read_section(text[pos:cut])
+            if got is None or (pos and got[1]):  # extraports come first, or not fast
+                del self.batches[mark:]  # this section's flushed slices (only a big one has)
+                for rows_so_far in (self._fast, self._fast_host, self._fast_hostname):
+                    del rows_so_far[rows_mark:]  # its rows not flushed yet; earlier hosts' stay
+                return False
+            rows, extra = got
+            extraports += extra
+            self._fast += rows
+            self._fast_host += [self._addr] * len(rows)
+            self._fast_hostname += [self._hostname] * len(rows)
+            if big:  # a slice of rows at a time: the tuples are what costs memory
+                self._fast_flush()
+            pos = cut
         for state, count, reasons in extraports:
             self.hosts.extraports(state, count)
             for attrs in reasons:
                 self.hosts.extrareasons(attrs)
-        self._fast += rows
-        self._fast_host += [self._addr] * len(rows)
-        self._fast_hostname += [self._hostname] * len(rows)
         if len(self._fast) >= _rows.CHUNK:
             self._fast_flush()
+        return True
 
     def _read(self, fh: Any) -> bytes:
         block: bytes = fh.read(_READ_BYTES)
@@ -360,9 +388,9 @@ class NmapXmlParser:
 
     def _feed(self, fh: Any) -> None:
         p = self._parser
-        block = self._read(fh)
+        block: bytes | bytearray = self._read(fh)
         # The fast path reads UTF-8 text; nmap declares UTF-8, other encodings go to expat.
-        fast = not self.masscan and _declares_utf8(block)
+        fast = not self.masscan and _declares_utf8(bytes(block[:512]))
         pos, eof = 0, not block
         while not eof or pos < len(block):
             start = block.find(b"<ports>", pos) if fast else -1
@@ -379,7 +407,14 @@ class NmapXmlParser:
             cut = start if start >= 0 else max(pos, len(block) - 6)
             p.Parse(block[pos:cut], False)
             more = self._read(fh)
-            block, pos, eof = block[cut:] + more, 0, not more
+            # A bytearray grows in place: a section longer than a read is not copied again
+            # for every MiB that arrives (the bytes + bytes here held two copies at once).
+            if isinstance(block, bytearray):
+                del block[:cut]
+                block += more
+            else:
+                block = bytearray(memoryview(block)[cut:]) + more
+            pos, eof = 0, not more
         p.Parse(b"", True)
 
     def parse(self, path: str | os.PathLike[str]) -> NmapXmlParser:
@@ -432,8 +467,6 @@ def _ttl(text: str | None) -> str | None:
     return text
 
 
-def epoch_time(epoch: str | None) -> datetime | None:
-    return datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else None
 
 
 def content_scan_id(run: dict[str, str], sha256: str) -> str:

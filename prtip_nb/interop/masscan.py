@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from prtip_nb.errors import FileFormatError
 from prtip_nb.interop import _rows
 from prtip_nb.interop._nmap_parser import NmapXmlParser
+from prtip_nb.interop._time import MAX_EPOCH
 from prtip_nb.results import ScanMeta, ScanResult, _arrow, _hosts, schema
 from prtip_nb.results import _convert as cv
 
@@ -254,7 +255,7 @@ def _us(value: Any) -> int | None:
         us = int(value) * 1_000_000
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return None
-    return us if 0 <= us < 1 << 62 else None  # a time Arrow and datetime can hold
+    return us if 0 <= us <= MAX_EPOCH * 1_000_000 else None  # a time datetime can hold
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -240,3 +240,32 @@ def test_inventory_view_and_html_report(tmp_path: Path) -> None:
     assert list(inv.loc[80, "cpe"]) == ["cpe:/a:igor_sysoev:nginx:1.22.1"]
     out = pn.report(res, tmp_path / "r.html", with_charts=False).read_text()
     assert "<h2>Scripts (" in out and "Operating systems" in out and "ssh-hostkey" in out
+
+
+@pytest.mark.parametrize("tail", ["", '<script id="x" output="y"/>'])
+def test_large_section_read_in_slices_equals_expat(
+    tail: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A <ports> section longer than a slice is read by regex a slice at a time; a decline in
+    its last slice (a script) leaves nothing of the earlier slices behind."""
+    from prtip_nb.interop import _nmap_parser
+
+    ports = "".join(
+        f'<port protocol="tcp" portid="{p}"><state state="closed" reason="reset" '
+        f'reason_ttl="64"/><service name="s{p % 7}" method="table" conf="3"/></port>\n'
+        for p in range(1, 400)
+    )
+    last = ('<port protocol="udp" portid="53"><state state="open" reason="udp-response" '
+            f'reason_ttl="64"/>{tail}</port>\n')  # fmt: skip
+    path = tmp_path / "big.xml"
+    path.write_text(HEAD + '<address addr="198.51.100.4"/><ports><extraports state="filtered" '
+                    'count="5"/>' + ports + last + "</ports></host>\n</nmaprun>\n")  # fmt: skip
+    monkeypatch.setattr(_nmap_parser, "_SLICE_CHARS", 2000)  # ~40 slices
+    sliced = pn.read_nmap_xml(path)
+    monkeypatch.setattr(_nmap_parser, "_declares_utf8", lambda head: False)
+    slow = pn.read_nmap_xml(path)
+    assert sliced.tables["ports"].num_rows == 400
+    for table in schema.TABLES:
+        assert _values(sliced, table) == _values(slow, table), table
+    assert sliced.tables["hosts"]["extraports"].to_pylist() == [
+        [{"state": "filtered", "count": 5, "reasons": []}]]  # fmt: skip
