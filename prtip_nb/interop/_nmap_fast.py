@@ -92,6 +92,9 @@ def service_columns(rows: list[tuple[str, ...]]) -> dict[str, Any]:
             out["cpe"] = cv.string_lists(lists).take(encoded.indices)
             continue
         parsed = [dict(_ATTR.findall(w)) for w in words]
+        for p in parsed:  # conf is a number 0-10 in nmap's files; other text is none
+            if "conf" in p and not (p["conf"].isdigit() and int(p["conf"]) < 256):
+                p["conf"] = None
         for attr, column in SERVICE_COLUMNS.items():
             if any(attr in p for p in parsed):
                 got = cv.plain_strings([p.get(attr) for p in parsed])

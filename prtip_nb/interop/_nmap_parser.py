@@ -299,6 +299,8 @@ class NmapXmlParser:
         for column, key in _SERVICE_KEYS:
             # product="" stays "": the fast path declines such a section (see _nmap_fast).
             cols[column] = [v.get(key) if v else None for v in svc]
+        if any(v is not None for v in cols["conf"]):  # nmap writes 0-10; other text is none
+            cols["conf"] = [_uint8(v) for v in cols["conf"]]
         for i, values in self._extra.items():
             for column, value in values.items():
                 cols.setdefault(column, [None] * n)[i] = value
@@ -429,6 +431,8 @@ class NmapXmlParser:
             raise NmapXmlError(f"{path}: {exc}") from None
         except RecursionError:
             raise NmapXmlError(f"{path}: elements nested too deep to be nmap XML") from None
+        except LookupError as exc:  # <?xml encoding="..."?> that Python does not know
+            raise NmapXmlError(f"{path} declares an encoding Python cannot read: {exc}") from None
         if not self.run:
             raise NmapXmlError(f"{path} is not nmap XML (no <nmaprun> element)")
         try:

@@ -62,3 +62,19 @@ def test_mutated_files_read_or_fail_clearly(case: tuple[Path, bytes], tmp_path: 
 @pytest.mark.parametrize("seed", SEEDS, ids=[s.name for s in SEEDS])
 def test_seeds_read(seed: Path) -> None:
     assert load_file(seed).tables["ports"].num_rows > 0 or "sweep" in seed.name
+
+
+def test_what_the_fuzzer_found(tmp_path: Path) -> None:
+    """Each case once made a reader raise something other than FileFormatError."""
+    scripts = (DATA / "nmap" / "scripts.xml").read_text()
+    bad_encoding = tmp_path / "enc.xml"
+    bad_encoding.write_text(scripts.replace('encoding="UTF-8"', 'encoding="ttlUTF-8"'))
+    with pytest.raises(pn.FileFormatError, match="encoding"):
+        pn.read_nmap_xml(bad_encoding)
+    conf = tmp_path / "conf.xml"  # an attribute the schema types: conf is 0-10, not ">10"
+    conf.write_text(scripts.replace('conf="10"', 'conf="&gt;10"'))
+    assert pn.read_nmap_xml(conf).tables["ports"]["conf"].to_pylist() == [3, 3, 3, 3, None]
+    endtime = tmp_path / "masscan.xml"  # 40 digits of epoch seconds: no time, not a crash
+    endtime.write_text((DATA / "masscan.xml").read_text().replace(
+        'endtime="1764325200"', 'endtime="9999999999999999999999999999991764325200"'))
+    assert pn.read_masscan(endtime).tables["ports"].num_rows == 5
