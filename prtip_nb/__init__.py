@@ -17,6 +17,7 @@ from ._version import __version__
 from .errors import (
     ConfigError,
     DatasetError,
+    FileFormatError,
     PortSpecError,
     PrivilegeError,
     PrtipError,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "FileFormatError",
     "Lab",
     "PortSet",
     "PortSpecError",

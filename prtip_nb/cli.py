@@ -508,7 +508,8 @@ def _service_lines(shown: Any) -> list[str]:
     """PORT STATE REASON SERVICE VERSION rows; VERSION is "product version (extrainfo)"."""
     import pyarrow.compute as pc
 
-    names = ["proto", "port", "state", "reason", "service", "product", "version", "extrainfo"]
+    names = ["proto", "port", "state", "reason", "service", "tunnel", "product", "version",
+             "extrainfo"]  # fmt: skip
     rows = shown.take(pc.sort_indices(shown["port"])).select(names).to_pylist()
     out = [f"{'PORT':<12}{'STATE':<14}{'REASON':<14}{'SERVICE':<16}VERSION"]
     for r in rows:
@@ -516,7 +517,10 @@ def _service_lines(shown: Any) -> list[str]:
         if r["extrainfo"]:
             version = f"{version} ({r['extrainfo']})".strip()
         where = f"{r['port']}/{r['proto']}"
-        out.append(f"{where:<12}{r['state']:<14}{r['reason']:<14}{r['service'] or '':<16}"
+        service = r["service"] or ""
+        if r["tunnel"] and service:  # as nmap prints it: ssl/http
+            service = f"{r['tunnel']}/{service}"
+        out.append(f"{where:<12}{r['state']:<14}{r['reason'] or '':<14}{service:<16}"
                    f"{version}".rstrip())  # fmt: skip
     return out
 

@@ -8,7 +8,9 @@
     ├── PrivilegeError            raw sockets or namespaces need root / CAP_NET_RAW
     ├── ScanError                 the scan itself failed (socket errors, worker died, ...)
     │   └── ScanCancelled         the scan was cancelled; ``partial`` holds what it found
-    └── DatasetError              a Parquet dataset is missing, empty or of another schema
+    ├── DatasetError              a Parquet dataset is missing, empty or of another schema
+    └── FileFormatError           a file to import (nmap XML, masscan) is malformed or of a
+                                  format not supported; the message names file and line
 
 Every error names what was wrong and how to fix it. ``OSError`` from sockets is translated
 at the socket boundary (``prtip_nb.net``), never deeper.
@@ -21,6 +23,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "FileFormatError",
     "PortSpecError",
     "PrivilegeError",
     "PrtipError",
@@ -80,3 +83,8 @@ class ScanCancelled(ScanError):
 
 class DatasetError(PrtipError, OSError):
     """A scan dataset could not be read or written."""
+
+
+class FileFormatError(PrtipError, ValueError):
+    """A file given to import is not what it claims, or is damaged: the message names the
+    file and, where there is one, the line; ``prtip-nb import`` prints it, not a traceback."""

@@ -39,7 +39,8 @@ th{background:#f0f0f0}h1{font-size:1.4em}.muted{color:#777}
 .chart[data-chart=ports]{grid-column:1/-1}
 """
 _PORT_COLUMNS = ("host", "hostname", "proto", "port", "state", "reason", "rtt_ms", "service",
-                 "product", "version", "banner", "tls_subject", "tls_not_after")
+                 "tunnel", "product", "version", "cpe", "banner", "tls_subject",
+                 "tls_not_after")  # fmt: skip
 
 
 def charts(res: ScanResult) -> dict[str, Any]:
@@ -158,6 +159,17 @@ def report(
         f"<h2>Open ports ({len(open_ports):,})</h2>",
         _table(open_ports[cols]),
     ]
+    # The inventory, when the scan (or the file it was imported from) has one.
+    if len(res.os):
+        best = res.os.groupby("host", sort=False).head(1)[["host", "name", "accuracy"]]
+        parts += ["<h2>Operating systems (best match per host)</h2>",
+                  best.to_html(index=False, escape=True, na_rep="")]  # fmt: skip
+    if len(res.scripts):
+        shown = res.scripts[["host", "proto", "port", "id", "output"]].copy()
+        shown["output"] = shown["output"].astype(object).map(
+            lambda s: s if s is None or len(s) <= 300 else s[:300] + "…")
+        parts += [f"<h2>Scripts ({len(shown)})</h2>",
+                  shown.to_html(index=False, escape=True, na_rep="")]  # fmt: skip
     if len(tel):
         last = tel.iloc[-1]
         parts.append(

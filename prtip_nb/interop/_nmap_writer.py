@@ -17,12 +17,21 @@ Choices, each forced by nmap's DTD or by what its readers expect:
   file) is written in ``nmap -sn -v``'s shape: args with ``-sn``, no ``<scaninfo>``, every
   host (down ones too) with its status and reason, ``<times>`` when it has an RTT, and no
   ``<ports>``.
+- Schema v2's inventory is written back in nmap's element order: the ``scan`` row gives
+  ``<nmaprun>``, ``<scaninfo>``, ``<verbose>``/``<debugging>`` and ``<runstats>`` as they
+  were; every address and hostname, ``<extraports>`` with their reasons, the service's
+  cpe/tunnel/method/conf, ``scripts`` (pre, host, port, post; with their elem/table data),
+  ``os``, uptime, distance, sequences, ``trace`` and times. A port's stored scripts win over
+  the tls/banner columns; without any, those columns give one script as before.
+- A masscan import says so: ``version="masscan"``, no ``args`` (masscan records none, and an
+  invented command line would lie), and the comment names the file it came from.
 
 Imports pyarrow and the stdlib only: ``prtip-nb scan -oX`` does not pay for pandas.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -35,7 +44,7 @@ import pyarrow.compute as pc
 
 from prtip_nb._fileio import atomic_file
 from prtip_nb.errors import DatasetError
-from prtip_nb.interop import _tls, _xml
+from prtip_nb.interop import _nmap_inventory, _tls, _xml
 from prtip_nb.results import _convert as cv
 from prtip_nb.results import _hosts
 
@@ -43,10 +52,17 @@ if TYPE_CHECKING:
     from prtip_nb.results import ScanResult
 
 _SCAN_TYPES = {"connect", "syn", "ack", "null", "xmas", "window", "maimon", "fin", "udp"}
+# The text columns first (escaped in bulk by _values), then the service's other facts
+# (service_hostname ... conf are text too), then the TLS columns and cpe (Python values).
 _ROW_COLUMNS = (
     "proto", "port", "state", "reason", "ttl", "service", "product", "version", "extrainfo",
-    "banner", "tls_subject", "tls_issuer", "tls_san", "tls_not_after",
+    "banner", "service_hostname", "ostype", "devicetype", "servicefp", "tunnel", "method",
+    "conf", "cpe", "tls_subject", "tls_issuer", "tls_san", "tls_not_after",
 )  # fmt: skip
+_N_TEXT = 17  # _ROW_COLUMNS[:_N_TEXT] go through _values
+_SVC_ATTRS = (("hostname", 10), ("ostype", 11), ("devicetype", 12), ("servicefp", 13),
+              ("tunnel", 14))  # fmt: skip
+_NONE3, _NONE4, _NONE5 = (None,) * 3, (None,) * 4, (None,) * 5
 _SLICE = 65536
 _FOLDED = ("open", "closed", "filtered")  # states with a count column: "other" has no name
 
@@ -67,39 +83,116 @@ def write_nmap_xml(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _pylist(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, timestamps as int µs since the epoch: pyarrow converts
+    tz-aware timestamps to datetime through pandas, which this module must not import."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            table = table.set_column(i, field.name, pc.cast(table.column(i), pa.int64()))
+    return table.to_pylist()
+
+
+def _first_row(table: pa.Table) -> dict[str, Any] | None:
+    return _pylist(table.slice(0, 1))[0] if table.num_rows else None
+
+
+def _by_host(table: pa.Table) -> dict[str | None, list[dict[str, Any]]]:
+    """Rows of a small inventory table, in table order, grouped by host."""
+    out: dict[str | None, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        out.setdefault(row["host"], []).append(row)
+    return out
+
+
+def _timestr(epoch: int) -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(epoch))
+
+
 def _write(result: ScanResult, out: TextIO) -> None:
     meta = result.meta
     assert meta is not None
     cfg = meta.config
     ports, hosts = result.tables["ports"], result.tables["hosts"]
-    imported = cfg.get("source") == "nmap-xml"
+    run = _first_row(result.tables["scan"])
+    if run is not None and run["source_sha256"] is None:
+        run = None  # a scan of ours, or a v1 import: only an import's row has <nmaprun> facts
+    source = run["source"] if run else cfg.get("source")
+    imported = source == "nmap-xml"
+    masscan = str(source or "").startswith("masscan")
     start = int(meta.started.timestamp())
-    startstr = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(start))
-    args = cfg.get("args") if imported else command_line(cfg)
     sweep = is_discovery(cfg)
-    version = cfg.get("version") if imported else f"prtip_nb {meta.tool_version}"
+    if imported:
+        args, version = cfg.get("args"), cfg.get("version")
+    elif masscan:
+        args, version = None, "masscan"
+    else:
+        args, version = command_line(cfg), f"prtip_nb {meta.tool_version}"
+    if run:
+        start = run["started"] // 1_000_000 if run["started"] is not None else start
+    startstr = run["startstr"] if run else _timestr(start)
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n')
-    out.write(f"<!-- written by prtip_nb {_xml.text(meta.tool_version)} from scan "
-              f"{_xml.text(meta.scan_id).replace('--', '- -')} -->\n")  # fmt: skip
-    out.write(f'<nmaprun scanner="nmap" args="{_xml.attr(args or "")}" start="{start}" '
-              f'startstr="{startstr}" version="{_xml.attr(version or "")}" '
-              'xmloutputversion="1.05">\n')  # fmt: skip
+    origin = (f" from {source} file {run['source_file']} (sha256 {run['source_sha256']})"
+              if run and run.get("source_file") else "")  # fmt: skip
+    comment = f"written by prtip_nb {meta.tool_version} from scan {meta.scan_id}{origin}"
+    out.write(f"<!-- {_xml.text(comment).replace('--', '- -')} -->\n")
+    head = '<nmaprun scanner="nmap"'
+    if args is not None:
+        head += f' args="{_xml.attr(args)}"'
+    xmlversion = (run or {}).get("xmloutputversion") or "1.05"
+    head += f' start="{start}"' + (f' startstr="{_xml.attr(startstr)}"' if startstr else "")
+    head += f' version="{_xml.attr(version or "")}" xmloutputversion="{_xml.attr(xmlversion)}">\n'
+    out.write(head)
     # An imported file's scaninfo as it was (none at all in an nmap -sn file); a ping
     # sweep of ours has none either.
-    if imported:
+    if run is not None:
+        infos = [{k: v for k, v in i.items() if v is not None} for i in run["scaninfo"] or ()]
+    elif imported:
         infos = cfg.get("scaninfo") or []
     else:
-        infos = [] if sweep else _scaninfo(cfg, ports)
+        infos = [] if sweep or masscan else _scaninfo(cfg, ports)
     for info in infos:
         out.write("<scaninfo" + "".join(f' {k}="{_xml.attr(v)}"' for k, v in info.items()) + "/>\n")
     # A sweep lists its down hosts too, which nmap -sn does at verbosity 1 (-v).
-    out.write(f'<verbose level="{int(sweep)}"/>\n<debugging level="0"/>\n')
+    verbose = run["verbose"] if run and run["verbose"] is not None else int(sweep)
+    debugging = run["debugging"] if run and run["debugging"] is not None else 0
+    out.write(f'<verbose level="{verbose}"/>\n<debugging level="{debugging}"/>\n')
+    scripts = _by_phase(result.tables["scripts"])
+    _write_scripts(out, "prescript", scripts.get("pre"))
     derived = _hosts.derive_hosts(ports)
     missing = derived.filter(pc.invert(pc.is_in(derived["host"], value_set=hosts["host"])))
     all_hosts = pa.concat_tables([hosts, missing]) if missing.num_rows else hosts
-    _write_hosts(out, all_hosts, derived, ports, sweep=sweep)
-    _write_runstats(out, meta.started, meta.ended, all_hosts)
+    inventory = {
+        "scripts": scripts, "os": _by_host(result.tables["os"]),
+        "trace": _by_host(result.tables["trace"]),
+    }  # fmt: skip
+    _write_hosts(out, all_hosts, derived, ports, inventory, sweep=sweep)
+    _write_scripts(out, "postscript", scripts.get("post"))
+    _write_runstats(out, meta.started, meta.ended, all_hosts, run)
     out.write("</nmaprun>\n")
+
+
+def _by_phase(scripts: pa.Table) -> dict[Any, Any]:
+    """{"pre": [rows], "post": [rows], "host": {host: [rows]}, "port": {(host, proto, port):
+    [rows]}}, each list in table order."""
+    out: dict[Any, Any] = {"host": {}, "port": {}}
+    for row in scripts.to_pylist():
+        phase = row["phase"]
+        if phase == "port":
+            out["port"].setdefault((row["host"], row["proto"], row["port"]), []).append(row)
+        elif phase == "host":
+            out["host"].setdefault(row["host"], []).append(row)
+        else:
+            out.setdefault(phase, []).append(row)
+    return out
+
+
+def _scripts_xml(rows: list[dict[str, Any]]) -> str:
+    return "".join(_nmap_inventory.script_xml(r["id"], r["output"], r["data"]) for r in rows)
+
+
+def _write_scripts(out: TextIO, tag: str, rows: list[dict[str, Any]] | None) -> None:
+    if rows:
+        out.write(f"<{tag}>{_scripts_xml(rows)}</{tag}>\n")
 
 
 def is_discovery(cfg: dict[str, Any]) -> bool:
@@ -197,9 +290,9 @@ def _rows(ports: pa.Table) -> Iterator[tuple[Any, ...]]:
     """Port rows as tuples of ``_ROW_COLUMNS``, converted a slice at a time."""
     for offset in range(0, ports.num_rows, _SLICE):
         part = ports.slice(offset, _SLICE)
-        text = [_values(part[name]) for name in _ROW_COLUMNS[:10]]
-        tls = [part[name].to_pylist() for name in _ROW_COLUMNS[10:]]
-        yield from zip(*text, *tls, strict=True)
+        text = [_values(part[name]) for name in _ROW_COLUMNS[:_N_TEXT]]
+        rest = [part[name].to_pylist() for name in _ROW_COLUMNS[_N_TEXT:]]
+        yield from zip(*text, *rest, strict=True)
 
 
 def _host_ranges(ports: pa.Table) -> dict[str, tuple[int, int]]:
@@ -213,75 +306,161 @@ def _host_ranges(ports: pa.Table) -> dict[str, tuple[int, int]]:
     return {h: (a, b) for h, a, b in zip(names, first, ends, strict=True)}
 
 
-def _port_xml(r: tuple[Any, ...]) -> str:
+def _port_xml(r: tuple[Any, ...], scripts: list[dict[str, Any]] | None) -> str:
     """One ``<port>`` element; the text fields of ``r`` are already escaped (``_values``)."""
-    proto, port, state, reason, ttl, service, product, version, extra, banner, *tls = r
+    proto, port, state, reason, ttl, service, product, version, extra, banner = r[:10]
+    method, conf, cpe = r[15], r[16], r[17]
+    # A null reason (nmap before 5 wrote none): the DTD requires the attribute, and an empty
+    # one reads back as null, where a word would be invented.
+    why = reason if reason is not None else ""
     xml = (f'<port protocol="{proto}" portid="{port}"><state state="{state}" '
-           f'reason="{reason}" reason_ttl="{ttl or 0}"/>')  # fmt: skip
-    if product or version or extra:
+           f'reason="{why}" reason_ttl="{ttl or 0}"/>')  # fmt: skip
+    if service or product is not None or version is not None or extra is not None:
         xml += f'<service name="{service or "unknown"}"'
-        for key, value in (("product", product), ("version", version), ("extrainfo", extra)):
-            if value:
-                xml += f' {key}="{value}"'
-        xml += ' method="probed" conf="10"/>'
-    elif service:
-        xml += f'<service name="{service}" method="table" conf="3"/>'
-    # One script at most: ndiff 7.93 (Debian's, Python 3) crashes loading a port with two
-    # (ScriptResult.sort(), ndiff.py:1423). TLS facts win over a banner when a port has both.
-    if any(tls):
-        xml += _tls.script_xml(dict(zip(_ROW_COLUMNS[10:], tls, strict=True)))
+        if (product, version, extra) != _NONE3:  # tuple compares run in C: most rows skip
+            for key, value in (("product", product), ("version", version), ("extrainfo", extra)):
+                if value is not None:
+                    xml += f' {key}="{value}"'
+        if r[10:15] != _NONE5:
+            for key, i in _SVC_ATTRS:
+                if r[i] is not None:
+                    xml += f' {key}="{r[i]}"'
+        if method is None:  # ours: probed when detection named a product, else the table
+            method, conf = ("probed", 10) if product or version or extra else ("table", 3)
+        xml += f' method="{method}" conf="{conf if conf is not None else 3}"'
+        if cpe:
+            xml += ">" + "".join(f"<cpe>{_xml.text(c)}</cpe>" for c in cpe) + "</service>"
+        else:
+            xml += "/>"
+    if scripts:  # what the source wrote, every script, in its order
+        xml += _scripts_xml(scripts)
+    # Ours: one script at most, since ndiff 7.93 (Debian's, Python 3) crashes loading a port
+    # with two (ScriptResult.sort(), ndiff.py:1423). TLS facts win over a banner.
+    elif r[18:] != _NONE4:
+        xml += _tls.script_xml(dict(zip(_ROW_COLUMNS[18:], r[18:], strict=True)))
     elif banner:
         xml += f'<script id="banner" output="{banner}"/>'
     return xml + "</port>\n"
 
 
-def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Table, *,
-                 sweep: bool = False) -> None:
+def _host_head(out: TextIO, h: dict[str, Any]) -> None:
+    """``<host ...><status/>`` and the addresses and hostnames of hosts row ``h``."""
+    attrs = ""
+    for key, column in (("starttime", "started"), ("endtime", "ended")):
+        if h.get(column) is not None:
+            attrs += f' {key}="{h[column] // 1_000_000}"'
+    if h.get("timedout") is not None:
+        attrs += f' timedout="{"true" if h["timedout"] else "false"}"'
+    if h.get("comment") is not None:
+        attrs += f' comment="{_xml.attr(h["comment"])}"'
+    reason = h["reason"] if h["reason"] is not None else ""  # as for ports: see _port_xml
+    ttl = h.get("reason_ttl") or 0
+    out.write(f'<host{attrs}><status state="{_xml.attr(h["state"])}" '
+              f'reason="{_xml.attr(reason)}" reason_ttl="{ttl}"/>\n')  # fmt: skip
+    addresses = h.get("addresses")
+    if addresses is None:  # ours: the one address (a v1 dataset: also its name, below)
+        family = "ipv6" if h["family"] == 6 else "ipv4"
+        addresses = [{"addr": h["host"], "addrtype": family, "vendor": None}]
+        if h.get("mac"):
+            addresses.append({"addr": h["mac"], "addrtype": "mac", "vendor": h.get("mac_vendor")})
+    for a in addresses:
+        vendor = f' vendor="{_xml.attr(a["vendor"])}"' if a["vendor"] is not None else ""
+        out.write(f'<address addr="{_xml.attr(a["addr"])}" addrtype="{_xml.attr(a["addrtype"])}"'
+                  f"{vendor}/>\n")  # fmt: skip
+    names = h.get("hostnames")
+    if names is None and h.get("addresses") is None:  # ours: always the element
+        names = [{"name": h["hostname"], "type": "user"}] if h["hostname"] else []
+    if names is not None:
+        out.write("<hostnames>\n")
+        for n in names:
+            attrs = "".join(f' {k}="{_xml.attr(n[k])}"' for k in ("name", "type") if n[k])
+            out.write(f"<hostname{attrs}/>\n")
+        out.write("</hostnames>\n")
+
+
+def _host_tail(out: TextIO, h: dict[str, Any], inventory: dict[str, Any], sweep: bool) -> None:
+    """What follows ``<ports>`` in a ``<host>``, in nmap's order, then ``</host>``."""
+    addr = h["host"]
+    matches = inventory["os"].get(addr)
+    if matches or h.get("os_portused") is not None or h.get("os_fingerprint") is not None:
+        out.write(_nmap_inventory.os_xml(matches or [], h))
+    if h.get("uptime_s") is not None:
+        boot = f' lastboot="{_xml.attr(h["lastboot"])}"' if h.get("lastboot") else ""
+        out.write(f'<uptime seconds="{h["uptime_s"]}"{boot}/>\n')
+    if h.get("distance") is not None:
+        out.write(f'<distance value="{h["distance"]}"/>\n')
+    if h.get("sequences"):
+        for tag, attrs in json.loads(h["sequences"]).items():
+            text = "".join(f' {k}="{_xml.attr(v)}"' for k, v in attrs.items())
+            out.write(f"<{tag}{text}/>\n")
+    _write_scripts(out, "hostscript", inventory["scripts"]["host"].get(addr))
+    hops = inventory["trace"].get(addr)
+    if hops:
+        out.write(_nmap_inventory.trace_xml(hops))
+    if h.get("srtt_us") is not None:
+        out.write(f'<times srtt="{h["srtt_us"]}" rttvar="{h["rttvar_us"]}" '
+                  f'to="{h["timeout_us"]}"/>\n')  # fmt: skip
+    elif sweep and h.get("rtt_ms") is not None:  # ours: nmap's unit is microseconds
+        srtt = max(1, round(h["rtt_ms"] * 1000))
+        out.write(f'<times srtt="{srtt}" rttvar="{srtt}" to="{max(100000, 4 * srtt)}"/>\n')
+    out.write("</host>\n")
+
+
+def _write_hosts(out: TextIO, hosts: pa.Table, derived: pa.Table, ports: pa.Table,
+                 inventory: dict[str, Any], *, sweep: bool = False) -> None:  # fmt: skip
     # Counts of listed rows per host: what the hosts table counts beyond them was folded.
     listed = {h["host"]: h for h in derived.select(["host", *_FOLDED]).to_pylist()}
     ranges = _host_ranges(ports)
+    port_scripts = inventory["scripts"]["port"]
     rows, pos = _rows(ports), 0
-    for h in hosts.to_pylist():
+    for h in _pylist(hosts):
         addr = h["host"]
-        family = "ipv6" if h["family"] == 6 else "ipv4"
-        out.write(
-            f'<host><status state="{_xml.attr(h["state"])}" '
-            f'reason="{_xml.attr(h["reason"])}" reason_ttl="0"/>\n'
-            f'<address addr="{_xml.attr(addr)}" addrtype="{family}"/>\n<hostnames>\n'
-        )
-        if h["hostname"]:
-            out.write(f'<hostname name="{_xml.attr(h["hostname"])}" type="user"/>\n')
-        out.write("</hostnames>\n")
-        if sweep:  # nmap -sn: status, address, names and times; no <ports>
-            rtt = h.get("rtt_ms")
-            if rtt is not None:
-                srtt = max(1, round(rtt * 1000))  # nmap's unit: microseconds
-                out.write(f'<times srtt="{srtt}" rttvar="{srtt}" to="{max(100000, 4 * srtt)}"'
-                          '/>\n')
-            out.write("</host>\n")
+        _host_head(out, h)
+        first, end = ranges.get(addr, (pos, pos))
+        extraports = h.get("extraports")
+        # nmap -sn has no <ports>; nor has a host that was down or never port-scanned. An
+        # import says which hosts had the element: extraports is a list exactly for those.
+        if h.get("addresses") is not None:
+            skip = extraports is None and first == end
+        else:
+            skip = sweep or (first == end and not extraports and h["state"] != "up")
+        if skip:
+            _host_tail(out, h, inventory, sweep)
             continue
         out.write("<ports>")
-        got = listed.get(addr, {})
-        for state in _FOLDED:
-            folded = (h[state] or 0) - (got.get(state) or 0)
-            if folded > 0:
-                out.write(f'<extraports state="{state}" count="{folded}"></extraports>\n')
-        first, end = ranges.get(addr, (pos, pos))
+        if extraports is not None:  # as the source wrote them, any state, with reasons
+            for e in extraports:
+                out.write(f'<extraports state="{_xml.attr(e["state"])}" count="{e["count"]}">\n')
+                for r in e["reasons"] or ():
+                    attrs = "".join(f' {k}="{_xml.attr(r[k])}"'
+                                    for k in ("reason", "count", "proto", "ports")
+                                    if r[k] is not None)  # fmt: skip
+                    out.write(f"<extrareasons{attrs}/>\n")
+                out.write("</extraports>\n")
+        else:
+            got = listed.get(addr, {})
+            for state in _FOLDED:
+                folded = (h[state] or 0) - (got.get(state) or 0)
+                if folded > 0:
+                    out.write(f'<extraports state="{state}" count="{folded}"></extraports>\n')
         if first == pos:  # the usual case: hosts and ports share one order
             mine: Iterator[tuple[Any, ...]] = (next(rows) for _ in range(end - first))
             pos = end
         else:
             mine = _rows(ports.slice(first, end - first))
-        out.write("".join(map(_port_xml, mine)))
-        out.write("</ports>\n</host>\n")
+        if port_scripts:
+            out.write("".join(_port_xml(r, port_scripts.get((addr, r[0], r[1]))) for r in mine))
+        else:
+            out.write("".join(_port_xml(r, None) for r in mine))
+        out.write("</ports>\n")
+        _host_tail(out, h, inventory, sweep)
 
 
-def _write_runstats(
-    out: TextIO, started: datetime, ended: datetime | None, hosts: pa.Table
-) -> None:
+def _write_runstats(out: TextIO, started: datetime, ended: datetime | None, hosts: pa.Table,
+                    run: dict[str, Any] | None) -> None:  # fmt: skip
     end = ended or datetime.now(UTC)
     when = int(end.timestamp())
-    timestr = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(when))
+    timestr = _timestr(when)
     elapsed = f"{max(0.0, (end - started).total_seconds()):.2f}"
     states = pc.cast(hosts["state"], pa.string())
     up = int(pc.sum(pc.equal(states, cv.scalar_str("up"))).as_py() or 0)  # not "up": a str
@@ -289,6 +468,16 @@ def _write_runstats(
     total = hosts.num_rows
     summary = (f"Nmap done at {timestr}; {total} IP address{'' if total == 1 else 'es'} "
                f"({up} host{'' if up == 1 else 's'} up) scanned in {elapsed} seconds")  # fmt: skip
-    out.write(f'<runstats><finished time="{when}" timestr="{timestr}" summary="{summary}" '
-              f'elapsed="{elapsed}" exit="success"/><hosts up="{up}" down="{down}" '
-              f'total="{total}"/>\n</runstats>\n')  # fmt: skip
+    finished = {"time": when, "timestr": timestr, "summary": summary, "elapsed": elapsed,
+                "exit": "success", "errormsg": None}  # fmt: skip
+    counts = {"up": up, "down": down, "total": total}
+    if run:  # an import: its own words and counts (nmap counts hosts it did not list)
+        for key in ("timestr", "summary", "exit", "errormsg"):
+            finished[key] = run.get(key)
+        finished["elapsed"] = run.get("elapsed") or elapsed  # the DTD requires it
+        for key in counts:
+            if run.get(f"hosts_{key}") is not None:
+                counts[key] = run[f"hosts_{key}"]
+    attrs = "".join(f' {k}="{_xml.attr(v)}"' for k, v in finished.items() if v is not None)
+    out.write(f'<runstats><finished{attrs}/><hosts up="{counts["up"]}" down="{counts["down"]}" '
+              f'total="{counts["total"]}"/>\n</runstats>\n')  # fmt: skip

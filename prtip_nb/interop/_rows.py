@@ -19,7 +19,8 @@ from prtip_nb.results import _convert as cv
 
 CHUNK = 65536
 
-_NUMERIC_TEXT = ("port", "ttl")  # may arrive as text (XML attributes): Arrow casts them in C
+# May arrive as text (XML attributes): Arrow casts them in C.
+_NUMERIC_TEXT = ("port", "ttl", "conf")
 
 
 def ports_batch(scan_id: str, columns: Mapping[str, Sequence[Any]], n: int) -> pa.RecordBatch:
@@ -32,7 +33,9 @@ def ports_batch(scan_id: str, columns: Mapping[str, Sequence[Any]], n: int) -> p
     arrays: dict[str, pa.Array] = {"scan_id": _arrow.constant_dict(scan_id, n, zero)}
     for name, values in columns.items():
         field = schema.PORTS.field(name)
-        if values[0] is None and values.count(None) == n:  # e.g. no hostname at all
+        if isinstance(values, pa.Array):  # built in Arrow already (the fast path's)
+            arrays[name] = values if values.type == field.type else pc.cast(values, field.type)
+        elif values[0] is None and values.count(None) == n:  # e.g. no hostname at all
             arrays[name] = _arrow.null_array(field.type, n, zero)
         elif name in _NUMERIC_TEXT and isinstance(next(v for v in values if v is not None), str):
             arrays[name] = pc.cast(cv.strings(values), field.type)

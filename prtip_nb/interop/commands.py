@@ -74,22 +74,89 @@ def load(spec: str) -> ScanResult:
     return read_scans(root, scan_id)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def _stored(directory: Path) -> dict[str, Any]:
+    """What a stored scan is, for the messages: its scan row (source, file, sha256), or {}."""
+    import pyarrow.parquet as pq
+
     from prtip_nb.results import _files
 
+    parts = _files.parts(directory, "scan")
+    if not parts:
+        return {}
+    rows = pq.read_table(parts[-1]).to_pylist()
+    return rows[0] if rows else {}
+
+
+def _describe(row: dict[str, Any], directory: Path) -> str:
+    if not row.get("source_file"):
+        return f"scan {directory.name.split('=', 1)[1]}"
+    return (f"scan {directory.name.split('=', 1)[1]} ({row['source']} {row['source_file']}, "
+            f"sha256 {str(row.get('source_sha256'))[:12]}…)")  # fmt: skip
+
+
+def _legacy_dir(res: ScanResult, output: str) -> Path | None:
+    """The directory of this nmap file imported under schema 1's id (args + start time), if
+    any: that id did not hash the content, so the same file would otherwise go in twice."""
+    from prtip_nb.interop._nmap_parser import legacy_scan_id
+    from prtip_nb.results import _files
+
+    cfg = res.config
+    if cfg.get("source") != "nmap-xml" or res.meta is None:
+        return None
+    run = {"args": str(cfg.get("args")), "start": str(int(res.meta.started.timestamp())),
+           "scanner": cfg.get("scanner") or "nmap"}  # fmt: skip
+    where = _files.scan_dir(output, legacy_scan_id(run))
+    return where if where.exists() else None
+
+
+def import_one(name: str, output: str, *, overwrite: bool) -> tuple[str, str]:
+    """Import one file into the dataset ``output``: ("imported" | "skipped", message).
+
+    Raises PrtipError/OSError/ValueError when the file cannot be imported; nothing is then
+    left behind (``to_parquet`` writes all or nothing).
+    """
+    from prtip_nb.results import _files
+
+    res = load_file(name)
+    where = _files.scan_dir(output, str(res.scan_id))
+    legacy = _legacy_dir(res, output)
+    if legacy is not None and not where.exists() and not overwrite:
+        return "skipped", (f"{name}: imported before by an older prtip_nb, as {legacy} "
+                           "(--overwrite imports it again under its new id)")  # fmt: skip
+    ours = res.tables["scan"]["source_sha256"].to_pylist()
+    if where.exists():
+        stored = _stored(where)
+        same = bool(ours) and stored.get("source_sha256") == ours[0]
+        if not overwrite:
+            if same:
+                return "skipped", f"{name}: already imported, as {where} (same sha256)"
+            raise DatasetError(f"{where} already holds {_describe(stored, where)}, not this "
+                               "file; --overwrite replaces it")  # fmt: skip
+        print(printable(f"{name}: replacing {_describe(stored, where)}"))
+    res.to_parquet(output, overwrite=overwrite)
+    ports = res.tables["ports"]
+    return "imported", (f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} port "
+                        f"rows -> {where}")  # fmt: skip
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import every file; carry on past a bad one; summary; exit 1 if any failed."""
+    outcome: dict[str, list[str]] = {"imported": [], "skipped": [], "failed": []}
     for name in args.files:
         try:
-            res = load_file(name)
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot import {name}: {exc}") from exc
-        where = _files.scan_dir(args.output, str(res.scan_id))
-        if where.exists() and not args.overwrite:
-            raise DatasetError(f"{name} was imported before, as {where}; --overwrite replaces it")
-        res.to_parquet(args.output, overwrite=args.overwrite)
-        ports = res.tables["ports"]
-        print(printable(f"{name}: {res.tables['hosts'].num_rows} hosts, {ports.num_rows} "
-                        f"port rows -> {where}"))  # fmt: skip
-    return 0
+            kind, message = import_one(name, args.output, overwrite=args.overwrite)
+        except (PrtipError, OSError, ValueError) as exc:
+            kind, message = "failed", f"{name}: {exc}"
+            print(printable(f"prtip-nb: cannot import {message}"), file=sys.stderr)
+        else:
+            print(printable(message))
+        outcome[kind].append(message)
+    if len(args.files) > 1 or outcome["failed"]:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in outcome.items())
+        print(f"import: {counts}")
+        for message in outcome["failed"]:
+            print(printable(f"  failed: {message}"))
+    return 1 if outcome["failed"] else 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

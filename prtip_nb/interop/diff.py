@@ -20,6 +20,15 @@ Changes (``change`` column), for (host, proto, port):
   "open", ``after`` its new state or null), or one host row with ``before`` "up".
 - ``service-changed``: open in both, and service, product or version differ; ``before``
   and ``after`` hold "service product version" (null parts left out).
+- ``cpe-changed``: open in both, and the service's CPE list differs (``before``/``after``:
+  the CPEs joined with spaces).
+- ``script-changed``: a host in both scans, and a script's output differs, or the script
+  ran in one scan only; one row per (host, proto, port, script id), port null for a host
+  script; ``before``/``after`` hold "id: output" (null where it did not run).
+- ``os-changed``: a host in both scans whose best OS match (the first ``os`` row) differs;
+  proto/port null, ``before``/``after`` the match names.
+
+The last three need ScanResults (a ports DataFrame has no scripts or OS).
 
 Changes between non-open states (closed -> filtered) are not reported. Rows come sorted by
 host (IP order), proto, port; dtypes are Arrow-backed (``host`` string, ``port`` uint16).
@@ -42,7 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CHANGES", "diff"]
 
-CHANGES = ("opened", "closed", "new-host", "gone-host", "service-changed")
+CHANGES = ("opened", "closed", "new-host", "gone-host", "service-changed", "cpe-changed",
+           "script-changed", "os-changed")  # fmt: skip
 _KEY = ["host", "proto", "port"]
 _RESULT = pa.schema(
     [
@@ -131,6 +141,12 @@ def diff(old: ScanResult | pd.DataFrame, new: ScanResult | pd.DataFrame) -> pd.D
                                    pa.nulls(rows.num_rows, pa.string()))  # fmt: skip
         parts.append(_rows(rows, before, after, change))
     parts.append(_host_rows(both, a_hosts, b_hosts))
+    from prtip_nb.results import ScanResult
+
+    if isinstance(old, ScanResult) and isinstance(new, ScanResult):
+        kept_hosts = set(pc.filter(a_hosts, pc.is_in(a_hosts, value_set=b_hosts)).to_pylist())
+        open_both = both.filter(pc.and_(kept, pc.and_(open_a, open_b)))
+        parts.append(_inventory_rows(old, new, kept_hosts, open_both))
     out = pa.concat_tables(parts)
     if out.num_rows:
         keys = pa.table({"host": _arrow.host_rank(out["host"]), "proto": out["proto"],
@@ -169,3 +185,53 @@ def _host_rows(both: pa.Table, a_hosts: pa.Array, b_hosts: pa.Array) -> pa.Table
         }
     )
 
+
+
+def _inventory_rows(old: ScanResult, new: ScanResult, hosts: set[str],
+                    open_both: pa.Table) -> pa.Table:  # fmt: skip
+    """cpe-changed, script-changed and os-changed rows (see the module docstring)."""
+    rows: list[tuple[Any, ...]] = []
+    opened = {(r["host"], r["proto"], r["port"]) for r in open_both.select(_KEY).to_pylist()}
+
+    def cpes(res: ScanResult) -> dict[tuple[Any, ...], str | None]:
+        t = res.tables["ports"].select([*_KEY, "cpe"])
+        t = t.filter(pc.is_valid(t["cpe"]))
+        return {(r["host"], str(r["proto"]), r["port"]): " ".join(r["cpe"]) or None
+                for r in t.to_pylist()}  # fmt: skip
+
+    ca, cb = cpes(old), cpes(new)
+    for key in sorted(opened & (set(ca) | set(cb)), key=str):
+        if ca.get(key) != cb.get(key):
+            rows.append((*key, ca.get(key), cb.get(key), "cpe-changed"))
+
+    def scripts(res: ScanResult) -> dict[tuple[Any, ...], str]:
+        t = res.tables["scripts"].select(["host", "proto", "port", "phase", "id", "output"])
+        out: dict[tuple[Any, ...], str] = {}
+        for r in t.to_pylist():
+            if r["phase"] in ("host", "port") and r["host"] in hosts:
+                out.setdefault((r["host"], r["proto"], r["port"], r["id"]),
+                               f"{r['id']}: {r['output']}")  # fmt: skip
+        return out
+
+    sa, sb = scripts(old), scripts(new)
+    for key in set(sa) | set(sb):
+        if sa.get(key) != sb.get(key):
+            rows.append((*key[:3], sa.get(key), sb.get(key), "script-changed"))
+
+    def best_os(res: ScanResult) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in res.tables["os"].select(["host", "name"]).to_pylist():
+            out.setdefault(r["host"], r["name"])
+        return out
+
+    oa, ob = best_os(old), best_os(new)
+    for host in sorted(hosts & (set(oa) | set(ob))):
+        if oa.get(host) != ob.get(host):
+            rows.append((host, None, None, oa.get(host), ob.get(host), "os-changed"))
+    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[]] * 6
+    return pa.table(
+        {"host": cv.strings(list(cols[0])), "proto": cv.strings(list(cols[1])),
+         "port": cv.numbers(list(cols[2]), pa.uint16()),
+         "before": cv.strings(list(cols[3])), "after": cv.strings(list(cols[4])),
+         "change": cv.strings(list(cols[5]))}
+    )  # fmt: skip

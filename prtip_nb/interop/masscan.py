@@ -12,8 +12,12 @@ read whole instead.
 
 masscan reports a port once with its status and again for each banner it grabbed. The
 status records make the ports rows; a banner record makes its port "open" if nothing else
-did, and the first banner of a port fills its service and banner columns. Records of
-other protocols (``icmp`` from --ping) have no place in the ports table and are skipped.
+did. Every banner is a row of the ``scripts`` table (id = masscan's banner type: ``http``,
+``title``, ``X509``, ``ssh``, ...; output = the banner), in file order; the first banner of a
+port also fills its ``banner`` column, and ``service`` gets the service the banner type
+belongs to (``http.server`` and ``title`` are ``http``; ``X509`` is TLS, not a service).
+Records of other protocols (``icmp`` from --ping) have no place in the ports table and are
+skipped. A malformed record is a FileFormatError naming the file and line.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb.errors import FileFormatError
 from prtip_nb.interop import _rows
 from prtip_nb.interop._nmap_parser import NmapXmlParser
+from prtip_nb.interop._time import MAX_EPOCH
 from prtip_nb.results import ScanMeta, ScanResult, _arrow, _hosts, schema
 from prtip_nb.results import _convert as cv
 
@@ -39,14 +45,27 @@ __all__ = ["detect_format", "read_masscan"]
 
 _PROTOS = ("tcp", "udp", "sctp")
 _REASONS = {"rst": "reset", "rst-ack": "reset"}  # masscan's TCP flag names -> nmap's words
+# masscan's banner types that are not a service name of their own.
+_SERVICE_OF = {"title": "http", "http.server": "http", "x509": None, "ssl": None,
+               "x509san": None}  # fmt: skip
 _UNQUOTED_KEY = re.compile(r"([{,]\s*)([A-Za-z_]\w*)\s*:")
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """"xml", "json" or "list", from the first non-blank bytes of the file."""
+    """"xml", "json" or "list", from the first non-blank bytes of the file.
+
+    Raises FileFormatError for an empty file and for masscan's binary format (``-oB``).
+    """
     with open(path, "rb") as fh:
         head = fh.read(4096).lstrip()
+    if not head:
+        raise FileFormatError(f"{path} is empty: nothing to import")
+    if head.startswith(b"masscan/"):  # -oB's magic: "masscan/1.1" and a version
+        raise FileFormatError(
+            f"{path} is masscan's binary format (-oB), which is not supported: convert it "
+            f"with `masscan --readscan {path} -oJ {Path(path).stem}.json` and import that"
+        )
     if head.startswith(b"<"):
         return "xml"
     if head.startswith((b"[", b"{")):
@@ -61,6 +80,7 @@ class _Collector:
         self.scan_id = scan_id
         self.batches: list[pa.RecordBatch] = []
         self.banners: dict[tuple[str, str, int], tuple[str | None, str | None]] = {}
+        self.scripts: list[dict[str, Any]] = []  # every banner, in file order
         self.first: int | None = None  # record times seen, µs since the epoch
         self.last: int | None = None
         self._cols: dict[str, list[Any]] = {k: [] for k in
@@ -94,7 +114,11 @@ class _Collector:
                ttl: int | None, when: int | None) -> None:  # fmt: skip
         if proto not in _PROTOS:
             return
-        self.banners.setdefault((host, proto, port), (name, text))
+        kind = name or "banner"
+        service = _SERVICE_OF.get(kind.lower(), kind.split(".")[0])
+        self.banners.setdefault((host, proto, port), (service, text))
+        self.scripts.append({"host": host, "proto": proto, "port": port, "phase": "port",
+                             "id": kind, "output": text or ""})  # fmt: skip
         # A banner proves the port open; the status row, if any, comes first and wins dedup.
         self.status(host, proto, port, "open", None, ttl, when)
 
@@ -119,7 +143,8 @@ class _Collector:
         return _arrow.merge_services(ports, cv.table(services, _arrow.SERVICES))
 
 
-def _json_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def _json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
+    """(where, record): where is "line N" (or "record N" in a re-indented file)."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, raw in enumerate(fh, 1):
             line = raw.strip().strip(",").strip()
@@ -127,48 +152,83 @@ def _json_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
+            except RecursionError:
+                raise FileFormatError(f"{path}:{number}: JSON nested too deep") from None
             except json.JSONDecodeError:
                 try:  # masscan's oldest JSON: {finished: 1}, {ip: "…", ports: […]}
                     record = json.loads(_UNQUOTED_KEY.sub(r'\1"\2":', line))
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     if number <= 2:  # not one record per line: re-indented, read it whole
                         yield from _json_whole(path)
                         return
-                    raise ValueError(f"{path}:{number}: not a masscan JSON record") from None
-            yield from record if isinstance(record, list) else [record]
+                    raise FileFormatError(f"{path}:{number}: not a masscan JSON record") from None
+            for r in record if isinstance(record, list) else [record]:
+                yield f"line {number}", r
 
 
-def _json_whole(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def _json_whole(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(_TRAILING_COMMA.sub(r"\1", text))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not masscan JSON: {exc}") from None
-    yield from data if isinstance(data, list) else [data]
+        raise FileFormatError(f"{path} is not masscan JSON: {exc}") from None
+    except RecursionError:
+        raise FileFormatError(f"{path} is not masscan JSON: nested too deep") from None
+    for i, r in enumerate(data if isinstance(data, list) else [data], 1):
+        yield f"record {i}", r
+
+
+def _port(value: Any) -> int:
+    port = int(value)  # ValueError/TypeError: the caller names the record
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not in 0-65535")
+    return port
+
+
+def _ttl(value: Any) -> int | None:
+    """masscan's ttl, or None when it has none (0) or it is not a TTL."""
+    return value if isinstance(value, int) and 0 < value < 256 else None
 
 
 def _read_json(path: str | os.PathLike[str], out: _Collector) -> None:
-    for record in _json_records(path):
-        if "ip" not in record:  # {"finished": 1} and other trailers
-            continue
-        when = _us(record.get("timestamp"))
-        if "rec_type" in record:  # -oD: one flat record per status or banner
-            data = record.get("data") or {}
-            args = (record["ip"], str(record.get("proto", "tcp")), int(record["port"]))
-            if record["rec_type"] == "banner":
-                out.banner(*args, data.get("service_name"), data.get("banner"), None, when)
-            else:
-                out.status(*args, str(data.get("status", "open")), data.get("reason"),
-                           data.get("ttl"), when)  # fmt: skip
-            continue
-        for p in record.get("ports") or ():
-            args = (record["ip"], str(p.get("proto", "tcp")), int(p["port"]))
-            if "service" in p:
-                svc = p["service"] or {}
-                out.banner(*args, svc.get("name"), svc.get("banner"), p.get("ttl"), when)
-            else:
-                out.status(*args, str(p.get("status", "open")), p.get("reason"), p.get("ttl"),
-                           when)  # fmt: skip
+    for where, record in _json_records(path):
+        try:
+            _json_record(record, out)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise FileFormatError(f"{path} ({where}): not a masscan record: {what}") from None
+
+
+def _json_record(record: Any, out: _Collector) -> None:
+    if not isinstance(record, dict):
+        raise TypeError(f"a {type(record).__name__}, not an object")
+    if "ip" not in record:  # {"finished": 1} and other trailers
+        return
+    when = _us(record.get("timestamp"))
+    ip = str(record["ip"])
+    if "rec_type" in record:  # -oD: one flat record per status or banner
+        data = record.get("data") or {}
+        args = (ip, str(record.get("proto", "tcp")), _port(record["port"]))
+        if record["rec_type"] == "banner":
+            out.banner(*args, _text(data.get("service_name")), _text(data.get("banner")),
+                       None, when)  # fmt: skip
+        else:
+            out.status(*args, str(data.get("status", "open")), _text(data.get("reason")),
+                       _ttl(data.get("ttl")), when)  # fmt: skip
+        return
+    for p in record.get("ports") or ():
+        args = (ip, str(p.get("proto", "tcp")), _port(p["port"]))
+        if "service" in p:
+            svc = p["service"] or {}
+            out.banner(*args, _text(svc.get("name")), _text(svc.get("banner")),
+                       _ttl(p.get("ttl")), when)  # fmt: skip
+        else:
+            out.status(*args, str(p.get("status", "open")), _text(p.get("reason")),
+                       _ttl(p.get("ttl")), when)  # fmt: skip
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _read_list(path: str | os.PathLike[str], out: _Collector) -> None:
@@ -179,9 +239,10 @@ def _read_list(path: str | os.PathLike[str], out: _Collector) -> None:
             # "open tcp 80 198.51.100.7 1390000000" / "banner tcp 80 <ip> <time> <name> <text>"
             f = raw.rstrip("\n").split(" ", 6)
             try:
-                kind, proto, port, ip, when = f[0], f[1], int(f[2]), f[3], _us(f[4])
+                kind, proto, port, ip, when = f[0], f[1], _port(f[2]), f[3], _us(f[4])
             except (IndexError, ValueError):
-                raise ValueError(f"{path}:{number}: not a masscan -oL line: {raw!r}") from None
+                raise FileFormatError(f"{path}:{number}: not a masscan -oL line: {raw[:80]!r}"
+                                      ) from None  # fmt: skip
             if kind == "banner":
                 name = f[5] if len(f) > 5 else None
                 out.banner(ip, proto, port, name, f[6] if len(f) > 6 else None, None, when)
@@ -191,15 +252,24 @@ def _read_list(path: str | os.PathLike[str], out: _Collector) -> None:
 
 def _us(value: Any) -> int | None:
     try:
-        return int(value) * 1_000_000
-    except (TypeError, ValueError):
+        us = int(value) * 1_000_000
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return None
+    return us if 0 <= us <= MAX_EPOCH * 1_000_000 else None  # a time datetime can hold
 
 
-def _scan_id(path: str | os.PathLike[str], started: datetime) -> str:
-    with open(path, "rb") as fh:  # the same file imports to the same id
-        digest = hashlib.sha1(fh.read(1 << 16)).hexdigest()[:6]
-    return f"masscan-{started:%Y%m%dT%H%M%SZ}-{digest}"
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _scan_id(sha256: str, started: datetime) -> str:
+    """``masscan-<first record, UTC>-<12 hex of the file's sha256>``: the same file always
+    gets the same id, two different files never share one."""
+    return f"masscan-{started:%Y%m%dT%H%M%SZ}-{sha256[:12]}"
 
 
 def _config(fmt: str, path: str | os.PathLike[str], ports: pa.Table) -> dict[str, Any]:
@@ -243,12 +313,25 @@ def read_masscan(path: str | os.PathLike[str], *, scan_id: str | None = None) ->
     ports = out.ports()
     first, last = out.first or 0, out.last or out.first or 0
     started = datetime.fromtimestamp(first / 1e6, UTC)
+    sha256 = file_sha256(path)
     meta = ScanMeta(
-        scan_id=scan_id or _scan_id(path, started),
+        scan_id=scan_id or _scan_id(sha256, started),
         config=_config(fmt, path, ports),
         started=started,
         ended=datetime.fromtimestamp(last / 1e6, UTC),
     )
     if meta.scan_id != out.scan_id:
         ports = _rows.with_scan_id(ports, meta.scan_id)
-    return ScanResult({"ports": ports, "hosts": _hosts.derive_hosts(ports)}, meta)
+    # masscan records no command line: the scan row says where the data came from instead.
+    scan: dict[str, list[Any]] = {
+        "scan_id": [meta.scan_id], "source": [f"masscan-{fmt}"], "source_file": [str(path)],
+        "source_sha256": [sha256], "scanner": ["masscan"], "started": [meta.started],
+        "ended": [meta.ended],
+    }  # fmt: skip
+    tables = {"ports": ports, "hosts": _hosts.derive_hosts(ports),
+              "scan": cv.table(scan, schema.SCAN)}  # fmt: skip
+    if out.scripts:
+        cols = {f.name: [r.get(f.name) for r in out.scripts] for f in schema.SCRIPTS}
+        cols["scan_id"] = [meta.scan_id] * len(out.scripts)
+        tables["scripts"] = cv.table(cols, schema.SCRIPTS)
+    return ScanResult(tables, meta)

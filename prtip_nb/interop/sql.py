@@ -1,11 +1,11 @@
 """``sql(query, root)``: DuckDB over a dataset of scans, with one view per table.
 
-Views ``ports``, ``hosts``, ``telemetry`` and ``events`` read
-``<root>/scan_id=*/<table>/part-*.parquet`` with hive partitioning, so ``scan_id`` is a
-column again (typed VARCHAR, never auto-cast: an id like ``20261128`` would otherwise turn
-into a number). Files are globbed at query time: a scan written since is seen, and a part
-being written is not (its temporary name does not match ``part-*``). A table with no file
-yet is an empty view of the schema's columns.
+Views ``ports``, ``hosts``, ``scripts``, ``os``, ``trace``, ``scan``, ``telemetry`` and
+``events`` read ``<root>/scan_id=*/<table>/part-*.parquet`` with hive partitioning, so
+``scan_id`` is a column again (typed VARCHAR, never auto-cast: an id like ``20261128``
+would otherwise turn into a number). Files are globbed at query time: a scan written since
+is seen, and a part being written is not (its temporary name does not match ``part-*``). A
+table with no file yet is an empty view of the schema's columns.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _quote(text: str) -> str:
 
 
 def connect(root: str | os.PathLike[str] = "data/scans") -> Any:
-    """An in-memory DuckDB connection with the dataset's four views defined."""
+    """An in-memory DuckDB connection with one view per table of ``schema.TABLES``."""
     duckdb = _duckdb()
     path = Path(root)
     if not path.is_dir():
@@ -65,8 +65,8 @@ def connect(root: str | os.PathLike[str] = "data/scans") -> Any:
 def sql(
     query: str, root: str | os.PathLike[str] = "data/scans", *, params: Any = None
 ) -> pd.DataFrame:
-    """Run ``query`` (DuckDB SQL over the views ports, hosts, telemetry, events) on the
-    dataset at ``root``; return an Arrow-backed DataFrame.
+    """Run ``query`` (DuckDB SQL over the views ports, hosts, scripts, os, trace, scan,
+    telemetry, events) on the dataset at ``root``; return an Arrow-backed DataFrame.
 
     >>> q = "select host, count(*) n from ports where state = 'open' group by host"
     >>> pn.sql(q, "data/scans")  # doctest: +SKIP

@@ -106,26 +106,30 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     """nmap's ``-oG``: a Status line and a Ports line per host, between comment lines
     (a ping sweep's hosts have a Status line only, as with ``nmap -sn -oG``).
 
-    Every ports row is listed (port/state/proto/owner/service/rpc/version/); ports that the
-    hosts table counts beyond its rows (nmap's extraports, on import) make the
-    ``Ignored State`` field, as nmap writes it.
+    Every ports row is listed (port/state/proto/owner/service/rpc/version/; a TLS tunnel
+    as nmap writes it, ``ssl|http``); ports that the hosts table counts beyond its rows
+    (nmap's extraports, on import: with their own state, ``open|filtered`` included) make
+    the ``Ignored State`` field, and the best OS match the ``OS`` field, as nmap writes them.
     """
     from prtip_nb.interop._nmap_writer import command_line
 
-    columns = ["host", "proto", "port", "state", "service", "product", "version", "extrainfo"]
+    columns = ["host", "proto", "port", "state", "tunnel", "service", "product", "version",
+               "extrainfo"]  # fmt: skip
     ports = flat_text(result.tables["ports"].select(columns))
     hosts = result.tables["hosts"]
     # Rows listed per host and state: what the hosts table counts beyond them was folded.
     derived = {h["host"]: h for h in _hosts.derive_hosts(result.tables["ports"]).to_pylist()}
     by_host: dict[str, list[str]] = {}
     for part in _slices(ports):
-        for host, proto, port, state, service, *version in zip(
+        for host, proto, port, state, tunnel, service, *version in zip(
             *(part[n].to_pylist() for n in part.column_names), strict=True
         ):
             text = " ".join(_field(v) for v in version if v)
-            by_host.setdefault(host, []).append(
-                f"{port}/{state}/{proto}//{_field(service)}//{text}/"
-            )
+            name = f"{tunnel}|{_field(service)}" if tunnel and service else _field(service)
+            by_host.setdefault(host, []).append(f"{port}/{state}/{proto}//{name}//{text}/")
+    best_os: dict[str, str] = {}
+    for m in result.tables["os"].select(["host", "name"]).to_pylist():
+        best_os.setdefault(m["host"], m["name"])  # nmap lists the best match first
     started, ended = result.started, result.ended
     cfg = result.config
     head = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(started.timestamp()))\
@@ -134,7 +138,8 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
 
     def write(out: TextIO) -> None:
         out.write(f"# prtip_nb scan {result.scan_id} initiated {head} as: {args}\n")
-        for h in hosts.to_pylist():
+        keep = ["host", "hostname", "state", "open", "closed", "filtered", "extraports"]
+        for h in hosts.select(keep).to_pylist():
             name = f"Host: {h['host']} ({h['hostname'] or ''})"
             out.write(f"{name}\tStatus: {h['state'].capitalize()}\n")
             listed = by_host.pop(h["host"], [])
@@ -142,6 +147,11 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
             counts = {s: h[s] - (rows.get(s) or 0) for s in ("open", "closed", "filtered")}
             ignored = max(counts, key=lambda s: counts[s])
             tail = f"\tIgnored State: {ignored} ({counts[ignored]})" if counts[ignored] > 0 else ""
+            if h["extraports"]:  # an import: nmap's own words, whatever the state
+                top = max(h["extraports"], key=lambda e: e["count"])
+                tail = f"\tIgnored State: {top['state']} ({top['count']})"
+            if h["host"] in best_os:
+                tail += f"\tOS: {best_os[h['host']]}"
             if listed or tail:
                 out.write(f"{name}\tPorts: {', '.join(listed)}{tail}\n")
         up = sum(1 for s in pc.cast(hosts["state"], pa.string()).to_pylist() if s == "up")

@@ -59,7 +59,8 @@ KINDS: dict[str, Kind] = {
     for k in (
         Kind("tcp", "tcp", None),
         Kind("http", "tcp", "http", "prtip-lab", "1.0"),
-        Kind("https", "tcp", "https", "prtip-lab", "1.0", tls=True),
+        # nmap's words for HTTP over TLS: service "http", tunnel "ssl" (truth.py adds it).
+        Kind("https", "tcp", "http", "prtip-lab", "1.0", tls=True),
         Kind("ssh", "tcp", "ssh", "OpenSSH", "9.2p1", "protocol 2.0", SSH_BANNER.decode()[:-2]),
         Kind("smtp", "tcp", "smtp", "Postfix smtpd", None, None, SMTP_BANNER.decode()[:-2]),
         Kind("ftp", "tcp", "ftp", "vsftpd", "3.0.3", None, FTP_BANNER.decode()[:-2]),

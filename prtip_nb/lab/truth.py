@@ -46,6 +46,7 @@ def truth_table(
             "state": state,
             "reason": _REASON[proto, state],
             "service": kind and kind.service,
+            "tunnel": "ssl" if kind is not None and kind.tls else None,
             "product": kind and kind.product,
             "version": kind and kind.version,
             "extrainfo": kind and kind.extrainfo,

@@ -1,8 +1,8 @@
 """Service detection on one port: the per-service probe engine (``Detector.detect``).
 
 1. On a TLS port (any probe's ``sslports``) handshake first; if that works, everything
-   below runs inside TLS, and HTTP found there is reported as ``https`` (other services as
-   ``ssl/<name>``, as nmap prints them).
+   below runs inside TLS, and a service found there is reported as nmap reports it: HTTP
+   as ``service="http", tunnel="ssl"`` (which text output prints ``ssl/http``).
 2. The NULL probe: connect and listen for a banner. On ports whose usual service speaks
    first (the NULL probe's ``ports``) we wait for it. Elsewhere, after ``GRACE_S`` of
    silence the other probes start *alongside* it, on their own connections: a server that

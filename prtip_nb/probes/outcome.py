@@ -85,6 +85,7 @@ class ServiceResult:
     port: int
     proto: str = "tcp"
     service: str | None = None
+    tunnel: str | None = None  # "ssl": the service ran inside TLS (nmap's ssl/<service>)
     product: str | None = None
     version: str | None = None
     extrainfo: str | None = None
@@ -106,7 +107,7 @@ class ServiceResult:
         out: dict[str, Any] = {
             "host": self.host, "proto": self.proto, "port": self.port,
             "service": self.service, "product": self.product, "version": self.version,
-            "extrainfo": self.extrainfo, "banner": self.banner,
+            "extrainfo": self.extrainfo, "banner": self.banner, "tunnel": self.tunnel,
         }  # fmt: skip
         if self.tls is not None:
             out["tls_version"] = self.tls.version
@@ -121,8 +122,8 @@ class ServiceResult:
     def details(self) -> dict[str, Any]:
         return {
             "host": self.host, "port": self.port, "proto": self.proto,
-            "service": self.service, "product": self.product, "version": self.version,
-            "probe": self.probe, "soft": self.soft, "http": self.http,
+            "service": self.service, "tunnel": self.tunnel, "product": self.product,
+            "version": self.version, "probe": self.probe, "soft": self.soft, "http": self.http,
             "tls": None if self.tls is None else self.tls.to_dict(),
             "notes": self.notes, "bytes_read": self.bytes_read,
             "elapsed_s": round(self.elapsed, 4),
@@ -188,10 +189,10 @@ class Svc:
                             http=self.http, bytes_read=self.read, elapsed=elapsed,
                             notes=list(self.notes))  # fmt: skip
         if m is not None:
-            name = m.service
-            if in_tls and name != "ssl":
-                name = "https" if name == "http" else f"ssl/{name}"
-            res.service, res.probe, res.soft = name, m.probe, m.soft
+            # Inside TLS, as nmap says it: service "http", tunnel "ssl" (printed ssl/http).
+            if in_tls and m.service != "ssl":
+                res.tunnel = "ssl"
+            res.service, res.probe, res.soft = m.service, m.probe, m.soft
             if not m.soft:
                 res.product, res.version, res.extrainfo = m.product, m.version, m.info
         elif self.wrapped:

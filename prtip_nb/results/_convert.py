@@ -151,6 +151,28 @@ def string_lists(values: Sequence[Sequence[str] | None]) -> pa.Array:
     return pa.Array.from_buffers(typ, len(values), buffers, null_count=nulls, children=[child])
 
 
+def lists(values: Sequence[Sequence[Any] | None], typ: pa.ListType) -> pa.Array:
+    """A list array of any element type of the schema (structs included)."""
+    if pa.types.is_string(typ.value_type):
+        return string_lists(values)
+    flat = [s for v in values if v is not None for s in v]
+    offsets = array("i", accumulate((0 if v is None else len(v) for v in values), initial=0))
+    validity, nulls = _validity(values)
+    child = column(flat, typ.value_type)
+    return pa.Array.from_buffers(typ, len(values), [validity, pa.py_buffer(offsets)],
+                                 null_count=nulls, children=[child])  # fmt: skip
+
+
+def structs(values: Sequence[Mapping[str, Any] | None], typ: pa.StructType) -> pa.Array:
+    """A struct array from dicts (a missing key is null)."""
+    children = [
+        column([None if v is None else v.get(f.name) for v in values], f.type) for f in typ
+    ]
+    validity, nulls = _validity(values)
+    return pa.Array.from_buffers(typ, len(values), [validity], null_count=nulls,
+                                 children=children)  # fmt: skip
+
+
 def column(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
     """``values`` as an array of ``typ`` (the types of the results schema)."""
     if pa.types.is_dictionary(typ):
@@ -160,7 +182,9 @@ def column(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
     if pa.types.is_boolean(typ):
         return bools(values)
     if pa.types.is_list(typ):
-        return string_lists(values)
+        return lists(values, typ)
+    if pa.types.is_struct(typ):
+        return structs(values, typ)
     return numbers(values, typ)
 
 

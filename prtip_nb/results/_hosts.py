@@ -162,11 +162,10 @@ def _few_hosts(ports: pa.Table) -> pa.Table | None:
     col = ports["host"]
     starts = sorted(pc.index(col, h).as_py() for h in hosts)
     ends = [*starts[1:], ports.num_rows]
-    names = schema.HOSTS.names
-    rows: dict[str, list[Any]] = {name: [] for name in names}
+    rows: dict[str, list[Any]] = {}  # the columns _host_row gives; the others stay null
     for a, b in zip(starts, ends, strict=True):
         for name, value in _host_row(ports.slice(a, b - a)).items():
-            rows[name].append(value)
+            rows.setdefault(name, []).append(value)
     return sort_hosts(cv.table(rows, schema.HOSTS))
 
 

@@ -171,7 +171,9 @@ def read_scans(
     if cut_short:
         mine = ports.filter(pc.is_in(ports["scan_id"], value_set=cv.plain_strings(cut_short)))
         hosts = pa.concat_tables([schema.conform(hosts, "hosts"), _hosts.derive_hosts(mine)])
-    tables.update(ports=ports, hosts=_hosts.sort_hosts(hosts))
+    # Version 1 scans: derive the v2 columns that can be (schema.upgrade).
+    old = [sid for sid, m in metas.items() if m.schema_version < 2]
+    tables.update(ports=ports, hosts=schema.upgrade(_hosts.sort_hosts(hosts), "hosts", old))
     for name in ("telemetry", "events"):
         tables[name] = _sort_by_scan(tables[name])
     scans = [metas[s] for s in sorted(metas)]

@@ -52,6 +52,8 @@ class ScanMeta:
     started: datetime
     ended: datetime | None = None
     tool_version: str = __version__
+    #: The results schema version the scan was written with (older ones are upgraded on read).
+    schema_version: int = field(default=schema.SCHEMA_VERSION, compare=False)
 
     def __post_init__(self) -> None:
         # Naive datetimes are ambiguous once written to a file read elsewhere: refuse them.
@@ -100,4 +102,5 @@ class ScanMeta:
             started=datetime.fromisoformat(md[schema.META_STARTED].decode()),
             ended=datetime.fromisoformat(ended) if ended else None,
             tool_version=md.get(schema.META_TOOL_VERSION, b"").decode(),
+            schema_version=version,
         )

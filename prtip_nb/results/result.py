@@ -1,4 +1,4 @@
-"""ScanResult: the four Arrow tables of one scan (or several), shown as pandas on demand.
+"""ScanResult: the Arrow tables of one scan (or several), shown as pandas on demand.
 
 pandas is imported only when a DataFrame is asked for: building, saving and loading results
 stays pandas-free, so the CLI does not pay pandas' import time and memory.
@@ -7,10 +7,11 @@ stays pandas-free, so the CLI does not pay pandas' import time and memory.
 from __future__ import annotations
 
 import html
-import os
+import os as _os  # as _os: ScanResult.os (the OS table) shadows the name in the class
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,9 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 class ScanResult:
     """The results of one scan, or of several read together from a dataset.
 
-    ``tables`` maps "ports", "hosts", "telemetry" and "events" to Arrow tables of exactly
-    ``schema.TABLES[name]``. ``meta`` is None when the result merges several scans; ``scans``
+    ``tables`` maps the names of ``schema.TABLES`` ("ports", "hosts", "scripts", "os",
+    "trace", "scan", "telemetry", "events") to Arrow tables of exactly that schema; a table
+    not given is empty. ``meta`` is None when the result merges several scans; ``scans``
     then holds each scan's meta.
     """
 
@@ -58,6 +60,7 @@ class ScanResult:
         }
         self.meta = meta
         self.scans: tuple[ScanMeta, ...] = tuple(scans) or ((meta,) if meta else ())
+        self.tables["scan"] = _scan_rows(self.tables["scan"], self.scans)
         self._frames: dict[str, pd.DataFrame] = {}
 
     # --- identity -----------------------------------------------------------------------
@@ -97,6 +100,26 @@ class ScanResult:
         return self._frame("hosts")
 
     @property
+    def scripts(self) -> pd.DataFrame:
+        """NSE-style script output: one row per script, with its structured data."""
+        return self._frame("scripts")
+
+    @property
+    def os(self) -> pd.DataFrame:
+        """OS matches: one row per match, its classes as a list column."""
+        return self._frame("os")
+
+    @property
+    def trace(self) -> pd.DataFrame:
+        """Traceroute hops: one row per (host, ttl)."""
+        return self._frame("trace")
+
+    @property
+    def scan(self) -> pd.DataFrame:
+        """One row per scan: command line, scanner, scan info and where it came from."""
+        return self._frame("scan")
+
+    @property
     def telemetry(self) -> pd.DataFrame:
         return self._frame("telemetry")
 
@@ -111,6 +134,16 @@ class ScanResult:
             is_open = pc.is_in(ports["state"], value_set=_arrow.OPEN)
             self._frames["open_ports"] = to_pandas(ports.filter(is_open))
         return self._frames["open_ports"]
+
+    def inventory(self) -> pd.DataFrame:
+        """One row per open port: host, hostname, port, service (``ssl/http`` in a TLS
+        tunnel), product, version, CPEs, the host's best OS match and its accuracy, and the
+        ids of the scripts that ran on the port."""
+        if "inventory" not in self._frames:
+            from prtip_nb.results._inventory import inventory_table
+
+            self._frames["inventory"] = to_pandas(inventory_table(self.tables))
+        return self._frames["inventory"]
 
     def summary(self) -> pd.DataFrame:
         """One row per host: host, hostname, state, counts by state, and its open ports as text.
@@ -152,10 +185,12 @@ class ScanResult:
 
     # --- Parquet ------------------------------------------------------------------------
 
-    def to_parquet(self, root: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def to_parquet(self, root: str | PathLike[str], *, overwrite: bool = False) -> Path:
         """Write this scan to ``<root>/scan_id=<id>/<table>/part-00000.parquet``; return the dir.
 
         Refuses (DatasetError) to replace an existing scan of the same id unless ``overwrite``.
+        All or nothing: the parts are written into a hidden directory beside it, which is
+        renamed into place at the end; a failure removes it and leaves the dataset as it was.
         """
         if self.meta is None:
             raise DatasetError(
@@ -163,20 +198,34 @@ class ScanResult:
                 "they are already stored under their own scan_id"
             )
         directory = _files.scan_dir(root, self.meta.scan_id)
-        if directory.exists():
-            if not overwrite:
-                raise DatasetError(
-                    f"{directory} already exists; pass overwrite=True to replace that scan"
-                )
-            shutil.rmtree(directory)
+        if directory.exists() and not overwrite:
+            raise DatasetError(
+                f"{directory} already exists; pass overwrite=True to replace that scan"
+            )
         md = self.meta.parquet_metadata()
-        # hosts last: its presence is what marks the scan complete to readers.
-        for name in ("ports", "telemetry", "events", "hosts"):
-            _files.write_part(_files.part_path(directory, name, 0), self.tables[name], md)
+        # Hidden (a dot, not scan_id=*): no reader lists it while it is being written.
+        tmp = directory.with_name(f".{directory.name}.{_os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            # hosts last: its presence is what marks the scan complete to readers. The
+            # inventory tables only when they have rows: most scans have none.
+            names = [n for n in schema.INVENTORY if self.tables[n].num_rows]
+            for name in ("ports", *names, "telemetry", "events", "hosts"):
+                _files.write_part(_files.part_path(tmp, name, 0), self.tables[name], md)
+            if directory.exists():  # overwrite: the old scan goes only once the new is whole
+                old = directory.with_name(f".{directory.name}.{_os.getpid()}.old")
+                _os.replace(directory, old)
+                _os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                _os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return directory
 
     @classmethod
-    def from_parquet(cls, root: str | os.PathLike[str], scan_id: str) -> ScanResult:
+    def from_parquet(cls, root: str | PathLike[str], scan_id: str) -> ScanResult:
         """Read one scan back from a dataset written by :meth:`to_parquet` or a builder."""
         from prtip_nb.results.dataset import read_scans
 
@@ -184,26 +233,61 @@ class ScanResult:
 
     # --- other tools' formats (prtip_nb.interop; pyarrow only, no pandas) -----------------
 
-    def to_nmap_xml(self, path: str | os.PathLike[str]) -> Path:
+    def to_nmap_xml(self, path: str | PathLike[str]) -> Path:
         """Write nmap XML (``-oX``) that validates against nmap.dtd and that ndiff reads."""
         from prtip_nb.interop.nmap_xml import write_nmap_xml
 
         return write_nmap_xml(self, path)
 
-    def to_json(self, path: str | os.PathLike[str]) -> Path:
+    def to_json(self, path: str | PathLike[str]) -> Path:
         """Write the ports table as JSON Lines: one object per row (a ping sweep's hosts)."""
         from prtip_nb.interop.writers import write_jsonl
 
         return write_jsonl(self, path)
 
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+    def to_csv(self, path: str | PathLike[str]) -> Path:
         """Write the ports table as CSV (``tls_san`` joined with ``;``)."""
         from prtip_nb.interop.writers import write_csv
 
         return write_csv(self, path)
 
-    def to_grepable(self, path: str | os.PathLike[str]) -> Path:
+    def to_grepable(self, path: str | PathLike[str]) -> Path:
         """Write nmap's greppable format (``-oG``): one Ports line per host."""
         from prtip_nb.interop.writers import write_grepable
 
         return write_grepable(self, path)
+
+
+def _scan_rows(table: pa.Table, scans: Sequence[ScanMeta]) -> pa.Table:
+    """``table`` plus a ``scan`` row for each scan that has none: a scan of ours (or one
+    imported before schema 2) says what it was from its meta. Imports bring their own row,
+    with the file's sha256."""
+    have = set(pc.cast(table["scan_id"], pa.string()).to_pylist()) if table.num_rows else set()
+    missing = [m for m in scans if m.scan_id not in have]
+    if not missing:
+        return table
+    from prtip_nb.results import _convert as cv
+
+    def args(m: ScanMeta) -> str | None:
+        if m.config.get("source"):
+            return m.config.get("args")
+        from prtip_nb.interop._nmap_writer import command_line
+
+        try:
+            return command_line(m.config)
+        except Exception:  # noqa: BLE001 - a record of a scan, never a reason to fail
+            return None
+
+    cols: dict[str, list[Any]] = {
+        "scan_id": [m.scan_id for m in missing],
+        "source": [m.config.get("source") or "prtip_nb" for m in missing],
+        "source_file": [m.config.get("file") for m in missing],
+        "scanner": [m.config.get("scanner") or "prtip_nb" for m in missing],
+        "version": [m.config.get("version") if m.config.get("source") else m.tool_version
+                    for m in missing],  # fmt: skip
+        "args": [args(m) for m in missing],
+        "started": [m.started for m in missing],
+        "ended": [m.ended for m in missing],
+    }
+    rows = cv.table(cols, schema.SCAN)
+    return pa.concat_tables([table, rows]) if table.num_rows else rows

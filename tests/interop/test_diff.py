@@ -108,3 +108,23 @@ def test_diff_prints_terminal_controls_of_imported_files_as_text(tmp_path: Path)
     assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
     assert "\u202e" not in text  # a bidi override would reorder what the user reads
     assert r"ssh\x1b[2J\x1b]0;pwned\x07\x9b2J\u202e service-changed" in text
+
+
+def test_script_os_and_cpe_changes(tmp_path: Path) -> None:
+    # The same nmap file with one script output, one CPE and the best OS match edited.
+    original = DATA / "nmap" / "odd-scripts-everywhere.xml"
+    text = original.read_text()
+    edited = (text.replace("cpe:/a:caddyserver:caddy", "cpe:/a:caddyserver:caddy:2.8")
+                  .replace('output="0s"', 'output="3s"')
+                  .replace("Linux 5.0 - 6.2", "Linux 6.1"))  # fmt: skip
+    path = tmp_path / "edited.xml"
+    path.write_text(edited)
+    d = pn.diff(pn.read_nmap_xml(original), pn.read_nmap_xml(path))
+    got = {(r.change, r.port if not pd.isna(r.port) else None): (r.before, r.after)
+           for r in d.itertuples()}  # fmt: skip
+    assert got == {
+        ("cpe-changed", 443): ("cpe:/a:caddyserver:caddy", "cpe:/a:caddyserver:caddy:2.8"),
+        ("script-changed", None): ("clock-skew: 0s", "clock-skew: 3s"),
+        ("os-changed", None): ("Linux 5.0 - 6.2", "Linux 6.1"),
+    }
+    assert set(d["change"].astype(str)) <= set(CHANGES)

@@ -86,3 +86,65 @@ def test_garbage_lines_are_reported_with_their_number(tmp_path: Path) -> None:
     path.write_text("#masscan\nopen tcp 80 198.51.100.7 1764325200\nopen tcp eighty x\n")
     with pytest.raises(ValueError, match=":3:"):
         pn.read_masscan(path)
+
+
+BANNERS = """\
+{"ip":"198.51.100.8","timestamp":"1764325200","port":80,"proto":"tcp","rec_type":"status","data":{"status":"open","reason":"syn-ack","ttl":54}}
+{"ip":"198.51.100.8","timestamp":"1764325201","port":80,"proto":"tcp","rec_type":"banner","data":{"service_name":"http.server","banner":"nginx/1.22.1"}}
+{"ip":"198.51.100.8","timestamp":"1764325201","port":80,"proto":"tcp","rec_type":"banner","data":{"service_name":"title","banner":"Welcome"}}
+{"ip":"198.51.100.8","timestamp":"1764325201","port":443,"proto":"tcp","rec_type":"banner","data":{"service_name":"X509","banner":"MIIBszCCAVmgAwIBAgIU"}}
+{"ip":"198.51.100.8","timestamp":"1764325202","port":443,"proto":"tcp","rec_type":"banner","data":{"service_name":"title","banner":"Admin"}}
+"""  # noqa: E501
+
+
+def test_every_banner_is_kept_in_scripts(tmp_path: Path, dtd: Any) -> None:
+    path = tmp_path / "banners.ndjson"
+    path.write_text(BANNERS)
+    res = pn.read_masscan(path)
+    scripts = res.tables["scripts"].select(["port", "phase", "id", "output"]).to_pylist()
+    assert scripts == [
+        {"port": 80, "phase": "port", "id": "http.server", "output": "nginx/1.22.1"},
+        {"port": 80, "phase": "port", "id": "title", "output": "Welcome"},
+        {"port": 443, "phase": "port", "id": "X509", "output": "MIIBszCCAVmgAwIBAgIU"},
+        {"port": 443, "phase": "port", "id": "title", "output": "Admin"},
+    ]
+    ports = {r["port"]: r for r in res.tables["ports"].to_pylist()}
+    assert (ports[80]["service"], ports[80]["banner"]) == ("http", "nginx/1.22.1")
+    assert ports[443]["service"] is None  # X509 names TLS, not the service behind it
+    # Written as nmap XML, it says it came from masscan, with no invented command line.
+    out = res.to_nmap_xml(tmp_path / "m.xml")
+    validate(dtd, out)
+    text = out.read_text()
+    assert 'version="masscan"' in text and "args=" not in text and "prtip-nb" not in text
+    assert "from masscan-json file" in text and str(path) in text
+    back = pn.read_nmap_xml(out)
+    assert back.tables["scripts"].select(["id", "output"]).to_pylist() == [
+        {k: s[k] for k in ("id", "output")} for s in scripts
+    ]
+    assert back.tables["ports"]["banner"].to_pylist() == res.tables["ports"]["banner"].to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"ip": "198.51.100.9", "ports": [{"proto": "tcp"}]}\n', "line 1"),  # no port
+        ('[\n{"ip": "198.51.100.9", "ports": [{"port": "x"}]}\n]\n', "line 2"),
+        ('{"ip": "198.51.100.9", "ports": [{"port": 70000}]}\n', "0-65535"),
+        ('{"ip": "198.51.100.9", "ports": [5]}\n', "line 1"),  # a port that is a number
+        ('{"ip": "198.51.100.9", "ports": 5}\n', "line 1"),
+        ("[7]\n", "line 1"),  # a record that is not an object
+        ('{"ip": "198.51.100.9", "timestamp": 1e400, "ports": [{"port": 1}]}\n', None),
+        ("[" * 100000 + "]" * 100000 + "\n", "deep"),
+        ("open tcp 99999 198.51.100.9 1764325200\n", ":1"),  # -oL port out of range
+        ("open tcp\n", ":1"),
+    ],
+)
+def test_malformed_input_is_a_clear_error(text: str, where: str | None, tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    if where is None:  # an odd timestamp is no time, not an error
+        assert pn.read_masscan(path).tables["ports"].num_rows == 1
+        return
+    with pytest.raises(pn.FileFormatError) as err:
+        pn.read_masscan(path)
+    assert str(path) in str(err.value) and where in str(err.value)

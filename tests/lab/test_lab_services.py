@@ -162,5 +162,5 @@ def test_ipv6_services() -> None:
             assert sock.recvfrom(100)[0] == b"six"
         truth = lab.truth
         assert set(truth["host"]) == {"::1"} and set(truth["family"]) == {6}
-        https = truth[truth["service"] == "https"].iloc[0]
+        https = truth[truth["tunnel"] == "ssl"].iloc[0]
         assert list(https["tls_san"]) == ["prtip-lab.test", "::1"]

@@ -63,7 +63,8 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert (tmp_path / "quickstart-report.html").stat().st_size > 1_000_000  # plotly.js in
         assert outputs(nb, "application/vnd.jupyter.widget-view+json") == 1  # the panel
     if path.name.startswith("05_"):
-        assert len(os.listdir(tmp_path / "history")) == 5
+        assert len(os.listdir(tmp_path / "history")) == 5 + 3  # five scans, three nmap imports
+        assert "<ScanResult 8 scans" in text_of(nb)  # the inventory cells ran on all of them
     if path.name.startswith("06_"):
         text = text_of(nb)
         assert "24 addresses, 7 up" in text and "42 UDP ports of 198.51.100.10" in text

@@ -26,8 +26,8 @@ def _nmap_services(xml: str) -> dict[int, tuple[str | None, str | None]]:
         if svc is None:
             continue
         name = svc.get("name")
-        if svc.get("tunnel") == "ssl":  # nmap's ssl/http is prtip_nb's https
-            name = "https" if name == "http" else f"ssl/{name}"
+        if svc.get("tunnel") == "ssl":  # compared as "ssl/http" on both sides
+            name = f"ssl/{name}"
         out[int(port.get("portid", "0"))] = (name, svc.get("product"))
     return out
 
@@ -49,7 +49,10 @@ def test_real_daemons_agree_with_nmap(netns: None, root: None, nmap: str, tmp_pa
         nmap_s = time.monotonic() - t0
     theirs = _nmap_services(xml)
     df = res.ports.set_index("port")
-    ours = {p: (df.loc[p, "service"], df.loc[p, "product"]) for p in ports}
+    # The same words as nmap's: service "http" with tunnel "ssl" on the TLS port.
+    tunnel = df["tunnel"].astype(object).where(df["tunnel"].notna(), None)
+    ours = {p: (f"ssl/{df.loc[p, 'service']}" if tunnel[p] == "ssl" else df.loc[p, "service"],
+                df.loc[p, "product"]) for p in ports}  # fmt: skip
     table = "\n".join(f"{p:>5}  ours={ours[p]}  nmap={theirs.get(p)}" for p in ports)
     print(f"\nprtip_nb {ours_s:.2f} s, nmap -sV {nmap_s:.2f} s\n{table}")
     same_service = sum(ours[p][0] == theirs.get(p, (None,))[0] for p in ports) / len(ports)
@@ -58,6 +61,7 @@ def test_real_daemons_agree_with_nmap(netns: None, root: None, nmap: str, tmp_pa
     assert same_product >= 0.80, table
     assert ours_s <= nmap_s, (ours_s, nmap_s)
     https = df.loc[443]
+    assert (https["service"], https["tunnel"]) == ("http", "ssl")
     assert https["tls_subject"] == "CN=prtip-lab.test" and https["tls_self_signed"]
     assert https["tls_version"] in ("TLSv1.2", "TLSv1.3")
     ssh = df.loc[22]

@@ -58,7 +58,8 @@ def test_ipv6_and_intensity_zero(netns: None) -> None:
         targets = [("::1", p) for p in lab6.open_ports["tcp"]]
         found = {r.port: r for r in ServiceScanner().scan(targets)}
         assert found[lab6.services["ssh"]].product == "OpenSSH"
-        assert found[lab6.services["https"]].service == "https"
+        tls = found[lab6.services["https"]]
+        assert (tls.service, tls.tunnel) == ("http", "ssl")  # nmap's words: ssl/http
         assert found[lab6.services["http"]].product == "prtip-lab"
         # At intensity 0 only hinted probes go out: HTTP on an odd port says nothing to the
         # NULL probe and gets no GET, so it stays unknown; a banner still names SSH.
@@ -102,12 +103,15 @@ def pd_na() -> object:
 def test_config_and_cli_flags(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(pn.ConfigError, match="version_intensity"):
         pn.ScanConfig(targets=(HOST,), version_intensity=10)
-    ports = f"{lab.services['ssh']},{lab.services['http']}"
+    ports = f"{lab.services['ssh']},{lab.services['http']},{lab.services['https']}"
     assert main(["scan", "-sV", "--version-intensity", "2", "-p", ports, HOST,
                  "--no-progress"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "SERVICE" in out and "VERSION" in out
     assert "OpenSSH 9.2p1 (protocol 2.0)" in out and "prtip-lab 1.0" in out
+    tls_line = next(line for line in out.splitlines()
+                    if line.startswith(f"{lab.services['https']}/tcp"))  # fmt: skip
+    assert " ssl/http " in tls_line  # nmap's words for HTTP over TLS
     with pytest.raises(SystemExit) as exc:
         main(["scan", "-sV", "--version-intensity", "12", HOST])
     assert exc.value.code == 2
