@@ -74,6 +74,16 @@ _RUSAGE_RE = re.compile(r"RUSAGE wall_s=([0-9.]+) maxrss_kb=(\d+) tree_kb=(\d+)"
 _PORT_RE = re.compile(r"^(\d+)/tcp\s+open\b", re.M)
 
 
+def nmap_path() -> str:
+    """The nmap binary, or exit saying how to get it."""
+    import shutil
+
+    nmap = shutil.which("nmap")
+    if nmap is None:
+        raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
+    return nmap
+
+
 def parse_open_ports(text: str) -> set[int]:
     """Open TCP ports from nmap's or prtip-nb's normal (-oN style) output."""
     return {int(m) for m in _PORT_RE.findall(text)}

@@ -18,25 +18,17 @@ X s", nmap's "scanned in X seconds"): their ratio leaves out interpreter start-u
 from __future__ import annotations
 
 import re
-import shutil
 import statistics
 import time
 from typing import Any
 
-from .harness import as_dict, save, timed
+from .harness import as_dict, nmap_path, save, timed
 
 OPEN = (80, 443)
 _REPORT = re.compile(r"^(?:Nmap s|S)can report for (\S+)", re.M)
 _PORT = re.compile(r"^(\d+)/tcp\s+open\b")
 _OURS_S = re.compile(r"^Done: .* in ([0-9.]+) s\.", re.M)
 _NMAP_S = re.compile(r"scanned in ([0-9.]+) seconds")
-
-
-def _nmap() -> str:
-    nmap = shutil.which("nmap")
-    if nmap is None:
-        raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
-    return nmap
 
 
 def open_pairs(text: str) -> set[tuple[str, int]]:
@@ -97,7 +89,7 @@ def _row(name: str, ours: list[str], theirs: list[str], truth: set[tuple[str, in
 def net_table(runs: int = 3) -> dict[str, Any]:
     from prtip_nb.lab import RangeLab
 
-    nmap = _nmap()
+    nmap = nmap_path()
     prefix = "198.18.0.0/24"
     base = ["prtip-nb", "scan", "-Pn", "-n", "--no-progress", "--open"]
     nbase = [nmap, "-Pn", "-n", "--open"]
@@ -140,7 +132,7 @@ def net_bottleneck(runs: int = 3) -> dict[str, Any]:
     import prtip_nb as pn
     from prtip_nb.lab import RangeLab
 
-    nmap = _nmap()
+    nmap = nmap_path()
     prefix, ports = "198.18.0.0/24", "1-200"
     capacity = 20_000.0
     summary: dict[str, Any] = {"runs": runs, "capacity_pps": capacity}
@@ -180,7 +172,7 @@ def net_4096(runs: int = 1) -> dict[str, Any]:
     """4,096 hosts x the top 100 ports at the default timing (409,600 probes)."""
     from prtip_nb.lab import RangeLab
 
-    nmap = _nmap()
+    nmap = nmap_path()
     prefix = "198.18.0.0/20"
     summary: dict[str, Any] = {"runs": runs}
     with RangeLab(prefix, tcp=OPEN) as lab:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,17 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .harness import Run, as_dict, save, summarise, timed
+from .harness import Run, as_dict, nmap_path, save, summarise, timed
 
 SV4_PORTS = "80,443,8080,8443"
 _SERVICE_RE = re.compile(r"^(\d+)/tcp\s+open\s+\S+\s+(\S+)\s+(\S+)", re.M)
-
-
-def _nmap() -> str:
-    nmap = shutil.which("nmap")
-    if nmap is None:
-        raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
-    return nmap
 
 
 @contextmanager
@@ -67,7 +59,7 @@ def sv_4ports(runs: int = 3) -> dict[str, Any]:
     if not installed("nginx"):
         raise SystemExit("nginx is not installed: apt-get install nginx (make bench does it)")
     ours = ["prtip-nb", "scan", "-sV", "-p", SV4_PORTS, "127.0.0.1", "--no-progress"]
-    theirs = [_nmap(), "-sV", "-n", "-Pn", "-p", SV4_PORTS, "127.0.0.1"]
+    theirs = [nmap_path(), "-sV", "-n", "-Pn", "-p", SV4_PORTS, "127.0.0.1"]
     results: list[Run] = []
     outputs: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, start_daemons(

@@ -28,23 +28,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 from typing import Any
 
-from .harness import ROOT, Run, as_dict, env_for_scan, save, summarise, timed
+from .harness import ROOT, Run, as_dict, env_for_scan, nmap_path, save, summarise, timed
 from .scenarios import lab_process
 
 NMAP_FULL = ["-sS", "-p-", "-T4", "-n", "-Pn", "--max-retries", "1"]
-
-
-def _nmap() -> str:
-    nmap = shutil.which("nmap")
-    if nmap is None:
-        raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
-    return nmap
 
 
 def _helper(*args: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -63,7 +55,7 @@ def _med(values: list[float]) -> float:
 def _full_runs(hosts: list[str], runs: int) -> dict[str, dict[str, Any]]:
     """Whole-process and in-process SYN scans of every host, nmap alongside, interleaved
     run by run so that a busy spell on the machine hits every contender alike."""
-    nmap = _nmap()
+    nmap = nmap_path()
     cmds = {h: (["prtip-nb", "scan", "-sS", "-p-", h, "--open", "--no-progress"],
                 [nmap, *NMAP_FULL, *(["-6"] if ":" in h else []), h]) for h in hosts}
     out: dict[str, dict[str, Any]] = {h: {"runs": [], "inprocess": []} for h in hosts}
@@ -150,7 +142,7 @@ def syn_ipv6(runs: int = 5) -> dict[str, Any]:
 
 def syn_memory(runs: int = 5) -> dict[str, Any]:
     """Marginal memory per port, ours and nmap's, measured alternately in one run."""
-    nmap = _nmap()
+    nmap = nmap_path()
     cmds = {
         "big": ["prtip-nb", "scan", "-sS", "-p-", "127.0.0.1", "--no-progress"],
         "small": ["prtip-nb", "scan", "-sS", "-p", "1-100", "127.0.0.1", "--no-progress"],

@@ -19,7 +19,6 @@ udp-icmp-cost: 50 closed ports with the target's default limits against the same
 from __future__ import annotations
 
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .harness import Run, as_dict, save, summarise, timed
+from .harness import Run, as_dict, nmap_path, save, summarise, timed
 
 TARGET = "198.51.100.2"
 ECHO = [7, 53, 123, 161, 500]
@@ -52,13 +51,6 @@ _SERVICE = textwrap.dedent(
 )
 _OPEN = re.compile(r"^(\d+)/udp\s+open\s", re.M)
 _CLOSED = re.compile(r"Not shown: (\d+) closed")
-
-
-def _nmap() -> str:
-    nmap = shutil.which("nmap")
-    if nmap is None:
-        raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
-    return nmap
 
 
 @contextmanager
@@ -85,7 +77,7 @@ def _pair(ports: str, runs: int, truth: set[int], closed: int | None = None
           ) -> tuple[list[Run], dict[str, bool]]:
     """Both tools ``runs`` times; exact: the open ports are ``truth`` (and ``closed``
     ports are reported closed, when given)."""
-    nmap = _nmap()
+    nmap = nmap_path()
     ours = ["prtip-nb", "scan", "-sU", "-p", ports, TARGET, "-Pn", "-n", "--no-progress"]
     theirs = [nmap, "-sU", "-p", ports, "-n", "-Pn", TARGET]
     results: list[Run] = []

@@ -29,3 +29,20 @@ def nmap_states(nmap: str, host: str, ports: str, *extra: str) -> dict[int, str]
             assert rest, f"nmap reported nothing for port {port}"
             states[port] = rest[0]
     return states
+
+
+def nmap_grep_states(nmap: str, targets: list[str], ports: str, *extra: str
+                     ) -> dict[tuple[str, int], str]:
+    """{(host, port): state} from ``nmap -sS -oG -`` over several hosts: the ports nmap
+    lists (with ``--open``, the open ones; folded states are not listed)."""
+    out = subprocess.run([nmap, "-sS", "-n", "-Pn", "-p", ports, *extra, "-oG", "-", *targets],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    states: dict[tuple[str, int], str] = {}
+    for line in out.splitlines():
+        if "Ports:" not in line:
+            continue
+        host = line.split()[1]
+        for item in line.split("Ports:")[1].split("\t")[0].split(","):
+            port, state = item.strip().split("/")[:2]
+            states[(host, int(port))] = state
+    return states

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ import prtip_nb as pn
 from prtip_nb.engine.ratectl import POLICIES
 from prtip_nb.lab import RangeLab
 from tests.conftest import in_netns, need
+from tests.net.nmapxml import nmap_grep_states
 
 PREFIX = "198.18.0.0/24"
 PORTS = (22, 80, 443, 8080)
@@ -68,14 +68,5 @@ def test_states_equal_nmap_at_T4(lab: RangeLab, nmap: str) -> None:
     res = pn.scan(hosts, ports, method="syn", timing=4)
     ours = {(h, int(p)): s for h, p, s in zip(res.ports["host"], res.ports["port"],
                                               res.ports["state"].astype(str), strict=True)}
-    out = subprocess.run([nmap, "-sS", "-n", "-Pn", "-T4", "-p", ports, "-oG", "-", *hosts],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
-    theirs = {}
-    for line in out.splitlines():
-        if "Ports:" not in line:
-            continue
-        host = line.split()[1]
-        for item in line.split("Ports:")[1].split("\t")[0].split(","):
-            port, state = item.strip().split("/")[:2]
-            theirs[(host, int(port))] = state
+    theirs = nmap_grep_states(nmap, hosts, ports, "-T4")
     assert ours == theirs

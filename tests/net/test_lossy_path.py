@@ -12,10 +12,9 @@ count and the engines' timeouts.
 
 from __future__ import annotations
 
-import subprocess
-
 import prtip_nb as pn
 from prtip_nb.lab import RangeLab
+from tests.net.nmapxml import nmap_grep_states
 from tests.net.test_adaptive_lab import PREFIX, _need_lab
 
 
@@ -36,22 +35,6 @@ table netdev prtiplossy {{
 PORTS = "1-100"
 
 
-def _nmap_open(nmap: str) -> set[tuple[str, int]]:
-    out = subprocess.run([nmap, "-sS", "-n", "-Pn", "-T4", "-p", PORTS, "--open", "-oG", "-",
-                          PREFIX], capture_output=True, text=True, timeout=600,
-                         check=True).stdout
-    found = set()
-    for line in out.splitlines():
-        if "Ports:" not in line:
-            continue
-        host = line.split()[1]
-        for item in line.split("Ports:")[1].split("\t")[0].split(","):
-            port, state = item.strip().split("/")[:2]
-            if state == "open":
-                found.add((host, int(port)))
-    return found
-
-
 def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
     _need_lab()
     with RangeLab(PREFIX, tcp=(80, 443)) as lab:
@@ -59,10 +42,10 @@ def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
         truth = lab.truth(range(1, 101))
         res = pn.scan(PREFIX, PORTS, method="syn", timing=4)
         check = truth.check(res.ports)
-        theirs = _nmap_open(nmap)
+        theirs = nmap_grep_states(nmap, [PREFIX], PORTS, "-T4", "--open")
     assert check["duplicates"] == 0 and check["rows"] == 256 * 100, check
     recall = 1 - check["missing_open"] / check["open_expected"]
-    nmap_recall = len(theirs) / check["open_expected"]
+    nmap_recall = sum(st == "open" for st in theirs.values()) / check["open_expected"]
     print(f"recall: prtip_nb {recall:.4%}, nmap -T4 {nmap_recall:.4%}; {check}")
     df = res.ports
     missed = df[df["port"].isin([80]) & (df["state"] != "open")]
