@@ -110,7 +110,15 @@ def test_icmp_rate_limit_is_measured_and_states_still_equal_nmap(
     # Our scan has just emptied the target's ICMP bucket: let it refill (burst 6 at 10/s)
     # so that nmap starts from the state we started from.
     time.sleep(1.0)
-    assert nmap_udp(nmap, host, ports) == ours
+    theirs = nmap_udp(nmap, host, ports)
+    # nmap itself now and then misses one error to the limit and calls that closed port
+    # open|filtered (seen in 3 of ~20 runs on a loaded box, never the other way round);
+    # the truth is known (20000-20039 closed, checked above), so such a port is nmap's miss.
+    missed = {p for p in range(20000, 20040)
+              if theirs.get(p) == ("open|filtered", "no-response")}
+    assert len(missed) <= 2, missed
+    assert {p: v for p, v in theirs.items() if p not in missed} == {
+        p: v for p, v in ours.items() if p not in missed}
 
 
 @pytest.mark.slow
