@@ -25,7 +25,7 @@ __all__ = ["hint", "os_error", "preflight", "saved", "show_warning", "write_norm
 _FIXES = {
     errno.EMFILE: "raise the limit (ulimit -n 4096) or lower --concurrency",
     errno.ENFILE: "raise the limit (ulimit -n 4096) or lower --concurrency",
-    errno.ENOSPC: "free some space, then resume the scan if it was written with -o",
+    errno.ENOSPC: "free some space, then resume",
 }
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,8 +176,10 @@ class Checkpointer:
         key: str,
         tag: str = "",
         engine_state: dict[str, Any] | None = None,
+        on_flush_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.path = directory / checkpoint_name(tag)
+        self.on_flush_error = on_flush_error  # a part that cannot be written fails the scan
         self.doc = doc  # the static part: format, scan_id, started, config, seed
         self.engine_state = engine_state if engine_state is not None else {}  # live: engines
         self.tracker, self.sink, self.builder = tracker, sink, builder
@@ -197,8 +199,13 @@ class Checkpointer:
         while not self._stop.wait(INTERVAL):
             try:
                 self.sink.flush_if_older(FLUSH_AGE)
+            except Exception as exc:  # noqa: BLE001 - rows not saved: the scan must fail
+                if self.on_flush_error is not None:
+                    self.on_flush_error(exc)
+                continue
+            try:
                 self.write("running")
-            except Exception:  # noqa: BLE001 - a failed write is retried next tick
+            except Exception:  # noqa: BLE001 - a failed checkpoint is retried next tick
                 continue
 
     def stop(self) -> None:
@@ -299,4 +306,5 @@ def start_checkpoint(scan: Scan, sink: RecordSink) -> Checkpointer | None:
     return Checkpointer(
         scan_dir(cfg.output, meta.scan_id), doc=doc, tracker=tracker, sink=sink,
         builder=builder, key=shard_key(cfg.shard), tag=plan.tag, engine_state=scan.engine_state,
+        on_flush_error=scan.flush_failed,
     ).start()

@@ -191,6 +191,7 @@ class Scan:
         self._rate_source: Callable[[], RateState] | None = None  # the running engine's
         self._ckpt: Checkpointer | None = None
         self._live_sink: RecordSink | None = None  # the poller age-flushes it
+        self._flush_error: BaseException | None = None  # a live flush failed (disk full)
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
@@ -325,8 +326,20 @@ class Scan:
 
     def _tick(self) -> None:
         if self._live_sink is not None:  # rows reach live views even while replies pause
-            self._live_sink.flush_if_older()
+            try:
+                self._live_sink.flush_if_older()
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk, on the poller thread
+                self.flush_failed(exc)
         self.bus.publish(self.progress, record=False)  # telemetry rows already record it
+
+    def flush_failed(self, exc: BaseException) -> None:
+        """A flush on a helper thread (poller, checkpointer) could not save its rows.
+
+        The helper must not die with a traceback, and the scan must not go on sending what
+        it cannot save: stop it; ``_run`` then fails it with this error (exit 1, not 130)."""
+        if self._flush_error is None:
+            self._flush_error = exc
+            self._cancel.set()
 
     def _found(self, batch: Any) -> None:
         """Publish PortFound for the open rows of a ports batch (results arrive in bulk)."""
@@ -356,6 +369,8 @@ class Scan:
                 self._run_syn()
             else:
                 self._run_connect()
+            if self._flush_error is not None:  # the cancel was ours: the scan failed
+                raise self._flush_error
             if self.config.service and not self._cancel.is_set():
                 from ..probes.stage import run_service_stage
 

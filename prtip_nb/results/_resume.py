@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prtip_nb.errors import DatasetError
 from prtip_nb.results import _arrow, _files, schema
 
 __all__ = ["Prior", "load_prior", "side"]
@@ -52,7 +53,15 @@ def _read(paths: list[Path], name: str, scan_id: str) -> pa.Table | None:
         return None
     tables = []
     for path in paths:
-        t = pq.ParquetFile(path).read()
+        try:
+            t = pq.ParquetFile(path).read()
+        except (OSError, pa.ArrowException) as exc:
+            # Strict: its rows lie below the checkpoint's mark, so a resume would never
+            # probe them again; skipping the part would lose them without a word.
+            raise DatasetError(
+                f"cannot resume: {path} is not a readable Parquet part ({exc}); restore it, "
+                "or start a new scan"
+            ) from None
         col = _arrow.constant_dict(scan_id, t.num_rows, _arrow.zeros(t.num_rows))
         tables.append(schema.conform(t.add_column(0, schema.SCAN_ID, col), name))
     return pa.concat_tables(tables)
@@ -61,9 +70,9 @@ def _read(paths: list[Path], name: str, scan_id: str) -> pa.Table | None:
 def load_prior(directory: Path, tag: str, scan_id: str) -> Prior:
     """Read the ``tag`` writer's parts under ``directory``; delete its hosts parts."""
     mine = {t: _mine(directory, t, tag) for t in TABLES}
+    ports = _read([p for _, p in mine["ports"]], "ports", scan_id)  # first: it may refuse
     for _n, path in mine["hosts"]:
         path.unlink()  # the scan is running again: not complete any more
-    ports = _read([p for _, p in mine["ports"]], "ports", scan_id)
     prior = Prior(
         ports=ports if ports is not None else schema.empty("ports"),
         ports_parts=[p.name for _, p in mine["ports"]],

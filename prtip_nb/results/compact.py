@@ -159,6 +159,11 @@ def compact(root: str | os.PathLike[str], scan_id: str, *, force: bool = False) 
             f"scan {scan_id!r} is not finished (no hosts table): compact it once it has ended"
         )
     replaced = {}
+    # Strict: a damaged part is an error naming it, before any merge. Skipping it would
+    # delete its rows with the parts the merge replaces.
+    check = _files.PartCheck(strict=True)
+    for table in schema.TABLES:
+        check.parts(directory, table)
     for table in schema.TABLES:
         parts = _files.parts(directory, table)
         if len(parts) < (1 if force and table == "ports" else 2):

@@ -190,3 +190,14 @@ def test_an_output_folder_that_cannot_be_written_fails_before_the_scan(tmp_path:
     with pytest.raises(pn.ConfigError, match="not a folder"):
         s.start()
     assert s.status == "created" and not s.running  # nothing started, nothing sent
+
+
+def test_a_damaged_part_stops_resume_naming_it(cancelled: tuple[Path, str]) -> None:
+    """Its rows lie below the checkpoint's mark: resume would never probe them again, so it
+    refuses rather than lose them silently."""
+    root, sid = cancelled
+    bad = sorted((root / f"scan_id={sid}" / "ports").glob("part-*.parquet"))[0]
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(pn.DatasetError, match=str(bad)) as info:
+        pn.resume(root, sid)
+    assert "restore it" in str(info.value)

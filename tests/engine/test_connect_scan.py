@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 import prtip_nb as pn
 from prtip_nb.results import schema
-from tests.conftest import need, tcp_listeners
+from tests.conftest import tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -87,23 +86,6 @@ def test_self_connect_is_not_an_open_port() -> None:
         path.write_text(old)
     assert raw_self > 0, "the namespace did not reproduce self-connects"
     assert opens == 0
-
-
-DROPPED = "1000-4999"  # 127.0.0.1 TCP ports whose SYNs nftables drops: no answer, ever
-
-
-@pytest.fixture
-def dropped() -> Iterator[str]:
-    """An nftables rule in this namespace drops SYNs to 127.0.0.1:1000-4999 on input."""
-    need(shutil.which("nft") is not None, "needs nftables (apt-get install nftables)")
-    rules = (
-        "add table inet prtip_test\n"
-        "add chain inet prtip_test input { type filter hook input priority 0; }\n"
-        f"add rule inet prtip_test input ip daddr 127.0.0.1 tcp dport {DROPPED} drop\n"
-    )
-    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
-    yield DROPPED
-    subprocess.run(["nft", "delete", "table", "inet", "prtip_test"], check=False)
 
 
 def test_no_response_is_filtered_after_retries(dropped: str) -> None:

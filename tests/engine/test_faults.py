@@ -198,3 +198,32 @@ def test_a_killed_worker_exits_1_says_what_was_saved_and_resume_finishes(
                           timeout=DEADLINE)
     assert done.returncode == 0, done.stderr
     _check_exact(root, sid, listening)
+
+
+# -- a flush that fails on a helper thread ---------------------------------------------------
+def test_a_failed_flush_on_a_helper_thread_fails_the_scan_at_once(
+    listening: list[int], dropped: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the engine waits on silent ports, the helper threads (checkpointer, poller)
+    write the buffered verdicts. When that write fails, no thread may die with a traceback
+    and the scan must not wait on: it stops and fails with the error, at once."""
+    import threading
+
+    died: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(repr(args.exc_value)))
+    root = tmp_path / "scans"
+    # 22 and 80 answer at once; 1000-1200 are dropped: no verdict for 5 s.
+    s = pn.Scan("127.0.0.1", ports="22,80,1000-1200", method="connect", workers=1, timeout=5.0,
+                max_retries=0, output=str(root)).start()
+    folder = root / f"scan_id={s.scan_id}"
+    end = time.monotonic() + 5
+    while not folder.is_dir():
+        assert time.monotonic() < end
+        time.sleep(0.005)
+    (folder / "ports").write_text("a file where the parts folder goes")  # part writes fail
+    t0 = time.monotonic()
+    with pytest.raises(pn.ScanError, match="could not write"):
+        s.wait(timeout=DEADLINE)
+    assert time.monotonic() - t0 < 3  # stopped, not waiting out the 5 s timeouts
+    assert s.status == "failed"
+    assert died == []  # no helper thread died with a traceback

@@ -54,3 +54,14 @@ def test_refuses_a_scan_that_has_not_finished(tmp_path: Path) -> None:
         compact(tmp_path, sid)
     with pytest.raises(DatasetError, match="no scan"):
         compact(tmp_path, "nope")
+
+
+def test_a_damaged_part_stops_compaction_before_anything_is_deleted(tmp_path: Path) -> None:
+    sid = _scan(tmp_path)
+    directory = _files.scan_dir(tmp_path, sid)
+    parts = _files.parts(directory, "ports")
+    bad = parts[1]
+    bad.write_bytes(bad.read_bytes()[:30])  # a copy cut short
+    with pytest.raises(DatasetError, match=str(bad)):
+        compact(tmp_path, sid)
+    assert _files.parts(directory, "ports") == parts  # every part still there
