@@ -170,14 +170,24 @@ def make_chart() -> Any:
         "autosize": True,
     }
     widget = go.FigureWidget({"data": data, "layout": layout})
+    # plotly.js sizes an autosized plot to its container only when the config says
+    # "responsive" (and then follows the window's resizes); the widget passes _config on.
+    widget._config = {**widget._config, "responsive": True, "displaylogo": False}
     widget.add_class("prtip-live-chart")
     return widget
 
 
 def draw_series(chart: Any, state: PanelState) -> None:
     s = state.series
+    has_data = bool(s.t)
+    if has_data and not chart.layout.xaxis.visible:
+        # AUTOSIZE: plotly.js drew the chart before the notebook attached it to the page,
+        # so it took its 700 px default. By the first data the chart is on the page:
+        # relayout with autosize makes it measure its container again (outside the batch,
+        # or the two changes would cancel out).
+        chart.layout.autosize = False
+        chart.layout.autosize = True
     with chart.batch_update():
-        has_data = bool(s.t)
         if bool(chart.layout.xaxis.visible) != has_data:
             for axis in (chart.layout.xaxis, chart.layout.xaxis2, chart.layout.yaxis,
                          chart.layout.yaxis2):

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 _TIMING_OPTIONS = [(f"T{i} {t.name}", i) for i, t in enumerate(TIMINGS)]
 # A bad field gets a red frame; its message is its tooltip and one line above the buttons.
+# The live chart's element spans the panel, so that plotly's autosize measures that width.
 _CSS = """<style>
 .prtip-invalid input, .prtip-invalid select {border:1px solid #d62728 !important;
   background:#fff6f6}
 .prtip-form-errors {white-space:nowrap; overflow:hidden; text-overflow:ellipsis}
+.prtip-live-chart.js-plotly-plot {width:100% !important}
 </style>"""
 # The module that makes plotly's FigureWidget: its first import costs about 3 s in a kernel
 # with Jupyter installed (plotly.io loads nbformat, which loads jsonschema's format checkers).
