@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # pandas is imported inside the functions that need it: the panel imports ``duration`` while
 # it is built, and pandas costs a second in a fresh kernel.
 
-__all__ = ["display_frame", "duration", "number", "when"]
+__all__ = ["RATE_REASONS", "display_frame", "duration", "number", "reason_text", "when"]
 
 #: Columns that are identifiers, not quantities: no thousands separator.
 _NOT_COUNTS = frozenset({"port", "family", "ttl"})
@@ -120,3 +120,21 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         kind = _kind(df[column].dtype)
         out[column] = [_cell(v, kind, str(column)) for v in df[column].astype(object)]
     return pd.DataFrame(out, columns=list(df.columns), index=df.index, dtype=object)
+
+
+#: engine.ratectl's reasons, as a user reads them beside the rate.
+RATE_REASONS = {
+    "growing": "growing while replies keep up",
+    "probing": "probing for more",
+    "backoff": "backing off after loss",
+    "floor": "at the template's floor",
+    "ceiling": "at the template's ceiling",
+    "pinned": "pinned by the rate you set",
+    "unlimited": "no limit",
+    "icmp-paced": "paced by ICMP errors",
+    "waiting": "waiting for replies",
+}
+
+
+def reason_text(reason: str | None) -> str:
+    return RATE_REASONS.get(reason or "", reason or "")

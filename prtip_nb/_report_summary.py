@@ -32,7 +32,7 @@ def rate_summary(tel: Any) -> str:
     """
     import pandas as pd
 
-    from .widgets.live import reason_text
+    from ._display import reason_text
 
     if "rate_pps" not in tel.columns or not len(tel):
         return "not recorded"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from .._display import duration
+from .._display import duration, reason_text
 
 if TYPE_CHECKING:
     from .state import PanelState
@@ -20,24 +20,6 @@ _TABLE_CSS = ("<style>.prtip-open-ports-table td,.prtip-open-ports-table th"
               "{padding:1px 10px;text-align:left}</style>")
 STATUS_COLORS = {"running": "#1f77b4", "stopping": "#ff7f0e", "completed": "#2ca02c",
                  "cancelled": "#ff7f0e", "failed": "#d62728", "idle": "#777"}
-
-
-#: engine.ratectl's reasons, as a user reads them beside the rate.
-RATE_REASONS = {
-    "growing": "growing while replies keep up",
-    "probing": "probing for more",
-    "backoff": "backing off after loss",
-    "floor": "at the template's floor",
-    "ceiling": "at the template's ceiling",
-    "pinned": "pinned by the rate you set",
-    "unlimited": "no limit",
-    "icmp-paced": "paced by ICMP errors",
-    "waiting": "waiting for replies",
-}
-
-
-def reason_text(reason: str | None) -> str:
-    return RATE_REASONS.get(reason or "", reason or "")
 
 
 def rate_text(state: PanelState) -> str:

@@ -180,8 +180,9 @@ def test_rate_in_force_and_its_reason_are_shown_live(comms: list[Any], target: T
 
 
 def test_rate_text_for_every_reason() -> None:
+    from prtip_nb._display import RATE_REASONS
     from prtip_nb.engine.events import Progress
-    from prtip_nb.widgets.live import RATE_REASONS, rate_text
+    from prtip_nb.widgets.live import rate_text
     from prtip_nb.widgets.state import PanelState
 
     state = PanelState()
