@@ -93,7 +93,8 @@ class ScanPanel:
         self.bar = W.FloatProgress(min=0.0, max=1.0, value=0.0, bar_style="info",
                                    layout=W.Layout(width="100%")).add_class("prtip-progress")
         self.progress_label = W.Label().add_class("prtip-progress-text")
-        self.chart_box = W.Box(layout=W.Layout(width="100%", min_height="380px"))
+        self.chart_box = W.Box([W.HTML("<i style='color:#999'>loading the live chart…</i>")],
+                               layout=W.Layout(width="100%", min_height="380px"))
         self.chart_box.add_class("prtip-chart-box")
         self._start_chart()
         self.table = W.HTML().add_class("prtip-open-ports")
@@ -131,7 +132,9 @@ class ScanPanel:
                 self._chart = chart
                 if hasattr(chart, "batch_update"):
                     live.draw_series(chart, self.state)
-                self.chart_box.children = (chart,)
+                waiting, self.chart_box.children = self.chart_box.children, (chart,)
+                for widget in waiting:
+                    widget.close()
         self._chart_ready.set()
 
     @property
