@@ -9,11 +9,15 @@ in UTC, and nothing at all for a missing value (pandas would print ``<NA>``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-__all__ = ["display_frame", "duration", "number", "when"]
+# pandas is imported inside the functions that need it: the panel imports ``duration`` while
+# it is built, and pandas costs a second in a fresh kernel.
+
+__all__ = ["RATE_REASONS", "display_frame", "duration", "number", "reason_text", "when"]
 
 #: Columns that are identifiers, not quantities: no thousands separator.
 _NOT_COUNTS = frozenset({"port", "family", "ttl"})
@@ -22,6 +26,8 @@ _DECIMALS = {"rtt_ms": 2, "rtt": 2, "cpu_percent": 1}
 
 def when(value: Any) -> str:
     """``2026-12-04 17:22:00 UTC``; empty for a missing time."""
+    import pandas as pd
+
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     ts = pd.Timestamp(value)
@@ -47,6 +53,8 @@ def duration(seconds: float | None) -> str:
 
 def number(value: Any, decimals: int = 0) -> str:
     """``65,535``; ``1,234.57`` with decimals; empty for a missing value."""
+    import pandas as pd
+
     if value is None or value is pd.NA:
         return ""
     v = float(value)
@@ -56,6 +64,8 @@ def number(value: Any, decimals: int = 0) -> str:
 
 
 def _cell(value: Any, kind: str, column: str) -> str:
+    import pandas as pd
+
     if value is None or value is pd.NA or value is pd.NaT:
         return ""
     if kind == "time":
@@ -72,6 +82,7 @@ def _cell(value: Any, kind: str, column: str) -> str:
 
 
 def _kind(dtype: Any) -> str:
+    import pandas as pd
     import pyarrow as pa
 
     pa_type = getattr(dtype, "pyarrow_dtype", None)
@@ -102,8 +113,28 @@ def _kind(dtype: Any) -> str:
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with every cell as the text a person reads (object columns of str)."""
+    import pandas as pd
+
     out = {}
     for column in df.columns:
         kind = _kind(df[column].dtype)
         out[column] = [_cell(v, kind, str(column)) for v in df[column].astype(object)]
     return pd.DataFrame(out, columns=list(df.columns), index=df.index, dtype=object)
+
+
+#: engine.ratectl's reasons, as a user reads them beside the rate.
+RATE_REASONS = {
+    "growing": "growing while replies keep up",
+    "probing": "probing for more",
+    "backoff": "backing off after loss",
+    "floor": "at the template's floor",
+    "ceiling": "at the template's ceiling",
+    "pinned": "pinned by the rate you set",
+    "unlimited": "no limit",
+    "icmp-paced": "paced by ICMP errors",
+    "waiting": "waiting for replies",
+}
+
+
+def reason_text(reason: str | None) -> str:
+    return RATE_REASONS.get(reason or "", reason or "")

@@ -27,26 +27,34 @@ def _listed(items: list[str]) -> str:
 
 def rate_summary(tel: Any) -> str:
     """The send rate in force over the scan and why, from telemetry's rate_pps/rate_reason:
-    ``send rate limit 1,000 → 24,000 probes/s (lowest …); growing … 60%, … of samples``."""
+    ``limit 3,000 probes/s (pinned by the rate you set)``, or for an adaptive scan
+    ``limit 1,000 → 24,000 probes/s (lowest …, highest …); growing … 60%, … 40% of the time``.
+    """
     import pandas as pd
 
-    from .widgets.live import reason_text
+    from ._display import reason_text
 
     if "rate_pps" not in tel.columns or not len(tel):
-        return "send rate: not recorded"
+        return "not recorded"
     limits = tel["rate_pps"].dropna().astype(float)
     reasons = (tel["rate_reason"].dropna().astype(str) if "rate_reason" in tel.columns
                else pd.Series([], dtype=str))
-    shares = ", ".join(f"{reason_text(str(r))} {n / len(reasons):.0%}"
-                       for r, n in reasons.value_counts().items()) if len(reasons) else ""
+    counts = reasons.value_counts()
     if limits.empty:
-        text = "send rate: no limit"
+        text = "no limit"
     elif limits.min() == limits.max():
-        text = f"send rate limit {limits.iloc[-1]:,.0f} probes/s"
+        text = f"limit {limits.iloc[-1]:,.0f} probes/s"
     else:
-        text = (f"send rate limit {limits.iloc[0]:,.0f} → {limits.iloc[-1]:,.0f} probes/s "
+        text = (f"limit {limits.iloc[0]:,.0f} → {limits.iloc[-1]:,.0f} probes/s "
                 f"(lowest {limits.min():,.0f}, highest {limits.max():,.0f})")
-    return f"{text}; {shares} of samples" if shares else text
+    if len(counts) == 1:
+        why = reason_text(str(counts.index[0]))
+        return f"{text} ({why})" if why and why != text else text
+    if len(counts) > 1:  # samples are evenly spaced in time: shares of samples are of time
+        shares = ", ".join(f"{reason_text(str(r))} {n / len(reasons):.0%}"
+                           for r, n in counts.items())
+        return f"{text}; {shares} of the time"
+    return text
 
 
 def _scanned(res: ScanResult) -> str:

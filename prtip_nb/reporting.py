@@ -177,7 +177,7 @@ def report(
             f"{int(tel['sent'].max()):,} probes sent in {duration(float(last['t']))}; "
             f"peak RSS {int(tel['rss_bytes'].max()) / 2**20:,.1f} MiB; "
             f"peak rate {float(tel['pps'].max()):,.0f} probes/s</p>"
-            f"<p class='rate'>{html.escape(rate_summary(tel))}</p>"
+            f"<p class='rate'>send rate: {html.escape(rate_summary(tel))}</p>"
         )
     parts.append(f"<p class='muted'>prtip_nb {html.escape(__version__)}; this file needs no "
                  "network to open.</p></body></html>\n")

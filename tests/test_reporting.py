@@ -126,7 +126,8 @@ def test_report_states_the_send_rate(tmp_path: Path) -> None:
         spec = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
         res = pn.scan("127.0.0.1", ports=spec, method="connect", rate=40.0)
     html = pn.report(res, tmp_path / "rate.html").read_text()
-    assert "send rate limit 40 probes/s; pinned by the rate you set 100% of samples" in html
+    assert "send rate: limit 40 probes/s (pinned by the rate you set)" in html
+    assert "<th>Send rate</th><td>limit 40 probes/s (pinned by the rate you set)</td>" in html
     assert "rate limit" in html  # the throughput chart's limit line
 
 
@@ -195,3 +196,17 @@ def test_display_formats_cells() -> None:
          "tls_san": "", "tls_self_signed": ""},
     ]
     assert when(None) == "" and duration(0.027) == "27 ms" and duration(125) == "2 min 05 s"
+
+
+def test_rate_summary_of_an_adaptive_scan() -> None:
+    import pandas as pd
+
+    from prtip_nb._report_summary import rate_summary
+
+    tel = pd.DataFrame({"rate_pps": [1000.0, 2000.0, 1500.0, 1500.0],
+                        "rate_reason": ["growing", "growing", "backoff", "backoff"]})
+    assert rate_summary(tel) == (
+        "limit 1,000 → 1,500 probes/s (lowest 1,000, highest 2,000); "
+        "growing while replies keep up 50%, backing off after loss 50% of the time")
+    unlimited = pd.DataFrame({"rate_pps": [None, None], "rate_reason": ["unlimited"] * 2})
+    assert rate_summary(unlimited) == "no limit"

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from prtip_nb._display import reason_text
 from prtip_nb.viz._frames import esc, figure, frame, note, numbers, scan_label, texts
-from prtip_nb.widgets.live import reason_text  # light: no widget library imported
 
 __all__ = ["memory", "throughput"]
 

@@ -4,6 +4,8 @@
   widget library needed, so it is tested without a browser.
 - ``ScanPanel`` (``panel.py``): renders a PanelState with ipywidgets and one plotly
   FigureWidget. Also ``pn.ScanPanel``.
+- ``ScanInterrupted``: what ``wait()`` raises when the kernel is interrupted (a
+  KeyboardInterrupt that IPython shows as one line: cancelled, N rows kept).
 
 ipywidgets and plotly are imported only when ``ScanPanel`` is first used.
 """
@@ -15,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .panel import ScanPanel
-    from .state import PanelState
+    from .state import PanelState, ScanInterrupted
 
-__all__ = ["PanelState", "ScanPanel"]
+__all__ = ["PanelState", "ScanInterrupted", "ScanPanel"]
 
-_LAZY = {"PanelState": ".state", "ScanPanel": ".panel"}
+_LAZY = {"PanelState": ".state", "ScanInterrupted": ".state", "ScanPanel": ".panel"}
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from .._display import duration
+from .._display import duration, reason_text
 
 if TYPE_CHECKING:
     from .state import PanelState
@@ -20,24 +20,6 @@ _TABLE_CSS = ("<style>.prtip-open-ports-table td,.prtip-open-ports-table th"
               "{padding:1px 10px;text-align:left}</style>")
 STATUS_COLORS = {"running": "#1f77b4", "stopping": "#ff7f0e", "completed": "#2ca02c",
                  "cancelled": "#ff7f0e", "failed": "#d62728", "idle": "#777"}
-
-
-#: engine.ratectl's reasons, as a user reads them beside the rate.
-RATE_REASONS = {
-    "growing": "growing while replies keep up",
-    "probing": "probing for more",
-    "backoff": "backing off after loss",
-    "floor": "at the template's floor",
-    "ceiling": "at the template's ceiling",
-    "pinned": "pinned by the rate you set",
-    "unlimited": "no limit",
-    "icmp-paced": "paced by ICMP errors",
-    "waiting": "waiting for replies",
-}
-
-
-def reason_text(reason: str | None) -> str:
-    return RATE_REASONS.get(reason or "", reason or "")
 
 
 def rate_text(state: PanelState) -> str:
@@ -67,7 +49,8 @@ def progress_text(state: PanelState) -> str:
         speed += f" ({limit})"
     parts = [f"{p.fraction:.1%}", f"{p.done:,} / {p.total:,} ports", speed]
     if state.running:
-        parts.append(f"ETA {duration(p.eta)}")
+        eta = state.eta
+        parts.append("ETA …" if eta is None else f"ETA {duration(eta)}")
     else:
         parts.append(f"took {duration(p.elapsed)}")
     parts.append(f"{len(state.open_ports)} open")
@@ -86,11 +69,13 @@ def status_html(state: PanelState) -> str:
 
 
 def errors_html(state: PanelState) -> str:
+    """The form's errors on one line (the bad fields are also framed in red, and each
+    field's tooltip holds its whole message)."""
     if not state.errors:
         return ""
-    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                    for k, v in state.errors.items())
-    return f"<ul class='prtip-errors' style='color:#d62728;margin:2px 0'>{items}</ul>"
+    items = " · ".join(f"<b>{html.escape(k)}</b>: {html.escape(v.splitlines()[0])}"
+                       for k, v in state.errors.items())
+    return f"<span class='prtip-errors' style='color:#d62728'>{items}</span>"
 
 
 def ports_table_html(state: PanelState) -> str:
@@ -113,6 +98,11 @@ def ports_table_html(state: PanelState) -> str:
 
 def _axis(**more: Any) -> dict[str, Any]:
     return {"gridcolor": "#eee", "zerolinecolor": "#ccc", "linecolor": "#ccc", **more}
+
+
+_WAITING = {"text": "throughput and memory are drawn here while a scan runs", "x": 0.5,
+            "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False,
+            "font": {"size": 13, "color": "#999"}, "name": "waiting"}
 
 
 def make_chart() -> Any:
@@ -143,29 +133,50 @@ def make_chart() -> Any:
          "line": {"color": "#ff7f0e", "shape": "hv"},
          "hovertemplate": "t=%{x:.2f} s<br>%{y:.1f} MiB<extra></extra>"},
     ]
-    layout = {
+    layout: dict[str, Any] = {
         "template": "none", "height": 380, "showlegend": False, "font": {"size": 12},
         "margin": {"l": 60, "r": 10, "t": 40, "b": 45}, "paper_bgcolor": "white",
         "plot_bgcolor": "white", "hovermode": "closest",
+        # No axes before data (visible=False): empty 0-4 and 0-6 ranges read as measurements.
         "xaxis": _axis(anchor="y", domain=[0, 1], matches="x2", showticklabels=False,
-                       rangemode="tozero"),
-        "xaxis2": _axis(anchor="y2", domain=[0, 1], rangemode="tozero",
+                       rangemode="tozero", visible=False),
+        "xaxis2": _axis(anchor="y2", domain=[0, 1], rangemode="tozero", visible=False,
                         title={"text": "seconds since the scan started"}),
-        "yaxis": _axis(anchor="x", domain=[0.58, 1], rangemode="tozero",
+        "yaxis": _axis(anchor="x", domain=[0.58, 1], rangemode="tozero", visible=False,
                        title={"text": "probes/s"}),
-        "yaxis2": _axis(anchor="x2", domain=[0, 0.42], rangemode="tozero",
+        "yaxis2": _axis(anchor="x2", domain=[0, 0.42], rangemode="tozero", visible=False,
                         title={"text": "MiB"}),
         "annotations": [title("Throughput (probes sent per second; dashed: the rate limit)", 1.0),
-                        title("Memory (RSS of this kernel, MiB)", 0.42)],
+                        title("Memory (RSS of this kernel, MiB)", 0.42), _WAITING],
+        # Fill the output area's width (a fixed 700 px otherwise) and follow its resizes.
+        "autosize": True,
     }
     widget = go.FigureWidget({"data": data, "layout": layout})
+    # plotly.js sizes an autosized plot to its container only when the config says
+    # "responsive" (and then follows the window's resizes); the widget passes _config on.
+    widget._config = {**widget._config, "responsive": True, "displaylogo": False}
     widget.add_class("prtip-live-chart")
     return widget
 
 
 def draw_series(chart: Any, state: PanelState) -> None:
     s = state.series
+    has_data = bool(s.t)
+    if has_data and not chart.layout.xaxis.visible:
+        # AUTOSIZE: plotly.js drew the chart before the notebook attached it to the page,
+        # so it took its 700 px default. By the first data the chart is on the page:
+        # relayout with autosize makes it measure its container again (outside the batch,
+        # or the two changes would cancel out).
+        chart.layout.autosize = False
+        chart.layout.autosize = True
     with chart.batch_update():
+        if bool(chart.layout.xaxis.visible) != has_data:
+            for axis in (chart.layout.xaxis, chart.layout.xaxis2, chart.layout.yaxis,
+                         chart.layout.yaxis2):
+                axis.visible = has_data
+            chart.layout.annotations = [a for a in chart.layout.annotations
+                                        if a.name != "waiting"] + ([] if has_data
+                                                                   else [_WAITING])
         chart.data[0].x, chart.data[0].y = tuple(s.t), tuple(s.pps)
         chart.data[1].x, chart.data[1].y = tuple(s.t), tuple(s.limit)
         chart.data[1].customdata = tuple(reason_text(r) for r in s.reason)

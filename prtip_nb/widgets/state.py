@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,15 @@ ALL = frozenset({"form", "status", "progress", "series", "ports"})
 _TERMINAL = {ScanCompleted: "completed", ScanCancelled: "cancelled", ScanFailed: "failed"}
 
 
+class ScanInterrupted(KeyboardInterrupt):
+    """The kernel was interrupted during ``wait()``: the scan is cancelled, what it found is
+    kept. Still a KeyboardInterrupt (Run All stops there), but IPython shows its one line
+    rather than a traceback into ``threading``."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for custom tracebacks
+        return [f"{type(self).__name__}: {self}"]
+
+
 @dataclass(frozen=True)
 class OpenPort:
     host: str
@@ -63,6 +73,7 @@ class PanelState:
     """The scan panel's state and actions: ``set``, ``start``, ``stop``, ``wait``, ``result``."""
 
     RENDER_INTERVAL = 0.1
+    ETA_WINDOW = 0.5  # seconds of recent progress the ETA extrapolates from (2 poller ticks)
 
     def __init__(
         self,
@@ -95,9 +106,14 @@ class PanelState:
         self._pending: set[str] = set()
         self._last_emit = 0.0
         self._last_point = (0.0, 0)  # (elapsed, sent) of the previous Progress
+        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (elapsed, done)
         self._sub: Subscription | None = None
         self._ended = threading.Event()
         self._ended.set()
+        # Set once the views have been called with the scan's end: wait() returns only then,
+        # so what it returns and what the panel shows agree.
+        self._shown = threading.Event()
+        self._shown.set()
         for name in self.fields:
             self._check(name)
 
@@ -184,8 +200,10 @@ class PanelState:
             self.scan, self.runs = scan, self.runs + 1
             self.progress, self.series, self.open_ports = None, Series(), []
             self._last_point = (0.0, 0)
+            self._recent.clear()
             self.status, self.message = "running", ""
             self._ended.clear()
+            self._shown.clear()
         types = (Progress, PortFound, ScanCompleted, ScanCancelled, ScanFailed)
         self._sub = scan.subscribe(self._on_event, types)
         try:
@@ -217,10 +235,50 @@ class PanelState:
             res = self.scan.wait(timeout)
         except KeyboardInterrupt:
             self.stop()
-            self._ended.wait(5.0)
-            raise
-        self._ended.wait(5.0 if timeout is None else timeout)
+            self._shown.wait(5.0)
+            raise ScanInterrupted(self._interrupted_text()) from None
+        self._shown.wait(5.0 if timeout is None else timeout)
         return res
+
+    def _interrupted_text(self) -> str:
+        p = self.progress
+        try:
+            rows = self.result.tables["ports"].num_rows
+        except Exception:  # the message must not fail: it is all the user sees
+            rows = None
+        kept = f"{rows:,} port rows kept in panel.result" if rows is not None else \
+            "what it found is in panel.result"
+        done = f" ({p.done:,} of {p.total:,} ports done)" if p is not None else ""
+        return f"scan cancelled by the interrupt; {kept}{done}"
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate of the last half second (not the mean since the start,
+        which start-up drags down), at most the rate limit; None before two progress points."""
+        p = self.progress
+        if p is None:
+            return None
+        if p.done >= p.total:
+            return 0.0
+        with self._lock:
+            points = list(self._recent)
+        if len(points) < 2:
+            return None
+        t_now, done_now = points[-1]
+        base = points[0]
+        for point in reversed(points[:-1]):
+            base = point
+            if t_now - point[0] >= self.ETA_WINDOW:
+                break
+        dt, dd = t_now - base[0], done_now - base[1]
+        if dt <= 0 or dd <= 0:
+            return None
+        rate = dd / dt
+        if p.rate_limit:
+            # A burst (catching up after a stall at the start) outruns the limit only
+            # briefly: the rest of the scan goes at most at the rate in force.
+            rate = min(rate, p.rate_limit)
+        return (p.total - p.done) / rate
 
     @property
     def result(self) -> ScanResult:
@@ -258,6 +316,8 @@ class PanelState:
     def _on_progress(self, ev: Progress) -> None:
         with self._lock:
             self.progress = ev
+            if not self._recent or ev.elapsed > self._recent[-1][0]:
+                self._recent.append((ev.elapsed, ev.done))
             last_t, last_sent = self._last_point
             dt = ev.elapsed - last_t
             if dt <= 0:
@@ -283,7 +343,10 @@ class PanelState:
             self._ended.set()
         if scan is not None and self._sub is not None:
             scan.bus.unsubscribe(self._sub)
-        self._changed(ALL, force=True)
+        try:
+            self._changed(ALL, force=True)
+        finally:
+            self._shown.set()
 
 
 def _field_of(exc: PrtipError) -> str:

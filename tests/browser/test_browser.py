@@ -73,12 +73,31 @@ def test_quickstart_panel_in_jupyterlab(lab_server: JupyterLab, browser: Any,
         assert _text(page, ".prtip-progress-text").startswith("100.0%")
         points = page.evaluate(CHART_POINTS)
         assert points and all(n > 0 for n in points), points
+        # The live chart fills the panel's width (it was a fixed 700 px).
+        widths = page.evaluate("""() => {
+            const panel = document.querySelector('.prtip-panel').getBoundingClientRect();
+            const svg = document.querySelector('.prtip-live-chart .main-svg')
+                .getBoundingClientRect();
+            return [svg.width, panel.width]; }""")
+        assert widths[0] >= 0.9 * widths[1], widths
         rows = page.locator(".prtip-open-ports tr[data-port]")
         shown = {int(rows.nth(i).get_attribute("data-port")) for i in range(rows.count())}
         assert shown == lab_ports
         assert page.locator("text=Loading widget").count() == 0
 
         page.locator(".prtip-panel").first.screenshot(path=str(artifacts / "panel.png"))
+
+        # A bad field is framed in red, its message on the one-line error row; the panel
+        # below does not move.
+        start_y = page.locator("button.prtip-start").first.bounding_box()["y"]
+        page.locator(".prtip-input-ports input").first.fill("1-70000")
+        page.wait_for_function("() => [...document.querySelectorAll('.prtip-form-errors')]"
+                               ".some(e => e.textContent.includes('70000'))", timeout=10_000)
+        border = page.evaluate("""() => getComputedStyle(
+            document.querySelector('.prtip-input-ports.prtip-invalid input')).borderTopColor""")
+        assert border == "rgb(214, 39, 40)", border
+        assert page.locator("button.prtip-start").first.bounding_box()["y"] == start_y
+        page.locator(".prtip-panel").first.screenshot(path=str(artifacts / "panel-bad-field.png"))
         page.screenshot(path=str(artifacts / "quickstart.png"), full_page=False)
     except Exception:
         page.screenshot(path=str(artifacts / "quickstart-failure.png"))

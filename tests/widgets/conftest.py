@@ -59,3 +59,11 @@ def scan_threads() -> list[str]:
     """Threads of scans and their event buses (the lab's own thread is not one)."""
     return [t.name for t in threading.enumerate()
             if t.name.startswith("prtip-") and not t.name.startswith("prtip-lab")]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def plotly_widget_loaded() -> None:
+    """Load plotly's FigureWidget once, up front: panels then build their chart at once
+    rather than on a thread whose 3 s import would compete with the next test's scan.
+    (test_panel.py's construction test covers the threaded path, in a fresh interpreter.)"""
+    import plotly.graph_objs._figurewidget  # noqa: F401

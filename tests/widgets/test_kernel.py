@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ SETUP = f"""
 import os, threading, psutil
 import prtip_nb as pn
 from prtip_nb.lab import Lab
+from prtip_nb.widgets.state import ScanInterrupted
 lab = Lab.defaults(host="127.0.0.1", ephemeral=True).start()
 LAB_PORTS = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
 
@@ -74,7 +76,9 @@ def _scan_args(rate: float | None) -> str:
 
 @pytest.mark.parametrize("rate", [None, 20_000.0], ids=["full-speed", "rate-limited"])
 def test_kernel_answers_while_a_panel_scans(kernel: Kernel, rate: float | None) -> None:
-    kernel.run("p = pn.ScanPanel(targets='127.0.0.1', timing=4); p")  # imports, first render
+    # Imports and first render; p.chart waits for plotly, which the panel loads on a thread
+    # (about 3 s in a fresh kernel) so that ScanPanel() returns at once.
+    kernel.run("p = pn.ScanPanel(targets='127.0.0.1', timing=4); p; p.chart")
     kernel.run(f"p = pn.ScanPanel(targets='127.0.0.1', {_scan_args(rate)}, timing=4); p.start()")
     latencies = []
     while True:
@@ -99,7 +103,14 @@ def test_interrupting_the_kernel_leaves_nothing_behind(kernel: Kernel) -> None:
     while reply["parent_header"].get("msg_type") != "execute_request":
         reply = kernel.kc.get_shell_msg(timeout=10)
     assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    # One line, not a traceback into threading; still a KeyboardInterrupt (Run All stops).
+    assert reply["content"]["ename"] == "ScanInterrupted"
+    assert kernel.value("issubclass(ScanInterrupted, KeyboardInterrupt)")
+    shown = reply["content"]["traceback"]
+    assert len(shown) == 1 and shown[0].startswith(
+        "ScanInterrupted: scan cancelled by the interrupt; "), shown
+    assert re.search(r"[\d,]+ port rows kept in panel\.result \([\d,]+ of [\d,]+ ports done\)",
+                     shown[0]), shown
     after = kernel.value("leftovers()")
     assert after["threads"] == [] and after["children"] == 0
     assert after["sockets"] <= before["sockets"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -179,8 +180,9 @@ def test_rate_in_force_and_its_reason_are_shown_live(comms: list[Any], target: T
 
 
 def test_rate_text_for_every_reason() -> None:
+    from prtip_nb._display import RATE_REASONS
     from prtip_nb.engine.events import Progress
-    from prtip_nb.widgets.live import RATE_REASONS, rate_text
+    from prtip_nb.widgets.live import rate_text
     from prtip_nb.widgets.state import PanelState
 
     state = PanelState()
@@ -192,3 +194,135 @@ def test_rate_text_for_every_reason() -> None:
     assert rate_text(state) == "no rate limit"
     state.progress = Progress(1.0, "s", 10, 100, 10, 0, 1.0, 10.0, 500.0, "new-reason")
     assert rate_text(state) == "limit 500/s, new-reason"  # an unknown reason still shows
+
+
+def test_panel_is_built_at_once_and_its_chart_follows() -> None:
+    """In a fresh interpreter (as a fresh kernel): ScanPanel() returns without waiting for
+    plotly's widget (about 3 s to import with Jupyter installed); the chart joins the panel
+    when it has loaded, with hidden axes until data comes."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, time
+t0 = time.perf_counter()
+import prtip_nb as pn
+panel = pn.ScanPanel()
+built = time.perf_counter() - t0
+lazy = "plotly.graph_objs._figurewidget" not in sys.modules or panel._chart is None
+chart = panel.chart
+ready = time.perf_counter() - t0
+inside = chart in panel.chart_box.children
+print(built, ready, lazy, inside, chart.layout.xaxis.visible)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    built, ready = float(out[0]), float(out[1])
+    print(f"ScanPanel() {built:.3f} s; chart ready at {ready:.3f} s")
+    assert out[2:] == ["True", "True", "False"], out
+    assert built < 1.5 and built < ready
+
+
+def test_bad_field_is_framed_with_its_message_as_tooltip(comms: list[Any]) -> None:
+    panel = pn.ScanPanel(targets="127.0.0.1", ports="80")
+    before = panel.errors.layout.height
+    panel.inputs["ports"].value = "1-70000"
+    ports = panel.inputs["ports"]
+    assert "prtip-invalid" in ports._dom_classes
+    assert ports.tooltip and "out of range" in ports.tooltip
+    assert "prtip-invalid" not in panel.inputs["targets"]._dom_classes
+    panel.inputs["rate"].value = "fast"
+    assert "prtip-invalid" in panel.inputs["rate"]._dom_classes
+    # Both messages on one line of a fixed height: the panel below does not move.
+    assert panel.errors.layout.height == before == "1.7em"
+    assert "<li>" not in panel.errors.value and " · " in panel.errors.value
+    panel.inputs["ports"].value = "80"
+    panel.inputs["rate"].value = ""
+    assert "prtip-invalid" not in ports._dom_classes and ports.tooltip is None
+    assert panel.errors.value == ""
+    # The placeholder says what empty means now (adaptive) and fits its field.
+    rate = panel.inputs["rate"]
+    assert "adaptive" in rate.placeholder
+    width = int(rate.layout.width.removesuffix("px")) - 60  # the description's 60 px
+    assert len(rate.placeholder) * 7.5 < width  # ~7.5 px a character at 12-13 px
+    panel.close()
+
+
+def test_chart_has_no_axes_before_data_and_fills_the_width(comms: list[Any],
+                                                          target: Target) -> None:
+    panel = pn.ScanPanel(targets="127.0.0.1", ports=target.spec)
+    layout = panel.chart.layout
+    assert not any(getattr(layout, a).visible for a in ("xaxis", "xaxis2", "yaxis", "yaxis2"))
+    assert any(a.name == "waiting" for a in layout.annotations)
+    assert layout.autosize is True and layout.width is None
+    assert panel.chart_box.layout.width == "100%"
+    panel.start()
+    panel.wait(30)
+    layout = panel.chart.layout
+    assert all(getattr(layout, a).visible for a in ("xaxis", "xaxis2", "yaxis", "yaxis2"))
+    assert not any(a.name == "waiting" for a in layout.annotations)
+    panel.close()
+
+
+def test_open_count_in_the_line_matches_the_table(comms: list[Any], target: Target) -> None:
+    """Every time the panel renders, the progress line's "N open" equals the table's."""
+    panel = pn.ScanPanel(targets="127.0.0.1", ports=target.spec)
+    seen: list[tuple[str, str]] = []
+
+    def compare(_state: Any, _changed: frozenset[str]) -> None:  # runs after the panel's
+        line = re.search(r"(\d+) open$", panel.progress_label.value)
+        table = re.search(r"<b>(\d+) open ports</b>", panel.table.value)
+        if line and table:
+            seen.append((line.group(1), table.group(1)))
+
+    panel.state.observe(compare)
+    panel.start()
+    panel.wait(30)
+    assert seen and all(a == b for a, b in seen), seen
+    assert seen[-1][0] == str(len(target.open))
+    panel.close()
+
+
+def test_eta_follows_the_recent_rate() -> None:
+    """Unit: a slow start (workers starting) then a steady rate; the ETA extrapolates the
+    last half second, not the mean since the start."""
+    from prtip_nb.engine.events import Progress
+    from prtip_nb.widgets.state import PanelState
+
+    state = PanelState()
+    total = 100_000
+    points = [(0.25, 100), (0.5, 200), (0.75, 5_200), (1.0, 10_200), (1.25, 15_200),
+              (1.5, 20_200)]  # 20,000 ports/s after a slow 0.5 s
+    assert state.eta is None
+    for i, (t, done) in enumerate(points):
+        state._on_progress(Progress(t, "s", done, total, done, 0, t, done / t))
+        if i == 0:
+            assert state.eta is None  # one point: no rate yet
+    # The mean (13,467/s) says 5.9 s left; the last half second's 20,000/s says 4.0 s.
+    assert state.eta == pytest.approx((total - 20_200) / 20_000)
+    assert state.progress is not None and state.progress.eta == pytest.approx(5.93, abs=0.01)
+
+
+def test_eta_of_a_real_scan_after_ten_percent(comms: list[Any], target: Target,
+                                              slow: dict[str, object]) -> None:
+    """A rate-limited SYN scan: from 10% on, elapsed + ETA is within 30% of the real end.
+
+    (SYN: its verdicts follow its sends from the start. A connect scan gives none for its
+    first 0.5 s while its workers start, then ramps up: the engine's start-up, issue 19's
+    "pace smoothly from the first probe", which no estimate of the rest can see coming.)"""
+    panel = pn.ScanPanel(targets="127.0.0.1", method="syn", **slow)  # type: ignore[arg-type]
+    predictions: list[tuple[float, float]] = []  # (fraction, predicted end)
+
+    def record(state: Any, _changed: frozenset[str]) -> None:
+        p, eta = state.progress, state.eta
+        if p is not None and eta is not None and state.running and p.fraction >= 0.1:
+            predictions.append((p.fraction, p.elapsed + eta))
+
+    panel.state.observe(record)
+    panel.start()
+    panel.wait(60)
+    end = panel.state.progress.elapsed
+    assert predictions, "no progress after 10%"
+    off = [abs(pred - end) / end for _f, pred in predictions]
+    assert max(off) <= 0.30, (end, predictions)
+    panel.close()
