@@ -28,7 +28,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["HOLD_S", "ChildNetns", "lab_tag", "run", "scanner_ns_private", "wait_v6_ready"]
+__all__ = ["HOLD_S", "ChildLab", "ChildNetns", "lab_tag", "run", "scanner_ns_private",
+           "wait_v6_ready"]
 
 HOLD_S = 1800  # the holder's lifetime: a lab outlives no crashed test by more than this
 _SEQ = itertools.count()
@@ -157,3 +158,27 @@ class ChildNetns:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class ChildLab:
+    """What every lab offers in its child namespace (``self.ns``): run, firewall, spawn."""
+
+    ns: ChildNetns
+
+    @property
+    def pid(self) -> int:
+        """The namespace holder's pid (for display: ``target``/``spawn`` enter the namespace
+        by a descriptor, never by this pid)."""
+        return self.ns.pid
+
+    def target(self, *cmd: str, input: str | None = None) -> str:
+        """Run ``cmd`` inside the lab's namespace; its stdout."""
+        return self.ns.run(*cmd, input=input)
+
+    def nft(self, ruleset: str) -> None:
+        """Load an nftables ruleset (``nft -f -`` syntax) in the lab's namespace."""
+        self.target("nft", "-f", "-", input=ruleset)
+
+    def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside the lab's namespace; it is killed when the lab ends."""
+        return self.ns.spawn(argv, **popen)

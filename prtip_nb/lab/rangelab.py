@@ -86,6 +86,7 @@ from typing import Any
 from prtip_nb.errors import PrivilegeError
 from prtip_nb.lab.childns import (
     HOLD_S,
+    ChildLab,
     ChildNetns,
     lab_tag,
     run,
@@ -193,7 +194,7 @@ def _net(text: str, inside: str, what: str) -> Net:
     return net
 
 
-class RangeLab:
+class RangeLab(ChildLab):
     """A responder namespace answering for a whole prefix (see the module docstring).
 
     ``prefix``: inside 198.18.0.0/15 (default 198.18.0.0/24). ``prefix6``: optional,
@@ -347,24 +348,6 @@ class RangeLab:
 
     def _qdiscs(self) -> list[dict[str, Any]]:
         return list(json.loads(self.target("tc", "-s", "-j", "qdisc", "show", "dev", SHAPER)))
-
-    # -- acting in the responder namespace -------------------------------------------------
-    @property
-    def pid(self) -> int:
-        """The responder namespace holder's pid (for display only)."""
-        return self.ns.pid
-
-    def target(self, *cmd: str, input: str | None = None) -> str:
-        """Run ``cmd`` inside the responder namespace; its stdout."""
-        return self.ns.run(*cmd, input=input)
-
-    def nft(self, ruleset: str) -> None:
-        """Load an nftables ruleset (``nft -f -`` syntax) in the responder namespace."""
-        self.target("nft", "-f", "-", input=ruleset)
-
-    def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-        """Start ``argv`` in the responder namespace; it is killed when the lab ends."""
-        return self.ns.spawn(argv, **popen)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> RangeLab:

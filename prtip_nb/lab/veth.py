@@ -45,6 +45,7 @@ from typing import Any
 from prtip_nb.errors import PrivilegeError
 from prtip_nb.lab.childns import (
     HOLD_S,
+    ChildLab,
     ChildNetns,
     lab_tag,
     run,
@@ -105,7 +106,7 @@ def _check(addrs: Iterable[str], nets: list[Any], what: str) -> list[str]:
     return out
 
 
-class VethLab:
+class VethLab(ChildLab):
     """A target namespace of hosts behind a veth pair (see the module docstring).
 
     ``up``: on-link addresses that exist; ``routed_up``: routed addresses that exist;
@@ -128,25 +129,6 @@ class VethLab:
     def up_hosts(self) -> list[str]:
         """Every address that answers: the gateways, the on-link and the routed hosts."""
         return [GATEWAY4, GATEWAY6, *self.up, *self.routed_up]
-
-    @property
-    def pid(self) -> int:
-        """The namespace holder's pid (for display: ``target``/``spawn`` enter the namespace
-        by a descriptor, never by this pid)."""
-        return self.ns.pid
-
-    # -- acting in the target namespace -----------------------------------------------------
-    def target(self, *cmd: str, input: str | None = None) -> str:
-        """Run ``cmd`` inside the target namespace; its stdout."""
-        return self.ns.run(*cmd, input=input)
-
-    def nft(self, ruleset: str) -> None:
-        """Load an nftables ruleset (``nft -f -`` syntax) in the target namespace."""
-        self.target("nft", "-f", "-", input=ruleset)
-
-    def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-        """Start ``argv`` inside the target namespace; it is killed when the lab ends."""
-        return self.ns.spawn(argv, **popen)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> VethLab:
