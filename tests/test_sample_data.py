@@ -129,3 +129,15 @@ def test_masscan_json_reads_and_holds_the_last_scans_open_ports(
     assert theirs == dict(zip(zip(ours["host"], ours["port"].astype(int), strict=True),
                               ours["banner"], strict=True))  # fmt: skip
     assert any(b.startswith("SSH-2.0-") for b in theirs.values())
+
+
+def test_the_readme_example_runs_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (SAMPLE.parents[1] / "README.md").read_text()
+    example = readme.split("## Sample data", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(SAMPLE.parents[1])  # its paths are relative to the repository's root
+    exec(compile(example, "README.md (Sample data)", "exec"), {})
+    out = capsys.readouterr().out
+    for word in ("opened", "closed", "service-changed", "new-host", "ssl-cert", "SSH-2.0-"):
+        assert word in out, word
