@@ -1,0 +1,143 @@
+"""The shipped sample data (data/sample/) reads with the public API, as the notebooks need it.
+
+Users without root (a locked-down JupyterHub) read these files instead of scanning, so
+what a notebook relies on is checked here: the dataset is of the current schema, a series
+of scans over time with open ports, services and certificates, whose diffs show ports
+opened and closed; the nmap and masscan files read and agree with the last scan. No root
+and no network: this only reads files. When a check fails after a schema or scanner
+change, regenerate the data (``REGEN``) rather than loosening the check.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+import prtip_nb as pn
+from prtip_nb.results import schema
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SCANS = SAMPLE / "scans"
+REGEN = "regenerate it: scripts/in-netns .venv/bin/python scripts/make-sample-data"
+LAB_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
+TABLES = {"ports", "hosts", "telemetry", "events", *schema.INVENTORY}
+
+
+@pytest.fixture(scope="module")
+def series() -> list[pn.ScanResult]:
+    """Each stored scan on its own, oldest first (as a notebook diffs them)."""
+    every = pn.read_scans(SCANS, strict=True)  # a damaged part file fails here, by name
+    metas = sorted(every.scans, key=lambda m: m.started)
+    return [pn.read_scans(SCANS, scan_id=m.scan_id, strict=True) for m in metas]
+
+
+def _open(res: pn.ScanResult, family: int | None = None) -> set[tuple[str, int]]:
+    ports = res.open_ports
+    if family is not None:
+        ports = ports[ports["family"] == family]
+    return {(h, int(p)) for h, p in zip(ports["host"], ports["port"], strict=True)}
+
+
+def test_every_file_is_one_a_reader_knows_and_the_whole_is_small() -> None:
+    files = [p for p in SAMPLE.rglob("*") if p.is_file()]
+    assert files, f"{SAMPLE} is empty: {REGEN}"
+    for path in files:
+        rel = path.relative_to(SAMPLE).parts
+        if rel[0] == "scans":
+            # scans/scan_id=<id>/<table>/part-*.parquet: the layout read_scans reads.
+            assert len(rel) == 4 and rel[1].startswith("scan_id="), path
+            assert rel[2] in TABLES and rel[3].endswith(".parquet"), path
+        else:
+            assert rel in {("nmap-lab.xml",), ("masscan-lab.json",), ("README.md",)}, (
+                f"{path}: not read by this test; read it here or leave it out of data/sample"
+            )
+    total = sum(p.stat().st_size for p in files)
+    assert total < 1_000_000, f"data/sample holds {total:,} bytes; keep it well under 1 MB"
+
+
+def test_the_dataset_is_a_series_of_scans_of_the_current_schema(
+    series: list[pn.ScanResult],
+) -> None:
+    assert len(series) == 4, REGEN
+    starts = [r.meta.started for r in series if r.meta is not None]
+    assert len(starts) == 4 and starts == sorted(set(starts)), "four distinct start times"
+    for res in series:
+        assert res.meta is not None
+        assert res.meta.schema_version == schema.SCHEMA_VERSION, (
+            f"scan {res.scan_id} is of schema {res.meta.schema_version}, the library writes "
+            f"{schema.SCHEMA_VERSION}: {REGEN}"
+        )
+        cfg = res.meta.config
+        # The same targets and ports each time: only then do diffs mean something.
+        assert (cfg["targets"], cfg["top_ports"], cfg["service"]) == (
+            series[0].meta.config["targets"], 100, True)  # fmt: skip
+        ports = res.open_ports
+        assert len(ports) >= 1, f"scan {res.scan_id} has no open port"
+        assert ports["service"].notna().all(), "-sV names every open port"
+        tls = ports[ports["tls_subject"].notna()]
+        assert len(tls) >= 1 and (tls["tls_not_after"] > res.meta.started).all()
+        assert set(res.hosts["host"]) == set(cfg["targets"])
+        assert {4, 6} <= set(res.ports["family"].astype(int)), "IPv4 and IPv6 hosts"
+    # A host that is silent at first and appears later is part of the story.
+    first = series[0].hosts.set_index("host")["state"]
+    assert (first != "up").sum() == 1 and (series[-1].hosts["state"] == "up").all()
+
+
+def test_only_documentation_addresses(series: list[pn.ScanResult]) -> None:
+    for res in series:
+        for host in set(res.ports["host"]) | set(res.hosts["host"]):
+            assert any(ipaddress.ip_address(host) in net for net in LAB_NETS), host
+
+
+def test_diffs_over_time_show_opened_and_closed_ports_and_a_changed_service(
+    series: list[pn.ScanResult],
+) -> None:
+    diffs = [pn.diff(a, b) for a, b in zip(series, series[1:], strict=False)]
+    first = diffs[0]
+    assert set(first["change"]) == {"opened", "closed"}, first
+    opened = first[first["change"] == "opened"]
+    assert (opened["before"] == "closed").all() and (opened["after"] == "open").all()
+    seen = set().union(*(set(d["change"]) for d in diffs))
+    assert {"opened", "closed", "service-changed", "new-host"} <= seen
+    changed = diffs[1][diffs[1]["change"] == "service-changed"]
+    assert len(changed) == 1 and changed["before"].iloc[0] == "tcpwrapped"
+    assert changed["after"].iloc[0].startswith("http ")
+
+
+def test_nmap_xml_reads_and_sees_what_the_last_scan_saw(series: list[pn.ScanResult]) -> None:
+    nm = pn.read_nmap_xml(SAMPLE / "nmap-lab.xml")
+    assert nm.scan_id.startswith("nmap-")
+    # nmap scans one address family per run: the file has the IPv4 hosts.
+    assert _open(nm) == _open(series[-1], family=4)
+    certs = nm.scripts[nm.scripts["id"] == "ssl-cert"]
+    assert len(certs) >= 1 and set(certs["port"].astype(int)) == {443}
+    assert (nm.open_ports["tls_subject"].dropna() == "CN=prtip-lab.test").all()
+
+
+def test_masscan_json_reads_and_holds_the_last_scans_open_ports(
+    series: list[pn.ScanResult],
+) -> None:
+    ms = pn.read_masscan(SAMPLE / "masscan-lab.json")
+    last = series[-1]
+    assert _open(ms) == _open(last)
+    banners = ms.open_ports.dropna(subset=["banner"])
+    theirs = dict(zip(zip(banners["host"], banners["port"].astype(int), strict=True),
+                      banners["banner"], strict=True))  # fmt: skip
+    ours = last.open_ports.dropna(subset=["banner"])
+    assert theirs == dict(zip(zip(ours["host"], ours["port"].astype(int), strict=True),
+                              ours["banner"], strict=True))  # fmt: skip
+    assert any(b.startswith("SSH-2.0-") for b in theirs.values())
+
+
+def test_the_readme_example_runs_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (SAMPLE.parents[1] / "README.md").read_text()
+    example = readme.split("## Sample data", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(SAMPLE.parents[1])  # its paths are relative to the repository's root
+    exec(compile(example, "README.md (Sample data)", "exec"), {})
+    out = capsys.readouterr().out
+    for word in ("opened", "closed", "service-changed", "new-host", "ssl-cert", "SSH-2.0-"):
+        assert word in out, word
