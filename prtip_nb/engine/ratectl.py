@@ -56,6 +56,7 @@ __all__ = [
     "connect_rate", "policy_for", "rate_plan",
 ]
 
+MAX_EPOCHS = 20_000  # epochs kept waiting for their replies (40 s of send time)
 GRACE = 0.006  # seconds: at least the capture ring's block timeout (2 ms) and a scheduling slice
 
 
@@ -271,8 +272,10 @@ class AdaptiveRate:
     def _settle(self, now: float) -> None:
         """Move the epochs that are final into the window, and judge it when it is full."""
         timeout = self.timeout()
-        if timeout is None:
-            return  # no reply yet: nothing can be judged
+        if timeout is None:  # no reply yet: nothing can be judged
+            if len(self._epochs) > MAX_EPOCHS:  # a silent scan: keep no history of it
+                self._forget(now)
+            return
         # A reply is read a little after it arrives (the capture ring hands over a block
         # every few ms): an epoch is final a margin after the RTT timeout, so that a
         # reply is not taken for a loss for being read late.
@@ -299,8 +302,13 @@ class AdaptiveRate:
                 self._judge(now, win[0], win[1], span, enough)
                 self._win = win = [0, 0, 0]
                 self._win_start = max(self._next_epoch, self._from)
-        if len(self._epochs) > 100_000:  # a clock jump; never grow without bound
-            self._restart(now)
+        if len(self._epochs) > MAX_EPOCHS:  # an RTT timeout of minutes: bounded all the same
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        self._epochs.clear()
+        self._next_epoch = int(now / self.EPOCH)
+        self._restart(now)
 
     def _judge(self, now: float, sent: int, got: int, span: float, enough: bool) -> None:
         p = self.policy

@@ -116,11 +116,14 @@ def test_random_loss_is_not_congestion() -> None:
     assert ctl.losses == 0
 
 
-def test_silence_keeps_the_initial_rate() -> None:
+def test_silence_keeps_the_initial_rate_and_no_history() -> None:
     path = Path(answer=0.0)
     ctl, sent = simulate(path, "normal", seconds=2.0)
     assert ctl.rate == 1000.0 and not ctl.log
     assert 900 <= pps(sent, 0.5, 2.0) <= 1100
+    # Nothing answers, so no epoch ever becomes final: the history is still bounded.
+    ctl, _ = simulate(Path(answer=0.0), "insane", seconds=50.0, dt=0.002, max_rate=4000)
+    assert len(ctl._epochs) <= 20_000
 
 
 def test_min_and_max_rate_bound_it() -> None:
