@@ -348,8 +348,11 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     """nmap-like text: one block per host, open (or all rare-state) ports, then totals.
 
     Works on the Arrow tables: comparisons use Arrow scalars built without ``pa.scalar``
-    (which would import pandas — see results/_convert.py), so the CLI stays light.
+    (which would import pandas — see results/_convert.py), so the CLI stays light. The rows
+    are ordered by (host, port) once and each host's block is a slice: filtering the table
+    once per host cost ~1.5 ms a host (0.4 s for a /24).
     """
+    import numpy as np
     import pyarrow.compute as pc
 
     from .results._convert import scalar_str
@@ -357,14 +360,30 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     ports = res.tables["ports"]
     states = ports["state"].cast("string")
     lines = [f"prtip-nb {__version__} scan {res.scan_id}"]
-    hosts = res.tables["hosts"].to_pylist()
-    for h in hosts:
-        mine = pc.equal(ports["host"], scalar_str(h["host"])) if len(hosts) > 1 else None
-        rows = ports if mine is None else ports.filter(mine)
-        st = states if mine is None else states.filter(mine)
+    hosts_t = res.tables["hosts"]
+    hosts = hosts_t.to_pylist()
+    with_services = ports.num_rows and ports["service"].null_count < ports.num_rows
+    if len(hosts) > 1 and not with_services:
+        blocks = _host_blocks(ports, hosts_t, only_open)
+    else:
+        blocks = None
+    for i, h in enumerate(hosts):
         name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
+        if blocks is not None:
+            folded, shown_rows = blocks(i)
+            if folded:
+                lines.append(folded)
+            if shown_rows:
+                lines.append(f"{'PORT':<12}{'STATE':<15}REASON")
+                lines.extend(shown_rows)
+            else:
+                lines.append("No open ports." if only_open else "No ports to show.")
+            continue
+        mine = pc.equal(ports["host"], scalar_str(h["host"])) if len(hosts) > 1 else None
+        rows = ports if mine is None else ports.filter(mine)
+        st = states if mine is None else states.filter(mine)
         counts = sorted(pc.value_counts(st).to_pylist(), key=lambda c: -c["counts"])
         if only_open:
             keep = pc.equal(st, scalar_str("open"))
@@ -390,11 +409,54 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
             lines.append("No open ports." if only_open else "No ports to show.")
     if not hosts:
         lines.append("\nNo host answered.")
-    n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
+    n_open = int(np.count_nonzero(np.asarray(
+        pc.equal(states, scalar_str("open")).to_numpy(zero_copy_only=False)))) if len(states) else 0
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
     return "\n".join(lines) + "\n"
+
+
+def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:
+    """``block(i)`` -> (the "Not shown" line or "", the port lines) of host ``i``: every
+    host's rows in one sort, states counted in one bincount."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n_hosts = hosts.num_rows
+    rank = pc.index_in(ports["host"], value_set=hosts["host"]).fill_null(n_hosts)
+    r = np.asarray(rank.to_numpy(zero_copy_only=False), np.int64)
+    st = ports["state"].combine_chunks() if hasattr(ports["state"], "combine_chunks") \
+        else ports["state"]
+    names = st.dictionary.to_pylist()
+    code = np.asarray(st.indices.to_numpy(zero_copy_only=False), np.int64)
+    k = len(names)
+    counts = np.bincount(r * k + code, minlength=(n_hosts + 1) * k).reshape(n_hosts + 1, k)
+    # What each host shows: open only, or everything but its most common state when that
+    # is common (nmap's "Not shown: N closed ports").
+    top = counts.argmax(axis=1)
+    fold = (counts[np.arange(n_hosts + 1), top] > FOLD_OVER) & (
+        np.array([names[t] for t in top]) != "open")
+    if only_open:
+        opened = names.index("open") if "open" in names else -1
+        show = code == opened
+    else:
+        show = ~(fold[r] & (code == top[r]))
+    idx = np.flatnonzero(show)
+    port = np.asarray(ports["port"].to_numpy(), np.int64)[idx]
+    idx = idx[np.lexsort((port, r[idx]))]
+    shown = ports.take(idx).select(["proto", "port", "state", "reason"]).to_pydict()
+    text = [f"{f'{p}/{pr}':<12}{s:<15}{why}" for pr, p, s, why in zip(
+        shown["proto"], shown["port"], shown["state"], shown["reason"], strict=True)]
+    bounds = np.searchsorted(r[idx], np.arange(n_hosts + 1))
+
+    def block(i: int) -> tuple[str, list[str]]:
+        folded = ""
+        if fold[i] and not only_open:
+            folded = f"Not shown: {int(counts[i, top[i]])} {names[top[i]]} ports"
+        return folded, text[bounds[i]:bounds[i + 1]]
+
+    return block
 
 
 def _service_lines(shown: Any) -> list[str]:
