@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", type=int, metavar="N", help="with --dask: how many shards")
     s.add_argument("--open", action="store_true", help="show only open ports")
     s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
+    s.add_argument("--hold", choices=("auto", "all", "open"), default="auto",
+                   help="rows kept in memory with -o: 'open' ports only (the dataset has them "
+                   "all), 'all', or 'auto' (open only above a million probes)")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
@@ -225,6 +228,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "seed": args.seed,
         "output": args.output,
+        "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
     }
@@ -292,6 +296,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     interop_commands.write_scan_outputs(res, args)
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
+    if res.note:
+        print(f"Note: {res.note}")
     return EXIT_OK if sc.status in ("completed", "cancelled") else EXIT_FAIL
 
 

@@ -268,8 +268,9 @@ class Checkpointer:
             _fsync_dir(self.path.parent / "ports")
 
 
-def open_builder(config: ScanConfig, plan: RunPlan) -> ResultBuilder:
-    """The ResultBuilder of a scan run by ``plan``; its meta carries no seed or secret."""
+def open_builder(config: ScanConfig, plan: RunPlan, probes: int = 0) -> ResultBuilder:
+    """The ResultBuilder of a scan run by ``plan``; its meta carries no seed or secret.
+    ``probes``: the scan's size, which decides what memory holds (ScanConfig.held_rows)."""
     from ..results import ResultBuilder, ScanMeta, new_scan_id
 
     meta = ScanMeta(
@@ -279,7 +280,7 @@ def open_builder(config: ScanConfig, plan: RunPlan) -> ResultBuilder:
     )
     return ResultBuilder(
         meta, sink=config.output, resume=plan.resume, tag=plan.tag, shard=plan.shard,
-        write_hosts=plan.write_hosts,
+        write_hosts=plan.write_hosts, hold=config.held_rows(probes),
     )
 
 

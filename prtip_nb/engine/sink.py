@@ -18,6 +18,7 @@ from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
 from .counters import Counters
+from .hosttally import HostTally
 from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
 
 DTYPE = np.dtype(
@@ -99,8 +100,12 @@ class RecordSink:
         max_age: float | None = LIVE_AGE,
         on_flushed: Callable[[np.ndarray], None] | None = None,
         decode_udp: Decode | None = None,
+        tally: HostTally | None = None,
     ) -> None:
         self.map = PortMap(targets, ports)
+        #: Per-host counts of every record flushed (kept or not), for a scan that holds
+        #: only some of its rows in memory: its hosts table comes from here (hosttally).
+        self.tally = tally
         self.decode_udp = decode_udp  # UDP rows' codes (see UDP_CODES); None: ``decode``'s
         self.targets = targets
         self.scan_id = scan_id
@@ -179,6 +184,8 @@ class RecordSink:
         # Hand the buffer over rather than copy it: it is the biggest thing a sink holds.
         data, self.buffer = self.buffer, bytearray()
         recs = done = np.frombuffer(data, dtype=DTYPE)
+        if self.tally is not None:
+            self._tally(done)
         if self.keep == "open":
             recs = recs[recs["code"] == 0]
         elif self.keep == "responsive":
@@ -189,6 +196,21 @@ class RecordSink:
             self.on_batch(self.to_batch(recs[at : at + CHUNK]))
         if self.on_flushed is not None:
             self.on_flushed(done["index"])
+
+    def _tally(self, recs: np.ndarray) -> None:
+        assert self.tally is not None
+        host, pidx = self.map.split(recs["index"])
+        proto, _ = self.map.port_of(pidx)
+        state, reason = self._verdict_indices(self._proto_codes(recs["code"], proto))
+        self.tally.add(host, state, reason, recs["rtt_ms"], recs["t_us"],
+                       recs["code"] != NO_RESPONSE)
+
+    def hosts_table(self) -> pa.Table:
+        """The hosts rows of every record flushed so far (needs a ``tally``)."""
+        if self.tally is None:
+            raise ValueError("hosts_table needs a RecordSink made with a HostTally")
+        with self.lock:
+            return self.tally.table(self.targets, self.scan_id, list(self._reasons.words))
 
     # -- conversion ------------------------------------------------------------------------
     def to_batch(self, recs: np.ndarray) -> pa.RecordBatch:
