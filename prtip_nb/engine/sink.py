@@ -346,7 +346,7 @@ class _V4Text:
         import pyarrow.compute as pc
 
         r = np.searchsorted(self.starts, index, side="right") - 1
-        value = self.lows[r] + (index - self.starts[r])
+        value: np.ndarray = (self.lows[r] + (index - self.starts[r])).astype(np.int64)
         quads = [pc.cast(_numeric(((value >> s) & 255).astype(np.uint8), pa.uint8()),
                          pa.string()) for s in (24, 16, 8, 0)]
         out: pa.Array = pc.binary_join_element_wise(*quads, self.dot)
