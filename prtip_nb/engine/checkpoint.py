@@ -280,7 +280,9 @@ def open_builder(config: ScanConfig, plan: RunPlan, probes: int = 0) -> ResultBu
     )
     return ResultBuilder(
         meta, sink=config.output, resume=plan.resume, tag=plan.tag, shard=plan.shard,
-        write_hosts=plan.write_hosts, hold=config.held_rows(probes),
+        write_hosts=plan.write_hosts,
+        # A resumed run's tally would miss the earlier run's rows: it holds them all.
+        hold="all" if plan.resume else config.held_rows(probes),
     )
 
 

@@ -298,7 +298,8 @@ class ResultBuilder:
         if self.hold != "open":
             return None
         root = self._dir.parent if self._dir is not None else "?"
-        return (f"in memory: open ports only; all {self._flushed:,} rows are in {self._dir} "
+        return (f"in memory: open ports only, and no PortFound events; all {self._flushed:,} "
+                f"rows are in {self._dir} "
                 f"(pn.read_scans({str(root)!r}, scan_id={self.meta.scan_id!r}))")
 
     def _write_final(self, tables: dict[str, pa.Table], ended: datetime) -> None:

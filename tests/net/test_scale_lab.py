@@ -18,11 +18,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
 import prtip_nb as pn
 from prtip_nb.config import HOLD_AUTO_PROBES, ScanConfig
+from prtip_nb.engine.events import PortFound
 from prtip_nb.errors import ConfigError
 from prtip_nb.lab import RangeLab
 from prtip_nb.results import _hosts
@@ -117,3 +119,18 @@ def test_hold_auto_and_its_errors(tmp_path: Path) -> None:
         ScanConfig(targets=("198.18.0.1",), hold="open")
     with pytest.raises(ConfigError, match="hold must be one of"):
         ScanConfig(targets=("198.18.0.1",), hold="some")
+
+
+def test_a_held_scan_records_no_port_found_events_but_publishes_them(
+        lab: RangeLab, tmp_path: Path) -> None:
+    sc = pn.Scan("198.18.0.0/24", "80,443,8080", method="syn", timing=4,
+                 output=str(tmp_path), hold="open")
+    seen = sc.bus.subscribe(types=PortFound, maxsize=1 << 16)
+    res = sc.start().wait()
+    kinds = set(res.events["kind"].astype(str))
+    assert "PortFound" not in kinds and "ScanCompleted" in kinds
+    on_disk = _on_disk(tmp_path, res.scan_id).to_table(columns=["host", "port", "state"])
+    opened = on_disk.filter(pc.equal(on_disk["state"].cast("string"), "open"))
+    found = [ev for ev in seen.queue if isinstance(ev, PortFound)]  # and the terminal one
+    assert len(found) == opened.num_rows  # one PortFound per open row streamed
+    assert len(res.ports) == len(set(zip(res.ports["host"], res.ports["port"], strict=True)))
