@@ -20,11 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..results import _arrow, schema
 from ..results import _convert as cv
-from ..results import schema
 from ..targets import TargetSet
 
-__all__ = ["HostTally"]
+__all__ = ["HostTally", "V4Text"]
 
 _NO_TIME = np.iinfo(np.int64).max
 _COUNTED = ("open", "closed", "filtered")
@@ -75,27 +75,75 @@ class HostTally:
             self.first_reason[uh[better]] = rr[first][better]
 
     def table(self, targets: TargetSet, scan_id: str, reasons: Sequence[str]) -> pa.Table:
-        """The hosts rows (schema.HOSTS) of every host with at least one row tallied."""
+        """The hosts rows (schema.HOSTS) of every host with at least one row tallied.
+
+        Built from the arrays (no Python object per host for an IPv4 target set without
+        names): as lists, a /15's 131K rows cost ~40 MiB more at the end of the scan.
+        """
         total = self.counts.sum(axis=1)
         seen = np.flatnonzero(total)
-        addrs = [targets.address(int(h)) for h in seen]
-        counts = self.counts[seen]
-        up = self.first_reason[seen] >= 0
-        words = list(reasons)
-        reason = [words[int(r)] if ok else "no-response"
-                  for r, ok in zip(self.first_reason[seen].tolist(), up.tolist(), strict=True)]
+        n = len(seen)
+        zero = _arrow.zeros(n)
+        if targets.families == {4}:
+            host = V4Text(targets).text(seen)
+            family = _numbers(np.full(n, 4, np.uint8), pa.uint8())
+        else:
+            host = cv.plain_strings([targets.address(int(h)) for h in seen])
+            family = _numbers(np.array([targets.family(int(h)) for h in seen], np.uint8),
+                              pa.uint8())
+        hostname = (cv.strings([targets.hostname(a) for a in host.to_pylist()])
+                    if targets.has_hostnames else _arrow.null_array(pa.string(), n, zero))
+        first = self.first_reason[seen]
+        up = first >= 0
+        words = [*reasons, "no-response"]
+        reason_idx = np.where(up, first, len(words) - 1).astype(np.int32)
         rtt = self.rtt[seen]
+        counts = self.counts[seen]
         by_state = {w: counts[:, schema.STATES.index(w)] for w in _COUNTED}
         other = total[seen] - sum(by_state.values())
         columns = {
-            "scan_id": [scan_id] * len(seen),
-            "host": addrs,
-            "hostname": [targets.hostname(a) for a in addrs],
-            "family": [targets.family(int(h)) for h in seen],
-            "state": ["up" if u else "unknown" for u in up.tolist()],
-            "reason": reason,
-            "rtt_ms": [None if not np.isfinite(v) else v for v in rtt.tolist()],
-            **{w: by_state[w].tolist() for w in _COUNTED},
-            "other": other.tolist(),
+            "scan_id": _arrow.constant_dict(scan_id, n, zero),
+            "host": host,
+            "hostname": hostname,
+            "family": family,
+            "state": pa.DictionaryArray.from_arrays(
+                _numbers(np.where(up, 0, 1).astype(np.int32), pa.int32()),
+                cv.plain_strings(["up", "unknown"])),
+            "reason": pa.DictionaryArray.from_arrays(_numbers(reason_idx, pa.int32()),
+                                                     cv.plain_strings(words)),
+            "rtt_ms": _numbers(np.where(np.isfinite(rtt), rtt, 0).astype(np.float32),
+                               pa.float32(), np.isfinite(rtt)),
+            **{w: _numbers(by_state[w].astype(np.uint32), pa.uint32()) for w in _COUNTED},
+            "other": _numbers(other.astype(np.uint32), pa.uint32()),
         }
-        return cv.table(columns, schema.HOSTS)
+        return pa.Table.from_arrays([columns[f.name] for f in schema.HOSTS],
+                                    schema=schema.HOSTS)
+
+
+class V4Text:
+    """Host index -> dotted quad for an IPv4-only TargetSet, vectorised."""
+
+    def __init__(self, targets: TargetSet) -> None:
+        self.starts = np.array(targets.starts, np.int64)
+        self.lows = np.array([lo for _, lo, _ in targets.ranges], np.int64)
+        self.dot = cv.scalar_str(".")
+
+    def text(self, index: np.ndarray) -> pa.Array:
+        import pyarrow.compute as pc
+
+        r = np.searchsorted(self.starts, index, side="right") - 1
+        value: np.ndarray = (self.lows[r] + (index - self.starts[r])).astype(np.int64)
+        quads = [pc.cast(_numbers(((value >> s) & 255).astype(np.uint8), pa.uint8()),
+                         pa.string()) for s in (24, 16, 8, 0)]
+        out: pa.Array = pc.binary_join_element_wise(*quads, self.dot)
+        return out
+
+
+def _numbers(values: np.ndarray, typ: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy array as an Arrow array of ``typ`` from its buffer (no pa.array: pandas)."""
+    arr = np.ascontiguousarray(values)
+    validity, nulls = None, 0
+    if valid is not None and not valid.all():
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        nulls = int((~valid).sum())
+    return pa.Array.from_buffers(typ, len(arr), [validity, pa.py_buffer(arr)], null_count=nulls)

@@ -18,7 +18,7 @@ from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
 from .counters import Counters
-from .hosttally import HostTally
+from .hosttally import HostTally, V4Text
 from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
 
 DTYPE = np.dtype(
@@ -124,7 +124,7 @@ class RecordSink:
         self._verdicts: dict[int, tuple[str, str]] = {}
         self._states = _Vocab(schema.STATES)  # nmap's order: what the result table uses
         self._reasons = _Vocab()  # in the order met
-        self._v4 = _V4Text(targets) if targets.families == {4} else None
+        self._v4 = V4Text(targets) if targets.families == {4} else None
 
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
@@ -332,25 +332,6 @@ class _Vocab:
             i = self.words[word] = len(self.words)
             self.array = cv.plain_strings(list(self.words))
         return i
-
-
-class _V4Text:
-    """Host index -> dotted quad for an IPv4-only TargetSet, vectorised."""
-
-    def __init__(self, targets: TargetSet) -> None:
-        self.starts = np.array(targets.starts, np.int64)
-        self.lows = np.array([lo for _, lo, _ in targets.ranges], np.int64)
-        self.dot = cv.scalar_str(".")
-
-    def text(self, index: np.ndarray) -> pa.Array:
-        import pyarrow.compute as pc
-
-        r = np.searchsorted(self.starts, index, side="right") - 1
-        value: np.ndarray = (self.lows[r] + (index - self.starts[r])).astype(np.int64)
-        quads = [pc.cast(_numeric(((value >> s) & 255).astype(np.uint8), pa.uint8()),
-                         pa.string()) for s in (24, 16, 8, 0)]
-        out: pa.Array = pc.binary_join_element_wise(*quads, self.dot)
-        return out
 
 
 def _index_array(values: np.ndarray) -> pa.Array:
