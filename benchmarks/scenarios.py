@@ -144,4 +144,5 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "net-table": _lazy("network", "net-table"),
     "net-bottleneck": _lazy("network", "net-bottleneck"),
     "net-4096": _lazy("network", "net-4096"),
+    "scale-15": _lazy("scale", "scale-15"),
 }

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", type=int, metavar="N", help="with --dask: how many shards")
     s.add_argument("--open", action="store_true", help="show only open ports")
     s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
+    s.add_argument("--hold", choices=("auto", "all", "open"), default="auto",
+                   help="rows kept in memory with -o: 'open' ports only (the dataset has them "
+                   "all), 'all', or 'auto' (open only above a million probes)")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
@@ -243,6 +246,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "seed": args.seed,
         "output": args.output,
+        "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
     }
@@ -317,12 +321,20 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             log.close()
     if show:
         sys.stderr.write("\r\033[K")
-    text = format_report(res, only_open=args.open, elapsed=sc.progress.elapsed)
-    sys.stdout.write(text)
-    guard.write_normal(args.normal_output, text)
+    # The report goes out a chunk (REPORT_HOSTS hosts) at a time: a /15's text is never one
+    # string. -oN is written whole or not at all, so its chunks are kept only when asked for.
+    normal: list[str] | None = [] if args.normal_output else None
+    for chunk in report_chunks(res, only_open=args.open, elapsed=sc.progress.elapsed):
+        sys.stdout.write(chunk)
+        if normal is not None:
+            normal.append(chunk)
+    if normal is not None:
+        guard.write_normal(args.normal_output, "".join(normal))
     interop_commands.write_scan_outputs(res, args)
     if args.output:
         print(f"Parquet dataset: {os.path.join(args.output, 'scan_id=' + str(res.scan_id))}")
+    if res.note:
+        print(printable(f"Note: {res.note}"))
     if interrupted or sc.status == "cancelled":
         # 128 + SIGINT, as shells report a job stopped by Ctrl-C: scripts must not take
         # a cut-off scan for a finished one.
@@ -381,7 +393,17 @@ def _print_stats(sc: Scan, out: TextIO, *, clear: bool) -> None:
 
 
 def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | None = None) -> str:
-    """nmap-like text: one block per host, open (or all rare-state) ports, then totals.
+    """nmap-like text: one block per host, open (or all rare-state) ports, then totals."""
+    return "".join(report_chunks(res, only_open=only_open, elapsed=elapsed))
+
+
+REPORT_HOSTS = 4096  # hosts per chunk of report_chunks
+
+
+def report_chunks(res: ScanResult, *, only_open: bool = False,
+                  elapsed: float | None = None) -> Iterator[str]:
+    """format_report's text in pieces of REPORT_HOSTS hosts, to write as they come: a /15's
+    131K host dicts and their ~800K lines at once cost ~200 MiB at the end of the scan.
 
     Works on the Arrow tables: comparisons use Arrow scalars built without ``pa.scalar``
     (which would import pandas — see results/_convert.py), so the CLI stays light. The rows
@@ -396,13 +418,16 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
     states = ports["state"].cast("string")
     lines = [f"prtip-nb {__version__} scan {res.scan_id}"]
     hosts_t = res.tables["hosts"]
-    hosts = hosts_t.to_pylist()
+    n_hosts = hosts_t.num_rows
     with_services = ports.num_rows and ports["service"].null_count < ports.num_rows
-    if len(hosts) > 1 and not with_services:
+    if n_hosts > 1 and not with_services:
         blocks = _host_blocks(ports, hosts_t, only_open)
     else:
         blocks = None
-    for i, h in enumerate(hosts):
+    for i, h in _host_rows(hosts_t):
+        if i and i % REPORT_HOSTS == 0:
+            yield printable("\n".join(lines) + "\n")
+            lines = []
         name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
@@ -416,7 +441,7 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
             continue
-        mine = pc.equal(ports["host"], scalar_str(h["host"])) if len(hosts) > 1 else None
+        mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
         st = states if mine is None else states.filter(mine)
         counts = sorted(pc.value_counts(st).to_pylist(), key=lambda c: -c["counts"])
@@ -442,15 +467,15 @@ def format_report(res: ScanResult, *, only_open: bool = False, elapsed: float | 
                 lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
-    if not hosts:
+    if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
-    lines.append(f"\nDone: {len(hosts)} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
+    lines.append(f"\nDone: {n_hosts} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
     lines.append(_memory_line(res))
     # Fields of imported files and hostnames are not escaped at their source, as banners
     # are: a terminal escape sequence among them must reach the screen as text.
-    return printable("\n".join(lines) + "\n")
+    yield printable("\n".join(lines) + "\n")
 
 
 def _indices(idx: Any) -> Any:
@@ -458,6 +483,13 @@ def _indices(idx: Any) -> Any:
     import pyarrow as pa
 
     return pa.Array.from_buffers(pa.int64(), len(idx), [None, pa.py_buffer(idx.astype("i8"))])
+
+
+def _host_rows(hosts: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, row dict) of every hosts row, REPORT_HOSTS rows converted at a time."""
+    for start in range(0, hosts.num_rows, REPORT_HOSTS):
+        for j, row in enumerate(hosts.slice(start, REPORT_HOSTS).to_pylist()):
+            yield start + j, row
 
 
 def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:

@@ -19,6 +19,10 @@ from .errors import ConfigError
 Method = Literal["connect", "syn", "udp", "auto"]
 METHODS: tuple[str, ...] = ("connect", "syn", "udp", "auto")
 KEEP: tuple[str, ...] = ("all", "responsive", "open")
+HOLD: tuple[str, ...] = ("auto", "all", "open")
+#: hold="auto" keeps only open rows in memory above this many probes when the scan writes a
+#: dataset (output=): 13.1M rows held cost ~1 GiB at finish; the dataset has them all.
+HOLD_AUTO_PROBES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class ScanConfig:
     shard: tuple[int, int] = (1, 1)
     keep: str = "all"
     output: str | None = None
+    hold: str = "auto"  # rows kept in memory with output= (see held_rows)
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
@@ -176,6 +181,18 @@ class ScanConfig:
                 f"keep must be one of {', '.join(KEEP)}, not {self.keep!r}",
                 hint="'all' keeps a row per probed port; 'open' keeps only open ports",
             )
+        if self.hold not in HOLD:
+            raise ConfigError(
+                f"hold must be one of {', '.join(HOLD)}, not {self.hold!r}",
+                hint="'open' holds only open ports in memory (the dataset under output= has "
+                "every row); 'all' holds every row; 'auto' picks 'open' for a scan of more "
+                f"than {HOLD_AUTO_PROBES:,} probes that writes a dataset",
+            )
+        if self.hold == "open" and self.output is None:
+            raise ConfigError(
+                "hold='open' needs output=: the rows not held in memory must go somewhere",
+                hint="pass output='data/scans' (-o DIR), or keep='open' to drop them",
+            )
         vi = self.version_intensity
         if isinstance(vi, bool) or not isinstance(vi, int) or not 0 <= vi <= 9:
             raise ConfigError(
@@ -198,6 +215,15 @@ class ScanConfig:
     def probe_timeout(self) -> float:
         """Seconds to wait for an answer to one probe, counted from when it was sent."""
         return self.template.initial_rtt_timeout if self.timeout is None else self.timeout
+
+    def held_rows(self, probes: int) -> str:
+        """What the in-memory result holds of a scan of ``probes`` probes: "all" rows, or
+        "open" only (the dataset under ``output`` then holds every row)."""
+        if self.output is None or self.hold == "all":
+            return "all"
+        if self.hold == "open" or probes > HOLD_AUTO_PROBES:
+            return "open"
+        return "all"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict; the scan's Parquet metadata records it."""

@@ -265,8 +265,9 @@ class Checkpointer:
             fsync_dir(self.path.parent / "ports")
 
 
-def open_builder(config: ScanConfig, plan: RunPlan) -> ResultBuilder:
-    """The ResultBuilder of a scan run by ``plan``; its meta carries no seed or secret."""
+def open_builder(config: ScanConfig, plan: RunPlan, probes: int = 0) -> ResultBuilder:
+    """The ResultBuilder of a scan run by ``plan``; its meta carries no seed or secret.
+    ``probes``: the scan's size, which decides what memory holds (ScanConfig.held_rows)."""
     from ..results import ResultBuilder, ScanMeta, new_scan_id
 
     meta = ScanMeta(
@@ -277,6 +278,8 @@ def open_builder(config: ScanConfig, plan: RunPlan) -> ResultBuilder:
     return ResultBuilder(
         meta, sink=config.output, resume=plan.resume, tag=plan.tag, shard=plan.shard,
         write_hosts=plan.write_hosts,
+        # A resumed run's tally would miss the earlier run's rows: it holds them all.
+        hold="all" if plan.resume else config.held_rows(probes),
     )
 
 

@@ -18,6 +18,7 @@ from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
 from .counters import Counters
+from .hosttally import HostTally, V4Text
 from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
 
 DTYPE = np.dtype(
@@ -99,8 +100,12 @@ class RecordSink:
         max_age: float | None = LIVE_AGE,
         on_flushed: Callable[[np.ndarray], None] | None = None,
         decode_udp: Decode | None = None,
+        tally: HostTally | None = None,
     ) -> None:
         self.map = PortMap(targets, ports)
+        #: Per-host counts of every record flushed (kept or not), for a scan that holds
+        #: only some of its rows in memory: its hosts table comes from here (hosttally).
+        self.tally = tally
         self.decode_udp = decode_udp  # UDP rows' codes (see UDP_CODES); None: ``decode``'s
         self.targets = targets
         self.scan_id = scan_id
@@ -119,6 +124,7 @@ class RecordSink:
         self._verdicts: dict[int, tuple[str, str]] = {}
         self._states = _Vocab(schema.STATES)  # nmap's order: what the result table uses
         self._reasons = _Vocab()  # in the order met
+        self._v4 = V4Text(targets) if targets.families == {4} else None
 
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
@@ -179,6 +185,8 @@ class RecordSink:
         # Hand the buffer over rather than copy it: it is the biggest thing a sink holds.
         data, self.buffer = self.buffer, bytearray()
         recs = done = np.frombuffer(data, dtype=DTYPE)
+        if self.tally is not None:
+            self._tally(done)
         if self.keep == "open":
             recs = recs[recs["code"] == 0]
         elif self.keep == "responsive":
@@ -190,6 +198,21 @@ class RecordSink:
         if self.on_flushed is not None:
             self.on_flushed(done["index"])
 
+    def _tally(self, recs: np.ndarray) -> None:
+        assert self.tally is not None
+        host, pidx = self.map.split(recs["index"])
+        proto, _ = self.map.port_of(pidx)
+        state, reason = self._verdict_indices(self._proto_codes(recs["code"], proto))
+        self.tally.add(host, state, reason, recs["rtt_ms"], recs["t_us"],
+                       recs["code"] != NO_RESPONSE)
+
+    def hosts_table(self) -> pa.Table:
+        """The hosts rows of every record flushed so far (needs a ``tally``)."""
+        if self.tally is None:
+            raise ValueError("hosts_table needs a RecordSink made with a HostTally")
+        with self.lock:
+            return self.tally.table(self.targets, self.scan_id, list(self._reasons.words))
+
     # -- conversion ------------------------------------------------------------------------
     def to_batch(self, recs: np.ndarray) -> pa.RecordBatch:
         """A schema.PORTS RecordBatch for ``recs``, built from buffers.
@@ -200,6 +223,7 @@ class RecordSink:
         """
         n = len(recs)
         zero = _arrow.zeros(n)
+        host_text: pa.Array | None = None
         host, pidx = self.map.split(recs["index"])
         if host is None:
             addrs = [self.targets.address(0)]
@@ -209,12 +233,21 @@ class RecordSink:
         else:
             uhost, hinv = np.unique(host, return_inverse=True)
             del host
-            addrs = [self.targets.address(int(h)) for h in uhost]
-            fams = np.array([self.targets.family(int(h)) for h in uhost], dtype=np.uint8)
             take = _index_array(hinv)
-            family = _numeric(fams[hinv], pa.uint8())
+            if self._v4 is not None:
+                # IPv4 ONLY: the hosts' text in a few Arrow kernels, not a Python call per
+                # host (6 us a row at a /15's 65K distinct hosts a flush: the scan's limit).
+                host_text = self._v4.text(uhost)
+                family = _numeric(np.full(n, 4, np.uint8), pa.uint8())
+            else:
+                addrs = [self.targets.address(int(h)) for h in uhost]
+                fams = np.array([self.targets.family(int(h)) for h in uhost], dtype=np.uint8)
+                family = _numeric(fams[hinv], pa.uint8())
             del hinv
-        names = [self.targets.hostname(a) for a in addrs]
+        if host_text is None:
+            host_text = cv.plain_strings(addrs)
+        names = ([self.targets.hostname(a) for a in host_text.to_pylist()]
+                 if self.targets.has_hostnames else [None])
         proto, port = self.map.port_of(pidx)
         del pidx
         proto_idx = (
@@ -226,7 +259,7 @@ class RecordSink:
         ttl = recs["ttl"]
         cols = {
             "scan_id": _arrow.constant_dict(self.scan_id, n, zero),
-            "host": cv.plain_strings(addrs).take(take),
+            "host": host_text.take(take),
             "hostname": (
                 cv.plain_strings(names).take(take)
                 if any(names)

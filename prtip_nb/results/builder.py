@@ -45,6 +45,9 @@ class ResultBuilder:
     A Dask shard's writer tags its parts (``part-s003-NNNNN``), fills the ``shard`` column
     and leaves hosts to the merge (``write_hosts=False``); ``resume=True`` appends to an
     earlier run's directory, starting from its rows (``results._resume``).
+    ``hold="open"`` (needs a sink): memory keeps only the open rows, the parts every row,
+    and finish leaves the parts as written; give ``finish`` the hosts table then (the
+    held rows cannot tell the closed and filtered counts).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ResultBuilder:
         tag: str = "",
         shard: int | None = None,
         write_hosts: bool = True,
+        hold: str = "all",
     ) -> None:
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
@@ -69,6 +73,12 @@ class ResultBuilder:
             raise DatasetError(f"{self._dir} already exists; scan ids must be unique")
         if resume and self._dir is None:
             raise DatasetError("resume=True needs the sink the scan was written to")
+        if hold not in ("all", "open"):
+            raise ValueError(f"hold must be 'all' or 'open', not {hold!r}")
+        if hold == "open" and self._dir is None:
+            raise DatasetError("hold='open' needs a sink: the rows not held go to its parts")
+        #: "open": memory holds the open rows only, the parts every row (flat memory).
+        self.hold = hold
         self._lock = threading.Lock()
         self._cols: dict[str, list[Any]] = {name: [] for name in _CORE}
         # Bound list.append methods: the hot path then does no attribute or dict lookups.
@@ -87,7 +97,7 @@ class ResultBuilder:
         if resume and self._dir is not None and self._dir.exists():
             self._prior = prior = _resume.load_prior(self._dir, tag, meta.scan_id)
             self._t_offset = prior.t_offset
-            self._batches = prior.ports.to_batches()
+            self._batches = [_held(b, hold) for b in prior.ports.to_batches()]
             self._flushed = prior.ports.num_rows
             self._parts_written = list(prior.ports_parts)
             self._next = dict(prior.next_number)
@@ -131,7 +141,7 @@ class ResultBuilder:
             raise ValueError(f"add_batch needs schema.PORTS, got {batch.schema}")
         self.flush()  # keep appended rows ahead of this batch
         with self._lock:
-            self._batches.append(batch)
+            self._batches.append(_held(batch, self.hold))
             self._flushed += batch.num_rows
         if self._dir is not None:
             self._write("ports", pa.Table.from_batches([batch]))
@@ -220,7 +230,7 @@ class ResultBuilder:
             batch = self._batch(n)
             for values in self._cols.values():
                 del values[:n]
-            self._batches.append(batch)
+            self._batches.append(_held(batch, self.hold))
             self._flushed += n
         if self._dir is not None:
             self._write("ports", pa.Table.from_batches([batch]))
@@ -286,8 +296,16 @@ class ResultBuilder:
             tables = self._tables(batches, hosts)
             if self._dir is not None:
                 self._write_final(tables, ended, complete)
-            self._result = ScanResult(tables, meta)
+            self._result = ScanResult(tables, meta, note=self._note())
         return self._result
+
+    def _note(self) -> str | None:
+        if self.hold != "open":
+            return None
+        root = self._dir.parent if self._dir is not None else "?"
+        return (f"in memory: open ports only, and no PortFound events; all {self._flushed:,} "
+                f"rows are in {self._dir} "
+                f"(pn.read_scans({str(root)!r}, scan_id={self.meta.scan_id!r}))")
 
     def _write_final(self, tables: dict[str, pa.Table], ended: datetime, complete: bool) -> None:
         assert self._dir is not None
@@ -296,7 +314,10 @@ class ResultBuilder:
         # replace them by the final table: new part first, then delete the old ones (a crash
         # in between leaves duplicates on disk, which read_scans removes).
         many = len(self._parts_written) > 64  # a checkpointed scan writes a part every 0.3 s
-        if ports.num_rows != self._flushed or self._services or not self._parts_written or many:
+        if self.hold == "open":
+            # STREAMED: the parts are the only copy of the rows not held; leave them be.
+            pass
+        elif ports.num_rows != self._flushed or self._services or not self._parts_written or many:
             old, self._parts_written = self._parts_written, []
             self._write("ports", ports, ended=ended)
             for name in old:
@@ -307,6 +328,20 @@ class ResultBuilder:
             path.unlink(missing_ok=True)  # merged into the parts just written
         if self._write_hosts and complete:
             self._write("hosts", tables["hosts"], ended=ended)  # last: marks the scan complete
+
+
+def _held(batch: pa.RecordBatch, hold: str) -> pa.RecordBatch:
+    """What memory keeps of a ports batch: all of it, or its open rows (``hold``)."""
+    if hold == "all" or batch.num_rows == 0:
+        return batch
+    import pyarrow.compute as pc
+
+    state = batch.column("state")
+    words = state.dictionary.to_pylist()
+    if "open" not in words:
+        return batch.slice(0, 0)
+    # The dictionary's index of "open", compared with the indices: no string per row.
+    return batch.filter(pc.equal(state.indices, words.index("open")))
 
 
 def _with_scan_id(table: pa.Table, scan_id: str) -> pa.Table:

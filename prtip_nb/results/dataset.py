@@ -50,22 +50,23 @@ def read_meta(directory: Path, check: _files.PartCheck | None = None) -> ScanMet
 
 
 def _read_table(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None,
-                check: _files.PartCheck) -> pa.Table:
+                check: _files.PartCheck, where: pc.Expression | None = None) -> pa.Table:
     files = [p for d in dirs.values() for p in check.parts(d, name)]
     try:
-        return _scan_files(root, dirs, name, host, files)
+        return _scan_files(root, dirs, name, host, files, where)
     except (OSError, pa.ArrowException):
         pass  # a footer that reads over pages that do not: find the file, then skip it
     for path in files:
         try:
-            _scan_files(root, dirs, name, host, [path])
+            _scan_files(root, dirs, name, host, [path], where)
         except (OSError, pa.ArrowException) as exc:
             check.reject(path, exc)
-    return _scan_files(root, dirs, name, host, [p for p in files if p not in check.skipped])
+    return _scan_files(root, dirs, name, host, [p for p in files if p not in check.skipped],
+                       where)
 
 
 def _scan_files(root: Path, dirs: dict[str, Path], name: str, host: list[str] | None,
-                paths: list[Path]) -> pa.Table:
+                paths: list[Path], where: pc.Expression | None = None) -> pa.Table:
     import pyarrow.dataset as ds
 
     files = [str(p) for p in paths]
@@ -84,11 +85,11 @@ def _scan_files(root: Path, dirs: dict[str, Path], name: str, host: list[str] | 
         partitioning=partitioning,
         partition_base_dir=str(root),
     )
-    where = (
-        pc.field("host").isin(cv.plain_strings(host))
-        if host is not None and "host" in dataset.schema.names
-        else None
-    )
+    if name != "ports":
+        where = None  # ``where`` filters ports rows only
+    if host is not None and "host" in dataset.schema.names:
+        by_host = pc.field("host").isin(cv.plain_strings(host))
+        where = by_host if where is None else where & by_host
     return dataset.to_table(filter=where)
 
 
@@ -98,6 +99,8 @@ def read_scans(
     scan_id: str | Sequence[str] | None = None,
     *,
     host: str | Sequence[str] | None = None,
+    state: str | Sequence[str] | None = None,
+    port: int | Sequence[int] | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: Literal["arrow"] = "arrow",
@@ -111,6 +114,8 @@ def read_scans(
     scan_id: str | Sequence[str] | None = None,
     *,
     host: str | Sequence[str] | None = None,
+    state: str | Sequence[str] | None = None,
+    port: int | Sequence[int] | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: Literal["dask"],
@@ -123,6 +128,8 @@ def read_scans(
     scan_id: str | Sequence[str] | None = None,
     *,
     host: str | Sequence[str] | None = None,
+    state: str | Sequence[str] | None = None,
+    port: int | Sequence[int] | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     engine: str = "arrow",
@@ -130,7 +137,10 @@ def read_scans(
 ) -> Any:
     """Every scan under ``root`` (or those named) as one ScanResult.
 
-    ``host`` keeps only those hosts' rows; ``since``/``until`` keep scans started in
+    ``host`` keeps only those hosts' rows, ``state`` (e.g. "open") and ``port`` only those
+    ports rows: all three are pushed into the Parquet scan, so a 13.1M-row dataset's open
+    ports are read without its other rows ever being in memory (the hosts table is read as
+    written: its counts still cover every state). ``since``/``until`` keep scans started in
     ``[since, until)``. The result has ``meta`` set when exactly one scan is read.
     ``engine="dask"`` returns the ports instead as a lazy ``dask.dataframe.DataFrame``
     (one partition per part file), for datasets bigger than memory (``results._dask``).
@@ -164,7 +174,9 @@ def read_scans(
         from prtip_nb.results._dask import ports_frame
 
         return ports_frame(dirs, hosts_wanted)
-    tables = {name: _read_table(root, dirs, name, hosts_wanted, check) for name in schema.TABLES}
+    where = _ports_filter(state, port)
+    tables = {name: _read_table(root, dirs, name, hosts_wanted, check, where)
+              for name in schema.TABLES}
     ports = _arrow.normalize_ports(tables["ports"])
     hosts = tables["hosts"]
     cut_short = [sid for sid, d in dirs.items() if not check.parts(d, "hosts")]
@@ -189,6 +201,27 @@ def _meta_or_skip(directory: Path, check: _files.PartCheck) -> ScanMeta | None:
             raise
         warnings.warn(f"skipped {directory}: none of its part files reads", stacklevel=3)
         return None
+
+
+def _ports_filter(state: str | Sequence[str] | None,
+                  port: int | Sequence[int] | None) -> pc.Expression | None:
+    """The ports rows' filter for ``state`` and ``port`` (None: no filter)."""
+    where = None
+    states = _as_list(state)
+    if states is not None:
+        bad = [s for s in states if s not in schema.STATES]
+        if bad:
+            raise ValueError(f"state {bad[0]!r} is not one of nmap's words: "
+                             f"{', '.join(schema.STATES)}")
+        # Compared as text: the column is dictionary-encoded, each file with its own.
+        where = pc.field("state").cast(pa.string()).isin(cv.plain_strings(states))
+    if port is not None:
+        ports = [port] if isinstance(port, int) else [int(p) for p in port]
+        if any(not 0 <= p < 65536 for p in ports):
+            raise ValueError(f"port must be 0-65535, not {ports}")
+        by_port = pc.field("port").isin(cv.numbers(ports, pa.uint16()))
+        where = by_port if where is None else where & by_port
+    return where
 
 
 def _sort_by_scan(table: pa.Table) -> pa.Table:

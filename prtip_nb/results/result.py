@@ -50,6 +50,7 @@ class ScanResult:
         meta: ScanMeta | None = None,
         *,
         scans: Sequence[ScanMeta] = (),
+        note: str | None = None,
     ) -> None:
         unknown = set(tables) - set(schema.TABLES)
         if unknown:
@@ -62,6 +63,9 @@ class ScanResult:
         self.scans: tuple[ScanMeta, ...] = tuple(scans) or ((meta,) if meta else ())
         self.tables["scan"] = _scan_rows(self.tables["scan"], self.scans)
         self._frames: dict[str, pd.DataFrame] = {}
+        #: What this result leaves out and where it is, e.g. a big scan's closed and
+        #: filtered rows, held on disk only (ResultBuilder's hold="open"); None: nothing.
+        self.note = note
 
     # --- identity -----------------------------------------------------------------------
 
@@ -171,7 +175,8 @@ class ScanResult:
             took = "running"
         else:
             took = f"{(self.ended - self.meta.started).total_seconds():.1f} s"
-        return f"<ScanResult {self.meta.scan_id}: {self._counts()}, {took}>"
+        note = f" ({self.note})" if self.note else ""
+        return f"<ScanResult {self.meta.scan_id}: {self._counts()}, {took}{note}>"
 
     def _repr_html_(self) -> str:
         head = f"<p><code>{html.escape(repr(self))}</code></p>"

@@ -69,6 +69,16 @@ class TargetSet:
         return {fam for fam, _, _ in self._ranges}
 
     @property
+    def has_hostnames(self) -> bool:
+        """True when some address came from a name (``hostname`` can return one)."""
+        return bool(self._names)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Index of the first address of each of ``ranges`` (for vectorised lookups)."""
+        return self._starts
+
+    @property
     def is_loopback(self) -> bool:
         """True when every address is in 127.0.0.0/8 or is ::1 (False when empty)."""
         return bool(self._ranges) and all(
