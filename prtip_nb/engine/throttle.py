@@ -55,9 +55,11 @@ class TokenBucket:
             self.tokens = min(self.tokens, self.cap)
 
     def take(self, want: int, cancel: threading.Event) -> int:
-        need = max(1, min(want, self.batch))
         while True:
             with self.lock:
+                # The batch is read afresh on every pass: set_rate may shrink it (and the
+                # cap with it) while we wait, and a batch bigger than the cap never comes.
+                need = max(1, min(want, self.batch))
                 now = self.clock()
                 # Credit is capped at 50 ms of the rate: a stall (a GIL hand-off, a busy
                 # machine descheduling us) is made up, so the mean holds, while a burst

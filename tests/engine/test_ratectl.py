@@ -150,3 +150,19 @@ def test_set_rate_keeps_the_bucket_consistent() -> None:
     assert b.tokens == pytest.approx(10.0)
     with pytest.raises(ValueError):
         b.set_rate(0.0)
+
+
+def test_a_rate_cut_during_a_wait_does_not_stall_take() -> None:
+    """A transmit thread waiting for a batch of the old, high rate while another thread cuts
+    the rate must get the new, smaller batch: the old one is above the new cap and would
+    never be granted (a lossy-path scan hung there)."""
+    b = TokenBucket(200_000.0, batch_seconds=0.001)
+    assert b.batch == 200
+    b.tokens = 0.0
+    never = threading.Event()
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(b.take(256, never)))
+    t.start()
+    b.set_rate(500.0)  # batch 1, cap 25: a batch of 200 would never be granted
+    t.join(2.0)
+    assert not t.is_alive() and got and got[0] <= 25
