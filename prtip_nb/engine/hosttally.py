@@ -116,8 +116,11 @@ class HostTally:
             **{w: _numbers(by_state[w].astype(np.uint32), pa.uint32()) for w in _COUNTED},
             "other": _numbers(other.astype(np.uint32), pa.uint32()),
         }
-        return pa.Table.from_arrays([columns[f.name] for f in schema.HOSTS],
-                                    schema=schema.HOSTS)
+        # Schema 2's inventory columns (addresses, names, times, uptime...) are not known
+        # from port verdicts: null, as the hosts that a port scan derives have them.
+        return pa.Table.from_arrays(
+            [columns[f.name] if f.name in columns else _arrow.null_array(f.type, n, zero)
+             for f in schema.HOSTS], schema=schema.HOSTS)
 
 
 class V4Text:
