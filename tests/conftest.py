@@ -27,6 +27,14 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+def need_range_lab() -> None:
+    """What a RangeLab test needs: a private namespace, root, and the lab's tools."""
+    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
+    need(os.geteuid() == 0, "needs root")
+    need(all(shutil.which(t) for t in ("nsenter", "unshare", "nft", "tc")),
+         "needs nsenter, unshare (util-linux), nftables and tc (iproute2)")
+
+
 def in_netns() -> bool:
     from prtip_nb.lab import in_private_netns
 

@@ -10,14 +10,15 @@ import time
 
 import prtip_nb as pn
 from prtip_nb.lab import RangeLab
-from tests.net.test_adaptive_lab import PREFIX, _need_lab
+from tests.conftest import need_range_lab
+from tests.net.test_adaptive_lab import PREFIX
 
 
 def test_a_thin_link_settles_near_its_capacity_and_keeps_recall() -> None:
     """A link that carries 20,000 probes/s (an nftables policer: the excess is dropped):
     T4 would grow far past it; the rate must settle within 20% of the link and every open
     port must still be found (retries recover what the overshoot lost)."""
-    _need_lab()
+    need_range_lab()
     capacity = 20_000.0
     ports = tuple(range(1, 201))  # 51,200 probes: about 2.5 s at the link's rate
     with RangeLab(PREFIX, tcp=(80, 443), bottleneck_pps=capacity, shaper="police") as lab:
@@ -41,7 +42,7 @@ def test_a_thin_link_settles_near_its_capacity_and_keeps_recall() -> None:
 def test_udp_on_the_adaptive_rate_is_exact() -> None:
     """Echo responders on 53 and 123 of every host, closed ports answered at once (the
     responder's ICMP limit off), four hosts dropping everything."""
-    _need_lab()
+    need_range_lab()
     prefix = "198.18.0.0/26"
     with RangeLab(prefix, tcp=(), udp=(53, 123), drop_count=4, seed=9, icmp_ratelimit_ms=0,
                   icmp_msgs_per_sec=1_000_000) as lab:
@@ -59,7 +60,7 @@ def test_udp_on_the_adaptive_rate_is_exact() -> None:
 
 
 def test_discovery_on_the_adaptive_rate_is_exact() -> None:
-    _need_lab()
+    need_range_lab()
     prefix = "198.18.0.0/24"
     with RangeLab(prefix, tcp=(80, 443), drop_count=12, seed=4) as lab:
         res = pn.discover(prefix, timing=4)

@@ -7,8 +7,6 @@ test creates); every scan is bounded by its probe count and the engines' own tim
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -16,24 +14,17 @@ import pytest
 import prtip_nb as pn
 from prtip_nb.engine.ratectl import POLICIES
 from prtip_nb.lab import RangeLab
-from tests.conftest import in_netns, need
+from tests.conftest import need_range_lab
 from tests.net.nmapxml import nmap_grep_states
 
 PREFIX = "198.18.0.0/24"
 PORTS = (22, 80, 443, 8080)
 
 
-def _need_lab() -> None:
-    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
-    need(os.geteuid() == 0, "needs root")
-    need(all(shutil.which(t) for t in ("nsenter", "unshare", "nft", "tc")),
-         "needs nsenter, unshare (util-linux), nftables and tc (iproute2)")
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[RangeLab]:
     """80 and 443 open everywhere, 8 seeded hosts that drop everything."""
-    _need_lab()
+    need_range_lab()
     with RangeLab(PREFIX, tcp=(80, 443), drop_count=8, seed=5) as lab:
         yield lab
 

@@ -13,8 +13,6 @@ creates); every scan is bounded by its probe count and the engines' own timeouts
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,24 +26,17 @@ from prtip_nb.engine.events import PortFound
 from prtip_nb.errors import ConfigError
 from prtip_nb.lab import RangeLab
 from prtip_nb.results import _hosts
-from tests.conftest import in_netns, need
+from tests.conftest import need_range_lab
 
 PREFIX = "198.18.0.0/20"
 PORTS = (22, 80, 443, 8080)
 HOSTS = 4096
 
 
-def _need_lab() -> None:
-    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
-    need(os.geteuid() == 0, "needs root")
-    need(all(shutil.which(t) for t in ("nsenter", "unshare", "nft", "tc")),
-         "needs nsenter, unshare (util-linux), nftables and tc (iproute2)")
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[RangeLab]:
     """80 and 443 open everywhere; a dropped /24 and 40 seeded dropping hosts."""
-    _need_lab()
+    need_range_lab()
     with RangeLab(PREFIX, tcp=(80, 443), drop=["198.18.7.0/24"], drop_count=40,
                   seed=20) as lab:
         yield lab
