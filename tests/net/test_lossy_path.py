@@ -42,6 +42,12 @@ def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
     # with 256 the first miss would already be 99.6%.
     with RangeLab(PREFIX, tcp=(21, 22, 23, 25, 53, 79, 80, 88)) as lab:
         lab.nft(_lossy(lab.theirs))
+        # Independent loss, as netem's: Linux answers a repeated SYN to a half-open
+        # connection (its SYN-ACK was lost) at most once per tcp_invalid_ratelimit (500 ms),
+        # so quick retries of that probe all go unanswered and the loss is no longer
+        # random. Measured with the default: 1-8 misses of 2,048 for us, 2-20 for nmap;
+        # with 0, none in 6 runs. Spacing a port's retries past 0.5 s is the engine's part.
+        lab.target("sysctl", "-qw", "net.ipv4.tcp_invalid_ratelimit=0")
         truth = lab.truth(range(1, 101))
         res = pn.scan(PREFIX, PORTS, method="syn", timing=4)
         check = truth.check(res.ports)
@@ -52,13 +58,9 @@ def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
     print(f"recall: prtip_nb {recall:.4%}, nmap -T4 {nmap_recall:.4%}; {check}")
     df = res.ports
     missed = df[df["port"].isin([21, 22, 23, 25, 53, 79, 80, 88]) & (df["state"] != "open")]
-    # Measured over 8 runs: 99.85-100% (nmap -T4 99.02-99.90% in the same runs). The
-    # bound leaves room for four misses of 2,048 (the issue asks 99.9%), so that a loaded
-    # CI box does not turn a statistical figure into a coin toss; it still fails the
-    # early-stopping retries this test caught (1-4 misses of 1,024 then).
-    assert recall >= 0.998, (check, missed[["host", "port", "state", "reason"]].to_dict(
+    assert recall >= 0.999, (check, missed[["host", "port", "state", "reason"]].to_dict(
         "records"))
-    assert recall >= nmap_recall - 0.003, (recall, nmap_recall)
+    assert recall >= nmap_recall - 0.001, (recall, nmap_recall)
     # A lost SYN-ACK is retried, a lost probe too; no open port is called closed.
     assert check["wrong"] <= check["missing_open"], check
     # 5% each way is ~10% of replies missing, at the controller's tolerance: it may back
