@@ -34,7 +34,9 @@ def test_a_thin_link_settles_near_its_capacity_and_keeps_recall() -> None:
     rate = late["rate_pps"].dropna()
     assert len(rate) >= 5, tel
     assert 0.8 * capacity <= rate.median() <= 1.2 * capacity, (rate.describe(), dropped)
-    assert "backoff" in set(tel["rate_reason"].dropna())
+    # The controller cut the rate at least once: "probing" follows only a loss ("backoff"
+    # itself lasts one window, often between two 50 ms telemetry samples).
+    assert {"backoff", "probing"} & set(tel["rate_reason"].dropna())
     # Sent at about the link's rate, not at T4's ceiling nor far below the link.
     assert took < 51_200 / capacity * 2.5, took
 
