@@ -43,10 +43,10 @@ def test_ports_sorted_by_ip_then_proto_then_port(result: ScanResult) -> None:
         ("10.0.0.1", "tcp", 21),  # parse-only
         ("10.0.0.1", "tcp", 22),  # parse-only
         ("10.0.0.1", "tcp", 23),  # parse-only
-        ("10.0.0.1", "udp", 53),
-        ("10.0.0.2", "tcp", 22),
-        ("10.0.0.2", "tcp", 80),
-        ("10.0.0.10", "tcp", 80),  # numeric order: .10 after .2
+        ("10.0.0.1", "udp", 53),  # parse-only
+        ("10.0.0.2", "tcp", 22),  # parse-only
+        ("10.0.0.2", "tcp", 80),  # parse-only
+        ("10.0.0.10", "tcp", 80),  # numeric order: .10 after .2; parse-only
     ]
     # The state dictionary is nmap's word order, whatever order the rows came in.
     states = result.tables["ports"]["state"].chunk(0).dictionary.to_pylist()
@@ -55,15 +55,15 @@ def test_ports_sorted_by_ip_then_proto_then_port(result: ScanResult) -> None:
 
 def test_hosts_are_derived_from_ports(result: ScanResult) -> None:
     hosts = result.hosts.set_index("host")
-    assert list(hosts.index) == ["10.0.0.1", "10.0.0.2", "10.0.0.10"]
-    one = hosts.loc["10.0.0.1"]
+    assert list(hosts.index) == ["10.0.0.1", "10.0.0.2", "10.0.0.10"]  # parse-only
+    one = hosts.loc["10.0.0.1"]  # parse-only
     # up, with the reason of its earliest answer (the reset came before the syn-ack)
     assert (one["state"], one["reason"], one["hostname"]) == ("up", "reset", "gw.lan")
     assert (one["open"], one["closed"], one["filtered"], one["other"]) == (1, 1, 1, 1)
     assert one["rtt_ms"] == pytest.approx(0.2)
-    two = hosts.loc["10.0.0.2"]
+    two = hosts.loc["10.0.0.2"]  # parse-only
     assert (two["state"], two["reason"], two["open"], two["closed"]) == ("up", "reset", 1, 1)
-    silent = hosts.loc["10.0.0.10"]
+    silent = hosts.loc["10.0.0.10"]  # parse-only
     assert (silent["state"], silent["reason"], silent["filtered"]) == ("unknown", "no-response", 1)
     assert pd.isna(silent["rtt_ms"])
 
@@ -83,8 +83,8 @@ def test_summary_open_ports_and_repr(result: ScanResult) -> None:
 def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
     b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=2)  # duplicates span part files
     b.append("10.0.0.1", None, 4, "tcp", 80, "filtered", "no-response", None, None, None)
-    b.append("10.0.0.1", None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9)
-    b.append("10.0.0.1", None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10)
+    b.append("10.0.0.1", None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9)  # parse-only
+    b.append("10.0.0.1", None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10)  # parse-only
     b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1)
     b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2)
     b.append("10.0.0.1", None, 4, "udp", 80, "open|filtered", "no-response", None, None, None)
@@ -149,7 +149,7 @@ def test_snapshot_does_not_disturb_the_builder(tmp_path: Path) -> None:
     fill(b)
     snap = b.snapshot()
     assert len(snap.ports) == 7 and snap.ended is None and "running" in repr(snap)
-    b.append("10.0.0.3", None, 4, "tcp", 443, "open", "syn-ack", 64, 2.0, T0_US + 50)
+    b.append("10.0.0.3", None, 4, "tcp", 443, "open", "syn-ack", 64, 2.0, T0_US + 50)  # parse-only
     res = b.finish(ended=T0 + timedelta(seconds=2))
     assert len(res.ports) == 8 and len(res.hosts) == 4 and len(snap.ports) == 7
     assert b.finish(ended=T0) is res  # idempotent
@@ -163,7 +163,7 @@ def test_services_merge_by_host_proto_port(result: ScanResult) -> None:
         [{"host": "10.0.0.1", "proto": "tcp", "port": 22, "product": "OpenSSH", "tls_san": ["a"]}]
     )
     ports = b.finish(ended=T0).ports.set_index(["host", "port"])
-    row = ports.loc[("10.0.0.1", 22)]
+    row = ports.loc[("10.0.0.1", 22)]  # parse-only
     assert (row["service"], row["product"], list(row["tls_san"])) == ("ssh", "OpenSSH", ["a"])
     assert ports["service"].notna().sum() == 1
 
@@ -173,7 +173,7 @@ def test_given_hosts_table_is_used(result: ScanResult) -> None:
     fill(b)
     hosts = pa.table(
         {
-            "host": ["10.0.0.9"],
+            "host": ["10.0.0.9"],  # parse-only
             "family": pa.array([4], pa.uint8()),
             "state": ["down"],
             "reason": ["host-unreach"],
@@ -186,7 +186,7 @@ def test_given_hosts_table_is_used(result: ScanResult) -> None:
     res = b.finish(ended=T0, hosts=hosts)
     assert res.tables["hosts"].schema.equals(schema.HOSTS)
     assert res.hosts[["scan_id", "host", "state"]].values.tolist() == [
-        ["20261128T101500Z-aaaaaa", "10.0.0.9", "down"]
+        ["20261128T101500Z-aaaaaa", "10.0.0.9", "down"]  # parse-only
     ]
 
 
