@@ -35,6 +35,7 @@ _CORE = ("host", "hostname", "family", "proto", "port", "state", "reason", "ttl"
 # Rows as the builder collects them: the file schema less ``shard`` (one value per builder).
 _TELEMETRY = schema.file_schema("telemetry").remove(schema.TELEMETRY.get_field_index("shard") - 1)
 _EVENTS = schema.file_schema("events").remove(schema.EVENTS.get_field_index("shard") - 1)
+_SCRIPTS = schema.file_schema("scripts")
 
 
 class ResultBuilder:
@@ -90,8 +91,9 @@ class ResultBuilder:
         self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
+        self._scripts: list[dict[str, Any]] = []
         self._result: ScanResult | None = None
-        self._next = {"ports": 0, "telemetry": 0, "events": 0, "hosts": 0}
+        self._next = {"ports": 0, "telemetry": 0, "events": 0, "hosts": 0, "scripts": 0}
         self._prior: _resume.Prior | None = None
         self._t_offset = 0.0  # a resumed run's times continue from the earlier run's
         if resume and self._dir is not None and self._dir.exists():
@@ -157,6 +159,10 @@ class ResultBuilder:
             key = (str(row["host"]), str(row["proto"]), int(row["port"]))
             entry = self._services.setdefault(key, {})
             entry.update({k: v for k, v in row.items() if v is not None})
+
+    def add_scripts(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rows of the ``scripts`` table (``schema.SCRIPTS`` less ``scan_id``): script output."""
+        self._scripts.extend(dict(r) for r in rows)
 
     def add_telemetry(
         self,
@@ -237,8 +243,8 @@ class ResultBuilder:
 
     def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
         assert self._dir is not None
-        number = self._next[table]
-        self._next[table] += 1
+        number = self._next.get(table, 0)  # a resumed run's prior may predate a table
+        self._next[table] = number + 1
         path = _files.part_path(self._dir, table, number, self._tag)
         _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
         if table == "ports":
@@ -260,7 +266,8 @@ class ResultBuilder:
         tel = cv.table(_transpose(self._telemetry, _TELEMETRY), _TELEMETRY)
         events = cv.table(_transpose(self._events, _EVENTS), _EVENTS)
         hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
-        return {
+        scripts = list(self._scripts)
+        out = {
             "ports": ports,
             "hosts": _hosts.sort_hosts(hosts),
             "telemetry": _resume.side("telemetry", _with_scan_id(tel, sid), self._shard,
@@ -268,6 +275,10 @@ class ResultBuilder:
             "events": _resume.side("events", _with_scan_id(events, sid), self._shard,
                                    self._prior),
         }
+        if scripts:
+            columns = {f.name: [r.get(f.name) for r in scripts] for f in _SCRIPTS}
+            out["scripts"] = _with_scan_id(cv.table(columns, _SCRIPTS), sid)
+        return out
 
     def snapshot(self) -> ScanResult:
         """Everything so far as a ScanResult (ended=None), without flushing or writing."""
@@ -324,6 +335,8 @@ class ResultBuilder:
                 (self._dir / "ports" / name).unlink()
         self._write("telemetry", tables["telemetry"], ended=ended)
         self._write("events", tables["events"], ended=ended)
+        if "scripts" in tables:
+            self._write("scripts", tables["scripts"].drop_columns(["scan_id"]), ended=ended)
         for path in self._prior.stale if self._prior is not None else ():
             path.unlink(missing_ok=True)  # merged into the parts just written
         if self._write_hosts and complete:
