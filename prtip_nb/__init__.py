@@ -28,7 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import profile
+    from . import nse, profile
     from . import viz as plot
     from .config import ScanConfig, Timing
     from .engine.discovery import discover
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .interop.nmap_xml import read_nmap_xml
     from .interop.sql import sql
     from .lab import Lab
+    from .nse.api import Output, Script, script
     from .reporting import report
     from .results import ScanResult, list_scans, read_scans
     from .targets import PortSet, TargetSet, parse_ports, parse_targets
@@ -50,6 +51,7 @@ __all__ = [
     "DatasetError",
     "FileFormatError",
     "Lab",
+    "Output",
     "PortSet",
     "PortSpecError",
     "PrivilegeError",
@@ -61,6 +63,7 @@ __all__ = [
     "ScanError",
     "ScanPanel",
     "ScanResult",
+    "Script",
     "SpecError",
     "TargetSet",
     "TargetSpecError",
@@ -69,6 +72,7 @@ __all__ = [
     "diff",
     "discover",
     "list_scans",
+    "nse",
     "parse_ports",
     "parse_targets",
     "plot",
@@ -79,6 +83,7 @@ __all__ = [
     "report",
     "resume",
     "scan",
+    "script",
     "sql",
 ]
 
@@ -90,6 +95,9 @@ _LAZY: dict[str, str] = {
     "ScanConfig": ".config",
     "ScanPanel": ".widgets",
     "ScanResult": ".results",
+    "Output": ".nse.api",
+    "Script": ".nse.api",
+    "script": ".nse.api",
     "TargetSet": ".targets",
     "Timing": ".config",
     "diff": ".interop.diff",
@@ -109,6 +117,7 @@ _LAZY: dict[str, str] = {
 
 #: Public submodules, also loaded on first use: ``pn.profile.run(...)``, ``pn.plot.ports(res)``.
 _SUBMODULES: dict[str, str] = {
+    "nse": ".nse",
     "plot": ".viz",
     "profile": ".profile",
 }

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="service and version detection on the open TCP ports (TLS included)")
     s.add_argument("--version-intensity", type=int, choices=range(10), default=7, metavar="0-9",
                    help="-sV: send probes up to this rarity (default 7; hinted ones always)")
+    from .nse.text import add_arguments as add_script_arguments
+
+    add_script_arguments(s)  # --script, -sC, --script-args, --script-timeout, -A
 
     d = sub.add_parser("demo", help="start the built-in lab, scan it, write Parquet + HTML")
     d.add_argument("-o", "--output", default="data/scans", metavar="DIR")
@@ -250,6 +253,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "service": args.service,
         "version_intensity": args.version_intensity,
     }
+    if args.script or args.default_scripts or args.aggressive:
+        from .nse.text import options as script_options
+
+        options.update(script_options(args))
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
@@ -424,11 +431,21 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         blocks = _host_blocks(ports, hosts_t, only_open)
     else:
         blocks = None
+    scripted = None
+    if res.tables["scripts"].num_rows:
+        from .nse.text import by_host, interleave
+
+        scripted = by_host(res.tables["scripts"].to_pylist())
+    pending: tuple[int, str] | None = None  # (first line, host) of the last host's block
     for i, h in _host_rows(hosts_t):
+        if scripted is not None and pending is not None:
+            lines[pending[0]:] = interleave(lines[pending[0]:], scripted.get(pending[1]))
+            pending = None
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
             lines = []
         name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
+        pending = (len(lines), h["host"])
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
         if blocks is not None:
@@ -467,6 +484,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
+    if scripted is not None and pending is not None:
+        lines[pending[0]:] = interleave(lines[pending[0]:], scripted.get(pending[1]))
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)

@@ -205,8 +205,8 @@ class _Expr:
         if not (tok == "all" or tok in CATEGORIES or tok in self.known
                 or any(fnmatch.fnmatchcase(i, tok) for i in self.known)):  # fmt: skip
             raise ConfigError(f"--script: no script or category named {tok!r}",
-                              hint="see prtip-nb --script-help all (or pn.nse.list_scripts()) "
-                              "for names; a file needs a path such as ./mycheck.py")  # fmt: skip
+                              hint="pn.nse.list_scripts() lists them (built-in and installed); "
+                              "a file needs a path such as ./mycheck.py")  # fmt: skip
         return ("leaf", tok)
 
 
