@@ -203,6 +203,10 @@ class Context:
             return True
         return t.service is None and t.port in TLS_PORTS
 
+    def time_left(self) -> float:
+        """Seconds left of this run's time budget."""
+        return max(0.0, self.budget.deadline - time.monotonic())
+
     def arg(self, key: str, default: str | None = None) -> str | None:
         """``--script-args`` value of ``<id>.key``, else of ``key``, else ``default``."""
         return self.args.get(f"{self.script_id}.{key}", self.args.get(key, default))

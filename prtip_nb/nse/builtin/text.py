@@ -38,7 +38,8 @@ class Banner(_Base):
     async def run(self, ctx: Context) -> Output | None:
         if ctx.service.service in CLIENT_FIRST:
             return None
-        wait = float(ctx.arg("timeout", "5") or 5)
+        # Within the run's budget: a silent port is "no banner", not a timed-out script.
+        wait = min(float(ctx.arg("timeout", "5") or 5), ctx.time_left() * 0.8)
         async with await ctx.connect() as conn:
             try:
                 data = await conn.recv(2048, timeout=wait)
