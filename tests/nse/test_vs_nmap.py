@@ -135,6 +135,12 @@ def test_scripts_agree_with_nmap(netns: None, root: None, nmap: str, tmp_path: P
     assert str(df["id"].dtype).endswith("[pyarrow]") and len(df) == len(ours)
     mine = _nmap_scripts(_to_xml(res, tmp_path))
     assert {k: v["output"] for k, v in mine.items()} == {k: v["output"] for k, v in ours.items()}
+    # The HTML report shows, per host, the title, server, host key and certificate.
+    page = pn.report(res, tmp_path / "report.html", with_charts=False).read_text()
+    section = page.split("Per host: titles")[1].split("<h2>")[0]
+    for fact in ("real nginx", "nginx/1.22.1", dict(hk)["fingerprint"], keygen,
+                 cert["sha256"], "CN=prtip-lab.test"):  # fmt: skip
+        assert fact in section, fact
 
 
 def _pem_der(pem: str) -> bytes:
