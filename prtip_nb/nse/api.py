@@ -35,7 +35,6 @@ RESULTS. ``run`` returns what becomes one row of the ``scripts`` table and one n
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,10 +241,3 @@ def script(
         return s
 
     return wrap
-
-
-def replace(s: Script, **changes: Any) -> Script:
-    """A copy of a FunctionScript with ``changes`` (used by the engine for budgets)."""
-    if isinstance(s, FunctionScript):
-        return dataclasses.replace(s, **changes)
-    return s

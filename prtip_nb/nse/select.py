@@ -29,7 +29,7 @@ import inspect
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -301,7 +301,3 @@ def parse_args(text: str | Mapping[str, Any] | None) -> dict[str, str]:
             j += 1
         i = j
     return out
-
-
-def names(scripts: Sequence[Script]) -> list[str]:
-    return [s.id for s in scripts]
