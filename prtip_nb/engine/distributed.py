@@ -31,9 +31,9 @@ from typing import Any
 
 from ..config import ScanConfig, is_privileged
 from ..errors import ConfigError, ScanError
+from ..net.counters import Counters
 from . import events as ev_mod
 from .checkpoint import public_config
-from .counters import Counters
 from .events import (
     Event,
     EventBus,

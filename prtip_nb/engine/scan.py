@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, fd_budget, is_privileged
 from ..errors import ConfigError, PrivilegeError, ScanError
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import RateState, connect_rate
 from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets
 from .checkpoint import RunPlan
-from .counters import Counters, RttEstimator
 from .events import (
     EngineStats,
     Event,
@@ -37,7 +38,6 @@ from .events import (
     StageChanged,
     Subscription,
 )
-from .ratectl import RateState, connect_rate
 from .telemetry import Poller
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ class Scan:
             if self._flush_error is not None:  # the cancel was ours: the scan failed
                 raise self._flush_error
             if self.config.service and not self._cancel.is_set():
-                from ..probes.stage import run_service_stage
+                from .svstage import run_service_stage
 
                 run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
             self.status = "cancelled" if self._cancel.is_set() else "completed"
@@ -422,7 +422,7 @@ class Scan:
 
     def _run_connect(self) -> None:
         from ..net.connect import ConnectEngine, verdict
-        from .records import RecordBuffer
+        from ..probes.records import RecordBuffer
         from .sink import RecordSink
         from .workers import probe_stream
 
@@ -510,9 +510,9 @@ class Scan:
 
     def _run_udp(self, sink: Any, start: int) -> None:
         """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
+        from ..net.ratectl import rate_plan
         from ..net.udp import UdpEngine
-        from .ratectl import rate_plan
-        from .records import RecordBuffer
+        from ..probes.records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder
@@ -543,9 +543,9 @@ class Scan:
                 self.bus.publish(ScanWarning(t, sid, message))
 
     def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
+        from ..net.ratectl import rate_plan
         from ..net.syn import SynEngine
-        from .ratectl import rate_plan
-        from .records import RecordBuffer
+        from ..probes.records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder

@@ -1,4 +1,4 @@
-"""RecordSink: verdict records (engine.records) in bulk to ports RecordBatches.
+"""RecordSink: verdict records (probes.records) in bulk to ports RecordBatches.
 
 numpy maps indices to (host, proto, port) and codes to nmap's words for thousands of
 records at a time; columns are built from buffers, never with ``pa.array`` (which would
@@ -14,17 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from ..net.counters import Counters
+from ..probes.records import DTYPE, NO_RESPONSE, PEAK_RSS, RETRIES, SENT, SKIPPED
 from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
-from .counters import Counters
 from .hosttally import HostTally, V4Text
-from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
-
-DTYPE = np.dtype(
-    [("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8"), ("ttl", "u1")]
-)
-assert DTYPE.itemsize == RECORD.size
 
 Decode = Callable[[int], tuple[str, str]]
 #: UDP rows' codes are looked up as UDP_CODES + code (no-response too) when the sink has

@@ -6,7 +6,7 @@ Why processes: on loopback a connect scan is bound by kernel time spent inside
 took 0.68–0.86 s. See docs/architecture.md.
 
 Each worker takes sub-shard ``(k + n·w, n·W)`` of the scan's shard ``(k, n)`` (together they
-partition it), runs ``ConnectEngine`` on it and streams verdict records (engine.records) on
+partition it), runs ``ConnectEngine`` on it and streams verdict records (probes.records) on
 stdout, with control records for its sent and retry counters and, last, its peak RSS. The
 parent feeds the bytes to the same ``RecordSink`` an in-process scan uses.
 """
@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ScanError
+from ..probes.records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
-from .records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
 from .telemetry import peak_rss_bytes
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class SignalSafeEvent(threading.Event):
 
 def _child_main() -> int:
     from ..net.connect import ConnectEngine
-    from .counters import Counters, RttEstimator
+    from ..net.counters import Counters, RttEstimator
 
     job = json.loads(sys.stdin.buffer.read())
     targets = TargetSet([tuple(r) for r in job["targets"]])

@@ -20,8 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from ..engine.counters import Counters, RttEstimator
 from ..errors import ScanError
+from .counters import Counters, RttEstimator
 
 #: A probe: (index in the scan's space, address text, family 4|6, port).
 Probe = tuple[int, str, int, int]
@@ -67,7 +67,7 @@ class ConnectEngine:
     """Runs probes through non-blocking connect() calls; reports each verdict via ``emit``.
 
     It counts only what it sends (``sent``, ``retries``); verdicts are counted where they
-    are collected (``engine.records.RecordSink``).
+    are collected (``engine.sink.RecordSink``).
     """
 
     def __init__(

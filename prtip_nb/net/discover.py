@@ -32,13 +32,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..errors import PrivilegeError, ScanError
 from ..probes import ping
 from ..probes.cookie import CookieKey
 from ..targets import TargetSet
+from .counters import Counters, RttEstimator
 from .neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
+from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from .rawsock import PRIVILEGE_FIX
 from .synstate import reserve_port, route_source
 

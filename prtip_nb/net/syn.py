@@ -7,7 +7,7 @@ answered bitmap (written by the receiver, read by the transmitters when they res
 TRANSMIT. For a batch of up to 4096 indices numpy computes ports, cookies (probes.cookie)
 and checksums (probes.tcp) and writes them into preallocated packet slots
 (net.rawsock); sendmmsg then sends them in runs of at most 256, each run granted by the
-rate limiter (engine.throttle). No Python code runs per probe on this side.
+rate limiter (net.throttle). No Python code runs per probe on this side.
 
 WHY TWO TRANSMIT THREADS (no rate, or one above ``TWO_THREADS_PPS``). On loopback the
 kernel runs the target's TCP stack inside our send call, about 6 µs a probe, with the GIL
@@ -34,13 +34,13 @@ import time
 
 import numpy as np
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from ..engine.sink import DTYPE as RECORD_DTYPE
 from ..probes.cookie import CookieKey, cookies
+from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.tcp import fill_checksums, syn_template
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
 from .capture import Capture, interface_of
+from .counters import Counters, RttEstimator
+from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from .rawsock import RawSender
 from .synrx import CLOSED, NO_RESPONSE, OPEN, Out, Receiver, verdict
 from .synstate import Answered, HostTable, PortIndex, reserve_port

@@ -37,9 +37,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.counters import RttEstimator
 from ..probes.cookie import GOLDEN, cookies
 from .capture import SNAPLEN, TP3_HDR, Capture
+from .counters import RttEstimator
 from .synstate import Answered, HostTable, PortIndex
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "OPEN", "Out",
@@ -82,7 +82,7 @@ U64 = npt.NDArray[np.uint64]
 
 
 class Out(Protocol):
-    """Where verdicts go: engine.records.RecordBuffer."""
+    """Where verdicts go: probes.records.RecordBuffer."""
 
     def emit(self, index: int, code: int, rtt: float | None, ttl: int = 0) -> None: ...
     def write(self, records: bytes) -> None: ...

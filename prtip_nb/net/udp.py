@@ -58,11 +58,8 @@ import time
 
 import numpy as np
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, RatePolicy, RateState
-from ..engine.sink import DTYPE as RECORD_DTYPE
-from ..engine.throttle import TokenBucket
 from ..probes.cookie import CookieKey, cookies
+from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.udp import (
     UDP_LAYOUTS,
     addr_sum,
@@ -74,9 +71,12 @@ from ..probes.udp import (
 )
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
 from .capture import Capture, interface_of
+from .counters import Counters, RttEstimator
+from .ratectl import AdaptiveRate, RatePolicy, RateState
 from .rawsock import RawSender
 from .synrx import Out
 from .synstate import Answered, HostInfo, HostTable, PortIndex, route_source
+from .throttle import TokenBucket
 from .udppace import (
     MAX_PACED_HOSTS,
     MAX_PAUSE,
