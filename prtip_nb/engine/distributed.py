@@ -32,6 +32,7 @@ from typing import Any
 from ..config import ScanConfig, is_privileged
 from ..errors import ConfigError, ScanError
 from ..net.counters import Counters
+from ..targets import shard_len
 from . import events as ev_mod
 from .checkpoint import public_config
 from .events import (
@@ -44,7 +45,7 @@ from .events import (
     ScanStarted,
     Subscription,
 )
-from .scan import build_space, join_scan_thread, make_config, segments, shard_len
+from .scan import build_space, join_scan_thread, make_config, segments
 from .shardtask import LocalLink, run_shard
 
 __all__ = ["DistributedScan"]

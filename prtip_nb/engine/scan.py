@@ -22,7 +22,7 @@ from ..config import ScanConfig, fd_budget, is_privileged
 from ..errors import ConfigError, PrivilegeError, ScanError
 from ..net.counters import Counters, RttEstimator
 from ..net.ratectl import RateState, connect_rate
-from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets
+from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets, shard_len
 from .checkpoint import RunPlan
 from .events import (
     EngineStats,
@@ -139,12 +139,6 @@ def segments(space: TargetSpace) -> tuple[tuple[int, int], ...]:
     if tcp and udp:
         return ((0, tcp), (tcp, udp))
     return ((0, space.size),)
-
-
-def shard_len(size: int, shard: tuple[int, int]) -> int:
-    """Positions of shard ``k/n`` of a space of ``size`` indices (k, k+n, ...)."""
-    k, n = shard
-    return max(0, (size - k + n) // n)
 
 
 def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
@@ -421,8 +415,9 @@ class Scan:
         return ScanFailed(t, sid, repr(self._error))
 
     def _run_connect(self) -> None:
-        from ..net.connect import ConnectEngine, verdict
+        from ..net.connect import ConnectEngine
         from ..probes.records import RecordBuffer
+        from ..probes.verdicts import connect_verdict
         from .sink import RecordSink
         from .workers import probe_stream
 
@@ -432,8 +427,8 @@ class Scan:
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
-            tally=self._new_tally(),
+            decode=connect_verdict, on_batch=self._on_batch, counters=self.counters,
+            keep=cfg.keep, tally=self._new_tally(),
         )
         from .checkpoint import start_checkpoint
 
@@ -476,8 +471,7 @@ class Scan:
         """A SYN scan (net.syn) of the TCP ports, then a UDP scan (net.udp) of the UDP
         ports, in this process, into one sink (nmap -sS -sU runs them one after the other
         too). Each engine has transmit threads + a receive thread."""
-        from ..net.syn import verdict
-        from ..net.udprx import udp_verdict
+        from ..probes.verdicts import syn_verdict, udp_verdict
         from .checkpoint import start_checkpoint
         from .sink import RecordSink
 
@@ -486,7 +480,7 @@ class Scan:
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
+            decode=syn_verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
             decode_udp=udp_verdict, tally=self._new_tally(),
         )
         self._ckpt = start_checkpoint(self, sink)  # None without output=

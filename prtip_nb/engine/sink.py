@@ -16,9 +16,11 @@ import pyarrow as pa
 
 from ..net.counters import Counters
 from ..probes.records import DTYPE, NO_RESPONSE, PEAK_RSS, RETRIES, SENT, SKIPPED
+from ..probes.verdicts import NO_ANSWER
 from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
+from ..targets.space import split_index
 from .hosttally import HostTally, V4Text
 
 Decode = Callable[[int], tuple[str, str]]
@@ -52,8 +54,7 @@ class PortMap:
         """(host index, or None when there is one host; port index)."""
         if self.n_hosts == 1:
             return None, index
-        host, pidx = np.divmod(index, self.n_hosts)[::-1]
-        return host, pidx
+        return split_index(index, self.n_hosts)
 
     def port_of(self, pidx: np.ndarray) -> tuple[np.ndarray | int, np.ndarray]:
         """(proto code, as one int when every index has the same; uint16 port)."""
@@ -309,7 +310,7 @@ class RecordSink:
             v = self._verdicts[code] = self.decode_udp(code - UDP_CODES)
         if v is None:
             v = self._verdicts[code] = (
-                ("filtered", "no-response") if code == NO_RESPONSE else self.decode(code)
+                NO_ANSWER if code == NO_RESPONSE else self.decode(code)
             )
         return v
 

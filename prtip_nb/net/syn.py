@@ -37,12 +37,15 @@ import numpy as np
 from ..probes.cookie import CookieKey, cookies
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.tcp import fill_checksums, syn_template
-from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
+from ..probes.verdicts import CLOSED, NO_RESPONSE, OPEN
+from ..probes.verdicts import syn_verdict as verdict
+from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
+from ..targets.space import split_index, sub_shard_start, sub_shards
 from .capture import Capture, interface_of
 from .counters import Counters, RttEstimator
 from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from .rawsock import RawSender
-from .synrx import CLOSED, NO_RESPONSE, OPEN, Out, Receiver, verdict
+from .synrx import Out, Receiver
 from .synstate import Answered, HostTable, PortIndex, reserve_port
 
 __all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "verdict"]
@@ -81,8 +84,7 @@ class SynEngine:
         fast = top is None or top > TWO_THREADS_PPS
         self.threads = threads or (2 if fast and (os.cpu_count() or 1) > 1 else 1)
         self.port_index = PortIndex(ports)
-        k, n = shard
-        self.total = max(0, (self.space.size - k + n) // n - start)
+        self.total = shard_len(self.space.size, shard, start)
         self.stats: dict[str, float] = {}
         self.sport = self.source_port
         self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
@@ -251,11 +253,11 @@ class SynEngine:
     def _round(self, rnd: int, senders: list[dict[int, RawSender]],
                limiter: Limiter | None, rx: Receiver) -> None:
         self._rounds_run = rnd + 1
-        k, n = self.shard
         t = len(senders)
         # Thread w takes positions w, w + t, ... of the shard: together they partition it;
         # a resumed scan skips the first ``start`` positions, split the same way.
-        subs = [((k + n * w, n * t), max(0, -(-(self.start - w) // t))) for w in range(t)]
+        subs = [(sub, sub_shard_start(self.start, w, t))
+                for w, sub in enumerate(sub_shards(self.shard, t))]
         workers = [threading.Thread(target=self._transmit_guarded,
                                     args=(*subs[w], rnd, senders[w], limiter),
                                     name=f"prtip-syn-tx{w}", daemon=True)
@@ -287,8 +289,8 @@ class SynEngine:
                 js = js[answered.unanswered(js)]
                 if not len(js):
                     continue
-            h = js % np.uint64(n_hosts)
-            ports = self.port_index.ports(js // np.uint64(n_hosts))
+            h, pidx = split_index(js, n_hosts)
+            ports = self.port_index.ports(pidx)
             if 0 < n4 < n_hosts:  # both families in this scan: one pass for each
                 v4 = h < np.uint64(n4)
                 parts = [(4, js[v4], h[v4], ports[v4]), (6, js[~v4], h[~v4], ports[~v4])]

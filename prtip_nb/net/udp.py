@@ -69,7 +69,9 @@ from ..probes.udp import (
     payloads,
     udp_template,
 )
-from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
+from ..probes.verdicts import NO_RESPONSE, udp_verdict
+from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
+from ..targets.space import split_index
 from .capture import Capture, interface_of
 from .counters import Counters, RttEstimator
 from .ratectl import AdaptiveRate, RatePolicy, RateState
@@ -87,7 +89,7 @@ from .udppace import (
     host_rates,
     icmp_rates,
 )
-from .udprx import NO_RESPONSE, UdpReceiver, udp_verdict
+from .udprx import UdpReceiver
 
 __all__ = ["UdpEngine", "udp_verdict"]
 
@@ -190,8 +192,7 @@ class UdpEngine:
         self.counters = counters if counters is not None else Counters()
         self.cancel = cancel if cancel is not None else threading.Event()
         self.port_index = PortIndex(PortSet(tcp=self.ports.udp))  # a port <-> index map
-        k, n = shard
-        self.total = max(0, (self.space.size - k + n) // n - start)
+        self.total = shard_len(self.space.size, shard, start)
         self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
         self.hosts = UdpHostTable(targets, CookieKey(self.secret), self.sport, {})
         self.answered = Answered(self.space.size)
@@ -391,7 +392,7 @@ class UdpEngine:
                                batch=1 << 16):
             silent = js[self.answered.unanswered(js)]
             if len(silent):
-                left += np.bincount((silent % np.uint64(n)).astype(np.int64), minlength=n)
+                left += np.bincount(split_index(silent, n)[0].astype(np.int64), minlength=n)
         lim, lows = np.zeros(n), np.zeros(n)
         for h, (steady, lo) in self.host_limits.items():
             lim[h], lows[h] = steady, lo
@@ -456,8 +457,8 @@ class UdpEngine:
                 js = js[answered.unanswered(js)]
                 if not len(js):
                     continue
-            h = js % np.uint64(n_hosts)
-            ports = self.port_index.ports(js // np.uint64(n_hosts))
+            h, pidx = split_index(js, n_hosts)
+            ports = self.port_index.ports(pidx)
             fam_of = np.where(h < np.uint64(n4), 4, 6) if 0 < n4 < n_hosts else None
             groups = self.group_of[ports.astype(np.int64)]
             for (fam, g), sender in senders.items():

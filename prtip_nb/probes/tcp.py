@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .inet import IPPROTO_TCP, checksum
+
 __all__ = [
     "LAYOUTS",
     "SynLayout",
@@ -38,7 +40,6 @@ __all__ = [
     "syn_template_scapy",
 ]
 
-IPPROTO_TCP = 6  # the IP protocol number (the socket module's, which probes/ do not import)
 
 MSS = 1460
 WINDOW = 1024
@@ -65,16 +66,6 @@ LAYOUTS = {
     4: SynLayout(4, 44, 20, 12, 16, 4, 22, 24, 36),
     6: SynLayout(6, 64, 40, 8, 24, 16, 42, 44, 56),
 }
-
-
-def checksum(data: bytes | bytearray) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def _tcp_header(sport: int, dport: int, seq: int, csum: int = 0, window: int = WINDOW) -> bytes:
