@@ -289,8 +289,8 @@ def start_checkpoint(scan: Scan, sink: RecordSink) -> Checkpointer | None:
     from ..results._files import scan_dir
     from .resume import space_digest
 
-    cfg, plan, builder = scan.config, scan._plan, scan._builder
-    scan._live_sink = sink  # the scan's poller age-flushes it for live views
+    cfg, plan, builder = scan.config, scan.plan, scan.builder
+    scan.watch_sink(sink)  # the scan's poller age-flushes it for live views
     if cfg.output is None or builder is None:
         return None
     tracker = ShardTracker(scan.space.size, cfg.seed or 0, cfg.shard, plan.start,

@@ -23,7 +23,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
@@ -102,6 +102,11 @@ class DistributedScan:
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
+    def resume_from(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Before ``start()``: the checkpoint's shard entries (index, status, low_water, ...):
+        completed shards are skipped, the others continue from their low-water mark."""
+        self._resume = {int(e["index"]): dict(e) for e in entries}
+
     def start(self) -> DistributedScan:
         from ..results import new_scan_id
 

@@ -235,11 +235,16 @@ class Scan:
         self._cancel.set()
 
     def wait(self, timeout: float | None = None) -> ScanResult:
-        """Block until the scan ends; return its result (partial if it was cancelled)."""
+        """Block until the scan ends; return its result (partial if it was cancelled).
+
+        A failure raises ``ScanError`` (its cause attached), except a ``PrivilegeError``
+        (a raw socket refused while running), which is raised as it is."""
         if self._thread is None:
             self.start()
         assert self._thread is not None
         join_scan_thread(self._thread, self.cancel, timeout, grace=2.0)
+        if isinstance(self._error, PrivilegeError):
+            raise self._error  # it says how to fix it; DistributedScan.wait keeps it too
         if self._error is not None:
             raise ScanError(f"scan failed: {self._error}") from self._error
         assert self._result is not None
@@ -256,9 +261,37 @@ class Scan:
 
         return resumed_scan(cls, root, scan_id, **options)
 
-    def _apply_plan(self, plan: RunPlan) -> None:
+    # -- hooks for what composes a Scan: checkpoints, resume, shards, the -sV stage -----------
+    @property
+    def plan(self) -> RunPlan:
+        """Where this run begins: scan id, start position, resume or shard (``RunPlan``)."""
+        return self._plan
+
+    def apply_plan(self, plan: RunPlan) -> None:
+        """Before ``start()``: continue a scan or run one shard of it (resume, shardtask)."""
+        if self._thread is not None:
+            raise ScanError("apply_plan() comes before start()")
         self._plan = plan
         self.counters.total = max(0, self.counters.total - plan.start)
+
+    @property
+    def builder(self) -> ResultBuilder | None:
+        """The result being built (None before ``start()``): stages add rows to it."""
+        return self._builder
+
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` when the scan started (0.0 before): events' time origin."""
+        return self._t0
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the scan is cancelled: what a stage polls to stop early."""
+        return self._cancel
+
+    def watch_sink(self, sink: RecordSink) -> None:
+        """Have the poller age-flush ``sink``, so live views get rows while replies pause."""
+        self._live_sink = sink
 
     @property
     def running(self) -> bool:

@@ -57,10 +57,10 @@ def tarpit_suspects(targets: list[tuple[str, int]], probed_per_host: int) -> set
 
 def run_service_stage(scan: Scan) -> None:
     """Detect services on ``scan``'s open TCP ports; runs on the scan's own thread."""
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     sid = scan.scan_id or ""
-    t0 = scan._t0
+    t0 = scan.started_at
 
     def now() -> float:
         return time.monotonic() - t0
@@ -94,7 +94,7 @@ def run_service_stage(scan: Scan) -> None:
     scanner = ServiceScanner(
         db=db,
         intensity=scan.config.version_intensity,
-        cancel=scan._cancel,
+        cancel=scan.cancel_event,
         on_result=on_result,
         suspects=suspects,
     )
