@@ -144,9 +144,7 @@ class DiscoverEngine:
         self._drained_at = time.monotonic()  # replies read up to here (the horizon)
         if isinstance(rate, RatePolicy):
             # Each answer is charged to the send time of the probe round that drew it.
-            self.limiter = AdaptiveRate(
-                rate, max_batch=DRAIN_EVERY, srtt=lambda: rtt.srtt,
-                timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
+            self.limiter = AdaptiveRate.for_rtt(rate, rtt, max_batch=DRAIN_EVERY)
             self.limiter.horizon = lambda: self._drained_at
         elif rate:
             self.limiter = PinnedRate(rate, max_batch=DRAIN_EVERY)

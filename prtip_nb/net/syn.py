@@ -120,10 +120,7 @@ class SynEngine(RoundScan):
             return None
         if not isinstance(self.rate, RatePolicy):
             return PinnedRate(self.rate, max_batch=RUN)
-        rtt = self.rtt
-        return AdaptiveRate(
-            self.rate, max_batch=RUN, srtt=lambda: rtt.srtt,
-            timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
+        return AdaptiveRate.for_rtt(self.rate, self.rtt, max_batch=RUN)
 
     def warnings(self) -> list[str]:
         """What a user should hear about this run (lost packets, refused sends)."""

@@ -285,9 +285,7 @@ class UdpEngine(RoundScan):
             t_base=self.t_base, record_dtype=RECORD_DTYPE)
         ctl: AdaptiveRate | None = None
         if isinstance(self.rate, RatePolicy):
-            ctl = AdaptiveRate(self.rate, max_batch=RUN, srtt=lambda: self.rtt.srtt,
-                               timeout=lambda: None if self.rtt.srtt is None
-                               else self.rtt.srtt + 4 * self.rtt.rttvar)
+            ctl = AdaptiveRate.for_rtt(self.rate, self.rtt, max_batch=RUN)
             offset = time.monotonic() - (time.time() - self.t_base)
             adaptive = ctl
             rx.on_replies = lambda st: adaptive.replied(st.astype(np.float64) + offset)
