@@ -104,7 +104,7 @@ class ScanConfig:
     family: int | None = None
     method: str = "connect"
     timing: int = 3
-    rate: float | None = None  # pins the rate (probes/s); None: adaptive (see engine.ratectl)
+    rate: float | None = None  # pins the rate (probes/s); None: adaptive (see net.ratectl)
     min_rate: float | None = None  # bounds of the adaptive rate (nmap's --min-rate/--max-rate)
     max_rate: float | None = None
     max_retries: int | None = None

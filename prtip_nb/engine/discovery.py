@@ -6,7 +6,7 @@ scan. The probing itself is net.discover's; this module parses, checks privilege
 picks the pacing and builds the result.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
-loopback the rate adapts (engine.ratectl) from the template's start rate
+loopback the rate adapts (net.ratectl) from the template's start rate
 (``START_RATES["discovery"]``), which is also its floor; ``rate=`` pins it.
 Retries default to 1 (one more round for silent hosts); ``max_retries=`` overrides it.
 """
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, is_privileged
 from ..errors import PrivilegeError, TargetSpecError
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import rate_plan
 from ..targets import TargetSet, parse_targets
-from .counters import Counters, RttEstimator
-from .ratectl import rate_plan
 
 if TYPE_CHECKING:
     from ..net.discover import HostVerdict

@@ -133,7 +133,7 @@ class ResultBuilder:
             self.flush()
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        """Ports rows built elsewhere, in bulk (``engine.records``): schema.PORTS exactly.
+        """Ports rows built elsewhere, in bulk (``probes.records``): schema.PORTS exactly.
 
         With a sink the batch becomes a Parquet part at once, like a flush.
         """
