@@ -1,0 +1,178 @@
+"""Issue 16 item 3: run as root, ``prtip-nb scan`` opens its raw and capture sockets, then
+becomes the sudo caller (or nobody) with no capabilities before it parses anything.
+
+The CLI runs as a real program (tests/net/privdrop_run.py) with a planted parser bug: when
+the X.509 parser or the banner reader runs, it reports /proc/self/status of every thread
+and tries to write a root-owned file. The lab and nmap keep root in this test's process.
+
+The interpreter here may live under a home only root can read (/root/.pyenv): the program
+then keeps root and says why. The scans run in a private mount namespace where that home
+is a tmpfs with the interpreter's folder bound back in, as on a machine whose Python is
+installed for every user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prtip_nb.lab import Lab
+from prtip_nb.net.privileges import install_paths
+
+from ..conftest import need
+from .nmapxml import nmap_states
+
+HOST = "127.0.0.1"
+RUN = str(Path(__file__).with_name("privdrop_run.py"))
+REPO = str(Path(__file__).resolve().parents[2])
+NOBODY = 65534
+
+
+def _hidden_homes() -> list[tuple[str, str]]:
+    """(home only root can traverse, its child on our path) for every install path."""
+    out = []
+    for path in [*install_paths(), REPO, sys.executable]:
+        parts = Path(os.path.abspath(path)).parts
+        for i in range(1, len(parts) - 1):
+            d = os.path.join(*parts[: i + 1])
+            if os.stat(d).st_mode & 0o001 == 0:
+                pair = (d, parts[i + 1])
+                if pair not in out:
+                    out.append(pair)
+                break
+    return out
+
+
+def _program(args: list[str], env: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    """``prtip-nb ARGS`` as a program, in a mount namespace where Python is readable."""
+    script = "set -e\n"
+    for n, (home, child) in enumerate(_hidden_homes()):
+        keep = f"/tmp/.privdrop-keep{os.getpid()}-{n}"
+        script += (f"mkdir -p {keep} && mount --bind {home} {keep}\n"
+                   f"mount -t tmpfs -o mode=755 tmpfs {home}\n"
+                   f"mkdir -p {home}/{child} && mount --bind {keep}/{child} {home}/{child}\n")
+    script += 'exec "$@"\n'
+    full = {k: v for k, v in os.environ.items() if k not in ("SUDO_UID", "SUDO_GID")}
+    full.update(PYTHONPATH=REPO, **(env or {}))
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "privdrop",
+         sys.executable, RUN, *args], capture_output=True, text=True, timeout=120, env=full,
+        cwd="/")
+
+
+def _hooks(stderr: str) -> dict[str, dict]:
+    return {h["where"]: h for h in (json.loads(line.split(" ", 1)[1])
+                                    for line in stderr.splitlines()
+                                    if line.startswith("PRIVDROP-HOOK "))}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    from ..conftest import in_netns
+
+    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
+    need(os.geteuid() == 0, "needs root (the drop is from root)")
+    need(shutil.which("unshare") is not None, "needs unshare (util-linux)")
+    with Lab(HOST, ssh=0, https=0, http=0, closed=2, base_port=0) as lab:
+        yield lab
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    """A root-owned 0755 folder outside pytest's private tmp: nobody may enter it, not write.
+    It holds ``root-only``, a root-owned 0644 file a parser bug would like to change."""
+    d = Path(tempfile.mkdtemp(prefix="prtip-privdrop-", dir="/tmp"))
+    d.chmod(0o755)
+    (d / "root-only").write_text("root's\n")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _ports(lab: Lab) -> str:
+    return ",".join(str(p) for p in sorted([*lab.open_ports["tcp"], *lab.closed_ports]))
+
+
+def test_syn_and_tls_scan_run_as_nobody_and_a_parser_bug_cannot_write(
+        lab: Lab, place: Path, nmap: str) -> None:
+    ports = _ports(lab)
+    out = place / "out"  # missing: created as root and given to nobody before the drop
+    done = _program([str(place / "root-only"), "scan", "-sS", "-sV", "--version-intensity", "2",
+                     "-p", ports, HOST, "--no-progress", "-o", str(out / "ds"),
+                     "-oN", str(out / "scan.txt")])
+    assert done.returncode == 0, done.stderr
+    assert "keeping root" not in done.stderr
+    hooks = _hooks(done.stderr)
+    assert set(hooks) == {"x509", "banner"}, done.stderr  # both parsers ran, after the drop
+    for h in hooks.values():
+        st = h["self"]
+        assert st["Uid"].split() == [str(NOBODY)] * 4 and st["Gid"].split() == [str(NOBODY)] * 4
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(st[cap], 16) == 0, (cap, st)
+        assert st["NoNewPrivs"] == "1" and st["Groups"] == ""
+        for t in h["tasks"].values():  # every thread, not only the one that parsed
+            assert "0" not in t["Uid"].split() and int(t["CapEff"], 16) == 0
+        assert h["tries"] == {"append": 13, "create": 13}  # EACCES: the bug wrote nothing
+    assert (place / "root-only").read_text() == "root's\n" and not (place / "new").exists()
+    # Results as exact as with root: every port as the lab made it, and as nmap sees it.
+    text = (out / "scan.txt").read_text()
+    truth = {**{p: "open" for p in lab.open_ports["tcp"]},
+             **{p: "closed" for p in lab.closed_ports}}
+    got = {int(w.split("/")[0]): w.split()[1] for w in text.splitlines()
+           if w[:1].isdigit() and "/tcp" in w}
+    assert got == truth
+    assert nmap_states(nmap, HOST, ports) == truth
+    https = lab.services["https"]
+    assert next(w for w in text.splitlines() if w.startswith(f"{https}/tcp")).split()[3] \
+        == "ssl/http"
+    # What the scan wrote belongs to the user it ran as, not to root.
+    owners = {p: p.stat().st_uid for p in [out, out / "ds", out / "scan.txt",
+                                           *(out / "ds").rglob("*")]}
+    assert set(owners.values()) == {NOBODY}, owners
+
+
+def test_sudo_caller_owns_the_output_and_an_unwritable_folder_is_refused(
+        lab: Lab, place: Path) -> None:
+    env = {"SUDO_UID": "4242", "SUDO_GID": "4343"}
+    mine = place / "mine"
+    mine.mkdir()
+    os.chown(mine, 4242, 4343)
+    done = _program([str(place / "root-only"), "scan", "-sS", "-p", _ports(lab), HOST,
+                     "--no-progress", "-oX", str(mine / "scan.xml")], env)
+    assert done.returncode == 0, done.stderr
+    st = (mine / "scan.xml").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+    # place itself is root's: the user cannot write there, and is told before any probe.
+    done = _program([str(place / "root-only"), "scan", "-sS", "-p", _ports(lab), HOST,
+                     "--no-progress", "-oN", str(place / "scan.txt")], env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "runs as user uid 4242 once its raw sockets are open" in done.stderr, done.stderr
+    assert "--privileged" in done.stderr
+    assert not (place / "scan.txt").exists()
+
+
+def test_privileged_keeps_root(lab: Lab, place: Path) -> None:
+    done = _program([str(place / "root-only"), "scan", "-sS", "-sV", "--version-intensity",
+                     "0", "--privileged", "-p", str(lab.services["ssh"]), HOST,
+                     "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    st = _hooks(done.stderr)["banner"]["self"]
+    assert st["Uid"].split()[1] == "0" and int(st["CapEff"], 16) != 0
+    assert (place / "root-only").read_text().endswith("written by a parser\n")  # the risk
+
+
+def test_main_called_from_python_never_drops(lab: Lab) -> None:
+    from prtip_nb.cli import main
+    from prtip_nb.net import privileges
+
+    assert main(["scan", "-sS", "-p", str(lab.services["ssh"]), HOST, "--no-progress"]) == 0
+    assert os.geteuid() == 0 and privileges.dropped() is None and privileges.pool() is None
