@@ -176,3 +176,38 @@ def test_main_called_from_python_never_drops(lab: Lab) -> None:
 
     assert main(["scan", "-sS", "-p", str(lab.services["ssh"]), HOST, "--no-progress"]) == 0
     assert os.geteuid() == 0 and privileges.dropped() is None and privileges.pool() is None
+
+
+def test_ping_sweep_after_the_drop_equals_nmap_and_forgets_stale_neighbours(
+        lab: Lab, place: Path, nmap: str) -> None:
+    """Discovery's raw sockets come from the pool; its neighbour deletions go through the
+    root helper: a host that answered ARP and left is down, as nmap says."""
+    from prtip_nb.lab.veth import VethLab
+
+    from .test_discovery import ON4, R4, _rules, nmap_hosts
+
+    need(shutil.which("nft") is not None and shutil.which("nsenter") is not None,
+         "needs nftables and nsenter")
+    gone = "198.51.100.77"
+    targets = [*ON4, R4[6], R4[7], R4[8], R4[9], "198.51.100.14", gone]
+    with VethLab(up=ON4, routed_up=list(R4.values()), tcp=[443]) as veth:
+        veth.nft(_rules())
+        veth.target("ip", "addr", "add", f"{gone}/32", "dev", veth.theirs)
+        import prtip_nb as pn
+
+        assert pn.discover(gone).hosts["state"].tolist() == ["up"]  # its entry: reachable
+        veth.target("ip", "addr", "del", f"{gone}/32", "dev", veth.theirs)
+        out = place / "sweep"
+        done = _program([str(place / "root-only"), "scan", "-sn", *targets,
+                         "-o", str(out)])
+        assert done.returncode == 0, done.stderr
+        assert "keeping root" not in done.stderr
+        theirs = nmap_hosts(nmap, targets)
+    mine = {h: (s, r) for h, s, r in zip(*(pn.read_scans(str(out)).hosts[c].astype(str)
+                                           for c in ("host", "state", "reason")), strict=True)}
+    assert mine[gone] == ("down", "no-response")
+    for addr, (state, reason) in theirs.items():
+        assert mine[addr][0] == state, (addr, mine[addr], state)
+        if state == "up" and addr in ON4:
+            assert mine[addr][1] == reason == "arp-response", addr
+    assert {p.stat().st_uid for p in out.rglob("*")} == {NOBODY}
