@@ -131,10 +131,11 @@ def drop_root(args: argparse.Namespace) -> None:
               "users can read, or run through sudo from such a user's account",
               file=sys.stderr)
         return
-    privileges.open_pool(capture=raw_scan, discovery=discovery)
+    stages = 2 if args.udp and args.method == "syn" else 1  # -sS -sU: two captures
+    privileges.open_pool(capture=stages if raw_scan else 0, discovery=discovery)
     if args.output:
         _make_dirs_for(args.output, uid, gid)
-    privileges.drop_privileges()
+    privileges.become()
 
 
 def _make_dirs_for(path: str, uid: int, gid: int) -> None:

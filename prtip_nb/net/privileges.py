@@ -13,9 +13,9 @@ through a setuid or file-capability program.
 THE POOL. ``open_pool`` opens, as root:
 - one ``IPPROTO_RAW`` sender per family; every ``RawSender`` gets a ``dup`` of it (one
   socket, one 4 MiB send buffer forced while root could);
-- ``CAPTURE`` ``AF_PACKET`` sockets per family with protocol 0: they capture nothing until
-  ``Capture`` binds them, after its filter and ring are set (neither needs privileges);
-  each capture takes a fresh one (a ring cannot be set twice on a socket);
+- ``capture`` ``AF_PACKET`` sockets per family (one per raw stage), protocol 0: they
+  capture nothing until ``Capture`` binds them, after its filter and ring are set
+  (neither needs privileges); each capture takes a fresh one (a ring is set once);
 - discovery's raw ICMP and TCP receive sockets, with a drop-everything filter until
   discovery attaches its own (a raw TCP socket otherwise copies every segment the host gets).
 The engines ask the pool first (``take_raw``, ``take_packet``, ``take_discovery``) and open
@@ -45,11 +45,14 @@ from dataclasses import dataclass, field
 
 from ..errors import PrivilegeError
 
-__all__ = ["CAPTURE", "Dropped", "SocketPool", "drop_privileges", "dropped", "install_paths",
-           "neigh_delete", "open_pool", "pool", "proc_status", "take_discovery", "take_packet",
-           "take_raw", "target_user", "unreadable_for"]
+__all__ = ["CAPTURE", "Dropped", "SocketPool", "become", "drop_privileges", "dropped",
+           "install_paths", "neigh_delete", "open_pool", "pool", "proc_status",
+           "take_discovery", "take_packet", "take_raw", "target_user", "unreadable_for"]
 
-CAPTURE = 4  # packet sockets per family: a CLI run uses one per raw stage
+# Packet sockets per family by default: one per raw stage (-sS -sU has two). Not more:
+# closing a packet socket waits for an RCU grace period (~10 ms each, measured), and the
+# unused ones are closed at exit.
+CAPTURE = 1
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 8, 24, 38, 1
 _CAP_V3 = 0x20080522
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -124,7 +127,7 @@ def take_packet(family: int) -> socket.socket | None:
     left = _POOL.packet[family]
     if not left:
         raise PrivilegeError(
-            f"this scan needed more IPv{family} packet captures than the {CAPTURE} opened "
+            f"this scan needed more IPv{family} packet captures than were opened "
             "before root was dropped; run it with --privileged, and please report it")
     return left.pop()
 
@@ -145,9 +148,10 @@ def neigh_delete(family: int, ifindex: int, addr: bytes) -> int | None:
     return struct.unpack("=i", reply)[0] if len(reply) == 4 else errno.EPIPE
 
 
-def open_pool(*, families: tuple[int, ...] = (4, 6), capture: bool = True,
+def open_pool(*, families: tuple[int, ...] = (4, 6), capture: int = CAPTURE,
               discovery: bool = True) -> SocketPool:
-    """Open (as root) the sockets a scan of ``families`` needs and install the pool.
+    """Open (as root) the sockets a scan of ``families`` needs and install the pool:
+    ``capture`` packet sockets per family (one per SYN or UDP stage), discovery's.
 
     A family the kernel lacks (IPv6 disabled) is skipped: its scan fails as it would have.
     PrivilegeError when raw sockets cannot be opened at all."""
@@ -164,7 +168,7 @@ def open_pool(*, families: tuple[int, ...] = (4, 6), capture: bool = True,
                 continue  # no such family here
             if capture:
                 p.packet[fam] = [socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
-                                 for _ in range(CAPTURE)]
+                                 for _ in range(capture)]
             if discovery:
                 icmp = socket.IPPROTO_ICMP if fam == 4 else socket.IPPROTO_ICMPV6
                 for proto in (icmp, socket.IPPROTO_TCP):
@@ -335,14 +339,28 @@ def proc_status(pid: int | str = "self") -> dict[str, str]:
     return out
 
 
-def drop_privileges(user: str | int | None = None) -> Dropped:
-    """Become ``user`` (default: the sudo caller, else nobody) with no capabilities and
-    ``no_new_privs``, for good; the sockets already open keep working.
+def drop_privileges(user: str | int | None = None, *, captures: int = 4,
+                    discovery: bool = True) -> Dropped:
+    """Open the sockets scans need, then become ``user`` (default: the sudo caller, else
+    nobody) with no capabilities and ``no_new_privs``, for good (``pn.drop_privileges``).
 
-    Call it after ``open_pool`` (or after opening what you need) and before reading any
-    network data or file. From a notebook this is for ever: the kernel stays that user.
+    Afterwards ``pn.scan(..., method="syn")``, ``"udp"`` and ``pn.discover`` use the
+    pooled sockets: any number of discoveries, and ``captures`` SYN or UDP stages (each
+    takes a fresh packet socket; a -sS -sU scan takes two). Connect scans need nothing.
+    Call it before reading untrusted data or files. In a notebook this is for ever: the
+    kernel stays that user until it restarts, which is why nothing calls it for you.
     Raises PrivilegeError unless the process runs as root, or if the result is not
     verified in /proc/self/status (fail closed: nothing is scanned half-dropped)."""
+    if _DROPPED is not None:
+        return _DROPPED
+    if os.geteuid() != 0:
+        raise PrivilegeError("drop_privileges() needs a process running as root")
+    open_pool(capture=captures, discovery=discovery)
+    return become(user)
+
+
+def become(user: str | int | None = None) -> Dropped:
+    """The drop itself, after ``open_pool``: see ``drop_privileges``."""
     global _DROPPED
     if os.geteuid() != 0:
         raise PrivilegeError("drop_privileges() needs a process running as root")

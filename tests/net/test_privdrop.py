@@ -51,9 +51,10 @@ def _hidden_homes() -> list[tuple[str, str]]:
     return out
 
 
-def _program(args: list[str], env: dict[str, str] | None = None,
+def _program(args: list[str], env: dict[str, str] | None = None, *, code: str | None = None,
              ) -> subprocess.CompletedProcess[str]:
-    """``prtip-nb ARGS`` as a program, in a mount namespace where Python is readable."""
+    """``prtip-nb ARGS`` as a program (or Python ``code``), in a mount namespace where
+    Python is readable."""
     script = "set -e\n"
     for n, (home, child) in enumerate(_hidden_homes()):
         keep = f"/tmp/.privdrop-keep{os.getpid()}-{n}"
@@ -65,8 +66,8 @@ def _program(args: list[str], env: dict[str, str] | None = None,
     full.update(PYTHONPATH=REPO, **(env or {}))
     return subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "privdrop",
-         sys.executable, RUN, *args], capture_output=True, text=True, timeout=120, env=full,
-        cwd="/")
+         sys.executable, *(["-c", code] if code else [RUN]), *args],
+        capture_output=True, text=True, timeout=120, env=full, cwd="/")
 
 
 def _hooks(stderr: str) -> dict[str, dict]:
@@ -82,7 +83,7 @@ def lab() -> Iterator[Lab]:
     need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
     need(os.geteuid() == 0, "needs root (the drop is from root)")
     need(shutil.which("unshare") is not None, "needs unshare (util-linux)")
-    with Lab(HOST, ssh=0, https=0, http=0, closed=2, base_port=0) as lab:
+    with Lab(HOST, ssh=0, https=0, http=0, udp_echo=0, closed=2, base_port=0) as lab:
         yield lab
 
 
@@ -160,6 +161,20 @@ def test_sudo_caller_owns_the_output_and_an_unwritable_folder_is_refused(
     assert not (place / "scan.txt").exists()
 
 
+def test_syn_and_udp_in_one_run_use_two_pooled_captures(lab: Lab, place: Path) -> None:
+    echo, ssh, shut = lab.services["udp_echo"], lab.services["ssh"], lab.closed_ports[0]
+    out = place / "both"
+    done = _program([str(place / "root-only"), "scan", "-sS", "-sU", "-p",
+                     f"T:{ssh},{shut},U:{echo},{shut}", HOST, "--no-progress",
+                     "-oN", str(out / "s.txt"), "-o", str(out / "ds")])
+    assert done.returncode == 0, done.stderr
+    assert "keeping root" not in done.stderr
+    rows = {w.split()[0]: w.split()[1] for w in (out / "s.txt").read_text().splitlines()
+            if w[:1].isdigit()}
+    assert rows == {f"{ssh}/tcp": "open", f"{shut}/tcp": "closed", f"{echo}/udp": "open",
+                    f"{shut}/udp": "closed"}, rows
+
+
 def test_privileged_keeps_root(lab: Lab, place: Path) -> None:
     done = _program([str(place / "root-only"), "scan", "-sS", "-sV", "--version-intensity",
                      "0", "--privileged", "-p", str(lab.services["ssh"]), HOST,
@@ -168,6 +183,27 @@ def test_privileged_keeps_root(lab: Lab, place: Path) -> None:
     st = _hooks(done.stderr)["banner"]["self"]
     assert st["Uid"].split()[1] == "0" and int(st["CapEff"], 16) != 0
     assert (place / "root-only").read_text().endswith("written by a parser\n")  # the risk
+
+
+def test_api_drops_only_when_asked(lab: Lab) -> None:
+    ssh, shut = lab.services["ssh"], lab.closed_ports[0]
+    code = f"""
+import json, os, prtip_nb as pn
+from prtip_nb.net.privileges import proc_status
+assert os.geteuid() == 0
+d = pn.drop_privileges()
+r = pn.scan("{HOST}", ports="{ssh},{shut}", method="syn")
+s = pn.scan("{HOST}", ports="{ssh}", method="syn")
+print(json.dumps({{"user": d.user, "status": proc_status(),
+                  "ports": dict(zip(r.ports["port"].tolist(), r.ports["state"].astype(str))),
+                  "again": s.ports["state"].astype(str).tolist()}}))
+"""
+    done = _program([], code=code)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["user"] == "nobody" and int(got["status"]["CapEff"], 16) == 0
+    assert got["status"]["Uid"].split() == [str(NOBODY)] * 4
+    assert got["ports"] == {str(ssh): "open", str(shut): "closed"} and got["again"] == ["open"]
 
 
 def test_main_called_from_python_never_drops(lab: Lab) -> None:
