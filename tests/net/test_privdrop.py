@@ -56,11 +56,16 @@ def _program(args: list[str], env: dict[str, str] | None = None, *, code: str | 
     """``prtip-nb ARGS`` as a program (or Python ``code``), in a mount namespace where
     Python is readable."""
     script = "set -e\n"
-    for n, (home, child) in enumerate(_hidden_homes()):
+    homes: dict[str, list[str]] = {}
+    for home, child in _hidden_homes():
+        homes.setdefault(home, []).append(child)
+    for n, (home, children) in enumerate(homes.items()):
         keep = f"/tmp/.privdrop-keep{os.getpid()}-{n}"
         script += (f"mkdir -p {keep} && mount --bind {home} {keep}\n"
-                   f"mount -t tmpfs -o mode=755 tmpfs {home}\n"
-                   f"mkdir -p {home}/{child} && mount --bind {keep}/{child} {home}/{child}\n")
+                   f"mount -t tmpfs -o mode=755 tmpfs {home}\n")
+        for child in children:
+            script += f"mkdir -p {home}/{child} && mount --bind {keep}/{child} {home}/{child}\n"
+        script += f"umount -l {keep} && rmdir {keep}\n"
     script += 'exec "$@"\n'
     full = {k: v for k, v in os.environ.items() if k not in ("SUDO_UID", "SUDO_GID")}
     full.update(PYTHONPATH=REPO, **(env or {}))
