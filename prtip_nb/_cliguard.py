@@ -23,7 +23,7 @@ from ._termsafe import printable
 from .errors import ConfigError, DatasetError, PrtipError
 from .interop import commands as interop_commands
 
-__all__ = ["drop_root", "hint", "os_error", "preflight", "saved", "show_warning",
+__all__ = ["denied_hint", "drop_root", "hint", "os_error", "preflight", "saved", "show_warning",
            "write_normal"]
 
 
@@ -80,15 +80,28 @@ def preflight(args: argparse.Namespace, options: dict[str, Any]) -> None:
         raise ConfigError(why + _as_whom(), token=args.output)
 
 
-def _as_whom() -> str:
+def denied_hint(exc: BaseException) -> str:
+    """After the drop, for a file the new user may not read or write: who it is and the
+    ways out; else ""."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, PermissionError) or "Permission denied" in str(seen):
+            return _as_whom("let {user} read or write it")
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _as_whom(fix: str = "choose a place {user} can write") -> str:
     """Who could not write: after the drop, the user the scan became, and the ways out."""
     from .net.privileges import dropped
 
     d = dropped()
     if d is None:
         return ""
-    return (f" (the scan runs as user {d.user} once its raw sockets are open: choose a place "
-            f"{d.user} can write, run through sudo from an account that can, or pass "
+    return (f" (the scan runs as user {d.user} once its raw sockets are open: "
+            f"{fix.format(user=d.user)}, run through sudo from an account that can, or pass "
             "--privileged to keep root)")
 
 

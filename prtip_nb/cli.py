@@ -172,16 +172,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "diff":
             return interop_commands.cmd_diff(args)
     except SpecError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except PrtipError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("prtip-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # not translated deeper down: still one line, never a traceback
-        print(f"prtip-nb: {printable(guard.os_error(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(guard.os_error(exc))}{guard.denied_hint(exc)}",
+              file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
 

@@ -164,6 +164,14 @@ def test_sudo_caller_owns_the_output_and_an_unwritable_folder_is_refused(
     assert "runs as user uid 4242 once its raw sockets are open" in done.stderr, done.stderr
     assert "--privileged" in done.stderr
     assert not (place / "scan.txt").exists()
+    # Files are read as the user too: a target list only root may read is refused.
+    secret = place / "targets.txt"
+    secret.write_text(HOST + "\n")
+    secret.chmod(0o600)
+    done = _program([str(place / "root-only"), "scan", "-sS", "-p", _ports(lab), "-iL",
+                     str(secret), "--no-progress"], env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "Permission denied" in done.stderr and "runs as user uid 4242" in done.stderr
 
 
 def test_syn_and_udp_in_one_run_use_two_pooled_captures(lab: Lab, place: Path) -> None:
