@@ -39,8 +39,10 @@ import ctypes
 import errno
 import os
 import pwd
+import signal
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from ..errors import PrivilegeError
@@ -60,6 +62,8 @@ _ETH = {4: 0x0800, 6: 0x86DD}
 SO_ATTACH_FILTER, SO_TIMESTAMPNS, SO_RCVBUFFORCE, SO_SNDBUFFORCE = 26, 35, 33, 32
 _DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF "ret #0": keep nothing
 _NEIGH_REQ = struct.Struct("=BI16s")
+_NEIGH_LOCK = threading.Lock()
+NEIGH_TIMEOUT = 5.0  # seconds the helper gets to answer one request
 
 
 @dataclass
@@ -143,8 +147,14 @@ def neigh_delete(family: int, ifindex: int, addr: bytes) -> int | None:
     if _POOL is None or _POOL.neigh is None:
         return None
     s = _POOL.neigh
-    s.sendall(_NEIGH_REQ.pack(family, ifindex, addr.ljust(16, b"\0")))
-    reply = s.recv(4)
+    try:
+        with _NEIGH_LOCK:
+            s.sendall(_NEIGH_REQ.pack(family, ifindex, addr.ljust(16, b"\0")))
+            reply = s.recv(4)
+    except TimeoutError:
+        return errno.ETIMEDOUT
+    except OSError as exc:  # the helper is gone (killed): the entry stays, as without root
+        return exc.errno or errno.EPIPE
     return struct.unpack("=i", reply)[0] if len(reply) == 4 else errno.EPIPE
 
 
@@ -223,12 +233,14 @@ def _start_neigh_helper(p: SocketPool) -> tuple[socket.socket, int]:
             os.closerange(keep + 1, 1 << 16)
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # dies with the scan
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scan's to handle
             _serve_neigh(theirs)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     theirs.close()
+    ours.settimeout(NEIGH_TIMEOUT)
     return ours, pid
 
 
