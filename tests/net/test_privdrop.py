@@ -233,13 +233,13 @@ def test_ping_sweep_after_the_drop_equals_nmap_and_forgets_stale_neighbours(
     root helper: a host that answered ARP and left is down, as nmap says."""
     from prtip_nb.lab.veth import VethLab
 
-    from .test_discovery import ON4, R4, _rules, nmap_hosts
+    from .test_discovery import ON4, R4, R6, _rules, nmap_hosts
 
     need(shutil.which("nft") is not None and shutil.which("nsenter") is not None,
          "needs nftables and nsenter")
     gone = "198.51.100.77"
     targets = [*ON4, R4[6], R4[7], R4[8], R4[9], "198.51.100.14", gone]
-    with VethLab(up=ON4, routed_up=list(R4.values()), tcp=[443]) as veth:
+    with VethLab(up=ON4, routed_up=[*R4.values(), *R6.values()], tcp=[443]) as veth:
         veth.nft(_rules())
         veth.target("ip", "addr", "add", f"{gone}/32", "dev", veth.theirs)
         import prtip_nb as pn
@@ -252,6 +252,9 @@ def test_ping_sweep_after_the_drop_equals_nmap_and_forgets_stale_neighbours(
         assert done.returncode == 0, done.stderr
         assert "keeping root" not in done.stderr
         theirs = nmap_hosts(nmap, targets)
+        # Discovery, then a SYN scan of the hosts found up, in one dropped run (IPv6 too).
+        port_scan = _program([str(place / "root-only"), "scan", "-sS", "-p", "443", "-T4",
+                              "--no-progress", "203.0.113.4-7", R6[5], R6[6], R6[7]])
     mine = {h: (s, r) for h, s, r in zip(*(pn.read_scans(str(out)).hosts[c].astype(str)
                                            for c in ("host", "state", "reason")), strict=True)}
     assert mine[gone] == ("down", "no-response")
@@ -260,3 +263,11 @@ def test_ping_sweep_after_the_drop_equals_nmap_and_forgets_stale_neighbours(
         if state == "up" and addr in ON4:
             assert mine[addr][1] == reason == "arp-response", addr
     assert {p.stat().st_uid for p in out.rglob("*")} == {NOBODY}
+    assert port_scan.returncode == 0, port_scan.stderr
+    assert "keeping root" not in port_scan.stderr
+    text = port_scan.stdout
+    for up in (R4[5], R4[6], R6[5], R6[6]):
+        assert f"Scan report for {up}\n" in text, text
+    for down in ("203.0.113.4", R6[7]):  # down: not port-scanned
+        assert f"Scan report for {down}\n" not in text
+    assert text.count("443/tcp     open") == 4, text
