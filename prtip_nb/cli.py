@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the scan as shards on a Dask cluster (tcp://scheduler:8786)")
     s.add_argument("--shards", type=int, metavar="N", help="with --dask: how many shards")
     s.add_argument("--open", action="store_true", help="show only open ports")
+    s.add_argument("--privileged", action="store_true",
+                   help="keep root: by default, as root, the scan becomes the sudo caller "
+                        "(or nobody) once its raw sockets are open")
     s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
     s.add_argument("--hold", choices=("auto", "all", "open"), default="auto",
                    help="rows kept in memory with -o: 'open' ports only (the dataset has them "
@@ -137,9 +140,13 @@ def _rate_arg(text: str) -> float | None:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, drop_root: bool | None = None) -> int:
+    """Run the command line. ``drop_root``: whether ``scan``, run as root, gives root up
+    once its raw sockets are open; by default only when run as the program (``argv`` None):
+    ``main([...])`` called from Python never changes its caller's process for good."""
     _lean_allocator()
     args = build_parser().parse_args(argv)
+    args.drop_root = argv is None if drop_root is None else drop_root
     with warnings.catch_warnings():
         # One line per warning, as the other messages: not Python's file:line and source.
         warnings.showwarning = guard.show_warning
@@ -165,16 +172,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "diff":
             return interop_commands.cmd_diff(args)
     except SpecError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except PrtipError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("prtip-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # not translated deeper down: still one line, never a traceback
-        print(f"prtip-nb: {printable(guard.os_error(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(guard.os_error(exc))}{guard.denied_hint(exc)}",
+              file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
 
@@ -229,6 +237,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from .targets import parse_shard
 
     _udp_options(args)
+    guard.drop_root(args)  # as root: open the raw sockets, then become the sudo caller
 
     options: dict[str, Any] = {
         "method": args.method or "connect",

@@ -238,8 +238,13 @@ class ScanConfig:
 
 
 def is_privileged() -> bool:
-    """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set)."""
+    """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set), or
+    were opened before root was dropped (net.privileges' pool)."""
     if os.geteuid() == 0:
+        return True
+    from .net.privileges import pool
+
+    if (p := pool()) is not None and p.raw:
         return True
     try:
         with open("/proc/self/status") as fh:

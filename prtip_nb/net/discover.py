@@ -78,6 +78,11 @@ class _Host:
 
 
 def _raw(family: int, proto: int) -> socket.socket:
+    from .privileges import take_discovery
+
+    pooled = take_discovery(family, proto)  # opened before root was dropped
+    if pooled is not None:
+        return pooled
     try:
         s = socket.socket(_AF[family], socket.SOCK_RAW, proto)
     except PermissionError as exc:
