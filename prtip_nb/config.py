@@ -120,6 +120,10 @@ class ScanConfig:
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
+    os: bool = False  # -O: OS detection after the port scan (IPv4; raw sockets)
+    osscan_limit: bool = False  # --osscan-limit: only hosts with an open and a closed TCP port
+    osscan_guess: bool = False  # --osscan-guess: print guesses when no match is perfect
+    os_db: str | None = None  # nmap-os-db path; None: the installed nmap's
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

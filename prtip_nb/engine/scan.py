@@ -379,6 +379,10 @@ class Scan:
                 from ..probes.stage import run_service_stage
 
                 run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
+            if self.config.os and not self._cancel.is_set():
+                from ..osdetect.stage import run_os_stage
+
+                run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc
