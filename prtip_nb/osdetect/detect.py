@@ -106,22 +106,48 @@ def analyze(host: str, probes: ProbeSet, replies: Mapping[str, Reply],
     used.append({"state": "closed", "proto": "udp", "port": closed_udp})
     seqs = [replies[n] for n in ("SEQ1", "SEQ2", "SEQ3", "SEQ4", "SEQ5", "SEQ6")
             if n in replies]
-    sequences = {
-        "tcpsequence": {"values": ",".join(f"{r.seq:X}" for r in seqs)},
-        "ipidsequence": {"class": fp.get("SEQ", {}).get("TI", ""),
-                         "values": ",".join(f"{r.ip_id:X}" for r in seqs)},
-    }
+    sequences = _sequences(fp.get("SEQ", {}), seqs)
     return HostOs(host, fp, format_lines(fp, scan), db.match(fp), reliable, distance,
                   used, sequences)
 
 
-def _private(host: str) -> bool:
-    import ipaddress
+_IPID_NAMES = {"Z": "All zeros", "RD": "Randomized", "RI": "Random positive increments",
+               "BI": "Broken little-endian incremental", "I": "Incremental"}
+_TS_NAMES = {"U": "none returned (unsupported)", "0": "zero timestamp", "1": "2HZ",
+             "7": "100HZ", "A": "1000HZ"}
 
-    try:
-        return ipaddress.ip_address(host).is_private
-    except ValueError:
+
+def _difficulty(index: int) -> str:
+    for bound, text in ((3, "Trivial joke"), (6, "Easy"), (11, "Medium"), (12, "Formidable"),
+                        (16, "Worthy challenge")):
+        if index < bound:
+            return text
+    return "Good luck!"
+
+
+def _sequences(seq: Mapping[str, str], replies: list[Reply]) -> dict[str, Any]:
+    """nmap's <tcpsequence>, <ipidsequence> and <tcptssequence> attributes."""
+    out: dict[str, Any] = {}
+    if "SP" in seq:
+        index = int(seq["SP"], 16)
+        out["tcpsequence"] = {"index": str(index), "difficulty": _difficulty(index),
+                              "values": ",".join(f"{r.seq:X}" for r in replies)}
+    if "TI" in seq:
+        ti = seq["TI"]
+        out["ipidsequence"] = {"class": _IPID_NAMES.get(ti, "Duplicated ipid"),
+                               "values": ",".join(f"{r.ip_id:X}" for r in replies)}
+    if "TS" in seq:
+        out["tcptssequence"] = {"class": _TS_NAMES.get(seq["TS"], "other")}
+    return out
+
+
+def _private(host: str) -> bool:
+    """nmap's isipprivate (PV in the SCAN line): 10/8, 172.16/12 and 192.168/16."""
+    parts = host.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
         return False
+    a, b = int(parts[0]), int(parts[1])
+    return a == 10 or (a == 172 and 16 <= b <= 31) or (a == 192 and b == 168)
 
 
 def os_rows(result: HostOs) -> list[dict[str, Any]]:
