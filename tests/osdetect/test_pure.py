@@ -252,6 +252,7 @@ def test_parse_db_and_score():
     # 245; IE misses T (15) and CD (100) of 205.
     assert m[1].accuracy == pytest.approx((245 - 35 + 205 - 115) / (245 + 205))
     assert db.match(fp)[1:] == []  # below 85 %: not listed
+    assert list(db.scores(fp)) == pytest.approx([db.accuracy(r, fp) for r in db.prints])
     with pytest.raises(ValueError, match="MatchPoints"):
         parse_db("Fingerprint X\nClass a | b || c\n")
     with pytest.raises(ValueError, match="cannot read"):
