@@ -18,7 +18,7 @@ among equals); 100 % is a perfect match.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -113,8 +113,8 @@ class OsDb:
                     owner.append(n)
         triples = list(ids)
         weights = np.array([self.points[t].get(a, 1) for t, a, _e in triples], dtype=np.float64)
-        return _Index(triples, weights, np.array(flat, dtype=np.int64),
-                      np.array(owner, dtype=np.int64))
+        return _Index(triples, weights, np.array(flat, dtype=np.int32),
+                      np.array(owner, dtype=np.int32))
 
     def scores(self, fp: Mapping[str, Mapping[str, str]]) -> np.ndarray:
         """The accuracy (0..1) of every entry against ``fp``, in db order."""
@@ -225,8 +225,8 @@ def _test_line(line: str) -> tuple[str, dict[str, str]] | None:
     return line[:open_], attrs
 
 
-def parse_db(text: str, path: str = "") -> OsDb:
-    """Parse nmap-os-db text (MatchPoints, then Fingerprint entries)."""
+def parse_db(text: str | Iterable[str], path: str = "") -> OsDb:
+    """Parse nmap-os-db text or lines (MatchPoints, then Fingerprint entries)."""
     points: dict[str, dict[str, int]] = {}
     prints: list[OsReference] = []
     cur: OsReference | None = None
@@ -234,7 +234,8 @@ def parse_db(text: str, path: str = "") -> OsDb:
     # SHARED LINES: many entries repeat a line ("T2(R=N)"); parse each text once and share
     # the (read-only) dict. Halves the parse of nmap-os-db.
     parsed_lines: dict[str, tuple[str, dict[str, str]] | None] = {}
-    for no, raw in enumerate(text.splitlines(), 1):
+    lines = text.splitlines() if isinstance(text, str) else text
+    for no, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -300,8 +301,8 @@ def load_db(path: str | os.PathLike[str] | None = None) -> OsDb:
     key = str(p.resolve())
     if key not in _CACHE:
         try:
-            text = p.read_text(encoding="utf-8", errors="replace")
+            with p.open(encoding="utf-8", errors="replace") as fh:  # streamed: no 5 MB copy
+                _CACHE[key] = parse_db(fh, key)
         except OSError as exc:
             raise ConfigError(f"cannot read nmap-os-db at {p}: {exc}") from None
-        _CACHE[key] = parse_db(text, key)
     return _CACHE[key]
