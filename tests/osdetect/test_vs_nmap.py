@@ -130,3 +130,25 @@ def test_osscan_limit_skips_hosts_without_closed_port(limit):
         assert res.tables["os"].num_rows > 0
         warnings = res.events[res.events["kind"] == "ScanWarning"]
         assert warnings["payload"].str.contains("may not be reliable").any()
+
+
+def test_passive_guess_from_reply_ttls():
+    """Without -O: the initial TTL each lab stack uses, read off the scan's own replies."""
+    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
+    import os
+
+    need(os.geteuid() == 0, "needs root (raw sockets)")
+    need(all(shutil.which(t) for t in ("nsenter", "unshare")), "needs nsenter and unshare")
+    import prtip_nb as pn
+    from prtip_nb.lab.stacks import StackHost, StackLab
+    from prtip_nb.osdetect.passive import passive_guess
+
+    ttls = ["64", "128", "255", "32"]
+    hosts = [StackHost({"net.ipv4.ip_default_ttl": t}) for t in ttls]
+    with StackLab(hosts, tcp=[22]) as lab:
+        res = pn.scan(lab.addresses, "22,80", method="syn")
+    got = passive_guess(res.tables["ports"]).to_pylist()
+    assert [r["host"] for r in got] == lab.addresses
+    assert [r["initial_ttl"] for r in got] == [int(t) for t in ttls]
+    assert all(r["hops"] == 1 for r in got)
+    assert got[1]["guess"] == "Windows" and got[0]["guess"].startswith("Linux")
