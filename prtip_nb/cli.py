@@ -256,6 +256,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if options["os"]:  # -O: before discovery sends its pings
+        from .osdetect.stage import preflight
+
+        preflight(family=args.family, os_db=args.os_db)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 

@@ -215,6 +215,10 @@ class Scan:
             why = check_output_dir(self.config.output, what="output folder")
             if why:
                 raise ConfigError(why, token=self.config.output)
+        if self.config.os:  # -O: nmap-os-db and raw sockets, checked before a packet
+            from ..osdetect.stage import preflight
+
+            preflight(family=self.config.family, os_db=self.config.os_db)
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:

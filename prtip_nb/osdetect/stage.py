@@ -22,7 +22,20 @@ if TYPE_CHECKING:
 
     from ..engine.scan import Scan
 
-__all__ = ["detect_hosts", "host_columns", "port_rows", "run_os_stage"]
+__all__ = ["detect_hosts", "host_columns", "port_rows", "preflight", "run_os_stage"]
+
+
+def preflight(*, family: int | None = None, os_db: str | None = None) -> None:
+    """Fail before the scan sends anything if -O could not run: no nmap-os-db
+    (ConfigError), no raw sockets (PrivilegeError), or only IPv6 asked for."""
+    from ..errors import ConfigError
+    from ..net.rawsock import open_raw_socket
+
+    if family == 6:
+        raise ConfigError("OS detection (-O) is IPv4 only: nmap's IPv6 method is not built",
+                          hint="drop -O, or scan IPv4 targets")
+    load_db(os_db)
+    open_raw_socket(4).close()
 
 
 def port_rows(ports: pa.Table) -> list[tuple[str, str, int, str]]:

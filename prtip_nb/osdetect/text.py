@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """ScanConfig options of the -O flags (``-A`` implies -O: set ``args.os`` first)."""
-    return {"os": bool(args.os), "osscan_limit": bool(args.osscan_limit),
+    aggressive = bool(getattr(args, "aggressive", False))  # -A, when the CLI has it
+    return {"os": bool(args.os) or aggressive, "osscan_limit": bool(args.osscan_limit),
             "osscan_guess": bool(args.osscan_guess), "os_db": args.os_db}
 
 
@@ -51,7 +53,8 @@ def host_lines(host: Mapping[str, Any], matches: Sequence[Mapping[str, Any]], *,
     if not matches and not prints:
         return []
     text = "\n".join(prints)
-    reliable = "%G=N%" not in text.replace("\n", "").replace("OS:", "")
+    flat = text.replace("\nOS:", "").removeprefix("OS:")
+    reliable = re.search(r"[(%]G=N[%)]", flat) is None  # SCAN's G: a good fingerprint
     lines = [] if reliable else [UNRELIABLE]
     perfect = [m for m in matches if m.get("accuracy") == 100]
     classes = [c for m in (perfect or matches[:1]) for c in (m.get("classes") or ())]
