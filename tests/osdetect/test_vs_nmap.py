@@ -72,7 +72,8 @@ def test_os_detection_equals_nmap(tmp_path):
 
     hosts = _lab_hosts()
     with StackLab(hosts, tcp=[22]) as lab:
-        res = pn.scan(lab.addresses, "22,80", method="syn", os=True)
+        res = pn.scan(lab.addresses, "22,80", method="syn", os=True,
+                      output=str(tmp_path / "scans"))
         xml = tmp_path / "nmap.xml"
         subprocess.run(["nmap", "-n", "-Pn", "-sS", "-p22,80", "-O", "-d", "-oX", str(xml),
                         *lab.addresses], check=True, capture_output=True, timeout=120)
@@ -101,6 +102,19 @@ def test_os_detection_equals_nmap(tmp_path):
         assert len(both) >= len(omatches) // 2, (spec.label, omatches, nmatches)
         for m in both:
             assert _classes(m["classes"]) == _classes(by_name[m["name"]]["classes"]), m["name"]
+    # Saved and read back, and written as nmap XML: the same os rows, read as nmap's are.
+    back = pn.read_scans(tmp_path / "scans", scan_id=res.scan_id)
+    assert back.tables["os"].drop(["scan_id"]).to_pylist() == \
+        res.tables["os"].drop(["scan_id"]).to_pylist()
+    ours_xml = _nmap_os(res.to_nmap_xml(tmp_path / "ours.xml"))
+    for addr in lab.addresses:
+        assert ours_xml[addr][1] == [
+            {"name": m["name"], "accuracy": m["accuracy"],
+             "classes": [{k: c[k] for k in ("type", "vendor", "family", "generation", "cpe")}
+                         for c in m["classes"]]}
+            for m in ours_os.get(addr, [])]
+        assert {k: v for k, v in ours_xml[addr][0].items() if k in STABLE} == \
+            {k: v for k, v in theirs[addr][0].items() if k in STABLE}
     # The stacks differ, and the fingerprints tell them apart.
     prints = {str({k: v for k, v in parse_fingerprint(ours_hosts[a]["os_fingerprint"][0])
                    .items() if k in STABLE}) for a in lab.addresses}
