@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from ..engine.scan import Scan
 
-__all__ = ["detect_hosts", "host_columns", "port_rows", "preflight", "run_os_stage"]
+__all__ = ["detect_hosts", "host_columns", "port_rows", "preflight", "reply_timeout",
+           "run_os_stage"]
 
 
 def preflight(*, family: int | None = None, os_db: str | None = None) -> None:
@@ -45,9 +46,18 @@ def port_rows(ports: pa.Table) -> list[tuple[str, str, int, str]]:
         cols["host"], cols["proto"], cols["port"], cols["state"], strict=True) if ":" not in h]
 
 
+def reply_timeout(ports: pa.Table) -> float:
+    """How long to wait for the OS probes' replies: four times the slowest RTT the port
+    scan measured, 0.5 s at least (a lab) and 5 s at most."""
+    import pyarrow.compute as pc
+
+    worst = pc.max(ports["rtt_ms"]).as_py() if ports.num_rows else None
+    return min(5.0, max(0.5, 4 * (worst or 0) / 1000))
+
+
 def detect_hosts(rows: list[tuple[str, str, int, str]], *, limit: bool = False,
                  os_db: str | None = None, cancelled: Any = lambda: False,
-                 seed: int | None = None) -> list[HostOs]:
+                 seed: int | None = None, timeout: float = 0.5) -> list[HostOs]:
     """Fingerprint and match every host of ``rows`` (see ``detect.plan_hosts``)."""
     from .._version import __version__
     from ..net.osscan import OsTarget, probe_hosts
@@ -55,7 +65,7 @@ def detect_hosts(rows: list[tuple[str, str, int, str]], *, limit: bool = False,
     db = load_db(os_db)  # before a packet: a missing nmap-os-db is a clear error
     plans = plan_hosts(rows, limit=limit, seed=seed)
     runs = probe_hosts([OsTarget(p.host, p.open_port, p.closed_port, p.closed_udp)
-                        for p in plans], cancelled=cancelled)
+                        for p in plans], cancelled=cancelled, timeout=timeout)
     return [analyze(p.host, r.probes, r.replies, r.sent, db, open_port=p.open_port,
                     closed_port=p.closed_port, closed_udp=p.closed_udp, on_link=r.on_link,
                     reliable=p.reliable, version=__version__)
@@ -79,9 +89,15 @@ def run_os_stage(scan: Scan) -> None:
     sid = builder.meta.scan_id
     scan.bus.publish(StageChanged(time.monotonic() - scan._t0, sid, "os"))
     cfg = scan.config
-    results = detect_hosts(port_rows(builder.snapshot().tables["ports"]),
-                           limit=cfg.osscan_limit, os_db=cfg.os_db,
-                           cancelled=scan._cancel.is_set, seed=cfg.seed)
+    ports = builder.snapshot().tables["ports"]
+    results = detect_hosts(port_rows(ports), limit=cfg.osscan_limit, os_db=cfg.os_db,
+                           cancelled=scan._cancel.is_set, seed=cfg.seed,
+                           timeout=reply_timeout(ports))
+    v6 = {h for h in ports["host"].to_pylist() if ":" in h}
+    if v6:
+        scan.bus.publish(ScanWarning(time.monotonic() - scan._t0, sid,
+                                     f"OS detection is IPv4 only: {len(v6)} IPv6 host(s) "
+                                     "not fingerprinted"))
     rows = [row for res in results for row in os_rows(res)]
     builder.add_os(rows, {res.host: host_columns(res) for res in results})
     for res in results:

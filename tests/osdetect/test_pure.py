@@ -325,3 +325,15 @@ def test_load_db_reports_a_missing_nmap(tmp_path, monkeypatch):
 
 def test_ttl_guess():
     assert [fpm.ttl_guess(t) for t in (30, 50, 64, 100, 200)] == [32, 64, 64, 128, 255]
+
+
+def test_reply_timeout_follows_the_scan_rtt():
+    import pyarrow as pa
+
+    from prtip_nb.osdetect.stage import reply_timeout
+
+    def t(rtts):
+        return reply_timeout(pa.table({"rtt_ms": pa.array(rtts, pa.float32())}))
+
+    assert t([0.1, None]) == 0.5 and t([]) == 0.5 and t([None]) == 0.5
+    assert t([300.0]) == pytest.approx(1.2) and t([9000.0]) == 5.0
