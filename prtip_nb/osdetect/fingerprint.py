@@ -270,8 +270,9 @@ def compute(replies: Mapping[str, Reply], probes: ProbeSet, sent: Mapping[str, f
             distance: int | None) -> Fingerprint:
     """The fingerprint (SEQ, OPS, WIN, ECN, T1-T7, U1, IE) of one host's replies.
 
-    ``replies`` maps probe names to their replies, ``sent`` probe names to send times (s),
-    ``distance`` is the hop count if known (1 for a host on the link)."""
+    ``replies`` maps probe names to their replies, ``sent`` the probes sent to their send
+    times (s): a TCP probe not in it gets no line. ``distance`` is the hop count the U1
+    reply tells, if any."""
     fp: Fingerprint = {}
     seq = _seq(replies, sent)
     if seq:
@@ -282,14 +283,19 @@ def compute(replies: Mapping[str, Reply], probes: ProbeSet, sent: Mapping[str, f
                      for i, n in enumerate(SEQ_NAMES) if n in syn_acks}
         fp["WIN"] = {f"W{i + 1}": _h(syn_acks[n].window)
                      for i, n in enumerate(SEQ_NAMES) if n in syn_acks}
-    fp["ECN"] = _ecn(replies.get("ECN"), distance)
+    # A probe never sent (no open port: SEQ, ECN, T1-T4) gives no line at all, as in
+    # nmap; "R=N" would claim the host was asked and stayed silent.
+    if "ECN" in sent:
+        fp["ECN"] = _ecn(replies.get("ECN"), distance)
     first = next((n for n in SEQ_NAMES if n in replies), None)
-    t1 = replies.get(first) if first else None
-    p1 = probes[first or "SEQ1"]
-    fp["T1"] = _tcp_test(t1, p1.seq, p1.ack, distance, window=False, opts=False)
+    if first is not None or any(n in sent for n in SEQ_NAMES):
+        t1 = replies.get(first) if first else None
+        p1 = probes[first or "SEQ1"]
+        fp["T1"] = _tcp_test(t1, p1.seq, p1.ack, distance, window=False, opts=False)
     for name in ("T2", "T3", "T4", "T5", "T6", "T7"):
-        p = probes[name]
-        fp[name] = _tcp_test(replies.get(name), p.seq, p.ack, distance)
+        if name in sent:
+            p = probes[name]
+            fp[name] = _tcp_test(replies.get(name), p.seq, p.ack, distance)
     fp["U1"] = _u1(replies.get("U1"), probes, distance)
     fp["IE"] = _ie(replies.get("IE1"), replies.get("IE2"), distance)
     return fp

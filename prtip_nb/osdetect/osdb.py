@@ -141,6 +141,12 @@ class OsDb:
         scored: list[tuple[float, int, OsReference]] = []
         best: dict[str, int] = {}
         accs = self.scores(fp)
+        perfect = {self.prints[i].name for i in np.flatnonzero(accs == 1.0).tolist()}
+        if len(perfect) > MAX_MATCHES:
+            # nmap's OSSCAN_TOOMANYMATCHES ("Too many fingerprints match this host"): a
+            # fingerprint with too few tests (no open port) matches everything; it reports
+            # no match at all.
+            return []
         for idx in np.flatnonzero((accs >= threshold) | (accs == 1.0)).tolist():
             ref, acc = self.prints[idx], float(accs[idx])
             seen = best.get(ref.name)

@@ -337,3 +337,12 @@ def test_reply_timeout_follows_the_scan_rtt():
 
     assert t([0.1, None]) == 0.5 and t([]) == 0.5 and t([None]) == 0.5
     assert t([300.0]) == pytest.approx(1.2) and t([9000.0]) == 5.0
+
+
+def test_too_many_perfect_matches_report_none():
+    head = "MatchPoints\nIE(R=50%DFI=40%T=15%TG=15%CD=100)\n"
+    entries = "".join(f"Fingerprint OS {i}\nClass V | F || general purpose\nIE(R=Y%CD=S)\n"
+                      for i in range(37))
+    fp = {"IE": {"R": "Y", "CD": "S"}}
+    assert parse_db(head + entries).match(fp) == []  # nmap: "Too many fingerprints match"
+    assert len(parse_db(head + entries.split("Fingerprint OS 36")[0]).match(fp)) == 36

@@ -166,3 +166,30 @@ def test_passive_guess_from_reply_ttls():
     assert [r["initial_ttl"] for r in got] == [int(t) for t in ttls]
     assert all(r["hops"] == 1 for r in got)
     assert got[1]["guess"] == "Windows" and got[0]["guess"].startswith("Linux")
+
+
+def test_host_without_open_port_as_nmap():
+    """No open port: the open-port probes are not sent, their lines are absent (not R=N),
+    and a fingerprint that thin matches too many entries: no match, as nmap says."""
+    need(in_netns(), "needs a private network namespace: run under scripts/in-netns")
+    import os
+
+    need(os.geteuid() == 0, "needs root (raw sockets)")
+    need(shutil.which("nmap") is not None, "needs nmap (the reference, and its nmap-os-db)")
+    need(all(shutil.which(t) for t in ("nsenter", "unshare")), "needs nsenter and unshare")
+    import tempfile
+
+    import prtip_nb as pn
+    from prtip_nb.lab.stacks import StackHost, StackLab
+
+    with tempfile.TemporaryDirectory() as tmp, StackLab([StackHost()], tcp=[]) as lab:
+        res = pn.scan(lab.addresses, "22,80", method="syn", os=True)
+        xml = f"{tmp}/nmap.xml"
+        subprocess.run(["nmap", "-n", "-Pn", "-sS", "-p22,80", "-O", "-d", "-oX", xml,
+                        *lab.addresses], check=True, capture_output=True, timeout=120)
+        nfp, nmatches = _nmap_os(xml)[lab.addresses[0]]
+    ofp = parse_fingerprint(res.tables["hosts"]["os_fingerprint"][0].as_py()[0])
+    assert {k: v for k, v in ofp.items() if k != "SEQ"} == \
+        {k: v for k, v in nfp.items() if k != "SEQ"}
+    assert "T1" not in ofp and "ECN" not in ofp
+    assert res.tables["os"].num_rows == len(nmatches) == 0
