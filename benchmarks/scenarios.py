@@ -145,4 +145,5 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "net-bottleneck": _lazy("network", "net-bottleneck"),
     "net-4096": _lazy("network", "net-4096"),
     "scale-15": _lazy("scale", "scale-15"),
+    "os-10": _lazy("osdetect", "os-10"),
 }

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
@@ -21,6 +21,7 @@ from . import _cliguard as guard
 from ._termsafe import printable
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
+from .osdetect import text as os_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "all), 'all', or 'auto' (open only above a million probes)")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
+    os_text.add_arguments(s)  # -O, --osscan-limit, --osscan-guess, --os-db
     s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
     s.add_argument("-Pn", action="store_true",
                    help="skip host discovery (always skipped for loopback, unprivileged, "
@@ -258,10 +260,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
+        **os_text.options(args),
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if options["os"]:  # -O: before discovery sends its pings
+        from .engine.osstage import preflight
+
+        preflight(family=args.family, os_db=args.os_db)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 
@@ -433,6 +440,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         blocks = _host_blocks(ports, hosts_t, only_open)
     else:
         blocks = None
+    os_lines = _os_lines(res)
     for i, h in _host_rows(hosts_t):
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
@@ -449,6 +457,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.extend(shown_rows)
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
+            lines.extend(os_lines(h))
             continue
         mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
@@ -476,6 +485,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
+        lines.extend(os_lines(h))
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
@@ -485,6 +495,18 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
     # Fields of imported files and hostnames are not escaped at their source, as banners
     # are: a terminal escape sequence among them must reach the screen as text.
     yield printable("\n".join(lines) + "\n")
+
+
+def _os_lines(res: ScanResult) -> Callable[[dict[str, Any]], list[str]]:
+    """host row -> nmap's OS lines for it (-O ran), or no lines."""
+    rows = res.tables["os"].to_pylist() if res.tables["os"].num_rows else []
+    if not rows and "os_fingerprint" not in res.tables["hosts"].column_names:
+        return lambda h: []
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_host.setdefault(r["host"], []).append(r)
+    guess = res.meta is not None and bool(res.meta.config.get("osscan_guess"))
+    return lambda h: os_text.host_lines(h, by_host.get(h["host"], []), guess=guess)
 
 
 def _indices(idx: Any) -> Any:

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -120,6 +120,10 @@ class ScanConfig:
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
+    os: bool = False  # -O: OS detection after the port scan (IPv4; raw sockets)
+    osscan_limit: bool = False  # --osscan-limit: only hosts with an open and a closed TCP port
+    osscan_guess: bool = False  # --osscan-guess: print guesses when no match is perfect
+    os_db: str | None = None  # nmap-os-db path; None: the installed nmap's
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -237,14 +241,24 @@ class ScanConfig:
         return dataclasses.replace(self, **changes)
 
 
+# net.privileges installs its check here when it opens raw sockets before dropping root:
+# config sits below net in the layers, so net tells config rather than config asking net.
+def _no_raw_sockets_held() -> bool:
+    return False
+
+
+_raw_sockets_held: Callable[[], bool] = _no_raw_sockets_held
+
+
+def set_raw_sockets_check(check: Callable[[], bool]) -> None:
+    global _raw_sockets_held
+    _raw_sockets_held = check
+
+
 def is_privileged() -> bool:
     """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set), or
     were opened before root was dropped (net.privileges' pool)."""
-    if os.geteuid() == 0:
-        return True
-    from .net.privileges import pool
-
-    if (p := pool()) is not None and p.raw:
+    if os.geteuid() == 0 or _raw_sockets_held():
         return True
     try:
         with open("/proc/self/status") as fh:

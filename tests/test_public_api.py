@@ -19,7 +19,7 @@ def test_public_names_only() -> None:
     public = {n for n in dir(prtip_nb) if not n.startswith("_")}
     submodules = {"errors", "config", "engine", "results", "targets", "net", "lab", "cli",
                   "_version", "demo", "report", "interop", "probes", "service", "reporting", "viz",
-                  "widgets"}
+                  "widgets", "osdetect"}
     assert public - submodules - {"annotations", "importlib", "TYPE_CHECKING", "Any"} <= set(
         prtip_nb.__all__
     )

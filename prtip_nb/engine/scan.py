@@ -209,6 +209,10 @@ class Scan:
             why = check_output_dir(self.config.output, what="output folder")
             if why:
                 raise ConfigError(why, token=self.config.output)
+        if self.config.os:  # -O: nmap-os-db and raw sockets, checked before a packet
+            from .osstage import preflight
+
+            preflight(family=self.config.family, os_db=self.config.os_db)
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:
@@ -406,6 +410,10 @@ class Scan:
                 from .svstage import run_service_stage
 
                 run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
+            if self.config.os and not self._cancel.is_set():
+                from .osstage import run_os_stage
+
+                run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc

@@ -45,6 +45,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
+from ..config import set_raw_sockets_check
 from ..errors import PrivilegeError
 
 __all__ = ["CAPTURE", "Dropped", "SocketPool", "become", "drop_privileges", "dropped",
@@ -191,6 +192,7 @@ def open_pool(*, families: tuple[int, ...] = (4, 6), capture: int = CAPTURE,
     if _POOL is not None:
         _POOL.close()
     _POOL = p
+    set_raw_sockets_check(lambda: _POOL is not None and bool(_POOL.raw))
     return p
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 
 from prtip_nb.net.privileges import proc_status
-from prtip_nb.probes import tls
+from prtip_nb.service import tls
 
 TARGET = sys.argv.pop(1)
 _seen: set[str] = set()
@@ -50,7 +50,7 @@ def parse_certificate(der: bytes) -> tls.CertInfo:
 
 tls.parse_certificate = parse_certificate
 
-from prtip_nb.probes import detect  # noqa: E402
+from prtip_nb.service import detect  # noqa: E402
 
 _read = detect.Detector._read
 
