@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "all), 'all', or 'auto' (open only above a million probes)")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
-    s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
+    _add_dns_flags(s)  # -n, -R, --dns-servers, -sL
     s.add_argument("-Pn", action="store_true",
                    help="skip host discovery (always skipped for loopback, unprivileged, "
                         "sharded and Dask scans)")
@@ -119,6 +119,38 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-o", "--output", default="report.html", metavar="FILE")
     interop_commands.add_commands(sub)  # import, diff
     return p
+
+
+# -- reverse DNS flags (engine/names.py, net/rdns.py) ----------------------------------------
+def _add_dns_flags(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("-n", action="store_true",
+                   help="no reverse DNS (by default the hosts that are up are named)")
+    g.add_argument("-R", action="store_true", help="reverse DNS for every target, up or not")
+    s.add_argument("--dns-servers", metavar="SERV1[,SERV2,...]",
+                   help="DNS servers for reverse DNS (default: /etc/resolv.conf's)")
+    s.add_argument("-sL", dest="list_only", action="store_true",
+                   help="list scan: list the targets with their names, send nothing else")
+
+
+def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
+    servers = tuple(args.dns_servers.split(",")) if args.dns_servers else ()
+    return {"resolve": "never" if args.n else "all" if args.R else "up",
+            "dns_servers": servers}
+
+
+def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``-sL``: the targets and their names (engine.names.list_scan)."""
+    from .engine.names import list_scan
+
+    res, text = list_scan(args.targets, options)
+    text = printable(text)  # names come from DNS: no escape sequence gets through
+    sys.stdout.write(text)
+    guard.write_normal(args.normal_output, text)
+    interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+    if args.output:
+        print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
+    return EXIT_OK
 
 
 def _rate_arg(text: str) -> float | None:
@@ -249,10 +281,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
+        **_dns_options(args),
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if args.list_only:
+        return _cmd_list(args, options)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 
@@ -273,6 +308,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                 return EXIT_OK
             args.targets = up  # exclusions and -iL are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options["resolve"] == "up":
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     sc: Any
     if args.dask or args.shards:
         from .engine.distributed import DistributedScan

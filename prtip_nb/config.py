@@ -20,6 +20,7 @@ Method = Literal["connect", "syn", "udp", "auto"]
 METHODS: tuple[str, ...] = ("connect", "syn", "udp", "auto")
 KEEP: tuple[str, ...] = ("all", "responsive", "open")
 HOLD: tuple[str, ...] = ("auto", "all", "open")
+RESOLVE: tuple[str, ...] = ("up", "all", "never")
 #: hold="auto" keeps only open rows in memory above this many probes when the scan writes a
 #: dataset (output=): 13.1M rows held cost ~1 GiB at finish; the dataset has them all.
 HOLD_AUTO_PROBES = 1_000_000
@@ -120,6 +121,10 @@ class ScanConfig:
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
+    # Reverse DNS (net.rdns): "up" hosts (nmap's default), "all" targets (-R), "never" (-n);
+    # True/False are "up"/"never". dns_servers (--dns-servers): else /etc/resolv.conf's.
+    resolve: str | bool = "up"
+    dns_servers: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,9 +204,29 @@ class ScanConfig:
                 f"version_intensity must be an integer 0..9, not {vi!r}",
                 hint="0 sends only the probes hinted for each port; 9 sends every probe",
             )
+        self._check_resolve()
         k, n = self.shard
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
             raise ConfigError(f"shard must be k/n with 1 <= k <= n, not {k}/{n}")
+
+    def _check_resolve(self) -> None:
+        value = self.resolve
+        if isinstance(value, bool):
+            value = "up" if value else "never"
+        if not isinstance(value, str) or value not in RESOLVE:
+            raise ConfigError(
+                f"resolve must be one of {', '.join(RESOLVE)} (or True/False), "
+                f"not {self.resolve!r}",
+                hint="'up': names of the hosts that are up (nmap's default); 'all': of every "
+                "target (-R); 'never': no reverse DNS (-n)",
+            )
+        object.__setattr__(self, "resolve", value)
+        if self.dns_servers:
+            from .net.rdns import check_servers
+
+            servers = [self.dns_servers] if isinstance(self.dns_servers, str) \
+                else list(self.dns_servers)
+            object.__setattr__(self, "dns_servers", check_servers(servers))
 
     @property
     def template(self) -> Timing:
@@ -230,6 +255,7 @@ class ScanConfig:
         out = dataclasses.asdict(self)
         out["targets"] = list(self.targets)
         out["exclude"] = list(self.exclude)
+        out["dns_servers"] = list(self.dns_servers)
         out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
         return out
 

@@ -115,6 +115,12 @@ def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = 
         **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
     }
     hosts = cv.table(cols, schema.file_schema("hosts"))
+    if cfg.resolve != "never":  # reverse DNS of the hosts up (-n: none, -R: every target)
+        from .names import lookup, record, wanted
+
+        found, took = lookup(cfg, wanted(cfg, hosts, tset))
+        if found:
+            record(builder, found, took, time.monotonic() - t0)
     return builder.finish(ended=datetime.now(UTC), hosts=hosts)
 
 
@@ -149,7 +155,8 @@ def format_sweep(res: ScanResult, elapsed: float) -> str:
 
 
 def _sweep_config(targets: Sequence[str], options: dict[str, Any]) -> ScanConfig:
-    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries")
+    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries",
+            "resolve", "dns_servers")
     return ScanConfig(targets=tuple(targets), extra={"discovery": "-sn"},
                       **{k: options[k] for k in keep if options.get(k) is not None})
 
@@ -163,7 +170,8 @@ def cmd_ping_sweep(targets: Sequence[str], options: dict[str, Any]) -> tuple[Sca
     t0 = time.monotonic()
     res = discover(list(cfg.targets), exclude=cfg.exclude, family=cfg.family, timing=cfg.timing,
                    max_retries=cfg.max_retries, rate=cfg.rate, output=cfg.output,
-                   exclude_file=cfg.exclude_file, input_file=cfg.input_file)
+                   exclude_file=cfg.exclude_file, input_file=cfg.input_file,
+                   resolve=cfg.resolve, dns_servers=cfg.dns_servers)
     return res, format_sweep(res, time.monotonic() - t0)
 
 
@@ -175,7 +183,8 @@ def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResul
     from ..errors import SpecError
 
     try:
-        cfg = _sweep_config(targets, options)
+        # No names here: the port scan that follows resolves the hosts up (one lookup each).
+        cfg = _sweep_config(targets, options).replace(resolve="never")
         tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
                              exclude_file=cfg.exclude_file, input_file=cfg.input_file,
                              family=cfg.family)

@@ -375,6 +375,10 @@ class Scan:
                 self._run_connect()
             if self._flush_error is not None:  # the cancel was ours: the scan failed
                 raise self._flush_error
+            if self.config.resolve != "never" and not self._cancel.is_set():
+                from .names import run_names_stage
+
+                run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
             if self.config.service and not self._cancel.is_set():
                 from ..probes.stage import run_service_stage
 
@@ -666,6 +670,8 @@ def scan(
                 return found
             targets = up_hosts(found)  # exclusions and input_file are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options.get("resolve", "up") in ("up", True):
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 

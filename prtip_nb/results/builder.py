@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from prtip_nb.errors import DatasetError
-from prtip_nb.results import _arrow, _files, _hosts, _resume, schema
+from prtip_nb.results import _arrow, _files, _hostnames, _hosts, _resume, schema
 from prtip_nb.results import _convert as cv
 from prtip_nb.results.meta import ScanMeta, new_scan_id
 from prtip_nb.results.result import ScanResult
@@ -88,6 +88,7 @@ class ResultBuilder:
         self._flushed = 0
         self._parts_written: list[str] = []
         self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._names: dict[str, tuple[str, bool | None]] = {}  # reverse DNS (add_hostnames)
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
         self._result: ScanResult | None = None
@@ -157,6 +158,12 @@ class ResultBuilder:
             key = (str(row["host"]), str(row["proto"]), int(row["port"]))
             entry = self._services.setdefault(key, {})
             entry.update({k: v for k, v in row.items() if v is not None})
+
+    def add_hostnames(self, names: Mapping[str, tuple[str, bool | None]]) -> None:
+        """Reverse-DNS names (address -> (name, forward-confirmed)), merged into the hosts
+        table at finish (``_hostnames.merge_names``)."""
+        with self._lock:
+            self._names.update(names)
 
     def add_telemetry(
         self,
@@ -260,6 +267,8 @@ class ResultBuilder:
         tel = cv.table(_transpose(self._telemetry, _TELEMETRY), _TELEMETRY)
         events = cv.table(_transpose(self._events, _EVENTS), _EVENTS)
         hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
+        if self._names:
+            hosts = _hostnames.merge_names(hosts, dict(self._names))
         return {
             "ports": ports,
             "hosts": _hosts.sort_hosts(hosts),
