@@ -224,8 +224,10 @@ class ScanConfig:
         if self.dns_servers:
             from .net.rdns import check_servers
 
-            servers = [self.dns_servers] if isinstance(self.dns_servers, str) \
-                else list(self.dns_servers)
+            servers: Any = self.dns_servers
+            servers = [servers] if isinstance(servers, str) else servers
+            if not isinstance(servers, list | tuple):
+                raise ConfigError(f"dns_servers must be a list of addresses, not {servers!r}")
             object.__setattr__(self, "dns_servers", check_servers(servers))
 
     @property

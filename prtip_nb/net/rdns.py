@@ -144,6 +144,9 @@ def check_servers(servers: Iterable[str]) -> tuple[str, ...]:
     """``--dns-servers`` checked: addresses (comma or space separated text is split)."""
     out: list[str] = []
     for item in servers:
+        if not isinstance(item, str):
+            raise ConfigError(f"a DNS server must be an address as text, not {item!r}",
+                              hint="e.g. dns_servers=['198.51.100.53']")
         for word in item.replace(",", " ").split():
             try:
                 out.append(str(ipaddress.ip_address(word)))
