@@ -131,12 +131,14 @@ def _add_dns_flags(s: argparse.ArgumentParser) -> None:
                    help="DNS servers for reverse DNS (default: /etc/resolv.conf's)")
     s.add_argument("-sL", dest="list_only", action="store_true",
                    help="list scan: list the targets with their names, send nothing else")
+    s.add_argument("--traceroute", action="store_true",
+                   help="trace the path to each host up (needs root or CAP_NET_RAW)")
 
 
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     servers = tuple(args.dns_servers.split(",")) if args.dns_servers else ()
     return {"resolve": "never" if args.n else "all" if args.R else "up",
-            "dns_servers": servers}
+            "dns_servers": servers, "traceroute": args.traceroute}
 
 
 def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -461,6 +463,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         blocks = _host_blocks(ports, hosts_t, only_open)
     else:
         blocks = None
+    traces = _trace_lines(res)  # --traceroute: host -> its TRACEROUTE lines
     for i, h in _host_rows(hosts_t):
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
@@ -477,6 +480,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.extend(shown_rows)
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
+            lines.extend(traces.get(h["host"], ()))
             continue
         mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
@@ -504,6 +508,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
+        lines.extend(traces.get(h["host"], ()))
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
@@ -513,6 +518,14 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
     # Fields of imported files and hostnames are not escaped at their source, as banners
     # are: a terminal escape sequence among them must reach the screen as text.
     yield printable("\n".join(lines) + "\n")
+
+
+def _trace_lines(res: ScanResult) -> dict[str, list[str]]:
+    if not res.tables["trace"].num_rows:
+        return {}
+    from .engine.tracestage import trace_lines
+
+    return trace_lines(res.tables["trace"])
 
 
 def _indices(idx: Any) -> Any:

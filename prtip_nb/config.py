@@ -125,6 +125,7 @@ class ScanConfig:
     # True/False are "up"/"never". dns_servers (--dns-servers): else /etc/resolv.conf's.
     resolve: str | bool = "up"
     dns_servers: tuple[str, ...] = ()
+    traceroute: bool = False  # --traceroute: the path to each host up (engine.tracestage)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -379,6 +379,10 @@ class Scan:
                 from .names import run_names_stage
 
                 run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
+            if self.config.traceroute and not self._cancel.is_set():
+                from .tracestage import run_trace_stage
+
+                run_trace_stage(self)  # --traceroute: the path to each host up
             if self.config.service and not self._cancel.is_set():
                 from ..probes.stage import run_service_stage
 

@@ -89,6 +89,7 @@ class ResultBuilder:
         self._parts_written: list[str] = []
         self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._names: dict[str, tuple[str, bool | None]] = {}  # reverse DNS (add_hostnames)
+        self._inventory: dict[str, list[dict[str, Any]]] = {}  # add_rows: trace, os, scripts
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
         self._result: ScanResult | None = None
@@ -164,6 +165,14 @@ class ResultBuilder:
         table at finish (``_hostnames.merge_names``)."""
         with self._lock:
             self._names.update(names)
+
+    def add_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rows of an inventory table (``schema.INVENTORY``: "trace", "os", "scripts") as
+        dicts of its columns (scan_id is added); built and written at finish."""
+        if table not in schema.INVENTORY or table == "scan":
+            raise ValueError(f"add_rows takes one of {schema.INVENTORY[:-1]}, not {table!r}")
+        with self._lock:
+            self._inventory.setdefault(table, []).extend(dict(r) for r in rows)
 
     def add_telemetry(
         self,
@@ -244,7 +253,7 @@ class ResultBuilder:
 
     def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
         assert self._dir is not None
-        number = self._next[table]
+        number = self._next.setdefault(table, 0)
         self._next[table] += 1
         path = _files.part_path(self._dir, table, number, self._tag)
         _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
@@ -269,7 +278,14 @@ class ResultBuilder:
         hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
         if self._names:
             hosts = _hostnames.merge_names(hosts, dict(self._names))
+        inventory = {
+            name: _with_scan_id(cv.table({c: [r.get(c) for r in rows]
+                                          for c in schema.file_schema(name).names},
+                                         schema.file_schema(name)), sid)
+            for name, rows in list(self._inventory.items()) if rows
+        }
         return {
+            **inventory,
             "ports": ports,
             "hosts": _hosts.sort_hosts(hosts),
             "telemetry": _resume.side("telemetry", _with_scan_id(tel, sid), self._shard,
@@ -333,6 +349,9 @@ class ResultBuilder:
                 (self._dir / "ports" / name).unlink()
         self._write("telemetry", tables["telemetry"], ended=ended)
         self._write("events", tables["events"], ended=ended)
+        for name in self._inventory:
+            if name in tables:
+                self._write(name, tables[name], ended=ended)
         for path in self._prior.stale if self._prior is not None else ():
             path.unlink(missing_ok=True)  # merged into the parts just written
         if self._write_hosts and complete:
