@@ -25,6 +25,7 @@ route, nothing leaves the lab.
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ def link4(i: int, end: int) -> str:
 
 
 def link6(i: int, end: int) -> str:
-    return f"2001:db8:1800:{i:x}::{end}"
+    return str(ipaddress.ip_address(f"2001:db8:1800:{i:x}::{end}"))  # canonical text
 
 
 def hop_address(n: int, family: int = 4) -> str:
@@ -59,7 +60,7 @@ def target4(n: int) -> str:
 
 
 def target6(n: int) -> str:
-    return f"2001:db8:1800:100::{n:x}"
+    return str(ipaddress.ip_address(f"2001:db8:1800:100::{n:x}"))
 
 
 class RouteLab:
