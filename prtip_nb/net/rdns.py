@@ -339,8 +339,8 @@ class Resolver:
         self._on_wire[q.server] -= 1
         self._capacity[q.server] = min(CAPACITY_MAX, self._capacity[q.server] + CAPACITY_UP)
         if q.qtype != dns.PTR:
-            got = {str(ipaddress.ip_address(a)) for a in reply.addresses()}
-            self._finish(q, "confirmed" if q.address in got else "unconfirmed")
+            confirmed = q.address in reply.addresses()  # both canonical text
+            self._finish(q, "confirmed" if confirmed else "unconfirmed")
             return
         name = reply.ptr_name() if reply.rcode == dns.NOERROR else None
         if name is None:

@@ -17,6 +17,7 @@ reads at most 255 bytes of labels, so parsing is bounded by the message size.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -149,12 +150,12 @@ def parse_reply(data: bytes) -> Reply | None:
             if rclass == CLASS_IN:
                 if rtype in (PTR, CNAME):
                     answers.append((name, rtype, _name(data, pos)[0], ttl))
-                elif rtype == A and rdlen == 4:
-                    answers.append((name, A, str(ipaddress.IPv4Address(data[pos:rdata_end])),
-                                    ttl))
+                elif rtype == A and rdlen == 4:  # inet_ntop: canonical text, as ipaddress's
+                    answers.append((name, A, socket.inet_ntop(socket.AF_INET,
+                                                              data[pos:rdata_end]), ttl))
                 elif rtype == AAAA and rdlen == 16:
-                    answers.append((name, AAAA, str(ipaddress.IPv6Address(data[pos:rdata_end])),
-                                    ttl))
+                    answers.append((name, AAAA, socket.inet_ntop(socket.AF_INET6,
+                                                                 data[pos:rdata_end]), ttl))
             pos = rdata_end
         return Reply(qid, flags & 0xF, bool(flags & 0x0200), qname, qtype, answers)
     except (ValueError, struct.error):

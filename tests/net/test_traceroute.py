@@ -129,6 +129,12 @@ def test_traceroute_equals_nmaps_v4_and_v6(routelab: object) -> None:
         per_host = json.loads(ev[0]["payload"])["per_host"]
         # One host walks 5, 4, 3 (twice: silent), 2, 1; the other stops where it meets it.
         assert sorted(per_host.values()) == [2, 6], per_host
+    # The graph: scanner, R1, R2, one silent "?" (shared), R4, and the two hosts.
+    fig = pn.plot.topology(results[4])
+    nodes = {tr.name: list(tr.text) for tr in fig.data if tr.mode == "markers+text"}
+    assert nodes == {"scanner": ["scanner"], "router": ["198.18.0.2", "198.18.1.2",
+                                                        "198.18.3.2"],
+                     "silent hop": ["?"], "traced host": sorted(lab.targets4)}
 
 
 def test_ping_sweep_traceroute_by_icmp_equals_nmaps(routelab: object) -> None:
