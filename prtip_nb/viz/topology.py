@@ -88,16 +88,16 @@ def topology(res: Any) -> go.Figure:
               "router"), "silent": ("#bbbbbb", "circle-open", "silent hop"),
               "host": ("#d62728", "square", "traced host")}
     for kind, (color, symbol, legend) in styles.items():
-        nodes = [n for n, m in info.items() if m["kind"] == kind]
-        if not nodes:
+        drawn = [n for n, m in info.items() if m["kind"] == kind]
+        if not drawn:
             continue
         hover = [info[n]["hover"] + (f"<br>paths through it: {len(through[n])}"
-                                     if kind != "scanner" else "") for n in nodes]
+                                     if kind != "scanner" else "") for n in drawn]
         fig.add_trace(go.Scatter(
-            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text",
+            x=[pos[n][0] for n in drawn], y=[pos[n][1] for n in drawn], mode="markers+text",
             marker={"size": 14, "color": color, "symbol": symbol,
                     "line": {"width": 1, "color": color}},
-            text=[esc(info[n]["label"], 40) for n in nodes], textposition="top center",
+            text=[esc(info[n]["label"], 40) for n in drawn], textposition="top center",
             hovertext=hover, hoverinfo="text", name=legend))
     fig.update_yaxes(visible=False)
     fig.update_xaxes(dtick=1)
