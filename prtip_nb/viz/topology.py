@@ -91,14 +91,14 @@ def topology(res: Any) -> go.Figure:
         drawn = [n for n, m in info.items() if m["kind"] == kind]
         if not drawn:
             continue
-        hover = [info[n]["hover"] + (f"<br>paths through it: {len(through[n])}"
+        hovers = [info[n]["hover"] + (f"<br>paths through it: {len(through[n])}"
                                      if kind != "scanner" else "") for n in drawn]
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in drawn], y=[pos[n][1] for n in drawn], mode="markers+text",
             marker={"size": 14, "color": color, "symbol": symbol,
                     "line": {"width": 1, "color": color}},
             text=[esc(info[n]["label"], 40) for n in drawn], textposition="top center",
-            hovertext=hover, hoverinfo="text", name=legend))
+            hovertext=hovers, hoverinfo="text", name=legend))
     fig.update_yaxes(visible=False)
     fig.update_xaxes(dtick=1)
     if cut:
