@@ -16,6 +16,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -98,7 +99,7 @@ def routelab() -> Iterator[object]:
         yield lab
 
 
-def test_traceroute_equals_nmaps_v4_and_v6(routelab: object) -> None:
+def test_traceroute_equals_nmaps_v4_and_v6(routelab: object, tmp_path: Path) -> None:
     """SYN to the open port: the same hops as nmap's, IPv4 and IPv6, the silent R3 left
     out; the second host probes only its own TTL and the hop where it meets the first."""
     import prtip_nb as pn
@@ -135,6 +136,8 @@ def test_traceroute_equals_nmaps_v4_and_v6(routelab: object) -> None:
     assert nodes == {"scanner": ["scanner"], "router": ["198.18.0.2", "198.18.1.2",
                                                         "198.18.3.2"],
                      "silent hop": ["?"], "traced host": sorted(lab.targets4)}
+    page = pn.report(results[4], tmp_path / "report.html").read_text()
+    assert "chart-topology" in page  # the HTML report shows the paths
 
 
 def test_ping_sweep_traceroute_by_icmp_equals_nmaps(routelab: object) -> None:
