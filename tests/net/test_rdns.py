@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prtip_nb.probes import dns
 from tests.conftest import need, need_range_lab
@@ -191,3 +193,19 @@ def test_scan_names_hosts_up_like_nmap(dnslab: object) -> None:
                                                                       "h9.lab.test"]
     six = pn.discover("2001:db8::2", dns_servers=[lab.server])  # the gateway: up
     assert six.tables["hosts"]["hostname"].to_pylist() == ["gw6.lab.test"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_codec_never_raises_on_hostile_bytes(data: bytes) -> None:
+    """Whatever arrives on the DNS socket: a Reply or None, never an exception."""
+    reply = dns.parse_reply(data)
+    if reply is not None:
+        reply.ptr_name()
+        reply.addresses()
+    # The same bytes behind a valid header and question (so the answer parser runs).
+    q = dns.build_query(1, "9.100.51.198.in-addr.arpa", dns.PTR)
+    head = struct.pack("!HHHHHH", 1, 0x8180, 1, 3, 0, 0)
+    framed = dns.parse_reply(head + q[12:] + data)
+    if framed is not None:
+        framed.ptr_name()

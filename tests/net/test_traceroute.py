@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prtip_nb.net.traceroute import distance_from_ttl
 from prtip_nb.probes import trace as tp
@@ -159,3 +161,15 @@ def test_ping_sweep_traceroute_by_icmp_equals_nmaps(routelab: object) -> None:
         assert r["probe_proto"] == "icmp" and r["probe_port"] is None
     assert ours == _hops(theirs["sn"])
     assert set(ours) == set(lab.targets4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([4, 6]))
+def test_answer_parsers_never_raise_on_hostile_bytes(data: bytes, family: int) -> None:
+    """Whatever the raw ICMP and TCP sockets read: an Answer or None, never an exception."""
+    src = "198.18.0.2" if family == 4 else "2001:db8:1800::2"
+    for parse in (tp.parse_icmp, tp.parse_tcp):
+        parse(family, data, src)
+    # An ICMP error quoting these bytes (the quote parser runs on them).
+    tp.parse_icmp(family, (_icmp4(src, 11, data) if family == 4
+                           else struct.pack("!BBHI", 3, 0, 0, 0) + data), src)
