@@ -3,7 +3,8 @@
 ``resolve_names(addresses, servers=None)`` returns ``{address: HostName}`` for every address.
 The names come, in order, from:
 
-1. this process's cache (names with their record's TTL; misses for ``NEGATIVE_TTL_S``);
+1. this process's cache (names with their record's TTL, NXDOMAIN for ``NEGATIVE_TTL_S``;
+   timeouts and unreachable servers are not cached);
 2. ``/etc/hosts`` (first name of the first line naming the address, as nmap reads it);
 3. the DNS servers: ``servers`` (``--dns-servers``), else the ``nameserver`` lines of
    ``/etc/resolv.conf``, as nmap does. No server: no DNS (a note says so).
@@ -61,7 +62,8 @@ class HostName:
     """What reverse DNS found for one address.
 
     ``status``: "ok" (a name), "nxdomain" (no name), "timeout" (no server answered),
-    "no-server" (nothing to ask), or "hosts" (the name is from /etc/hosts).
+    "unreachable" (no server could be reached: no route, nothing listening), "no-server"
+    (nothing to ask), or "hosts" (the name is from /etc/hosts).
     ``confirmed``: the name's forward lookup gives the address back (None: not checked).
     """
 
@@ -183,7 +185,8 @@ class Resolver:
         row = READ_TIMEOUTS_MS[min(len(self.servers), len(READ_TIMEOUTS_MS)) - 1] \
             if self.servers else (1000,)
         self.schedule = [t / 1000 for t in (schedule_ms or row)]
-        self.stats = {"sent": 0, "ok": 0, "nxdomain": 0, "timeout": 0, "servfail": 0}
+        self.stats = {"sent": 0, "ok": 0, "nxdomain": 0, "timeout": 0, "servfail": 0,
+                      "unreachable": 0}
 
     def run(self, addresses: Sequence[str]) -> dict[str, HostName]:
         """``{address: HostName}`` for each address (status "timeout" when none answered)."""
@@ -204,9 +207,11 @@ class Resolver:
             for s in self._socks:
                 if s is not None:
                     s.close()
+        # No server could be reached at all (no route, nothing listening): say so.
+        left = "unreachable" if all(s is None for s in self._socks) else "timeout"
         for q in [*self._inflight.values(), *self._fresh,
                   *(q for w in self._waiting for q in w)]:
-            self._finish(q, "timeout")
+            self._finish(q, left)
         return self.results
 
     def _loop(self) -> None:
@@ -297,8 +302,9 @@ class Resolver:
             nxt = (nxt + 1) % n
         if nxt == q.first_server or q.servers_tried >= SERVERS_TO_TRY \
                 or self._socks[nxt] is None:
-            self.stats["timeout"] += 1
-            self._finish(q, "timeout")
+            gone = dead and all(s is None for s in self._socks)
+            self.stats["unreachable" if gone else "timeout"] += 1
+            self._finish(q, "unreachable" if gone else "timeout")
             return
         q.server, q.tries = nxt, 0
         self._waiting[nxt].append(q)
@@ -401,7 +407,9 @@ def resolve_names(addresses: Iterable[str], servers: Sequence[str] | None = None
         for a in ask:
             value = found.get(a, HostName(a, None, "timeout"))
             out[a] = value
-            if use_cache:
+            # Only answers are cached: a timeout or an unreachable server may be gone in a
+            # moment (a lab started after the first scan of a notebook).
+            if use_cache and value.status in ("ok", "nxdomain"):
                 ttl = NEGATIVE_TTL_S if value.name is None else res.ttls.get(a, 0)
                 _cache_put(chosen, value, min(MAX_TTL_S, max(1.0, ttl)))
     return {a: out[a] for a in wanted}

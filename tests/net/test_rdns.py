@@ -191,6 +191,14 @@ def test_scan_names_hosts_up_like_nmap(dnslab: object) -> None:
     every = pn.discover("198.51.100.8-9", resolve="all", dns_servers=[lab.server])
     assert sorted(every.tables["hosts"]["hostname"].to_pylist()) == ["h8.lab.test",
                                                                       "h9.lab.test"]
+    from prtip_nb.net.rdns import resolve_names
+
+    again = resolve_names(["198.51.100.10", "198.51.100.55"], [lab.server])
+    assert again["198.51.100.10"].cached and again["198.51.100.10"].name == "h10.lab.test"
+    assert again["198.51.100.55"].cached and again["198.51.100.55"].status == "nxdomain"
+    # No route to the server (198.18/15 is not wired here): at once, and not cached.
+    lost = resolve_names(["198.51.100.10"], ["198.18.255.53"])["198.51.100.10"]
+    assert (lost.status, lost.cached) == ("unreachable", False)
     six = pn.discover("2001:db8::2", dns_servers=[lab.server])  # the gateway: up
     assert six.tables["hosts"]["hostname"].to_pylist() == ["gw6.lab.test"]
 
