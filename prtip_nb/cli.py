@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
     os_text.add_arguments(s)  # -O, --osscan-limit, --osscan-guess, --os-db
-    s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
+    _add_dns_flags(s)  # -n, -R, --dns-servers, -sL
     s.add_argument("-Pn", action="store_true",
                    help="skip host discovery (always skipped for loopback, unprivileged, "
                         "sharded and Dask scans)")
@@ -124,6 +124,40 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-o", "--output", default="report.html", metavar="FILE")
     interop_commands.add_commands(sub)  # import, diff
     return p
+
+
+# -- reverse DNS flags (engine/names.py, net/rdns.py) ----------------------------------------
+def _add_dns_flags(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("-n", action="store_true",
+                   help="no reverse DNS (by default the hosts that are up are named)")
+    g.add_argument("-R", action="store_true", help="reverse DNS for every target, up or not")
+    s.add_argument("--dns-servers", metavar="SERV1[,SERV2,...]",
+                   help="DNS servers for reverse DNS (default: /etc/resolv.conf's)")
+    s.add_argument("-sL", dest="list_only", action="store_true",
+                   help="list scan: list the targets with their names, send nothing else")
+    s.add_argument("--traceroute", action="store_true",
+                   help="trace the path to each host up (needs root or CAP_NET_RAW)")
+
+
+def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
+    servers = tuple(args.dns_servers.split(",")) if args.dns_servers else ()
+    return {"resolve": "never" if args.n else "all" if args.R else "up",
+            "dns_servers": servers, "traceroute": args.traceroute}
+
+
+def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``-sL``: the targets and their names (engine.names.list_scan)."""
+    from .engine.names import list_scan
+
+    res, text = list_scan(args.targets, options)
+    text = printable(text)  # names come from DNS: no escape sequence gets through
+    sys.stdout.write(text)
+    guard.write_normal(args.normal_output, text)
+    interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+    if args.output:
+        print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
+    return EXIT_OK
 
 
 def _rate_arg(text: str) -> float | None:
@@ -261,10 +295,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "service": args.service,
         "version_intensity": args.version_intensity,
         **os_text.options(args),
+        **_dns_options(args),
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if args.list_only:
+        return _cmd_list(args, options)
     if options["os"]:  # -O: before discovery sends its pings
         from .engine.osstage import preflight
 
@@ -289,6 +326,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                 return EXIT_OK
             args.targets = up  # exclusions and -iL are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options["resolve"] == "up":
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     sc: Any
     if args.dask or args.shards:
         from .engine.distributed import DistributedScan
@@ -441,6 +480,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
     else:
         blocks = None
     os_lines = _os_lines(res)
+    traces = _trace_lines(res)  # --traceroute: host -> its TRACEROUTE lines
     for i, h in _host_rows(hosts_t):
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
@@ -458,6 +498,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
             lines.extend(os_lines(h))
+            lines.extend(traces.get(h["host"], ()))
             continue
         mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
@@ -486,6 +527,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
         lines.extend(os_lines(h))
+        lines.extend(traces.get(h["host"], ()))
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
@@ -507,6 +549,14 @@ def _os_lines(res: ScanResult) -> Callable[[dict[str, Any]], list[str]]:
         by_host.setdefault(r["host"], []).append(r)
     guess = res.meta is not None and bool(res.meta.config.get("osscan_guess"))
     return lambda h: os_text.host_lines(h, by_host.get(h["host"], []), guess=guess)
+
+
+def _trace_lines(res: ScanResult) -> dict[str, list[str]]:
+    if not res.tables["trace"].num_rows:
+        return {}
+    from .engine.tracestage import trace_lines
+
+    return trace_lines(res.tables["trace"])
 
 
 def _indices(idx: Any) -> Any:

@@ -406,6 +406,14 @@ class Scan:
                 self._run_connect()
             if self._flush_error is not None:  # the cancel was ours: the scan failed
                 raise self._flush_error
+            if self.config.resolve != "never" and not self._cancel.is_set():
+                from .names import run_names_stage
+
+                run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
+            if self.config.traceroute and not self._cancel.is_set():
+                from .tracestage import run_trace_stage
+
+                run_trace_stage(self)  # --traceroute: the path to each host up
             if self.config.service and not self._cancel.is_set():
                 from .svstage import run_service_stage
 
@@ -701,6 +709,8 @@ def scan(
                 return found
             targets = up_hosts(found)  # exclusions and input_file are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options.get("resolve", "up") in ("up", True):
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 
