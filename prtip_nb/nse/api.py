@@ -114,7 +114,7 @@ def as_output(value: Any) -> Output | None:
     if isinstance(value, str):
         return Output(value)
     if isinstance(value, bytes):
-        from prtip_nb.probes.text import escape_bytes
+        from prtip_nb.service.text import escape_bytes
 
         return Output(escape_bytes(value))
     if isinstance(value, Mapping | list | tuple):

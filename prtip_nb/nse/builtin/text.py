@@ -8,7 +8,7 @@ from typing import Any
 
 from prtip_nb.nse.api import Output, Script
 from prtip_nb.nse.context import Conn, Context, ScriptError
-from prtip_nb.probes.text import escape_bytes
+from prtip_nb.service.text import escape_bytes
 
 #: Services that wait for the client: a banner script only waits out its timeout there.
 CLIENT_FIRST = frozenset({"http", "https", "redis", "memcached", "domain", "ipp", "http-proxy",
