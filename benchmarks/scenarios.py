@@ -141,6 +141,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "udp-1000": _lazy("udp", "udp-1000"),
     "udp-icmp-cost": _lazy("udp", "udp-icmp-cost"),
     "sv-1000": _lazy("sv", "sv-1000"),
+    "sc-services": _lazy("nse", "sc-services"),
     "import-nmap-xml": _lazy("interop", "import-nmap-xml"),
     "read-filtered": _lazy("interop", "read-filtered"),
     "net-table": _lazy("network", "net-table"),

@@ -28,7 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import profile
+    from . import nse, profile
     from . import viz as plot
     from .config import ScanConfig, Timing
     from .engine.discovery import discover
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .interop.sql import sql
     from .lab import Lab
     from .net.privileges import drop_privileges
+    from .nse.api import Output, Script, script
     from .reporting import report
     from .results import ScanResult, list_scans, read_scans
     from .targets import PortSet, TargetSet, parse_ports, parse_targets
@@ -51,6 +52,7 @@ __all__ = [
     "DatasetError",
     "FileFormatError",
     "Lab",
+    "Output",
     "PortSet",
     "PortSpecError",
     "PrivilegeError",
@@ -62,6 +64,7 @@ __all__ = [
     "ScanError",
     "ScanPanel",
     "ScanResult",
+    "Script",
     "SpecError",
     "TargetSet",
     "TargetSpecError",
@@ -71,6 +74,7 @@ __all__ = [
     "discover",
     "drop_privileges",
     "list_scans",
+    "nse",
     "parse_ports",
     "parse_targets",
     "plot",
@@ -81,6 +85,7 @@ __all__ = [
     "report",
     "resume",
     "scan",
+    "script",
     "sql",
 ]
 
@@ -92,6 +97,9 @@ _LAZY: dict[str, str] = {
     "ScanConfig": ".config",
     "ScanPanel": ".widgets",
     "ScanResult": ".results",
+    "Output": ".nse.api",
+    "Script": ".nse.api",
+    "script": ".nse.api",
     "TargetSet": ".targets",
     "Timing": ".config",
     "diff": ".interop.diff",
@@ -112,6 +120,7 @@ _LAZY: dict[str, str] = {
 
 #: Public submodules, also loaded on first use: ``pn.profile.run(...)``, ``pn.plot.ports(res)``.
 _SUBMODULES: dict[str, str] = {
+    "nse": ".nse",
     "plot": ".viz",
     "profile": ".profile",
 }

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="service and version detection on the open TCP ports (TLS included)")
     s.add_argument("--version-intensity", type=int, choices=range(10), default=7, metavar="0-9",
                    help="-sV: send probes up to this rarity (default 7; hinted ones always)")
+    from .nse.text import add_arguments as add_script_arguments
+
+    add_script_arguments(s)  # --script, -sC, --script-args, --script-timeout, -A
 
     d = sub.add_parser("demo", help="start the built-in lab, scan it, write Parquet + HTML")
     d.add_argument("-o", "--output", default="data/scans", metavar="DIR")
@@ -297,6 +300,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         **os_text.options(args),
         **_dns_options(args),
     }
+    if args.script or args.default_scripts or args.aggressive:
+        from .nse.text import options as script_options
+
+        options.update(script_options(args))
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
@@ -481,11 +488,30 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         blocks = None
     os_lines = _os_lines(res)
     traces = _trace_lines(res)  # --traceroute: host -> its TRACEROUTE lines
+    scripted = None
+    if res.tables["scripts"].num_rows:
+        from .nse.text import by_host, interleave
+
+        scripted = by_host(res.tables["scripts"].to_pylist())
+    pending: tuple[int, str] | None = None  # (first line, host) of the last host's block
+
+    def end_block() -> None:
+        """nmap's order: port scripts under their rows, OS lines, host scripts, TRACEROUTE."""
+        if pending is None:
+            return
+        start, host = pending
+        if scripted is not None:
+            lines[start:] = interleave(lines[start:], scripted.get(host))
+        lines.extend(traces.get(host, ()))
+
     for i, h in _host_rows(hosts_t):
+        end_block()
+        pending = None
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
             lines = []
         name = f"{h['hostname']} ({h['host']})" if h.get("hostname") else h["host"]
+        pending = (len(lines), h["host"])
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
         if blocks is not None:
@@ -498,7 +524,6 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
             lines.extend(os_lines(h))
-            lines.extend(traces.get(h["host"], ()))
             continue
         mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
@@ -527,7 +552,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
         lines.extend(os_lines(h))
-        lines.extend(traces.get(h["host"], ()))
+    end_block()
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)

@@ -131,6 +131,11 @@ class ScanConfig:
     resolve: str | bool = "up"
     dns_servers: tuple[str, ...] = ()
     traceroute: bool = False  # --traceroute: the path to each host up (engine.tracestage)
+    # --script / -sC: names, categories, expressions, files, modules or Script objects
+    # (prtip_nb.nse.select); run after the port scan and -sV on the open TCP ports.
+    scripts: tuple[Any, ...] = ()
+    script_args: str | dict[str, Any] | None = None  # --script-args
+    script_timeout: float | None = None  # --script-timeout: caps each script's own budget
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +143,15 @@ class ScanConfig:
             object.__setattr__(self, "targets", (self.targets,))
         elif not isinstance(self.targets, tuple):
             object.__setattr__(self, "targets", tuple(self.targets))
+        if isinstance(self.scripts, str) or not isinstance(self.scripts, Sequence):
+            object.__setattr__(self, "scripts", (self.scripts,) if self.scripts else ())
+        elif not isinstance(self.scripts, tuple):
+            object.__setattr__(self, "scripts", tuple(self.scripts))
+        if self.script_timeout is not None and not (
+            isinstance(self.script_timeout, int | float) and self.script_timeout > 0
+        ):
+            raise ConfigError(f"script_timeout must be a positive number of seconds, "
+                              f"not {self.script_timeout!r}")
         if isinstance(self.exclude, str):
             object.__setattr__(self, "exclude", (self.exclude,))
         elif not isinstance(self.exclude, tuple):
@@ -258,7 +272,10 @@ class ScanConfig:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict; the scan's Parquet metadata records it."""
-        out = dataclasses.asdict(self)
+        # A Script object is recorded by its id (the metadata is JSON).
+        names = tuple(x if isinstance(x, str) else str(getattr(x, "id", x)) for x in self.scripts)
+        out = dataclasses.asdict(dataclasses.replace(self, scripts=names))
+        out["scripts"] = list(names)
         out["targets"] = list(self.targets)
         out["exclude"] = list(self.exclude)
         out["dns_servers"] = list(self.dns_servers)

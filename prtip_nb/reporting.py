@@ -166,6 +166,10 @@ def report(
         best = res.os.groupby("host", sort=False).head(1)[["host", "name", "accuracy"]]
         parts += ["<h2>Operating systems (best match per host)</h2>",
                   best.to_html(index=False, escape=True, na_rep="")]  # fmt: skip
+    if res.tables["scripts"].num_rows:
+        from ._report_scripts import facts_html
+
+        parts.append(facts_html(res))
     if len(res.scripts):
         shown = res.scripts[["host", "proto", "port", "id", "output"]].copy()
         shown["output"] = shown["output"].astype(object).map(

@@ -172,6 +172,12 @@ class Scan:
         config = make_config(targets, ports, config, options)
         self.config = config.replace(method=_resolve_method(config.method))
         self.targets, self.ports, self.space = build_space(self.config)
+        self._scripts: list[Any] = []
+        if self.config.scripts:  # resolved now: a bad name fails before anything is sent
+            from ..nse.select import parse_args, resolve
+
+            self._scripts = resolve(self.config.scripts)
+            self._script_args = parse_args(self.config.script_args)
         #: (offset, size) of each engine's part of the index space, in run order.
         self.segments = segments(self.space)
         self.counters = Counters()
@@ -422,6 +428,13 @@ class Scan:
                 from .osstage import run_os_stage
 
                 run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
+            if self._scripts and not self._cancel.is_set():
+                from ..nse.engine import Limits
+                from .nsestage import run_script_stage
+
+                # SCRIPTS: the one hook of prtip_nb.nse; they see -sV's columns.
+                run_script_stage(self, self._scripts, self._script_args,
+                                 Limits(timeout=self.config.script_timeout))
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc

@@ -43,11 +43,17 @@ def _leaves(tree: Tree, prefix: str, out: list[dict[str, str]]) -> None:
             out.append({"key": path, "value": value})
 
 
+def tree_leaves(tree: Tree) -> list[dict[str, str]]:
+    """The ``elements`` column of a script's tree: its leaves keyed by dotted path."""
+    leaves: list[dict[str, str]] = []
+    _leaves(tree, "", leaves)
+    return leaves
+
+
 def script_row(elem: ET.Element) -> dict[str, Any]:
     """id, output, data (JSON or None) and elements of a ``<script>`` element."""
     tree = _tree(elem)
-    leaves: list[dict[str, str]] = []
-    _leaves(tree, "", leaves)
+    leaves = tree_leaves(tree)
     return {
         "id": elem.get("id", ""),
         "output": elem.get("output"),

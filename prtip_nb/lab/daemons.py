@@ -34,9 +34,11 @@ DAEMONS = {
     "exim": ("exim4", 25),
     "vsftpd": ("vsftpd", 21),
     "dnsmasq": ("dnsmasq", 53),
+    "memcached": ("memcached", 11211),
 }
 #: The Debian packages behind them (the Makefile's APT_PACKAGES installs these as root).
-PACKAGES = ("nginx", "openssh-server", "redis-server", "exim4-daemon-light", "vsftpd", "dnsmasq")
+PACKAGES = ("nginx", "openssh-server", "redis-server", "exim4-daemon-light", "vsftpd", "dnsmasq",
+            "memcached")
 START_TIMEOUT_S = 10.0
 
 
@@ -83,10 +85,14 @@ def _commands(tmp: Path, http: Sequence[int], https: Sequence[int]) -> dict[str,
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
     )
     Path("/var/run/vsftpd/empty").mkdir(parents=True, exist_ok=True)
+    # Anonymous login to a read-only root with one file (the ftp-anon script's truth).
+    (tmp / "ftp").mkdir(mode=0o755, exist_ok=True)
+    (tmp / "ftp" / "readme.txt").write_text("prtip lab\n")
     (tmp / "vsftpd.conf").write_text(
         f"listen=YES\nlisten_ipv6=NO\nlisten_address={HOST}\nlisten_port=21\nbackground=NO\n"
-        "anonymous_enable=NO\nlocal_enable=YES\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
-        "seccomp_sandbox=NO\n"
+        f"anonymous_enable=YES\nanon_root={tmp}/ftp\nno_anon_password=YES\n"
+        "local_enable=YES\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
+        "seccomp_sandbox=NO\npasv_enable=YES\npasv_address=127.0.0.1\n"
     )
     return {
         "nginx": ["nginx", "-c", f"{tmp}/nginx.conf", "-p", f"{tmp}/", "-e", f"{tmp}/nginx.err"],
@@ -99,6 +105,7 @@ def _commands(tmp: Path, http: Sequence[int], https: Sequence[int]) -> dict[str,
         "dnsmasq": ["dnsmasq", "--keep-in-foreground", "--port=53", f"--listen-address={HOST}",
                     "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
                     f"--pid-file={tmp}/dnsmasq.pid"],
+        "memcached": ["memcached", "-u", "nobody", "-l", HOST, "-p", "11211", "-U", "0"],
     }  # fmt: skip
 
 

@@ -95,7 +95,7 @@ class ResultBuilder:
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
         self._result: ScanResult | None = None
-        self._next = {"ports": 0, "telemetry": 0, "events": 0, "hosts": 0}
+        self._next = {"ports": 0, "telemetry": 0, "events": 0, "hosts": 0, "scripts": 0}
         self._prior: _resume.Prior | None = None
         self._t_offset = 0.0  # a resumed run's times continue from the earlier run's
         if resume and self._dir is not None and self._dir.exists():
@@ -161,6 +161,10 @@ class ResultBuilder:
             key = (str(row["host"]), str(row["proto"]), int(row["port"]))
             entry = self._services.setdefault(key, {})
             entry.update({k: v for k, v in row.items() if v is not None})
+
+    def add_scripts(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rows of the ``scripts`` table (``schema.SCRIPTS`` less ``scan_id``): script output."""
+        self.add_rows("scripts", rows)
 
     def add_os(self, rows: Iterable[Mapping[str, Any]],
                hosts: Mapping[str, Mapping[str, Any]]) -> None:
@@ -262,7 +266,7 @@ class ResultBuilder:
 
     def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
         assert self._dir is not None
-        number = self._next.get(table, 0)
+        number = self._next.get(table, 0)  # a resumed run's prior may predate a table
         self._next[table] = number + 1
         path = _files.part_path(self._dir, table, number, self._tag)
         _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())

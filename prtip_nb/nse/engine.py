@@ -1,0 +1,153 @@
+"""Run scripts on targets, within their budgets; produce rows of the ``scripts`` table.
+
+One asyncio loop runs every (script, target) pair whose rule says yes. Bounds:
+
+- ``per_host`` runs at once on one host (nmap keeps a host's scripts to a handful too:
+  a small service must not see 60 connections at once), ``overall`` at once in all;
+- each run has its script's ``timeout`` (capped by ``Limits.timeout``) over the whole run,
+  and its ``max_bytes`` over every byte it reads (``context.Budget``);
+- a run that raises or runs out leaves an error row: output ``ERROR: Script execution
+  failed``, as nmap writes it, and the reason under ``data`` (key ``error``). The scan
+  goes on.
+
+Rows come out in a stable order: host, port, then the selection's script order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prtip_nb.interop._nmap_inventory import tree_leaves
+from prtip_nb.nse.api import Output, Script, Target, as_output
+from prtip_nb.nse.context import Budget, Context
+
+ERROR_TEXT = "ERROR: Script execution failed (use -d to debug)"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The engine's bounds; a script's own timeout/max_bytes apply under these caps."""
+
+    timeout: float | None = None  # --script-timeout: caps every script's own timeout
+    max_bytes: int | None = None
+    per_host: int = 4
+    overall: int = 128
+    io_timeout: float = 5.0  # one read or connect, at most
+
+
+def row(target: Target, script_id: str, phase: str, out: Output) -> dict[str, Any]:
+    """One row of the ``scripts`` table (no scan_id)."""
+    data = out.data
+    return {
+        "host": target.host,
+        "proto": target.proto if phase == "port" else None,
+        "port": target.port if phase == "port" else None,
+        "phase": phase,
+        "id": script_id,
+        "output": out.text,
+        "data": json.dumps(data, ensure_ascii=False) if data else None,
+        "elements": tree_leaves(data) if data else None,
+    }
+
+
+def _host_key(host: str) -> tuple[int, Any]:
+    try:
+        ip = ipaddress.ip_address(host)
+        return (ip.version, int(ip))
+    except ValueError:
+        return (9, host)
+
+
+async def _run_one(s: Script, target: Target, args: Mapping[str, str], limits: Limits,
+                   open_ports: Sequence[Target]) -> Output | None:  # fmt: skip
+    timeout = s.timeout if limits.timeout is None else min(s.timeout, limits.timeout)
+    max_bytes = s.max_bytes if limits.max_bytes is None else min(s.max_bytes, limits.max_bytes)
+    ctx = Context(target, s.id, args, Budget(timeout, max_bytes),
+                  io_timeout=min(limits.io_timeout, timeout))  # fmt: skip
+    ctx.open_ports = tuple(open_ports)
+    try:
+        async with asyncio.timeout(timeout):
+            return as_output(await s.run(ctx))
+    except TimeoutError:
+        return Output(ERROR_TEXT, [["error", f"timed out after {timeout:g} s"]])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a script's bug must not sink the scan: an error row
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Output(ERROR_TEXT, [["error", why[:500]]])
+    finally:
+        await ctx.close_all()
+
+
+async def run_async(scripts: Sequence[Script], targets: Iterable[Target],
+                    args: Mapping[str, str] | None = None, limits: Limits = Limits(),
+                    on_row: Callable[[dict[str, Any]], None] | None = None,
+                    cancel: threading.Event | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Every matching (script, target) run; returns the rows in a stable order."""
+    args = dict(args or {})
+    targets = list(targets)
+    by_host: dict[str, list[Target]] = {}
+    for t in targets:
+        by_host.setdefault(t.host, []).append(t)
+    jobs: list[tuple[tuple[Any, ...], Script, Target, str]] = []
+    order = {s.id: i for i, s in enumerate(scripts)}
+    for host, ports in by_host.items():
+        for t in ports:
+            for s in scripts:
+                if s.phase == "port" and s.matches(t):
+                    jobs.append(((_host_key(host), 0, t.port, order[s.id]), s, t, "port"))
+        ht = Target(host)
+        for s in scripts:
+            if s.phase == "host" and s.matches(ht):
+                jobs.append(((_host_key(host), 1, 0, order[s.id]), s, ht, "host"))
+    overall = asyncio.Semaphore(limits.overall)
+    per_host = {h: asyncio.Semaphore(limits.per_host) for h in by_host}
+    results: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def one(key: tuple[Any, ...], s: Script, t: Target, phase: str) -> None:
+        async with overall, per_host[t.host]:
+            if cancel is not None and cancel.is_set():
+                return
+            out = await _run_one(s, t, args, limits, by_host[t.host])
+        if out is not None:
+            r = row(t, s.id, phase, out)
+            results.append((key, r))
+            if on_row is not None:
+                on_row(r)
+
+    await asyncio.gather(*(one(*j) for j in jobs))
+    results.sort(key=lambda kr: kr[0])
+    return [r for _, r in results]
+
+
+def run(scripts: Sequence[Script], targets: Iterable[Target],
+        args: Mapping[str, str] | None = None, limits: Limits = Limits(),
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """``run_async`` from synchronous code (a thread of its own when this thread already
+    runs an event loop, as a notebook's does)."""
+    coro_args = (scripts, list(targets), args, limits, on_row, cancel)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_async(*coro_args))
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            box["rows"] = asyncio.run(run_async(*coro_args))
+        except BaseException as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=worker, name="prtip-scripts")
+    th.start()
+    th.join()
+    if "error" in box:
+        raise box["error"]
+    return list(box["rows"])
