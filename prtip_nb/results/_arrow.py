@@ -84,6 +84,22 @@ def constant_dict(value: str, n: int, zero: pa.Buffer) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(indices, cv.plain_strings([value]))
 
 
+def group_by_state(table: pa.Table) -> tuple[pa.Table, list[int]]:
+    """``table`` with its rows grouped by state (stable: appended order within a state),
+    and the offsets where each state after the first starts: one Parquet row group a
+    state, whose min = max statistics let a reader skip every group of other states."""
+    import numpy as np
+
+    state = table["state"].combine_chunks()
+    codes = cv.values(state.indices).astype(np.int32)
+    if len(codes) == 0 or (codes == codes[0]).all():
+        return table, []
+    order = np.argsort(codes, kind="stable")
+    ranked = codes[order]
+    starts = (np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist()
+    return take_compact(table, _int_indices(order)), starts
+
+
 def concat_compact(batches: Sequence[pa.RecordBatch]) -> pa.RecordBatch:
     """One batch of ``batches`` (one schema), keeping all-null columns and a one-value
     scan_id compact: ``pa.concat_batches`` would give each null string column its own

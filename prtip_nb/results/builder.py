@@ -148,7 +148,7 @@ class ResultBuilder:
             if self.hold == "open":
                 self._compact_held()
         if self._dir is not None:
-            self._write("ports", pa.Table.from_batches([batch]))
+            self._write("ports", pa.Table.from_batches([batch]), by_state=True)
 
     def _compact_held(self) -> None:
         """Merge the small held batches into one once there are COMPACT_HELD of them.
@@ -253,14 +253,20 @@ class ResultBuilder:
             if self.hold == "open":
                 self._compact_held()
         if self._dir is not None:
-            self._write("ports", pa.Table.from_batches([batch]))
+            self._write("ports", pa.Table.from_batches([batch]), by_state=True)
 
-    def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
+    def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None,
+               by_state: bool = False) -> None:
+        """Write one part. ``by_state``: the rows grouped by state, a row group each, so
+        that ``read_scans(state=...)`` skips the others by their statistics (PRUNE)."""
         assert self._dir is not None
         number = self._next[table]
         self._next[table] += 1
         path = _files.part_path(self._dir, table, number, self._tag)
-        _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
+        groups = None
+        if by_state and data.num_rows:
+            data, groups = _arrow.group_by_state(data)
+        _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata(), groups)
         if table == "ports":
             self._parts_written.append(path.name)
 

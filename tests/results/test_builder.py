@@ -304,3 +304,29 @@ def test_host_order_matches_ipaddress_order() -> None:
     rank = _arrow.host_rank(cv.plain_strings(rows)).to_pylist()
     expect = sorted(set(texts), key=_arrow._ip_key)
     assert rank == [expect.index(t) for t in rows]
+
+
+def test_streamed_parts_hold_a_row_group_per_state(tmp_path: Path) -> None:
+    """Parts written while a scan runs group their rows by state, a row group each, so
+    read_scans(state=...) skips the other states' row groups by their statistics; what it
+    returns is exactly the full read filtered."""
+    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=50)
+    states = ["closed", "open", "filtered", "closed", "closed"]
+    for port in range(1, 201):
+        state = states[port % len(states)]
+        b.append("198.18.0.1", None, 4, "tcp", port, state,  # parse-only
+                 {"open": "syn-ack", "closed": "reset"}.get(state, "no-response"),
+                 None if state == "filtered" else 64, None, T0_US + port)
+    parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").glob("*.parquet"))
+    assert len(parts) == 4
+    for part in parts:
+        md = pq.ParquetFile(part).metadata
+        col = md.schema.names.index("state")
+        stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+        assert md.num_row_groups == 3 and all(s.min == s.max for s in stats)
+    full = read_scans(tmp_path).tables["ports"]
+    for want in ("open", ["open", "filtered"]):
+        got = read_scans(tmp_path, state=want).tables["ports"]
+        words = {want} if isinstance(want, str) else set(want)
+        expect = full.filter(pa.array([s in words for s in full["state"].to_pylist()]))
+        assert got.equals(expect)
