@@ -118,7 +118,7 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
         start, resume = max(start, int(earlier.get("low_water", 0))), True
         engine_state = dict(earlier.get("engine_state") or engine_state)
         summary["resumed_from"] = start
-    scan._apply_plan(RunPlan(
+    scan.apply_plan(RunPlan(
         scan_id=job["scan_id"], started=datetime.fromisoformat(job["started"]),
         start=start, resume=resume, tag=job["tag"], shard=index, write_hosts=False,
     ))
@@ -139,7 +139,7 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
             scan.cancel()
         with lock:
             out, pending[:] = list(pending), []
-        rows = scan._builder.telemetry_rows(sent_rows) if scan._builder is not None else []
+        rows = scan.builder.telemetry_rows(sent_rows) if scan.builder is not None else []
         sent_rows += len(rows)
         link.send({"index": index, "progress": _progress(scan), "events": out,
                    "telemetry": [list(r) for r in rows]})
