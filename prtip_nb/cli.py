@@ -628,16 +628,29 @@ def _host_blocks(ports: Any, hosts: Any, only_open: bool) -> Any:
     idx = np.flatnonzero(show)
     port = values(ports["port"]).astype(np.int64)[idx]
     idx = idx[np.lexsort((port, r[idx]))]
-    shown = ports.take(_indices(idx)).select(["proto", "port", "state", "reason"]).to_pydict()
-    text = [f"{f'{p}/{pr}':<12}{s:<15}{why}" for pr, p, s, why in zip(
-        shown["proto"], shown["port"], shown["state"], shown["reason"], strict=True)]
-    bounds = np.searchsorted(r[idx], np.arange(n_hosts + 1))
+    bounds = np.searchsorted(r[idx], np.arange(n_hosts + 2))
+    table = ports.select(["proto", "port", "state", "reason"])
+    # CHUNKED: the lines of REPORT_HOSTS hosts at a time (block() is called in host order);
+    # a /15's 262K lines and their Python row values at once cost ~60 MiB at the end.
+    cache: dict[str, Any] = {"chunk": -1, "text": [], "at": 0}
+
+    def lines_of(i: int) -> list[str]:
+        chunk = i // REPORT_HOSTS
+        if cache["chunk"] != chunk:
+            lo = int(bounds[chunk * REPORT_HOSTS])
+            hi = int(bounds[min((chunk + 1) * REPORT_HOSTS, n_hosts + 1)])
+            shown = table.take(_indices(idx[lo:hi])).to_pydict()
+            cache.update(chunk=chunk, at=lo, text=[
+                f"{f'{p}/{pr}':<12}{s:<15}{why}" for pr, p, s, why in zip(
+                    shown["proto"], shown["port"], shown["state"], shown["reason"], strict=True)])
+        at = cache["at"]
+        return list(cache["text"][bounds[i] - at:bounds[i + 1] - at])
 
     def block(i: int) -> tuple[str, list[str]]:
         folded = ""
         if fold[i] and not only_open:
             folded = f"Not shown: {int(counts[i, top[i]])} {names[top[i]]} ports"
-        return folded, text[bounds[i]:bounds[i + 1]]
+        return folded, lines_of(i)
 
     return block
 

@@ -195,3 +195,39 @@ def test_worker_without_raw_socket_privilege_fails_fast(listening: list[int]) ->
         with pytest.raises(pn.PrivilegeError, match=r"shard \d .* on worker .*CAP_NET_RAW"):
             pn.scan("127.0.0.1", "1-100", method="syn", cluster=c, shards=2)
         assert time.monotonic() - t0 < 10
+
+
+def test_lost_worker_shard_is_resumed_by_another(listening: list[int], tmp_path: Path) -> None:
+    """A worker process killed (SIGKILL) mid-shard: Dask reruns its task on a worker that
+    is alive, the rerun goes on from the shard's checkpoint (not from its start), and the
+    scan completes with exactly the single-process scan's rows."""
+    import signal
+
+    single = pn.scan("127.0.0.1", "1-16000", seed=SEED)
+    with local_cluster(2) as c:
+        ds = DistributedScan("127.0.0.1", "1-16000", seed=SEED, cluster=c, shards=2,
+                             output=str(tmp_path), rate=2000, workers=1)
+        ds.start()
+        t0 = time.monotonic()
+        victim = None
+        while victim is None:
+            assert time.monotonic() - t0 < 30, "the shards made no progress"
+            time.sleep(0.1)
+            if ds.progress.done < 3000:  # ~1.5 s in: each shard has checkpointed a mark
+                continue
+            busy = [w for w, keys in c.processing().items() if keys]
+            if busy:
+                victim = busy[0]
+        pid = c.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # a worker of the cluster this test started
+        res = ds.wait(timeout=60)
+
+    assert ds.status == "completed"
+    a, b = _rows(res.tables["ports"]), _rows(single.tables["ports"])
+    assert a == b, (sorted(set(a) - set(b))[:5], sorted(set(b) - set(a))[:5], len(a), len(b))
+    assert res.tables["ports"].num_rows == 16_000  # no duplicate row after the rerun
+    resumed = [s for s in ds.shard_summaries if s.get("resumed_from")]
+    assert len(resumed) == 1 and resumed[0]["resumed_from"] > 0, ds.shard_summaries
+    assert resumed[0]["done"] < 8000  # the rerun probed what was left, not the whole shard
+    back = pn.read_scans(tmp_path, res.scan_id).tables["ports"]
+    assert _rows(back) == b

@@ -158,6 +158,13 @@ class DistributedScan:
         return _dmerge.snapshot(self)
 
     @property
+    def shard_summaries(self) -> list[dict[str, Any]]:
+        """Each finished shard's summary: index, where it ran, status, probes done, open,
+        and ``resumed_from`` (the low-water mark) when a rerun after a lost worker went on
+        from an earlier attempt's checkpoint."""
+        return [{k: v for k, v in s.items() if k != "tables"} for s in self._summaries]
+
+    @property
     def progress(self) -> Progress:
         c = self.counters
         end = self._t_end if self._t_end is not None else time.monotonic()

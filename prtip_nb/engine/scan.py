@@ -38,7 +38,7 @@ from .events import (
     StageChanged,
     Subscription,
 )
-from .telemetry import Poller
+from .telemetry import Poller, release_free_memory
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
@@ -444,9 +444,11 @@ class Scan:
             poller.stop()
             terminal = self._terminal()
             self._record(terminal)  # into the events table before it is finished
+            release_free_memory()  # the scan's freed buffers, before finish allocates anew
             try:
                 self._result = builder.finish(ended=datetime.now(UTC), hosts=self._tallied(),
                                               complete=self.status == "completed")
+                release_free_memory()  # finish's temporaries, before the caller's report
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc

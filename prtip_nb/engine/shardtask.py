@@ -111,12 +111,18 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
         scan = Scan(config=cfg)
     except PrivilegeError as exc:
         raise PrivilegeError(f"{what}: {exc}") from None
+    start, resume = int(job.get("start", 0)), bool(job.get("resume"))
+    engine_state = dict(job.get("engine_state") or {})
+    earlier = _earlier_attempt(cfg.output, job)
+    if earlier is not None:  # A LOST WORKER: Dask reran this task; go on from its mark
+        start, resume = max(start, int(earlier.get("low_water", 0))), True
+        engine_state = dict(earlier.get("engine_state") or engine_state)
+        summary["resumed_from"] = start
     scan.apply_plan(RunPlan(
         scan_id=job["scan_id"], started=datetime.fromisoformat(job["started"]),
-        start=int(job.get("start", 0)), resume=bool(job.get("resume")), tag=job["tag"],
-        shard=index, write_hosts=False,
+        start=start, resume=resume, tag=job["tag"], shard=index, write_hosts=False,
     ))
-    scan.engine_state.update(job.get("engine_state") or {})
+    scan.engine_state.update(engine_state)
     pending: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -150,6 +156,35 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
     if cfg.output is None:
         summary["tables"] = {name: _ipc(t) for name, t in res.tables.items()}
     return summary
+
+
+def _earlier_attempt(output: str | None, job: dict[str, Any]) -> dict[str, Any] | None:
+    """This shard's checkpoint entry left by an earlier attempt of this very task, if any.
+
+    Dask reruns the task of a worker that died (``allowed-failures``) on another worker,
+    with the job as first submitted. The shard's own ``_checkpoint-sKKK.json`` says how far
+    the lost attempt got: everything below its low-water mark is in fsynced parts, so the
+    rerun starts there and appends parts (what the lost worker wrote above the mark is
+    probed again, and deduplicated on read), instead of scanning the shard from its start.
+    On a resume (``pn.resume``) the job already starts at the mark of the earlier run, and
+    the mark only grows, so the larger of the two is right in either case.
+    """
+    import json
+
+    from ..results._files import scan_dir
+    from .checkpoint import checkpoint_name
+
+    if output is None:
+        return None
+    path = scan_dir(output, job["scan_id"]) / checkpoint_name(job["tag"])
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # none yet (the first attempt), or cut short: start as submitted
+    if not isinstance(doc, dict):
+        return None
+    entries = list((doc.get("shards") or {}).values())
+    return entries[0] if len(entries) == 1 and isinstance(entries[0], dict) else None
 
 
 def _ended(scan: Any, timeout: float) -> bool:

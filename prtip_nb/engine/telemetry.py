@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..results import ResultBuilder
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+TRIM_EVERY = 2.0  # seconds between release_free_memory() calls while a scan runs
 
 
 def rss_bytes() -> int:
@@ -44,6 +45,33 @@ def peak_rss_bytes() -> int:
     except OSError:
         pass
     return 0
+
+
+_TRIM: object = None  # libc.malloc_trim, looked up once (None: not yet; False: none)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the kernel: Arrow's pool (mimalloc or jemalloc) and
+    glibc's arenas (``malloc_trim``).
+
+    RETENTION: a big scan converts, writes and frees ~100 B a verdict on four threads;
+    both allocators keep what was freed for reuse, and glibc's per-thread arenas fragment,
+    so RSS crept up ~6 B a probe on a /17 with nothing live to show for it. A trim every
+    few seconds costs a few milliseconds on the poller thread.
+    """
+    global _TRIM
+    import pyarrow as pa  # already imported by any scan that writes rows
+
+    pa.default_memory_pool().release_unused()
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS)
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)  # type: ignore[operator]
 
 
 class Poller:
@@ -99,5 +127,9 @@ class Poller:
             self.on_sample()
 
     def _run(self) -> None:
+        next_trim = time.monotonic() + TRIM_EVERY
         while not self._stop.wait(self.interval):
             self.sample()
+            if time.monotonic() >= next_trim:
+                release_free_memory()
+                next_trim = time.monotonic() + TRIM_EVERY

@@ -72,8 +72,10 @@ def scan_dirs(root: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes]) -> None:
-    """Write an in-memory table (with scan_id) as a complete part file at ``path``.
+def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes],
+               groups: list[int] | None = None) -> None:
+    """Write an in-memory table (with scan_id) as a complete part file at ``path``;
+    ``groups``: row offsets where a new row group starts (after 0), else one group.
 
     The file drops scan_id (the directory carries it). No fsync: the rename alone already
     protects readers and a killed process; only a power cut could lose the last part.
@@ -86,7 +88,12 @@ def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes]) -> Non
         path.parent.mkdir(parents=True, exist_ok=True)
         # The temp name (.part-…parquet.XXXX.tmp) is hidden and not *.parquet: no reader globs it.
         with atomic_file(path) as fh:
-            pq.write_table(table, fh, compression="zstd")
+            if not groups:
+                pq.write_table(table, fh, compression="zstd")
+            else:
+                with pq.ParquetWriter(fh, table.schema, compression="zstd") as writer:
+                    for lo, hi in zip([0, *groups], [*groups, table.num_rows], strict=True):
+                        writer.write_table(table.slice(lo, hi - lo))
     except OSError as exc:
         raise DatasetError(f"could not write {path}: {exc.strerror or exc}") from exc
 

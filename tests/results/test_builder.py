@@ -263,3 +263,70 @@ def test_null_columns_take_no_resident_memory() -> None:
     assert all(c.null_count == n for c in cols)
     assert pa.Table.from_arrays(cols, schema=schema.PORTS).validate(full=True) is None
     assert rss_bytes() - before < 8 * 2**20  # one 8 B/row buffer would be 76 MiB
+
+
+def test_held_open_rows_are_merged_into_few_batches(tmp_path: Path) -> None:
+    """hold="open" keeps each flush's open rows; past COMPACT_HELD small batches they are
+    merged into one (all-null columns stay zero-copy), and the result is the same rows."""
+    from prtip_nb.results import builder as builder_mod
+
+    b = ResultBuilder(make_meta(), sink=tmp_path, hold="open")
+    n_batches = builder_mod.COMPACT_HELD * 2 + 3
+    for k in range(n_batches):
+        for port in (80, 81):  # one open, one closed row a batch  # parse-only rows below
+            b.append(f"198.18.{k // 256}.{k % 256}", None, 4, "tcp", port,  # parse-only
+                     "open" if port == 80 else "closed", "syn-ack" if port == 80 else "reset",
+                     64, 0.5, T0_US + k)
+        b.flush()
+    assert len(b._batches) <= 2 + builder_mod.COMPACT_HELD  # merged, not one per flush
+    res = b.finish(ended=T0 + timedelta(seconds=1))
+    ports = res.tables["ports"]
+    assert ports.num_rows == n_batches  # the open rows only, every one of them
+    assert set(ports["state"].cast("string").to_pylist()) == {"open"}
+    assert ports["hostname"].null_count == n_batches
+    on_disk = pq.read_table(tmp_path / f"scan_id={res.scan_id}" / "ports")
+    assert on_disk.num_rows == 2 * n_batches  # the parts keep every row
+
+
+def test_host_order_matches_ipaddress_order() -> None:
+    """host_rank parses IPv4 with Arrow kernels and the rest with ipaddress; together they
+    give ipaddress's order (IPv4 numerically, then IPv6, then non-addresses)."""
+    import random
+
+    from prtip_nb.results import _arrow
+    from prtip_nb.results import _convert as cv
+
+    texts = ["10.0.0.2", "10.0.0.10", "9.255.255.255", "::1", "2001:db8::1", "bogus",
+             "010.1.1.1", "255.255.255.255", "0.0.0.0", "1.2.3.256", "198.18.0.1"]  # parse-only
+    texts += [f"198.{18 + i // 65536}.{(i >> 8) & 255}.{i & 255}"  # parse-only
+              for i in random.Random(1).sample(range(1 << 17), 2000)]
+    rows = texts + texts[:50]  # repeated hosts share a rank
+    rank = _arrow.host_rank(cv.plain_strings(rows)).to_pylist()
+    expect = sorted(set(texts), key=_arrow._ip_key)
+    assert rank == [expect.index(t) for t in rows]
+
+
+def test_streamed_parts_hold_a_row_group_per_state(tmp_path: Path) -> None:
+    """Parts written while a scan runs group their rows by state, a row group each, so
+    read_scans(state=...) skips the other states' row groups by their statistics; what it
+    returns is exactly the full read filtered."""
+    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=50)
+    states = ["closed", "open", "filtered", "closed", "closed"]
+    for port in range(1, 201):
+        state = states[port % len(states)]
+        b.append("198.18.0.1", None, 4, "tcp", port, state,  # parse-only
+                 {"open": "syn-ack", "closed": "reset"}.get(state, "no-response"),
+                 None if state == "filtered" else 64, None, T0_US + port)
+    parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").glob("*.parquet"))
+    assert len(parts) == 4
+    for part in parts:
+        md = pq.ParquetFile(part).metadata
+        col = md.schema.names.index("state")
+        stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+        assert md.num_row_groups == 3 and all(s.min == s.max for s in stats)
+    full = read_scans(tmp_path).tables["ports"]
+    for want in ("open", ["open", "filtered"]):
+        got = read_scans(tmp_path, state=want).tables["ports"]
+        words = {want} if isinstance(want, str) else set(want)
+        expect = full.filter(pa.array([s in words for s in full["state"].to_pylist()]))
+        assert got.equals(expect)
