@@ -227,7 +227,11 @@ class Scan:
             if self._pool is not None:
                 self._pool.stop()
             raise
-        self._t0 = time.monotonic()
+        if self._pool is None:
+            # The scan's clock starts once its results can be stored. Worker processes
+            # already send meanwhile (the first 0.3 s of a kernel's pyarrow import): their
+            # probes belong to the scan's time, or its first sample reads as a burst.
+            self._t0 = time.monotonic()
         self.status = "running"
         cfg = self.config
         self.bus.publish(ScanStarted(
