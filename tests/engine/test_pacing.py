@@ -101,5 +101,6 @@ def test_telemetry_covers_the_worker_processes() -> None:
     assert len(busy) >= 2, tel[["t", "sent", "pps"]]
     # Two workers (Python and numpy: ~30 MiB each) on top of this process.
     assert int(busy["rss_bytes"].max()) - rss_bytes() >= 30 * 2**20
-    assert float(busy["cpu_percent"].median()) >= 50
+    # Measured 48-120% with the workers (2 cores shared with other jobs), 0-10% without.
+    assert float(busy["cpu_percent"].median()) >= 25
     assert (tel["cpu_percent"] >= 0).all()
