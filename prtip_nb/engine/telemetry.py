@@ -4,7 +4,7 @@ It samples every ``interval`` seconds (250 ms by default): probes sent, replies,
 ports, retries, the send and reply rates since the last sample, the RSS and CPU share
 (100 = one core) of the *process tree* (this process and every descendant: a connect scan's
 worker processes, a LocalCluster's Dask workers; see ``ProcessTree``), this process's thread
-count, and the send rate in force with its reason (see engine.ratectl). Each worker's own
+count, and the send rate in force with its reason (see net.ratectl). Each worker's own
 peak RSS is also reported apart, in the EngineStats event.
 The hot loops never call into it; they only bump ``Counters``.
 """
@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .counters import Counters
-from .ratectl import RateState
+from ..net.counters import Counters
+from ..net.ratectl import RateState
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder

@@ -69,7 +69,7 @@ class Series:
     rss_mib: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     limit: list[float | None] = field(default_factory=list)  # send rate in force (None: none)
-    reason: list[str] = field(default_factory=list)  # why that rate (engine.ratectl's words)
+    reason: list[str] = field(default_factory=list)  # why that rate (net.ratectl's words)
 
 
 class PanelState:
