@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from ..errors import ScanError
 from ..probes.verdicts import NO_RESPONSE, connect_answer
 from .counters import Counters, RttEstimator
+from .throttle import CREDIT_SECONDS
 
 #: A probe: (index in the scan's space, address text, family 4|6, port).
 Probe = tuple[int, str, int, int]
@@ -101,6 +102,7 @@ class ConnectEngine:
         last_send = 0.0
         rate = self.rate
         t_start = clock() if self.t_start is None else self.t_start
+        credit = 0 if rate is None else max(1, int(rate * CREDIT_SECONDS))
         host_timeout = self.host_timeout
         first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
 
@@ -111,7 +113,18 @@ class ConnectEngine:
                 return
             # The rate limiter hands out a batch: whatever is due since the start, so a
             # slow pass is made up in the next one and the mean rate holds.
-            budget = _UNLIMITED if rate is None else int((clock() - t_start) * rate) - c.sent
+            if rate is None:
+                budget = _UNLIMITED
+            else:
+                now = clock()
+                budget = int((now - t_start) * rate) - c.sent
+                if budget > credit:
+                    # SMOOTH START: credit is capped at CREDIT_SECONDS of the rate (as the
+                    # token bucket's), so a late start (a worker's 0.1-0.5 s import, when
+                    # t_start is the scan's) or a stall is not made up in one burst of
+                    # several times the rate (measured: 8,700/s at a 3,000/s limit).
+                    t_start = now - (c.sent + credit) / rate
+                    budget = credit
             # 1. Fill the window: retries first (they are older), then new probes.
             while len(pending) < limit and budget > 0:
                 if again:
@@ -156,12 +169,14 @@ class ConnectEngine:
                     continue
                 if err in _BACKOFF:
                     s.close()
+                    c.sent -= 1  # refused by our own kernel: no packet left the host
                     again.appendleft((index, addr, fam, port, tries))
                     limit = max(1, len(pending))
                     break
                 # Answered within connect() itself (loopback does this often).
                 if err == 0 and _is_self_connect(s):
                     s.close()
+                    c.retries += 1  # SELF-CONNECT: sent again, so sent = probes + retries
                     again.append((index, addr, fam, port, tries))
                     continue
                 if err == 0:
@@ -191,6 +206,7 @@ class ConnectEngine:
                 now = clock()
                 if err == 0 and _is_self_connect(s):
                     s.close()
+                    c.retries += 1
                     again.append((entry[1], entry[2], entry[3], entry[4], entry[5] - 1))
                     continue
                 if err == 0:

@@ -86,8 +86,13 @@ def throughput(res: Any) -> go.Figure:
 
 
 def memory(res: Any) -> go.Figure:
-    """Resident memory (RSS) of the scanning process over the scan, and its peak."""
-    fig = figure("Memory", "seconds since the scan started", "RSS (MiB)")
+    """Resident memory (RSS) of the scan's process tree over the scan, and its peak.
+
+    The tree is the scanning process and its descendants (a connect scan's worker
+    processes, a LocalCluster's Dask workers): their RSS summed, their CPU in the hover
+    (100% = one core). A Dask shard's rows measure the tree of the worker that ran it."""
+    fig = figure("Memory of the process tree (scanner and its workers)",
+                 "seconds since the scan started", "RSS, summed over processes (MiB)")
     scans = _by_scan(res)
     if not scans:
         return note(fig, "no telemetry")

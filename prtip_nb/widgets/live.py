@@ -15,6 +15,8 @@ from .._display import duration, reason_text
 if TYPE_CHECKING:
     from .state import PanelState
 
+#: What the memory chart measures (engine.telemetry.ProcessTree).
+TREE_WORDS = "RSS of the process tree: this kernel and its worker processes"
 MAX_ROWS = 200  # open ports listed in the live table; the DataFrame has them all
 _TABLE_CSS = ("<style>.prtip-open-ports-table td,.prtip-open-ports-table th"
               "{padding:1px 10px;text-align:left}</style>")
@@ -130,8 +132,9 @@ def make_chart() -> Any:
          "line": {"color": "#9467bd", "dash": "dash", "shape": "hv", "width": 1.5},
          "hovertemplate": "t=%{x:.2f} s<br>limit %{y:,.0f}/s<br>%{customdata}<extra></extra>"},
         {**line, "type": "scatter", "name": "RSS MiB", "xaxis": "x2", "yaxis": "y2",
-         "line": {"color": "#ff7f0e", "shape": "hv"},
-         "hovertemplate": "t=%{x:.2f} s<br>%{y:.1f} MiB<extra></extra>"},
+         "line": {"color": "#ff7f0e", "shape": "hv"}, "customdata": [],
+         "hovertemplate": "t=%{x:.2f} s<br>%{y:.1f} MiB<br>CPU %{customdata:.0f}% "
+                          "(100% = one core)<extra></extra>"},
     ]
     layout: dict[str, Any] = {
         "template": "none", "height": 380, "showlegend": False, "font": {"size": 12},
@@ -147,7 +150,7 @@ def make_chart() -> Any:
         "yaxis2": _axis(anchor="x2", domain=[0, 0.42], rangemode="tozero", visible=False,
                         title={"text": "MiB"}),
         "annotations": [title("Throughput (probes sent per second; dashed: the rate limit)", 1.0),
-                        title("Memory (RSS of this kernel, MiB)", 0.42), _WAITING],
+                        title(f"Memory ({TREE_WORDS}, MiB)", 0.42), _WAITING],
         # Fill the output area's width (a fixed 700 px otherwise) and follow its resizes.
         "autosize": True,
     }
@@ -181,3 +184,4 @@ def draw_series(chart: Any, state: PanelState) -> None:
         chart.data[1].x, chart.data[1].y = tuple(s.t), tuple(s.limit)
         chart.data[1].customdata = tuple(reason_text(r) for r in s.reason)
         chart.data[2].x, chart.data[2].y = tuple(s.t), tuple(s.rss_mib)
+        chart.data[2].customdata = tuple(s.cpu)

@@ -27,7 +27,7 @@ from ..engine.events import (
     ScanFailed,
     Subscription,
 )
-from ..engine.telemetry import rss_bytes
+from ..engine.telemetry import ProcessTree
 from ..errors import PortSpecError, PrtipError, ScanError, SpecError, TargetSpecError
 from . import validate
 
@@ -64,7 +64,10 @@ class Series:
 
     t: list[float] = field(default_factory=list)
     pps: list[float] = field(default_factory=list)  # probes sent per second since last point
-    rss_mib: list[float] = field(default_factory=list)  # this process's resident memory
+    # Resident memory and CPU share (100 = one core) of the process tree: this kernel and
+    # its child processes (a connect scan's workers, a LocalCluster's Dask workers).
+    rss_mib: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     limit: list[float | None] = field(default_factory=list)  # send rate in force (None: none)
     reason: list[str] = field(default_factory=list)  # why that rate (net.ratectl's words)
 
@@ -106,7 +109,9 @@ class PanelState:
         self._pending: set[str] = set()
         self._last_emit = 0.0
         self._last_point = (0.0, 0)  # (elapsed, sent) of the previous Progress
-        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (elapsed, done)
+        self._tree: ProcessTree | None = None  # sampled at each Progress (memory, CPU)
+        self._last_cpu = (0.0, 0.0)  # (monotonic, cpu seconds) of the previous sample
+        self._recent: deque[tuple[float, int, int]] = deque(maxlen=64)  # (elapsed, done, sent)
         self._sub: Subscription | None = None
         self._ended = threading.Event()
         self._ended.set()
@@ -200,6 +205,8 @@ class PanelState:
             self.scan, self.runs = scan, self.runs + 1
             self.progress, self.series, self.open_ports = None, Series(), []
             self._last_point = (0.0, 0)
+            self._tree = ProcessTree()
+            self._last_cpu = (time.monotonic(), self._tree.sample()[1])
             self._recent.clear()
             self.status, self.message = "running", ""
             self._ended.clear()
@@ -253,8 +260,13 @@ class PanelState:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the rate of the last half second (not the mean since the start,
-        which start-up drags down), at most the rate limit; None before two progress points."""
+        """Seconds left: the probes without a verdict, plus the retries they are expected
+        to need (at the scan's retry ratio so far), at the send rate.
+
+        The send rate is the pinned rate in force (``--rate``) unless the scan has sent
+        clearly less on average (a machine that cannot keep up); otherwise the rate sent
+        over the last half second (not the mean since the start, which start-up drags
+        down), at most the rate limit. None before a rate is known."""
         p = self.progress
         if p is None:
             return None
@@ -262,23 +274,32 @@ class PanelState:
             return 0.0
         with self._lock:
             points = list(self._recent)
-        if len(points) < 2:
+        recent = None
+        if len(points) >= 2:
+            t_now, _done, sent_now = points[-1]
+            base = points[0]
+            for point in reversed(points[:-1]):
+                base = point
+                if t_now - point[0] >= self.ETA_WINDOW:
+                    break
+            dt, ds = t_now - base[0], sent_now - base[2]
+            if dt > 0 and ds > 0:
+                recent = ds / dt
+        limit = p.rate_limit
+        if limit and p.rate_reason == "pinned":
+            # The pinned rate, unless the scan has been clearly slower over a second or
+            # more (a machine that cannot keep up): a brief stall does not move the ETA.
+            mean = p.sent / p.elapsed if p.elapsed > 0 else 0.0
+            rate = mean if p.elapsed >= 1.0 and mean < 0.8 * limit else limit
+        elif recent is None:
             return None
-        t_now, done_now = points[-1]
-        base = points[0]
-        for point in reversed(points[:-1]):
-            base = point
-            if t_now - point[0] >= self.ETA_WINDOW:
-                break
-        dt, dd = t_now - base[0], done_now - base[1]
-        if dt <= 0 or dd <= 0:
-            return None
-        rate = dd / dt
-        if p.rate_limit:
-            # A burst (catching up after a stall at the start) outruns the limit only
-            # briefly: the rest of the scan goes at most at the rate in force.
-            rate = min(rate, p.rate_limit)
-        return (p.total - p.done) / rate
+        else:
+            # A burst (catching up after a stall) outruns the limit only briefly: the rest
+            # of the scan goes at most at the rate in force.
+            rate = min(recent, limit) if limit else recent
+        retries = self.scan.counters.retries if self.scan is not None else 0
+        first = max(1, p.sent - retries)  # probes sent once so far
+        return (p.total - p.done) * (1.0 + retries / first) / rate
 
     @property
     def result(self) -> ScanResult:
@@ -317,17 +338,30 @@ class PanelState:
         with self._lock:
             self.progress = ev
             if not self._recent or ev.elapsed > self._recent[-1][0]:
-                self._recent.append((ev.elapsed, ev.done))
+                self._recent.append((ev.elapsed, ev.done, ev.sent))
             last_t, last_sent = self._last_point
             dt = ev.elapsed - last_t
             if dt <= 0:
                 return
             self.series.t.append(round(ev.elapsed, 3))
             self.series.pps.append((ev.sent - last_sent) / dt)
-            self.series.rss_mib.append(rss_bytes() / 2**20)
+            rss, cpu = self._usage()
+            self.series.rss_mib.append(rss / 2**20)
+            self.series.cpu.append(cpu)
             self.series.limit.append(ev.rate_limit)
             self.series.reason.append(ev.rate_reason)
             self._last_point = (ev.elapsed, ev.sent)
+
+    def _usage(self) -> tuple[int, float]:
+        """(RSS bytes, CPU %) of the process tree now; CPU since the previous call."""
+        if self._tree is None:
+            self._tree = ProcessTree()
+        rss, cpu_s, _n = self._tree.sample()
+        now = time.monotonic()
+        last_t, last_cpu = self._last_cpu
+        self._last_cpu = (now, cpu_s)
+        cpu = (cpu_s - last_cpu) / (now - last_t) * 100 if now > last_t else 0.0
+        return rss, round(cpu, 1) + 0.0
 
     def _finish(self, status: str, message: str) -> None:
         scan = self.scan

@@ -137,6 +137,11 @@ def test_report_renders_its_charts_offline(browser: Any, artifacts: Path,
         page.set_viewport_size({"width": 1300, "height": min(int(height), 6000)})
         page.wait_for_timeout(300)
         page.screenshot(path=str(artifacts / "report.png"))
+        charts = page.locator(".chart")
+        for i in range(charts.count()):  # each chart on its own, for review
+            chart = charts.nth(i)
+            name = chart.get_attribute("data-chart")
+            chart.screenshot(path=str(artifacts / f"report-{name}.png"))
     finally:
         page.close()
     names = {d["name"] for d in drawn}
@@ -145,3 +150,114 @@ def test_report_renders_its_charts_offline(browser: Any, artifacts: Path,
     assert all(d["traces"] > 0 and d["marks"] > 0 for d in drawn), drawn
     assert guard.blocked == [], guard.blocked  # it opened with no network at all
     assert errors == []
+
+
+PACE_RATE = 3000
+PACING_NB = f"""
+import prtip_nb as pn
+from prtip_nb.lab import Lab
+lab = Lab.defaults(host="127.0.0.1", ephemeral=True, closed=4500).start()
+PORTS = ",".join(map(str, lab.open_ports["tcp"] + lab.closed_ports))
+# Pressed in the browser: {PACE_RATE:,}/s typed in the rate field, sampled every 50 ms.
+paced = pn.ScanPanel(targets="127.0.0.1", ports=PORTS, rate="{PACE_RATE}",
+                     telemetry_interval=0.05)
+display(paced)
+_ = paced.chart  # one panel's chart at a time (see the report: two at once raced)
+# Run from code: the same ports through two worker processes.
+tree = pn.ScanPanel(targets="127.0.0.1", ports=PORTS, rate="{PACE_RATE}", workers=2,
+                    telemetry_interval=0.05)
+display(tree)
+tree.start(); tree.wait(); tree.chart
+"""
+# Records every text the first panel's progress line shows, with the browser's clock.
+# The page also holds the quick-start notebook's (hidden) panel: every query is scoped to
+# the pacing notebook's node.
+HERE = "window.jupyterapp.shell.currentWidget.node"
+WATCH_PROGRESS = f"""() => {{ window.prtipLines = [];
+    const el = {HERE}.querySelectorAll('.prtip-panel')[0]
+        .querySelector('.prtip-progress-text');
+    new MutationObserver(() => window.prtipLines.push([performance.now(), el.textContent]))
+        .observe(el, {{subtree: true, childList: true, characterData: true}}); }}"""
+CHART_DATA = f"""(i) => {{ const g = {HERE}.querySelectorAll('.prtip-panel')[i]
+        .querySelector('.prtip-live-chart.js-plotly-plot');
+    return g.data.map(t => ({{x: Array.from(t.x || []), y: Array.from(t.y || []),
+                             c: Array.from(t.customdata || [])}})); }}"""
+_ETA = re.compile(r"^([\d.]+)% .* ETA ([\d.,]+) (ms|s)")
+
+
+def test_panel_paces_measures_its_workers_and_predicts_the_end(
+        lab_server: JupyterLab, browser: Any, artifacts: Path) -> None:
+    """A rate of 3,000/s pressed in the browser: sends from the first 100 ms on with no
+    100 ms gap and no burst; the ETA line from 10% on is within 30% of the real end; the
+    memory chart of a scan with worker processes includes theirs."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                             "language": "python"}}  # or lab asks which kernel
+    nbformat.write(new_notebook(cells=[new_code_cell(PACING_NB)], metadata=kernel),
+                   lab_server.root / "pacing.ipynb")
+    page = browser.new_page(viewport={"width": 1300, "height": 1600})
+    guard = Guard()
+    page.route("**/*", guard)
+    try:
+        page.goto(lab_server.page_url("pacing.ipynb"), wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        # Lab also restores the quick-start tab of the test before: run all cells of this
+        # notebook, once it is the current one and its kernel is ready.
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " return !!(w && w.context && w.context.path === 'pacing.ipynb'); }",
+            timeout=60_000)
+        page.wait_for_function(KERNEL_READY, timeout=60_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(
+            f"() => {{ const s = {HERE}.querySelectorAll('.prtip-status');"
+            " return s.length == 2 && s[1].textContent.startsWith('completed'); }",
+            timeout=60_000)
+        page.wait_for_function(KERNEL_READY, timeout=60_000)
+
+        page.evaluate(WATCH_PROGRESS)
+        started = page.evaluate("() => performance.now()")
+        scope = page.locator(".jp-NotebookPanel", has_text="tree.start()")
+        scope.locator("button.prtip-start").first.click()
+        page.wait_for_function(f"() => {HERE}.querySelector('.prtip-status')"
+                               ".textContent.startsWith('completed')", timeout=30_000)
+        ended = page.evaluate("() => performance.now()")
+        lines = page.evaluate("() => window.prtipLines")
+        page.wait_for_timeout(300)  # plotly's relayout after the last redraw
+        paced, tree = page.evaluate(CHART_DATA, 0), page.evaluate(CHART_DATA, 1)
+        scope.locator(".prtip-panel").nth(0).screenshot(path=str(artifacts / "panel-paced.png"))
+        scope.locator(".prtip-panel").nth(1).screenshot(
+            path=str(artifacts / "panel-workers.png"))
+    except Exception:
+        page.screenshot(path=str(artifacts / "pacing-failure.png"))
+        raise
+    finally:
+        page.close()
+    assert guard.blocked == [], guard.blocked
+
+    # Pacing: the chart's points (one per 50 ms sample) from the first on.
+    t, pps = paced[0]["x"], paced[0]["y"]
+    assert t[0] <= 0.15 and pps[0] > 0, (t[:3], pps[:3])
+    assert all(y > 0 for y in pps[:-1]), list(zip(t, pps, strict=True))  # no 50 ms without
+    first_second = sum(y * (b - a) for a, b, y in zip([0.0, *t], t, pps, strict=False)
+                       if b <= 1.0) / max(b for b in t if b <= 1.0)
+    assert 0.8 * PACE_RATE <= first_second <= 1.15 * PACE_RATE, first_second
+    assert max(pps) <= 2.0 * PACE_RATE, max(pps)  # it was 8,900/s at a 3,000/s limit
+
+    # ETA: every estimate shown from 10% on, against the end the browser saw.
+    real = (ended - started) / 1000
+    off = []
+    for at, text in lines:
+        m = _ETA.match(text)
+        if m and float(m[1]) >= 10:
+            eta = float(m[2].replace(",", "")) / (1000 if m[3] == "ms" else 1)
+            off.append(abs((at - started) / 1000 + eta - real) / real)
+    assert off, lines
+    assert max(off) <= 0.30, (real, lines)
+
+    # The process tree: two workers (Python + numpy, ~30 MiB each) on top of the kernel,
+    # whose own memory the in-process scan's chart shows; CPU in the hover.
+    assert max(tree[2]["y"]) >= max(paced[2]["y"]) + 30, (tree[2]["y"], paced[2]["y"])
+    assert tree[2]["c"] and min(tree[2]["c"]) >= 0

@@ -82,6 +82,10 @@ def test_self_connect_is_not_an_open_port() -> None:
         for _ in range(10):
             res = pn.scan("127.0.0.1", ports="40000-40001", method="connect", max_retries=3)
             opens += int((res.ports["state"] == "open").sum())
+            last = res.telemetry.iloc[-1]
+            # A self-connect is sent again: a retry, so sent = ports + retries (telemetry
+            # said 65,537 sent, 0 retries for 65,535 ports).
+            assert int(last["sent"]) == 2 + int(last["retries"])
     finally:
         path.write_text(old)
     assert raw_self > 0, "the namespace did not reproduce self-connects"
