@@ -61,9 +61,11 @@ def check(nb: nbformat.NotebookNode, path: Path, out: Path, live: bool) -> None:
     head = nb.cells[0].source
     for part in ("You will learn", "Needs", "Runs in", "Authorisation"):
         assert part in head, f"{path.name}: its header lacks {part!r}"
-    exercises = [c for c in nb.cells
-                 if c.cell_type == "markdown" and "Predict, then run" in c.source]
-    assert 2 <= len(exercises) <= 4, f"{path.name}: {len(exercises)} exercises"
+    exercises = sum(c.source.count("### Predict, then run") for c in nb.cells
+                    if c.cell_type == "markdown")
+    answers = sum(c.source.count("<summary>Answer</summary>") for c in nb.cells
+                  if c.cell_type == "markdown")
+    assert 2 <= exercises <= 4 and answers == exercises, f"{path.name}: {exercises} exercises"
     name = path.name
     if name.startswith("01_"):
         assert (out / "quickstart-report.html").stat().st_size > 1_000_000  # plotly.js in
