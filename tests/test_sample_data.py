@@ -49,6 +49,8 @@ def test_every_file_is_one_a_reader_knows_and_the_whole_is_small() -> None:
             # scans/scan_id=<id>/<table>/part-*.parquet: the layout read_scans reads.
             assert len(rel) == 4 and rel[1].startswith("scan_id="), path
             assert rel[2] in TABLES and rel[3].endswith(".parquet"), path
+        elif rel[0] == "lab04":  # notebook 04's recorded measurements
+            assert rel[1:] in {("runs.csv",), ("telemetry.parquet",), ("profile.csv",)}, path
         elif rel[0] == "lab06":  # notebook 06's recorded run: see the test below
             assert rel[1:] in {("run.json",), ("nmap-sn.xml",), ("nmap-su.xml",)} or (
                 rel[1] == "scans" and rel[2].startswith("scan_id=") and rel[4].endswith(".parquet")
@@ -170,3 +172,18 @@ def test_notebook_06s_recorded_run_reads_and_agrees_with_nmaps() -> None:
             == nmap_udp[key].astype(str).sort_values("port").values.tolist())
     for address in sweep["host"]:
         assert any(ipaddress.ip_address(address) in net for net in LAB_NETS), address
+
+
+def test_notebook_04s_recorded_measurements_read() -> None:
+    """data/sample/lab04: three runs of each size, sampled often enough, and pn.profile's
+    table with both tools (what notebook 04 reads without root)."""
+    import pandas as pd
+
+    runs = pd.read_csv(SAMPLE / "lab04" / "runs.csv")
+    assert sorted(runs["ports"].unique()) == [100, 1_000, 10_000]
+    assert (runs.groupby("ports")["run"].count() == 3).all()
+    assert (runs.loc[runs["ports"] == 10_000, "samples"] >= 5).all()
+    tel = pd.read_parquet(SAMPLE / "lab04" / "telemetry.parquet")
+    assert set(tel["size"]) == set(runs["size"])
+    profile = pd.read_csv(SAMPLE / "lab04" / "profile.csv")
+    assert set(profile["ports"]) == {100, 1_000, 10_000}
