@@ -66,6 +66,12 @@ def check(nb: nbformat.NotebookNode, path: Path, out: Path, live: bool) -> None:
     answers = sum(c.source.count("<summary>Answer</summary>") for c in nb.cells
                   if c.cell_type == "markdown")
     assert 2 <= exercises <= 4 and answers == exercises, f"{path.name}: {exercises} exercises"
+    for i, cell in enumerate(nb.cells):  # every chart is followed by what to look for in it
+        if cell.cell_type == "code" and any("application/vnd.plotly.v1+json" in o.get("data", {})
+                                            for o in cell.get("outputs", [])):
+            after = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+            assert after is not None and after.cell_type == "markdown" and "Look for" in (
+                after.source), f"{path.name}: no 'Look for' after the chart of {cell.source!r}"
     name = path.name
     if name.startswith("01_"):
         assert (out / "quickstart-report.html").stat().st_size > 1_000_000  # plotly.js in
