@@ -50,6 +50,7 @@ demo: $(CORE_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prtip_nb tests benchmarks
 	$(VENV)/bin/mypy prtip_nb
+	$(VENV)/bin/lint-imports
 
 # The suite runs inside a private network namespace (scripts/in-netns): every packet the
 # tests send stays on a loopback that nothing else shares.

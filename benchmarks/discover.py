@@ -33,7 +33,7 @@ def discover_24(runs: int = 5) -> dict[str, Any]:
     nmap = shutil.which("nmap")
     if nmap is None:
         raise SystemExit("nmap is not installed: apt-get install nmap (make bench does it)")
-    ours_cmd = ["prtip-nb", "scan", "-sn", RANGE]
+    ours_cmd = ["prtip-nb", "scan", "-sn", "-n", RANGE]
     nmap_cmd = [nmap, "-sn", "-n", RANGE]
     results: list[Run] = []
     seen: dict[str, list[set[str]]] = {"prtip_nb": [], "nmap": []}

@@ -135,6 +135,8 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "syn-rate": _lazy("syn", "syn-rate"),
     "syn-sendto-ceiling": _lazy("syn", "syn-sendto-ceiling"),
     "discover-24": _lazy("discover", "discover-24"),
+    "rdns-256": _lazy("rdns", "rdns-256"),
+    "trace-50": _lazy("trace", "trace-50"),
     "sv-4ports": _lazy("sv", "sv-4ports"),
     "udp-1000": _lazy("udp", "udp-1000"),
     "udp-icmp-cost": _lazy("udp", "udp-icmp-cost"),
@@ -145,4 +147,5 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "net-bottleneck": _lazy("network", "net-bottleneck"),
     "net-4096": _lazy("network", "net-4096"),
     "scale-15": _lazy("scale", "scale-15"),
+    "os-10": _lazy("osdetect", "os-10"),
 }

@@ -87,7 +87,7 @@ def cmd_throttle(host: str, rounds: int) -> dict:
     ratios, wall and CPU time, and the control arm, whose ratio to rate=None shows what
     the same method reports for no difference at all. The limiter's own time is also
     measured directly: every ``take()`` call, timed."""
-    from prtip_nb.engine import throttle
+    from prtip_nb.net import throttle
 
     spent = [0.0, 0]
     take = throttle.TokenBucket.take

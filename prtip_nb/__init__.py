@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .interop.nmap_xml import read_nmap_xml
     from .interop.sql import sql
     from .lab import Lab
+    from .net.privileges import drop_privileges
     from .reporting import report
     from .results import ScanResult, list_scans, read_scans
     from .targets import PortSet, TargetSet, parse_ports, parse_targets
@@ -68,6 +69,7 @@ __all__ = [
     "__version__",
     "diff",
     "discover",
+    "drop_privileges",
     "list_scans",
     "parse_ports",
     "parse_targets",
@@ -94,6 +96,7 @@ _LAZY: dict[str, str] = {
     "Timing": ".config",
     "diff": ".interop.diff",
     "discover": ".engine.discovery",
+    "drop_privileges": ".net.privileges",
     "list_scans": ".results",
     "parse_ports": ".targets",
     "parse_targets": ".targets",

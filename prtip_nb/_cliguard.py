@@ -5,6 +5,8 @@ said, in one line, when a scan cannot finish (issue 16: files and faults).
   first: a scan must not run for an hour and then fail to save.
 - ``saved``: what a cut-short scan left on disk and the command that continues it.
 - ``hint``: the fix for the OS error under a failure (a low ``ulimit -n``, a full disk).
+- ``drop_root``: as root, open the scan's raw sockets, then become the sudo caller (or
+  nobody) with no capabilities, before any packet or file is read (net.privileges).
 - Every line passes ``printable``: messages echo file contents and names.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
+import os
 import sys
 from typing import Any, TextIO
 
@@ -19,7 +23,8 @@ from ._termsafe import printable
 from .errors import ConfigError, DatasetError, PrtipError
 from .interop import commands as interop_commands
 
-__all__ = ["hint", "os_error", "preflight", "saved", "show_warning", "write_normal"]
+__all__ = ["denied_hint", "drop_root", "hint", "os_error", "preflight", "saved", "show_warning",
+           "write_normal"]
 
 
 _FIXES = {
@@ -69,10 +74,97 @@ def preflight(args: argparse.Namespace, options: dict[str, Any]) -> None:
     for flag, path in files:
         why = path and check_writable(path, what=f"{flag} file")
         if why:
-            raise ConfigError(why, token=path)
+            raise ConfigError(why + _as_whom(), token=path)
     why = args.output and check_output_dir(args.output, what="-o folder")
     if why:
-        raise ConfigError(why, token=args.output)
+        raise ConfigError(why + _as_whom(), token=args.output)
+
+
+def denied_hint(exc: BaseException) -> str:
+    """After the drop, for a file the new user may not read or write: who it is and the
+    ways out; else ""."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, PermissionError) or "Permission denied" in str(seen):
+            return _as_whom("let {user} read or write it")
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _as_whom(fix: str = "choose a place {user} can write") -> str:
+    """Who could not write: after the drop, the user the scan became, and the ways out."""
+    from .net.privileges import dropped
+
+    d = dropped()
+    if d is None:
+        return ""
+    return (f" (the scan runs as user {d.user} once its raw sockets are open: "
+            f"{fix.format(user=d.user)}, run through sudo from an account that can, or pass "
+            "--privileged to keep root)")
+
+
+def _local_only(args: argparse.Namespace) -> bool:
+    """Every target is a loopback literal and none comes from a file: discovery is skipped."""
+    if args.input_file or not args.targets:
+        return False
+    for t in args.targets:
+        try:
+            if not ipaddress.ip_network(t, strict=False).is_loopback:
+                return False
+        except ValueError:
+            if t != "localhost":
+                return False
+    return True
+
+
+def drop_root(args: argparse.Namespace) -> None:
+    """As root, run as the program, for a scan that sends raw packets (-sS, -sU, -sn, or
+    host discovery): open its raw and capture sockets now, create a missing -o folder for
+    the user to come, then become the sudo caller (or nobody) with no capabilities.
+    Everything after -- reading -iL, parsing packets, banners, certificates, writing
+    outputs -- runs as that user. Dask runs (--dask, --shards) keep root: their workers
+    open their own sockets."""
+    if not getattr(args, "drop_root", False) or args.privileged or os.geteuid() != 0:
+        return
+    if args.dask or args.shards:
+        return
+    raw_scan = args.method in ("syn", "udp", "auto")
+    discovery = args.ping_only or not (args.Pn or args.shard or _local_only(args))
+    if not (raw_scan or discovery):
+        return  # a connect scan of loopback, or with -Pn: no raw socket at all
+    from .net import privileges
+
+    name, uid, gid = privileges.target_user()
+    bad = privileges.unreadable_for(uid, gid, privileges.install_paths())
+    if bad is not None:  # dropping would break the scan's first late import: keep root
+        print(f"prtip-nb: warning: keeping root: user {name} cannot read {bad} (Python or "
+              "prtip_nb is installed where only root can read); install it where other "
+              "users can read, or run through sudo from such a user's account",
+              file=sys.stderr)
+        return
+    stages = 2 if args.udp and args.method == "syn" else 1  # -sS -sU: two captures
+    privileges.open_pool(capture=stages if raw_scan else 0, discovery=discovery)
+    if args.output:
+        _make_dirs_for(args.output, uid, gid)
+    privileges.become()
+
+
+def _make_dirs_for(path: str, uid: int, gid: int) -> None:
+    """Create the missing folders of ``path`` as root and give them to ``uid``: the scan
+    writes there after the drop. Existing folders are left as they are (checked later)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+            os.chown(d, uid, gid)
+        except OSError:
+            return  # preflight says why, as the user
 
 
 def write_normal(path: str | None, text: str) -> None:

@@ -122,7 +122,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(df.columns), index=df.index, dtype=object)
 
 
-#: engine.ratectl's reasons, as a user reads them beside the rate.
+#: net.ratectl's reasons, as a user reads them beside the rate.
 RATE_REASONS = {
     "growing": "growing while replies keep up",
     "probing": "probing for more",

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
@@ -21,6 +21,7 @@ from . import _cliguard as guard
 from ._termsafe import printable
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
+from .osdetect import text as os_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the scan as shards on a Dask cluster (tcp://scheduler:8786)")
     s.add_argument("--shards", type=int, metavar="N", help="with --dask: how many shards")
     s.add_argument("--open", action="store_true", help="show only open ports")
+    s.add_argument("--privileged", action="store_true",
+                   help="keep root: by default, as root, the scan becomes the sudo caller "
+                        "(or nobody) once its raw sockets are open")
     s.add_argument("-o", "--output", metavar="DIR", help="write a Parquet dataset under DIR")
     s.add_argument("--hold", choices=("auto", "all", "open"), default="auto",
                    help="rows kept in memory with -o: 'open' ports only (the dataset has them "
                    "all), 'all', or 'auto' (open only above a million probes)")
     s.add_argument("-oN", dest="normal_output", metavar="FILE", help="write the text table")
     interop_commands.add_scan_outputs(s)  # -oX, -oJ, -oG
-    s.add_argument("-n", action="store_true", help="no reverse DNS (prtip-nb never does it)")
+    os_text.add_arguments(s)  # -O, --osscan-limit, --osscan-guess, --os-db
+    _add_dns_flags(s)  # -n, -R, --dns-servers, -sL
     s.add_argument("-Pn", action="store_true",
                    help="skip host discovery (always skipped for loopback, unprivileged, "
                         "sharded and Dask scans)")
@@ -121,6 +126,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# -- reverse DNS flags (engine/names.py, net/rdns.py) ----------------------------------------
+def _add_dns_flags(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("-n", action="store_true",
+                   help="no reverse DNS (by default the hosts that are up are named)")
+    g.add_argument("-R", action="store_true", help="reverse DNS for every target, up or not")
+    s.add_argument("--dns-servers", metavar="SERV1[,SERV2,...]",
+                   help="DNS servers for reverse DNS (default: /etc/resolv.conf's)")
+    s.add_argument("-sL", dest="list_only", action="store_true",
+                   help="list scan: list the targets with their names, send nothing else")
+    s.add_argument("--traceroute", action="store_true",
+                   help="trace the path to each host up (needs root or CAP_NET_RAW)")
+
+
+def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
+    servers = tuple(args.dns_servers.split(",")) if args.dns_servers else ()
+    return {"resolve": "never" if args.n else "all" if args.R else "up",
+            "dns_servers": servers, "traceroute": args.traceroute}
+
+
+def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``-sL``: the targets and their names (engine.names.list_scan)."""
+    from .engine.names import list_scan
+
+    res, text = list_scan(args.targets, options)
+    text = printable(text)  # names come from DNS: no escape sequence gets through
+    sys.stdout.write(text)
+    guard.write_normal(args.normal_output, text)
+    interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+    if args.output:
+        print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
+    return EXIT_OK
+
+
 def _rate_arg(text: str) -> float | None:
     """--rate: a positive, finite number of probes per second, or 'auto' (adaptive)."""
     if text.strip().lower() == "auto":
@@ -137,9 +176,13 @@ def _rate_arg(text: str) -> float | None:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, drop_root: bool | None = None) -> int:
+    """Run the command line. ``drop_root``: whether ``scan``, run as root, gives root up
+    once its raw sockets are open; by default only when run as the program (``argv`` None):
+    ``main([...])`` called from Python never changes its caller's process for good."""
     _lean_allocator()
     args = build_parser().parse_args(argv)
+    args.drop_root = argv is None if drop_root is None else drop_root
     with warnings.catch_warnings():
         # One line per warning, as the other messages: not Python's file:line and source.
         warnings.showwarning = guard.show_warning
@@ -165,16 +208,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "diff":
             return interop_commands.cmd_diff(args)
     except SpecError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except PrtipError as exc:
-        print(f"prtip-nb: {printable(str(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(str(exc))}{guard.denied_hint(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("prtip-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # not translated deeper down: still one line, never a traceback
-        print(f"prtip-nb: {printable(guard.os_error(exc))}", file=sys.stderr)
+        print(f"prtip-nb: {printable(guard.os_error(exc))}{guard.denied_hint(exc)}",
+              file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
 
@@ -229,6 +273,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from .targets import parse_shard
 
     _udp_options(args)
+    guard.drop_root(args)  # as root: open the raw sockets, then become the sudo caller
 
     options: dict[str, Any] = {
         "method": args.method or "connect",
@@ -249,10 +294,18 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
+        **os_text.options(args),
+        **_dns_options(args),
     }
     if args.shard:
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if args.list_only:
+        return _cmd_list(args, options)
+    if options["os"]:  # -O: before discovery sends its pings
+        from .engine.osstage import preflight
+
+        preflight(family=args.family, os_db=args.os_db)
     if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
         from .engine import discovery
 
@@ -273,6 +326,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                 return EXIT_OK
             args.targets = up  # exclusions and -iL are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options["resolve"] == "up":
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     sc: Any
     if args.dask or args.shards:
         from .engine.distributed import DistributedScan
@@ -424,6 +479,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         blocks = _host_blocks(ports, hosts_t, only_open)
     else:
         blocks = None
+    os_lines = _os_lines(res)
+    traces = _trace_lines(res)  # --traceroute: host -> its TRACEROUTE lines
     for i, h in _host_rows(hosts_t):
         if i and i % REPORT_HOSTS == 0:
             yield printable("\n".join(lines) + "\n")
@@ -440,6 +497,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.extend(shown_rows)
             else:
                 lines.append("No open ports." if only_open else "No ports to show.")
+            lines.extend(os_lines(h))
+            lines.extend(traces.get(h["host"], ()))
             continue
         mine = pc.equal(ports["host"], scalar_str(h["host"])) if n_hosts > 1 else None
         rows = ports if mine is None else ports.filter(mine)
@@ -467,6 +526,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
                 lines.append(f"{f'{port}/{proto}':<12}{state:<15}{reason}")
         else:
             lines.append("No open ports." if only_open else "No ports to show.")
+        lines.extend(os_lines(h))
+        lines.extend(traces.get(h["host"], ()))
     if not n_hosts:
         lines.append("\nNo host answered.")
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
@@ -476,6 +537,26 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
     # Fields of imported files and hostnames are not escaped at their source, as banners
     # are: a terminal escape sequence among them must reach the screen as text.
     yield printable("\n".join(lines) + "\n")
+
+
+def _os_lines(res: ScanResult) -> Callable[[dict[str, Any]], list[str]]:
+    """host row -> nmap's OS lines for it (-O ran), or no lines."""
+    rows = res.tables["os"].to_pylist() if res.tables["os"].num_rows else []
+    if not rows and "os_fingerprint" not in res.tables["hosts"].column_names:
+        return lambda h: []
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_host.setdefault(r["host"], []).append(r)
+    guess = res.meta is not None and bool(res.meta.config.get("osscan_guess"))
+    return lambda h: os_text.host_lines(h, by_host.get(h["host"], []), guess=guess)
+
+
+def _trace_lines(res: ScanResult) -> dict[str, list[str]]:
+    if not res.tables["trace"].num_rows:
+        return {}
+    from .engine.tracestage import trace_lines
+
+    return trace_lines(res.tables["trace"])
 
 
 def _indices(idx: Any) -> Any:

@@ -7,10 +7,11 @@ engine reads only this object; there is no global configuration.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ Method = Literal["connect", "syn", "udp", "auto"]
 METHODS: tuple[str, ...] = ("connect", "syn", "udp", "auto")
 KEEP: tuple[str, ...] = ("all", "responsive", "open")
 HOLD: tuple[str, ...] = ("auto", "all", "open")
+RESOLVE: tuple[str, ...] = ("up", "all", "never")
 #: hold="auto" keeps only open rows in memory above this many probes when the scan writes a
 #: dataset (output=): 13.1M rows held cost ~1 GiB at finish; the dataset has them all.
 HOLD_AUTO_PROBES = 1_000_000
@@ -104,7 +106,7 @@ class ScanConfig:
     family: int | None = None
     method: str = "connect"
     timing: int = 3
-    rate: float | None = None  # pins the rate (probes/s); None: adaptive (see engine.ratectl)
+    rate: float | None = None  # pins the rate (probes/s); None: adaptive (see net.ratectl)
     min_rate: float | None = None  # bounds of the adaptive rate (nmap's --min-rate/--max-rate)
     max_rate: float | None = None
     max_retries: int | None = None
@@ -120,6 +122,15 @@ class ScanConfig:
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
+    os: bool = False  # -O: OS detection after the port scan (IPv4; raw sockets)
+    osscan_limit: bool = False  # --osscan-limit: only hosts with an open and a closed TCP port
+    osscan_guess: bool = False  # --osscan-guess: print guesses when no match is perfect
+    os_db: str | None = None  # nmap-os-db path; None: the installed nmap's
+    # Reverse DNS (net.rdns): "up" hosts (nmap's default), "all" targets (-R), "never" (-n);
+    # True/False are "up"/"never". dns_servers (--dns-servers): else /etc/resolv.conf's.
+    resolve: str | bool = "up"
+    dns_servers: tuple[str, ...] = ()
+    traceroute: bool = False  # --traceroute: the path to each host up (engine.tracestage)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,9 +210,29 @@ class ScanConfig:
                 f"version_intensity must be an integer 0..9, not {vi!r}",
                 hint="0 sends only the probes hinted for each port; 9 sends every probe",
             )
+        self._check_resolve()
         k, n = self.shard
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
             raise ConfigError(f"shard must be k/n with 1 <= k <= n, not {k}/{n}")
+
+    def _check_resolve(self) -> None:
+        value = self.resolve
+        if isinstance(value, bool):
+            value = "up" if value else "never"
+        if not isinstance(value, str) or value not in RESOLVE:
+            raise ConfigError(
+                f"resolve must be one of {', '.join(RESOLVE)} (or True/False), "
+                f"not {self.resolve!r}",
+                hint="'up': names of the hosts that are up (nmap's default); 'all': of every "
+                "target (-R); 'never': no reverse DNS (-n)",
+            )
+        object.__setattr__(self, "resolve", value)
+        if self.dns_servers:
+            servers: Any = self.dns_servers
+            servers = [servers] if isinstance(servers, str) else servers
+            if not isinstance(servers, list | tuple):
+                raise ConfigError(f"dns_servers must be a list of addresses, not {servers!r}")
+            object.__setattr__(self, "dns_servers", check_dns_servers(servers))
 
     @property
     def template(self) -> Timing:
@@ -230,6 +261,7 @@ class ScanConfig:
         out = dataclasses.asdict(self)
         out["targets"] = list(self.targets)
         out["exclude"] = list(self.exclude)
+        out["dns_servers"] = list(self.dns_servers)
         out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
         return out
 
@@ -237,9 +269,24 @@ class ScanConfig:
         return dataclasses.replace(self, **changes)
 
 
+# net.privileges installs its check here when it opens raw sockets before dropping root:
+# config sits below net in the layers, so net tells config rather than config asking net.
+def _no_raw_sockets_held() -> bool:
+    return False
+
+
+_raw_sockets_held: Callable[[], bool] = _no_raw_sockets_held
+
+
+def set_raw_sockets_check(check: Callable[[], bool]) -> None:
+    global _raw_sockets_held
+    _raw_sockets_held = check
+
+
 def is_privileged() -> bool:
-    """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set)."""
-    if os.geteuid() == 0:
+    """True when raw sockets can be opened (root, or CAP_NET_RAW in the effective set), or
+    were opened before root was dropped (net.privileges' pool)."""
+    if os.geteuid() == 0 or _raw_sockets_held():
         return True
     try:
         with open("/proc/self/status") as fh:
@@ -257,3 +304,23 @@ def as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     return tuple(value)
+
+
+def check_dns_servers(servers: Iterable[str]) -> tuple[str, ...]:
+    """``--dns-servers`` checked (also by ``net.rdns``): addresses; comma or space separated
+    text is split."""
+    out: list[str] = []
+    for item in servers:
+        if not isinstance(item, str):
+            raise ConfigError(f"a DNS server must be an address as text, not {item!r}",
+                              hint="e.g. dns_servers=['198.51.100.53']")
+        for word in item.replace(",", " ").split():
+            try:
+                out.append(str(ipaddress.ip_address(word)))
+            except ValueError:
+                raise ConfigError(
+                    f"DNS server {word!r} is not an IP address",
+                    token=word,
+                    hint="give addresses, e.g. --dns-servers 198.51.100.53,2001:db8::53",
+                ) from None
+    return tuple(dict.fromkeys(out))

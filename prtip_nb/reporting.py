@@ -59,6 +59,8 @@ def charts(res: ScanResult) -> dict[str, Any]:
     figs = {name: make(res) for name, make in makers.items()}
     if "tls_not_after" in res.ports.columns and res.ports["tls_not_after"].notna().any():
         figs["certificates"] = viz.certificates(res)
+    if res.tables["trace"].num_rows:  # --traceroute: the paths as a graph
+        figs["topology"] = viz.topology(res)
     return figs
 
 

@@ -18,8 +18,8 @@ def test_all_is_sorted_and_resolves() -> None:
 def test_public_names_only() -> None:
     public = {n for n in dir(prtip_nb) if not n.startswith("_")}
     submodules = {"errors", "config", "engine", "results", "targets", "net", "lab", "cli",
-                  "_version", "demo", "report", "interop", "probes", "reporting", "viz",
-                  "widgets"}
+                  "_version", "demo", "report", "interop", "probes", "service", "reporting", "viz",
+                  "widgets", "osdetect"}
     assert public - submodules - {"annotations", "importlib", "TYPE_CHECKING", "Any"} <= set(
         prtip_nb.__all__
     )

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._fileio import atomic_file, fsync_dir, unsafe_name
+from ..targets.space import shard_position
 
 if TYPE_CHECKING:
     from ..config import ScanConfig
@@ -129,14 +130,14 @@ class ShardTracker:
 
     def __init__(self, size: int, seed: int, shard: tuple[int, int], start: int = 0,
                  segments: tuple[tuple[int, int], ...] | None = None) -> None:
-        from ..targets import Permutation
+        from ..targets import Permutation, shard_len
 
         self.k, self.n = shard
         self.parts = []  # (offset, size, permutation, first position)
         base = 0
         for offset, part in segments or ((0, size),):
             self.parts.append((offset, part, Permutation(part, seed), base))
-            base += max(0, (part - self.k + self.n) // self.n)
+            base += shard_len(part, shard)
         self.total = base
         self.mark = Watermark(start)
         self.lock = threading.Lock()
@@ -153,7 +154,7 @@ class ShardTracker:
             else:
                 sel = idx
             i = perm.unshuffle_array(sel - np.uint64(offset))
-            pos = (i - np.uint64(self.k - 1)) // np.uint64(self.n) + np.uint64(base)
+            pos = shard_position(i, (self.k, self.n)) + np.uint64(base)
             with self.lock:
                 self.mark.mark(pos.astype(np.int64))
 
@@ -288,8 +289,8 @@ def start_checkpoint(scan: Scan, sink: RecordSink) -> Checkpointer | None:
     from ..results._files import scan_dir
     from .resume import space_digest
 
-    cfg, plan, builder = scan.config, scan._plan, scan._builder
-    scan._live_sink = sink  # the scan's poller age-flushes it for live views
+    cfg, plan, builder = scan.config, scan.plan, scan.builder
+    scan.watch_sink(sink)  # the scan's poller age-flushes it for live views
     if cfg.output is None or builder is None:
         return None
     tracker = ShardTracker(scan.space.size, cfg.seed or 0, cfg.shard, plan.start,

@@ -6,7 +6,7 @@ scan. The probing itself is net.discover's; this module parses, checks privilege
 picks the pacing and builds the result.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
-loopback the rate adapts (engine.ratectl) from the template's start rate
+loopback the rate adapts (net.ratectl) from the template's start rate
 (``START_RATES["discovery"]``), which is also its floor; ``rate=`` pins it.
 Retries default to 1 (one more round for silent hosts); ``max_retries=`` overrides it.
 """
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, is_privileged
 from ..errors import PrivilegeError, TargetSpecError
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import rate_plan
 from ..targets import TargetSet, parse_targets
-from .counters import Counters, RttEstimator
-from .ratectl import rate_plan
 
 if TYPE_CHECKING:
     from ..net.discover import HostVerdict
@@ -115,6 +115,21 @@ def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = 
         **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
     }
     hosts = cv.table(cols, schema.file_schema("hosts"))
+    if cfg.resolve != "never":  # reverse DNS of the hosts up (-n: none, -R: every target)
+        from .names import lookup, record, wanted
+
+        found, took = lookup(cfg, wanted(cfg, hosts, tset))
+        if found:
+            record(builder, found, took, time.monotonic() - t0)
+    if cfg.traceroute:  # -sn --traceroute: ICMP echo probes, as nmap's
+        from .names import up_addresses
+        from .tracestage import run_traces
+
+        hops, stats = run_traces(cfg, schema.empty("ports"), up_addresses(hosts),
+                                 rtt_ms={r.host: r.rtt_ms for r in rows if r.rtt_ms})
+        builder.add_rows("trace", hops)
+        builder.add_event(time.monotonic() - t0, "TracerouteCompleted",
+                          {"scan_id": meta.scan_id, **stats})
     return builder.finish(ended=datetime.now(UTC), hosts=hosts)
 
 
@@ -149,7 +164,8 @@ def format_sweep(res: ScanResult, elapsed: float) -> str:
 
 
 def _sweep_config(targets: Sequence[str], options: dict[str, Any]) -> ScanConfig:
-    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries")
+    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries",
+            "resolve", "dns_servers", "traceroute")
     return ScanConfig(targets=tuple(targets), extra={"discovery": "-sn"},
                       **{k: options[k] for k in keep if options.get(k) is not None})
 
@@ -163,7 +179,8 @@ def cmd_ping_sweep(targets: Sequence[str], options: dict[str, Any]) -> tuple[Sca
     t0 = time.monotonic()
     res = discover(list(cfg.targets), exclude=cfg.exclude, family=cfg.family, timing=cfg.timing,
                    max_retries=cfg.max_retries, rate=cfg.rate, output=cfg.output,
-                   exclude_file=cfg.exclude_file, input_file=cfg.input_file)
+                   exclude_file=cfg.exclude_file, input_file=cfg.input_file,
+                   resolve=cfg.resolve, dns_servers=cfg.dns_servers, traceroute=cfg.traceroute)
     return res, format_sweep(res, time.monotonic() - t0)
 
 
@@ -175,7 +192,8 @@ def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResul
     from ..errors import SpecError
 
     try:
-        cfg = _sweep_config(targets, options)
+        # No names here: the port scan that follows resolves the hosts up (one lookup each).
+        cfg = _sweep_config(targets, options).replace(resolve="never", traceroute=False)
         tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
                              exclude_file=cfg.exclude_file, input_file=cfg.input_file,
                              family=cfg.family)

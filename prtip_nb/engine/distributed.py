@@ -23,7 +23,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
@@ -31,9 +31,10 @@ from typing import Any
 
 from ..config import ScanConfig, is_privileged
 from ..errors import ConfigError, ScanError
+from ..net.counters import Counters
+from ..targets import shard_len
 from . import events as ev_mod
 from .checkpoint import public_config
-from .counters import Counters
 from .events import (
     Event,
     EventBus,
@@ -44,7 +45,7 @@ from .events import (
     ScanStarted,
     Subscription,
 )
-from .scan import build_space, join_scan_thread, make_config, segments, shard_len
+from .scan import build_space, join_scan_thread, make_config, segments
 from .shardtask import LocalLink, run_shard
 
 __all__ = ["DistributedScan"]
@@ -101,6 +102,11 @@ class DistributedScan:
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
+    def resume_from(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Before ``start()``: the checkpoint's shard entries (index, status, low_water, ...):
+        completed shards are skipped, the others continue from their low-water mark."""
+        self._resume = {int(e["index"]): dict(e) for e in entries}
+
     def start(self) -> DistributedScan:
         from ..results import new_scan_id
 

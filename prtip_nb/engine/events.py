@@ -151,7 +151,7 @@ class ServiceDetected(Event):
     version: str | None
     extrainfo: str | None = None
     #: What has no ports column: HTTP status/title, TLS cipher/ALPN/fingerprint/key, notes
-    #: (``prtip_nb.probes.outcome.ServiceResult.details``).
+    #: (``prtip_nb.service.outcome.ServiceResult.details``).
     details: dict[str, Any] | None = None
 
 

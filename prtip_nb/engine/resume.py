@@ -157,7 +157,7 @@ def shard_scan(
             f"(was {ck.space}, now {space_digest(scan.space)}): a changed -iL file or a hostname "
             "that resolves elsewhere. Start a new scan instead"
         )
-    scan._apply_plan(RunPlan(
+    scan.apply_plan(RunPlan(
         scan_id=ck.scan_id, started=ck.started, start=int(state.get("low_water", 0)),
         resume=True, tag=tag, shard=k if ck.distributed else None,
         write_hosts=not ck.distributed,
@@ -236,7 +236,7 @@ def resume_distributed(
             "start a new scan instead"
         )
     ds.scan_id, ds.started = ck.scan_id, ck.started
-    ds._resume = {int(e["index"]): e for e in ck.shards.values()}
+    ds.resume_from(ck.shards.values())
     remove_debris(scan_dir(root, ck.scan_id))  # before any shard writes again
     for path in parts(scan_dir(root, ck.scan_id), "hosts"):
         path.unlink()  # running again: not complete until the merge writes it anew

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, fd_budget, is_privileged
 from ..errors import ConfigError, PrivilegeError, ScanError
-from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import RateState, connect_rate
+from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets, shard_len
 from .checkpoint import RunPlan
-from .counters import Counters, RttEstimator
 from .events import (
     EngineStats,
     Event,
@@ -37,7 +38,6 @@ from .events import (
     StageChanged,
     Subscription,
 )
-from .ratectl import RateState, connect_rate
 from .telemetry import Poller
 
 if TYPE_CHECKING:
@@ -141,12 +141,6 @@ def segments(space: TargetSpace) -> tuple[tuple[int, int], ...]:
     return ((0, space.size),)
 
 
-def shard_len(size: int, shard: tuple[int, int]) -> int:
-    """Positions of shard ``k/n`` of a space of ``size`` indices (k, k+n, ...)."""
-    k, n = shard
-    return max(0, (size - k + n) // n)
-
-
 def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
                      grace: float) -> None:
     """Wait for a scan's thread; Ctrl-C cancels the scan, waits ``grace`` s, re-raises."""
@@ -215,6 +209,10 @@ class Scan:
             why = check_output_dir(self.config.output, what="output folder")
             if why:
                 raise ConfigError(why, token=self.config.output)
+        if self.config.os:  # -O: nmap-os-db and raw sockets, checked before a packet
+            from .osstage import preflight
+
+            preflight(family=self.config.family, os_db=self.config.os_db)
         self._t0 = time.monotonic()
         self._pool = self._spawn_workers()  # before pyarrow's import: the start-ups overlap
         try:
@@ -241,11 +239,16 @@ class Scan:
         self._cancel.set()
 
     def wait(self, timeout: float | None = None) -> ScanResult:
-        """Block until the scan ends; return its result (partial if it was cancelled)."""
+        """Block until the scan ends; return its result (partial if it was cancelled).
+
+        A failure raises ``ScanError`` (its cause attached), except a ``PrivilegeError``
+        (a raw socket refused while running), which is raised as it is."""
         if self._thread is None:
             self.start()
         assert self._thread is not None
         join_scan_thread(self._thread, self.cancel, timeout, grace=2.0)
+        if isinstance(self._error, PrivilegeError):
+            raise self._error  # it says how to fix it; DistributedScan.wait keeps it too
         if self._error is not None:
             raise ScanError(f"scan failed: {self._error}") from self._error
         assert self._result is not None
@@ -262,9 +265,37 @@ class Scan:
 
         return resumed_scan(cls, root, scan_id, **options)
 
-    def _apply_plan(self, plan: RunPlan) -> None:
+    # -- hooks for what composes a Scan: checkpoints, resume, shards, the -sV stage -----------
+    @property
+    def plan(self) -> RunPlan:
+        """Where this run begins: scan id, start position, resume or shard (``RunPlan``)."""
+        return self._plan
+
+    def apply_plan(self, plan: RunPlan) -> None:
+        """Before ``start()``: continue a scan or run one shard of it (resume, shardtask)."""
+        if self._thread is not None:
+            raise ScanError("apply_plan() comes before start()")
         self._plan = plan
         self.counters.total = max(0, self.counters.total - plan.start)
+
+    @property
+    def builder(self) -> ResultBuilder | None:
+        """The result being built (None before ``start()``): stages add rows to it."""
+        return self._builder
+
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` when the scan started (0.0 before): events' time origin."""
+        return self._t0
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the scan is cancelled: what a stage polls to stop early."""
+        return self._cancel
+
+    def watch_sink(self, sink: RecordSink) -> None:
+        """Have the poller age-flush ``sink``, so live views get rows while replies pause."""
+        self._live_sink = sink
 
     @property
     def running(self) -> bool:
@@ -375,10 +406,22 @@ class Scan:
                 self._run_connect()
             if self._flush_error is not None:  # the cancel was ours: the scan failed
                 raise self._flush_error
+            if self.config.resolve != "never" and not self._cancel.is_set():
+                from .names import run_names_stage
+
+                run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
+            if self.config.traceroute and not self._cancel.is_set():
+                from .tracestage import run_trace_stage
+
+                run_trace_stage(self)  # --traceroute: the path to each host up
             if self.config.service and not self._cancel.is_set():
-                from ..probes.stage import run_service_stage
+                from .svstage import run_service_stage
 
                 run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
+            if self.config.os and not self._cancel.is_set():
+                from .osstage import run_os_stage
+
+                run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc
@@ -421,8 +464,9 @@ class Scan:
         return ScanFailed(t, sid, repr(self._error))
 
     def _run_connect(self) -> None:
-        from ..net.connect import ConnectEngine, verdict
-        from .records import RecordBuffer
+        from ..net.connect import ConnectEngine
+        from ..probes.records import RecordBuffer
+        from ..probes.verdicts import connect_verdict
         from .sink import RecordSink
         from .workers import probe_stream
 
@@ -432,8 +476,8 @@ class Scan:
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
-            tally=self._new_tally(),
+            decode=connect_verdict, on_batch=self._on_batch, counters=self.counters,
+            keep=cfg.keep, tally=self._new_tally(),
         )
         from .checkpoint import start_checkpoint
 
@@ -476,8 +520,7 @@ class Scan:
         """A SYN scan (net.syn) of the TCP ports, then a UDP scan (net.udp) of the UDP
         ports, in this process, into one sink (nmap -sS -sU runs them one after the other
         too). Each engine has transmit threads + a receive thread."""
-        from ..net.syn import verdict
-        from ..net.udprx import udp_verdict
+        from ..probes.verdicts import syn_verdict, udp_verdict
         from .checkpoint import start_checkpoint
         from .sink import RecordSink
 
@@ -486,7 +529,7 @@ class Scan:
         assert builder is not None
         sink = RecordSink(
             targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
+            decode=syn_verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
             decode_udp=udp_verdict, tally=self._new_tally(),
         )
         self._ckpt = start_checkpoint(self, sink)  # None without output=
@@ -510,9 +553,9 @@ class Scan:
 
     def _run_udp(self, sink: Any, start: int) -> None:
         """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
+        from ..net.ratectl import rate_plan
         from ..net.udp import UdpEngine
-        from .ratectl import rate_plan
-        from .records import RecordBuffer
+        from ..probes.records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder
@@ -543,9 +586,9 @@ class Scan:
                 self.bus.publish(ScanWarning(t, sid, message))
 
     def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
+        from ..net.ratectl import rate_plan
         from ..net.syn import SynEngine
-        from .ratectl import rate_plan
-        from .records import RecordBuffer
+        from ..probes.records import RecordBuffer
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder
@@ -666,6 +709,8 @@ def scan(
                 return found
             targets = up_hosts(found)  # exclusions and input_file are already applied
             options.update(exclude=(), exclude_file=None, input_file=None)
+            if options.get("resolve", "up") in ("up", True):
+                options["resolve"] = "all"  # every target left is up: nmap names them all
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 

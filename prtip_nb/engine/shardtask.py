@@ -111,7 +111,7 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
         scan = Scan(config=cfg)
     except PrivilegeError as exc:
         raise PrivilegeError(f"{what}: {exc}") from None
-    scan._apply_plan(RunPlan(
+    scan.apply_plan(RunPlan(
         scan_id=job["scan_id"], started=datetime.fromisoformat(job["started"]),
         start=int(job.get("start", 0)), resume=bool(job.get("resume")), tag=job["tag"],
         shard=index, write_hosts=False,
@@ -133,7 +133,7 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
             scan.cancel()
         with lock:
             out, pending[:] = list(pending), []
-        rows = scan._builder.telemetry_rows(sent_rows) if scan._builder is not None else []
+        rows = scan.builder.telemetry_rows(sent_rows) if scan.builder is not None else []
         sent_rows += len(rows)
         link.send({"index": index, "progress": _progress(scan), "events": out,
                    "telemetry": [list(r) for r in rows]})

@@ -1,4 +1,4 @@
-"""RecordSink: verdict records (engine.records) in bulk to ports RecordBatches.
+"""RecordSink: verdict records (probes.records) in bulk to ports RecordBatches.
 
 numpy maps indices to (host, proto, port) and codes to nmap's words for thousands of
 records at a time; columns are built from buffers, never with ``pa.array`` (which would
@@ -14,17 +14,14 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from ..net.counters import Counters
+from ..probes.records import DTYPE, NO_RESPONSE, PEAK_RSS, RETRIES, SENT, SKIPPED
+from ..probes.verdicts import NO_ANSWER
 from ..results import _arrow, schema
 from ..results import _convert as cv
 from ..targets import PortSet, TargetSet
-from .counters import Counters
+from ..targets.space import split_index
 from .hosttally import HostTally, V4Text
-from .records import NO_RESPONSE, PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED
-
-DTYPE = np.dtype(
-    [("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8"), ("ttl", "u1")]
-)
-assert DTYPE.itemsize == RECORD.size
 
 Decode = Callable[[int], tuple[str, str]]
 #: UDP rows' codes are looked up as UDP_CODES + code (no-response too) when the sink has
@@ -57,8 +54,7 @@ class PortMap:
         """(host index, or None when there is one host; port index)."""
         if self.n_hosts == 1:
             return None, index
-        host, pidx = np.divmod(index, self.n_hosts)[::-1]
-        return host, pidx
+        return split_index(index, self.n_hosts)
 
     def port_of(self, pidx: np.ndarray) -> tuple[np.ndarray | int, np.ndarray]:
         """(proto code, as one int when every index has the same; uint16 port)."""
@@ -314,7 +310,7 @@ class RecordSink:
             v = self._verdicts[code] = self.decode_udp(code - UDP_CODES)
         if v is None:
             v = self._verdicts[code] = (
-                ("filtered", "no-response") if code == NO_RESPONSE else self.decode(code)
+                NO_ANSWER if code == NO_RESPONSE else self.decode(code)
             )
         return v
 

@@ -3,7 +3,7 @@
 It samples every ``interval`` seconds (250 ms by default): probes sent, replies, open
 ports, retries, the send and reply rates since the last sample, this process's RSS, CPU
 share (100 = one core), thread count, and the send rate in force with its reason (see
-engine.ratectl). Worker processes' memory is reported apart, in
+net.ratectl). Worker processes' memory is reported apart, in
 the EngineStats event.
 The hot loops never call into it; they only bump ``Counters``.
 """
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .counters import Counters
-from .ratectl import RateState
+from ..net.counters import Counters
+from ..net.ratectl import RateState
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder

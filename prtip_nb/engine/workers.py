@@ -6,7 +6,7 @@ Why processes: on loopback a connect scan is bound by kernel time spent inside
 took 0.68–0.86 s. See docs/architecture.md.
 
 Each worker takes sub-shard ``(k + n·w, n·W)`` of the scan's shard ``(k, n)`` (together they
-partition it), runs ``ConnectEngine`` on it and streams verdict records (engine.records) on
+partition it), runs ``ConnectEngine`` on it and streams verdict records (probes.records) on
 stdout, with control records for its sent and retry counters and, last, its peak RSS. The
 parent feeds the bytes to the same ``RecordSink`` an in-process scan uses.
 """
@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ScanError
+from ..probes.records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
-from .records import PEAK_RSS, RECORD, RETRIES, SENT, SKIPPED, RecordBuffer
+from ..targets.space import split_index, sub_shard_start, sub_shards
 from .telemetry import peak_rss_bytes
 
 if TYPE_CHECKING:
@@ -48,29 +49,14 @@ def probe_stream(
     perm = Permutation(space.size, seed)
     cache: dict[int, tuple[str, int]] = {}
     for batch in iter_batches(space, perm, shard=shard, start=start):
-        for j in batch.tolist():
-            h = j % n_hosts
+        hs, pis = split_index(batch, n_hosts)
+        for j, h, pi in zip(batch.tolist(), hs.tolist(), pis.tolist(), strict=True):
             hit = cache.get(h)
             if hit is None:
                 if len(cache) > 4096:
                     cache.clear()
                 hit = cache[h] = (targets.address(h), targets.family(h))
-            yield (j, hit[0], hit[1], ports[j // n_hosts][1])
-
-
-def sub_shards(shard: tuple[int, int], workers: int) -> list[tuple[int, int]]:
-    """Split shard k/n into ``workers`` shards that partition it exactly."""
-    k, n = shard
-    return [(k + n * w, n * workers) for w in range(workers)]
-
-
-def sub_shard_start(start: int, w: int, workers: int) -> int:
-    """Where sub-shard ``w`` begins when its parent shard resumes at position ``start``.
-
-    Sub-shard w holds the parent's positions w, w + W, w + 2W, ...: those >= start begin
-    at its position ceil((start - w) / W).
-    """
-    return max(0, -(-(start - w) // workers))
+            yield (j, hit[0], hit[1], ports[pi][1])
 
 
 # -- the child side --------------------------------------------------------------------------
@@ -106,7 +92,7 @@ class SignalSafeEvent(threading.Event):
 
 def _child_main() -> int:
     from ..net.connect import ConnectEngine
-    from .counters import Counters, RttEstimator
+    from ..net.counters import Counters, RttEstimator
 
     job = json.loads(sys.stdin.buffer.read())
     targets = TargetSet([tuple(r) for r in job["targets"]])

@@ -49,7 +49,7 @@ def scanner_ns_private() -> bool:
     if os.environ.get("PRTIP_NB_NETNS") == "1":
         return True
     names = [name for _i, name in socket.if_nameindex()]
-    return all(n == "lo" or n.startswith(("pl", "pv")) for n in names)
+    return all(n == "lo" or n.startswith(("pl", "pv", "pr")) for n in names)
 
 
 def wait_v6_ready(dev: str) -> None:
@@ -126,6 +126,12 @@ class ChildNetns:
         _prefix, fds = self._enter()
         run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs,
             "netns", f"/proc/self/fd/{fds[0]}", pass_fds=fds)
+
+    def adopt(self, dev: str) -> None:
+        """Move interface ``dev`` from the current namespace into this one (a veth end of a
+        pair between two lab namespaces: made here, then each end moved)."""
+        _prefix, fds = self._enter()
+        run("ip", "link", "set", dev, "netns", f"/proc/self/fd/{fds[0]}", pass_fds=fds)
 
     def run(self, *cmd: str, input: str | None = None) -> str:
         """Run ``cmd`` inside the namespace; its stdout (RuntimeError on failure)."""

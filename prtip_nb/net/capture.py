@@ -153,9 +153,14 @@ class Capture:
         # With an interface, open with protocol 0 (nothing is captured yet) and bind once
         # the filter and ring are in place: re-binding a socket that already captures
         # waits for an RCU grace period (15-25 ms measured here).
-        eth = 0 if ifname else socket.htons(ETH_P[fam])
+        # A socket from the pool (net.privileges: opened before root was dropped) has
+        # protocol 0 too, and is bound the same way, to every interface without ``ifname``.
+        from .privileges import take_packet
+
+        pooled = take_packet(fam)
+        eth = 0 if ifname or pooled else socket.htons(ETH_P[fam])
         try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, eth)
+            sock = pooled or socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, eth)
         except PermissionError as exc:
             raise PrivilegeError(
                 f"a SYN scan captures replies with AF_PACKET ({exc.strerror}): {PRIVILEGE_FIX}"
@@ -175,6 +180,8 @@ class Capture:
                            mmap.PROT_READ | mmap.PROT_WRITE)
             if ifname:
                 sock.bind((ifname, ETH_P[fam]))
+            elif pooled:
+                _bind_all(sock, ETH_P[fam])
         except OSError as exc:
             sock.close()
             raise ScanError(f"cannot set up the IPv{fam} packet capture: {exc}") from exc
@@ -249,6 +256,18 @@ class Capture:
                 r.sock.close()
 
         threading.Thread(target=release, name="prtip-capture-close", daemon=True).start()
+
+
+def _bind_all(sock: socket.socket, eth: int) -> None:
+    """Bind a packet socket to ``eth`` on every interface (ifindex 0), which Python's
+    (name, proto) address cannot say."""
+    import ctypes
+
+    addr = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(eth), 0, 0, 0, 0, b"")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.bind(sock.fileno(), ctypes.c_char_p(addr), len(addr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 SIOCGIFADDR = 0x8915

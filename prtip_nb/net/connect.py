@@ -20,54 +20,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from ..engine.counters import Counters, RttEstimator
 from ..errors import ScanError
+from ..probes.verdicts import NO_RESPONSE, connect_answer
+from .counters import Counters, RttEstimator
 
 #: A probe: (index in the scan's space, address text, family 4|6, port).
 Probe = tuple[int, str, int, int]
 #: emit(index, code, rtt_seconds or None): code is the connect()'s errno (0 = open), or
-#: NO_RESPONSE (-1) after the last retry; ``verdict(code)`` names it in nmap's words.
+#: NO_RESPONSE (-1) after the last retry; probes.verdicts.connect_verdict names it.
 Emit = Callable[[int, int, "float | None"], None]
-NO_RESPONSE = -1
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _UNLIMITED = 1 << 62
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # l_onoff=1, l_linger=0: close() sends RST
 
-# SO_ERROR / connect_ex results → nmap's state and reason words. None means "no answer".
-_VERDICTS: dict[int, tuple[str, str] | None] = {
-    0: ("open", "syn-ack"),
-    errno.ECONNREFUSED: ("closed", "conn-refused"),
-    errno.ECONNRESET: ("closed", "reset"),
-    errno.EHOSTUNREACH: ("filtered", "host-unreach"),
-    errno.ENETUNREACH: ("filtered", "net-unreach"),
-    errno.EACCES: ("filtered", "admin-prohibited"),
-    errno.EPERM: ("filtered", "admin-prohibited"),
-    errno.ETIMEDOUT: None,
-}
 # Local resource exhaustion: not an answer from the target. Back off and try again.
 _BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL, errno.EAGAIN}
-
-
-def _verdict(err: int) -> tuple[str, str] | None:
-    if err in _VERDICTS:
-        return _VERDICTS[err]
-    return ("filtered", errno.errorcode.get(err, f"errno-{err}").lower())
-
-
-def verdict(code: int) -> tuple[str, str]:
-    """nmap's (state, reason) for an emitted code."""
-    if code == NO_RESPONSE:
-        return ("filtered", "no-response")
-    return _verdict(code) or ("filtered", "no-response")
 
 
 class ConnectEngine:
     """Runs probes through non-blocking connect() calls; reports each verdict via ``emit``.
 
     It counts only what it sends (``sent``, ``retries``); verdicts are counted where they
-    are collected (``engine.records.RecordSink``).
+    are collected (``engine.sink.RecordSink``).
     """
 
     def __init__(
@@ -191,7 +167,7 @@ class ConnectEngine:
                 if err == 0:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
                 s.close()
-                if _verdict(err) is None:
+                if connect_answer(err) is None:
                     again.append((index, addr, fam, port, tries + 1))
                     continue
                 emit(index, err, clock() - now)
@@ -220,7 +196,7 @@ class ConnectEngine:
                 if err == 0:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
                 s.close()  # also removes fd from the epoll set
-                if _verdict(err) is None:
+                if connect_answer(err) is None:
                     self._expire(entry, again, max_tries)
                     continue
                 sample = now - entry[6]

@@ -32,13 +32,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..errors import PrivilegeError, ScanError
 from ..probes import ping
 from ..probes.cookie import CookieKey
 from ..targets import TargetSet
+from .counters import Counters, RttEstimator
 from .neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
+from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from .rawsock import PRIVILEGE_FIX
 from .synstate import reserve_port, route_source
 
@@ -78,6 +78,11 @@ class _Host:
 
 
 def _raw(family: int, proto: int) -> socket.socket:
+    from .privileges import take_discovery
+
+    pooled = take_discovery(family, proto)  # opened before root was dropped
+    if pooled is not None:
+        return pooled
     try:
         s = socket.socket(_AF[family], socket.SOCK_RAW, proto)
     except PermissionError as exc:
@@ -144,9 +149,7 @@ class DiscoverEngine:
         self._drained_at = time.monotonic()  # replies read up to here (the horizon)
         if isinstance(rate, RatePolicy):
             # Each answer is charged to the send time of the probe round that drew it.
-            self.limiter = AdaptiveRate(
-                rate, max_batch=DRAIN_EVERY, srtt=lambda: rtt.srtt,
-                timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
+            self.limiter = AdaptiveRate.for_rtt(rate, rtt, max_batch=DRAIN_EVERY)
             self.limiter.horizon = lambda: self._drained_at
         elif rate:
             self.limiter = PinnedRate(rate, max_batch=DRAIN_EVERY)

@@ -142,7 +142,13 @@ class NeighWatch:
                 if typ == RTM_NEWNEIGH and n is not None]
 
     def delete(self, family: int, ifindex: int, addr: bytes) -> bool:
-        """Forget the entry for ``addr`` on ``ifindex``; False if there was none."""
+        """Forget the entry for ``addr`` on ``ifindex``; False if there was none. After
+        root was dropped, the root helper of net.privileges sends the request."""
+        from .privileges import neigh_delete
+
+        err = neigh_delete(family, ifindex, addr)
+        if err is not None:
+            return err == 0
         attr = _RTA.pack(_RTA.size + len(addr), NDA_DST) + addr
         body = _NDMSG.pack(_AF[family], 0, 0, ifindex, 0, 0, 0) + attr
         for typ, n in self._request(RTM_DELNEIGH, NLM_F_ACK, body):

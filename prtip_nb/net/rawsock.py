@@ -76,7 +76,13 @@ def _sendmmsg() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
 
 def open_raw_socket(family: int) -> socket.socket:
     """An IPPROTO_RAW socket (we write the IP header, the kernel routes and fills the
-    IPv4 checksum and id); PrivilegeError if the process may not open one."""
+    IPv4 checksum and id); PrivilegeError if the process may not open one. Taken from
+    the socket pool when the program opened one before dropping root (net.privileges)."""
+    from .privileges import take_raw
+
+    pooled = take_raw(family)
+    if pooled is not None:
+        return pooled
     try:
         sock = socket.socket(_AF[family], socket.SOCK_RAW, socket.IPPROTO_RAW)
     except PermissionError as exc:

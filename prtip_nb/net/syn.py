@@ -7,17 +7,18 @@ answered bitmap (written by the receiver, read by the transmitters when they res
 TRANSMIT. For a batch of up to 4096 indices numpy computes ports, cookies (probes.cookie)
 and checksums (probes.tcp) and writes them into preallocated packet slots
 (net.rawsock); sendmmsg then sends them in runs of at most 256, each run granted by the
-rate limiter (engine.throttle). No Python code runs per probe on this side.
+rate limiter (net.throttle). No Python code runs per probe on this side.
 
 WHY TWO TRANSMIT THREADS (no rate, or one above ``TWO_THREADS_PPS``). On loopback the
 kernel runs the target's TCP stack inside our send call, about 6 µs a probe, with the GIL
 released: two threads spread that kernel work over two cores. Measured: a 65,535-port
 loopback scan took 0.38 s with one thread and 0.21 s with two (receive thread included).
 
-ROUNDS. Round 0 sends every index of the shard; round r > 0 resends only indices still
-unanswered, up to ``retries`` rounds. After each round the engine waits for the
-RTT-estimated quiet period (srtt + 4·rttvar, clamped to the timing template), or less if
-every index has answered. Indices silent after the last round are filtered/no-response.
+ROUNDS (net.rounds, shared with UDP). Round 0 sends every index of the shard; round
+r > 0 resends only indices still unanswered, up to ``retries`` rounds. After each round
+the loop waits for the RTT-estimated quiet period (srtt + 4·rttvar, clamped to the timing
+template), or less if every index has answered. SYN's hook: nmap's retry rule
+(``after_round``). Indices silent after the last round are filtered/no-response.
 
 SOURCE PORT. One random port per scan (masscan's choice), reserved with a bound,
 non-listening TCP socket so no local connection can be given it. Our kernel answers the
@@ -34,15 +35,19 @@ import time
 
 import numpy as np
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from ..engine.sink import DTYPE as RECORD_DTYPE
 from ..probes.cookie import CookieKey, cookies
+from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.tcp import fill_checksums, syn_template
-from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
+from ..probes.verdicts import CLOSED, NO_RESPONSE, OPEN
+from ..probes.verdicts import syn_verdict as verdict
+from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
+from ..targets.space import split_index, sub_shard_start, sub_shards
 from .capture import Capture, interface_of
+from .counters import Counters, RttEstimator
+from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from .rawsock import RawSender
-from .synrx import CLOSED, NO_RESPONSE, OPEN, Out, Receiver, verdict
+from .rounds import RoundResult, RoundScan
+from .synrx import Out, Receiver
 from .synstate import Answered, HostTable, PortIndex, reserve_port
 
 __all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "verdict"]
@@ -52,9 +57,9 @@ Limiter = AdaptiveRate | PinnedRate
 BATCH = 4096  # indices per numpy batch
 RUN = 256  # probes per sendmmsg call when the rate is unlimited
 TWO_THREADS_PPS = 100_000  # one transmit thread sends about 170k pps on loopback
-SILENT_PROOF = 16  # a silent retry round this big ends the retries (see _run)
+SILENT_PROOF = 16  # a silent retry round this big ends the retries (see after_round)
 
-class SynEngine:
+class SynEngine(RoundScan):
     """One SYN scan of ``targets`` × ``ports`` (shard ``shard`` of the permuted space)."""
 
     def __init__(self, *, targets: TargetSet, ports: PortSet, out: Out, seed: int,
@@ -81,8 +86,7 @@ class SynEngine:
         fast = top is None or top > TWO_THREADS_PPS
         self.threads = threads or (2 if fast and (os.cpu_count() or 1) > 1 else 1)
         self.port_index = PortIndex(ports)
-        k, n = shard
-        self.total = max(0, (self.space.size - k + n) // n - start)
+        self.total = shard_len(self.space.size, shard, start)
         self.stats: dict[str, float] = {}
         self.sport = self.source_port
         self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
@@ -96,19 +100,11 @@ class SynEngine:
         self._lock = threading.Lock()
         self._first_send = self._last_send = self._round0_end = 0.0
         self._rounds_run = 0
+        self._senders: list[dict[int, RawSender]] = []
+        self._silent_before = False
         self._error: BaseException | None = None
 
-    # -- the scan ------------------------------------------------------------------------
-    def run(self) -> None:
-        """Send, resend and collect until every index has a verdict, or cancel."""
-        try:
-            if self.total > 0:
-                self._run()
-        finally:
-            for s in self._held:
-                s.close()
-            self._held = []
-
+    # -- the rounds (net.rounds runs them) ------------------------------------------------
     def rate_state(self) -> RateState:
         """The rate in force and why (telemetry reads it while the scan runs)."""
         limiter = self.limiter
@@ -124,10 +120,7 @@ class SynEngine:
             return None
         if not isinstance(self.rate, RatePolicy):
             return PinnedRate(self.rate, max_batch=RUN)
-        rtt = self.rtt
-        return AdaptiveRate(
-            self.rate, max_batch=RUN, srtt=lambda: rtt.srtt,
-            timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
+        return AdaptiveRate.for_rtt(self.rate, self.rtt, max_batch=RUN)
 
     def warnings(self) -> list[str]:
         """What a user should hear about this run (lost packets, refused sends)."""
@@ -142,7 +135,7 @@ class SynEngine:
             out += self._rx.warnings()
         return out
 
-    def _run(self) -> None:
+    def _open(self) -> Receiver:
         families, templates = self.families, self.templates
         # Replies arrive on the interface that holds our source address. One target: that
         # interface; loopback: lo; several targets elsewhere: every interface (the
@@ -165,6 +158,7 @@ class SynEngine:
                 for sender in group.values():
                     sender.close()
             raise
+        self._senders = senders
         limiter = self.limiter = self._make_limiter()
         on_replies = None
         if isinstance(limiter, AdaptiveRate):
@@ -180,82 +174,60 @@ class SynEngine:
             limiter.horizon = lambda: rx.caught_up
         self._rx = rx
         rx.start()
-        silent_before = False
-        try:
-            for rnd in range(self.retries + 1):
-                answered_before, sent_before = rx.count, self.counters.sent
-                if rnd and limiter is not None:
-                    limiter.new_round()
-                self._round(rnd, senders, limiter, rx)
-                if rnd == 0:
-                    self._round0_end = self._last_send
-                if self.cancel.is_set() or rx.all_answered.is_set():
-                    break
-                self._quiet(rx)
-                if rx.all_answered.is_set():
-                    break
-                # nmap's rule (allowedTryno): retransmit again only while retransmissions
-                # get answered. Ports that stayed silent through a retry round are
-                # filtered, not lost; a T3 scan of dropping hosts does not wait 10 rounds.
-                # A round of a few probes proves little, though: on a path losing 10% a
-                # try, three last probes all fail once in a thousand rounds, and 5% loss
-                # each way cost 1-4 of 1,024 open ports that way (nmap the same). A silent
-                # round of SILENT_PROOF probes ends the retries; a smaller one only when
-                # the round before it was silent too (one round more for a few filtered
-                # ports, ~0.1-0.2 s).
-                silent = rnd >= 1 and rx.count == answered_before
-                if silent and (self.counters.sent - sent_before >= SILENT_PROOF
-                               or silent_before):
-                    break
-                silent_before = silent
-        finally:
-            rx.join()
-            packets, drops = capture.stats()
-            capture.close()
-            for group in senders:
-                for s in group.values():
-                    s.close()
-            self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
-                          "round0_sent": self.total, "threads": self.threads,
-                          "rounds": self._rounds_run,
-                          "rate_final": limiter.rate if limiter is not None else 0.0,
-                          "rate_losses": limiter.losses if limiter is not None else 0,
-                          "round0_send_s": self._round0_end - self._first_send,
-                          "send_errors": sum(sum(s.errors.values())
-                                             for g in senders for s in g.values())}
-        if self._error is not None:
-            raise self._error
-        if not self.cancel.is_set() and rx.count < self.total:
-            self._emit_silent()
+        self._silent_before = False
+        return rx
 
-    def _quiet(self, rx: Receiver) -> None:
-        """Wait until the last probe's timeout has passed (or every index answered)."""
-        while not (self.cancel.is_set() or rx.all_answered.is_set()):
-            left = self._last_send + self.rtt.timeout - time.monotonic()
-            if left <= 0:
-                return
-            rx.all_answered.wait(min(left, 0.05))
+    def round_limiter(self, rnd: int) -> Limiter | None:
+        if rnd and self.limiter is not None:
+            self.limiter.new_round()
+        return self.limiter
 
-    def _emit_silent(self) -> None:
-        """filtered/no-response for every index of the shard that never answered."""
-        now_us = time.time_ns() // 1000
-        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
-                               batch=BATCH):
-            silent = js[self.answered.unanswered(js)]
-            if len(silent):
-                rec = np.zeros(len(silent), RECORD_DTYPE)
-                rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
-                rec["t_us"] = now_us
-                self.out.write(rec.tobytes())
+    def send_round(self, rnd: int, limiter: Limiter | None) -> None:
+        self._round(rnd, self._senders, limiter)
+        if rnd == 0:
+            self._round0_end = self._last_send
+
+    def after_round(self, rnd: int, result: RoundResult) -> float | None:
+        # nmap's rule (allowedTryno): retransmit again only while retransmissions get
+        # answered. Ports that stayed silent through a retry round are filtered, not
+        # lost; a T3 scan of dropping hosts does not wait 10 rounds. A round of a few
+        # probes proves little, though: on a path losing 10% a try, three last probes all
+        # fail once in a thousand rounds, and 5% loss each way cost 1-4 of 1,024 open
+        # ports that way (nmap the same). A silent round of SILENT_PROOF probes ends the
+        # retries; a smaller one only when the round before it was silent too (one round
+        # more for a few filtered ports, ~0.1-0.2 s).
+        silent = rnd >= 1 and result.new == 0
+        if silent and (result.sent >= SILENT_PROOF or self._silent_before):
+            return None
+        self._silent_before = silent
+        return 0.0
+
+    def _close(self) -> None:
+        rx, capture, senders, limiter = self._rx, self._capture, self._senders, self.limiter
+        assert rx is not None and capture is not None
+        rx.join()
+        packets, drops = capture.stats()
+        capture.close()
+        for group in senders:
+            for s in group.values():
+                s.close()
+        self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
+                      "round0_sent": self.total, "threads": self.threads,
+                      "rounds": self._rounds_run,
+                      "rate_final": limiter.rate if limiter is not None else 0.0,
+                      "rate_losses": limiter.losses if limiter is not None else 0,
+                      "round0_send_s": self._round0_end - self._first_send,
+                      "send_errors": sum(sum(s.errors.values())
+                                         for g in senders for s in g.values())}
 
     def _round(self, rnd: int, senders: list[dict[int, RawSender]],
-               limiter: Limiter | None, rx: Receiver) -> None:
+               limiter: Limiter | None) -> None:
         self._rounds_run = rnd + 1
-        k, n = self.shard
         t = len(senders)
         # Thread w takes positions w, w + t, ... of the shard: together they partition it;
         # a resumed scan skips the first ``start`` positions, split the same way.
-        subs = [((k + n * w, n * t), max(0, -(-(self.start - w) // t))) for w in range(t)]
+        subs = [(sub, sub_shard_start(self.start, w, t))
+                for w, sub in enumerate(sub_shards(self.shard, t))]
         workers = [threading.Thread(target=self._transmit_guarded,
                                     args=(*subs[w], rnd, senders[w], limiter),
                                     name=f"prtip-syn-tx{w}", daemon=True)
@@ -287,8 +259,8 @@ class SynEngine:
                 js = js[answered.unanswered(js)]
                 if not len(js):
                     continue
-            h = js % np.uint64(n_hosts)
-            ports = self.port_index.ports(js // np.uint64(n_hosts))
+            h, pidx = split_index(js, n_hosts)
+            ports = self.port_index.ports(pidx)
             if 0 < n4 < n_hosts:  # both families in this scan: one pass for each
                 v4 = h < np.uint64(n4)
                 parts = [(4, js[v4], h[v4], ports[v4]), (6, js[~v4], h[~v4], ports[~v4])]

@@ -37,44 +37,29 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.counters import RttEstimator
 from ..probes.cookie import GOLDEN, cookies
+from ..probes.verdicts import (
+    CLOSED,
+    ICMP4,
+    ICMP4_CODES,
+    ICMP6,
+    ICMP6_CODES,
+    NO_RESPONSE,
+    OPEN,
+)
+from ..probes.verdicts import syn_verdict as verdict
+from ..targets.space import join_index
 from .capture import SNAPLEN, TP3_HDR, Capture
+from .counters import RttEstimator
 from .synstate import Answered, HostTable, PortIndex
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "OPEN", "Out",
            "Receiver", "parse_icmp_error", "verdict"]
 
-# VERDICT CODES (the ``code`` of a verdict record). 0 must be open: RecordSink counts
-# code 0 as an open port and -1 as no answer.
-OPEN, CLOSED, NO_RESPONSE = 0, 1, -1
+# VERDICT CODES: probes.verdicts owns them (and their words); ``verdict`` is its syn_verdict.
 # What ``parse_icmp_error`` returns for a packet it cannot use: not an error about a TCP
 # probe (counted ``ignored``), or one whose lengths lie (counted ``invalid``).
 IGNORED, MALFORMED = -1, -2
-ICMP4, ICMP6 = 0x100, 0x200  # + the ICMP code
-# ICMP type 3 codes that mean "filtered" for a TCP probe (nmap's list), ICMPv6 type 1.
-ICMP4_CODES = frozenset({0, 1, 2, 3, 9, 10, 13})
-ICMP6_CODES = frozenset(range(7))
-
-_ICMP4_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
-                  9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
-# ICMPv6 destination unreachable codes, named as nmap names them.
-_ICMP6_REASONS = {0: "no-route", 1: "admin-prohibited", 2: "beyond-scope",
-                  3: "host-unreach", 4: "port-unreach", 5: "admin-prohibited",
-                  6: "reject-route"}
-
-
-def verdict(code: int) -> tuple[str, str]:
-    """nmap's (state, reason) for a SYN scan verdict code."""
-    if code == OPEN:
-        return ("open", "syn-ack")
-    if code == CLOSED:
-        return ("closed", "reset")
-    if ICMP4 <= code < ICMP4 + 256:
-        return ("filtered", _ICMP4_REASONS.get(code - ICMP4, f"icmp-unreach-{code - ICMP4}"))
-    if ICMP6 <= code < ICMP6 + 256:
-        return ("filtered", _ICMP6_REASONS.get(code - ICMP6, f"icmp6-unreach-{code - ICMP6}"))
-    return ("filtered", "no-response")
 
 _M32, _M64 = 0xFFFFFFFF, (1 << 64) - 1
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -82,7 +67,7 @@ U64 = npt.NDArray[np.uint64]
 
 
 class Out(Protocol):
-    """Where verdicts go: engine.records.RecordBuffer."""
+    """Where verdicts go: probes.records.RecordBuffer."""
 
     def emit(self, index: int, code: int, rtt: float | None, ttl: int = 0) -> None: ...
     def write(self, records: bytes) -> None: ...
@@ -272,7 +257,7 @@ class Receiver:
         if fam == 6:
             good &= tcp["dst_lo"] == src_lo
         st["invalid"] += int(keep.sum()) - int(good.sum())
-        j = pi.astype(np.uint64) * np.uint64(self.hosts.size) + h.astype(np.uint64)
+        j = join_index(h, pi, self.hosts.size)
         ttl = tcp["ttl"]
         if not good.all():
             j, rst, ttl, ts = j[good], rst[good], ttl[good], ts[good]
@@ -351,7 +336,7 @@ class Receiver:
         if (x ^ (x >> 31)) >> 32 != seq or src != info.src:  # not a probe we sent
             self.stats["invalid"] += 1
             return
-        j = np.array([pi * self.hosts.size + h], np.uint64)
+        j = join_index(np.array([h]), np.array([pi]), self.hosts.size)
         self._record(j, np.array([verdict]), np.array([ttl], np.uint8), np.array([t]))
 
 

@@ -5,7 +5,9 @@ The shape is the SYN engine's (net.syn): the transmit side walks the shuffled in
 space in numpy batches and sends through sendmmsg (net.rawsock), one sender per payload
 (probes.udp: most ports get an empty datagram, a few well-known ports a protocol
 request); one receive thread (net.udprx) validates, dedups and reports; the two share
-the answered bitmap. Round 0 sends every probe, a retry round only the silent ones.
+the answered bitmap. Round 0 sends every probe, a retry round only the silent ones: the
+round loop is net.rounds, SYN's too; UDP's hooks (``round_limiter``, ``after_round``)
+carry the ICMP rate-limit pacing below.
 
 VERDICTS (nmap's). A UDP reply: open. ICMP port unreachable from the target: closed.
 Other unreachables, or port unreachable from another address: filtered. Silence after
@@ -55,14 +57,12 @@ import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.counters import Counters, RttEstimator
-from ..engine.ratectl import AdaptiveRate, RatePolicy, RateState
-from ..engine.sink import DTYPE as RECORD_DTYPE
-from ..engine.throttle import TokenBucket
 from ..probes.cookie import CookieKey, cookies
+from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.udp import (
     UDP_LAYOUTS,
     addr_sum,
@@ -72,11 +72,17 @@ from ..probes.udp import (
     payloads,
     udp_template,
 )
-from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches
+from ..probes.verdicts import udp_verdict
+from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
+from ..targets.space import split_index
 from .capture import Capture, interface_of
+from .counters import Counters, RttEstimator
+from .ratectl import AdaptiveRate, RatePolicy, RateState
 from .rawsock import RawSender
+from .rounds import RoundResult, RoundScan
 from .synrx import Out
 from .synstate import Answered, HostInfo, HostTable, PortIndex, route_source
+from .throttle import TokenBucket
 from .udppace import (
     MAX_PACED_HOSTS,
     MAX_PAUSE,
@@ -87,7 +93,7 @@ from .udppace import (
     host_rates,
     icmp_rates,
 )
-from .udprx import NO_RESPONSE, UdpReceiver, udp_verdict
+from .udprx import UdpReceiver
 
 __all__ = ["UdpEngine", "udp_verdict"]
 
@@ -159,7 +165,21 @@ def reserve_udp_port(port: int | None, avoid: tuple[tuple[int, int], ...]
     raise OSError("no free UDP source port found in 40000-59999")
 
 
-class UdpEngine:
+@dataclass
+class _Pacing:
+    """The UDP round policy's state across rounds (see the module docstring)."""
+
+    ctl: AdaptiveRate | None  # the adaptive controller, when the rate adapts
+    rate: float | None  # pinned, or paced by the ICMP limit once measured
+    measure_at: int | None = None  # the measurement round, once a limit is suspected
+    mute: bool = False  # round 0 drew no ICMP error at all
+    low: float = 0.0  # the low estimate of the limit (the pause before a paced round)
+    plan: HostPlan = field(default_factory=lambda: HostPlan(0.0, 0.0))
+    marks: int = 0  # ICMP arrivals before this round
+    round_pace: float | None = None  # this round's rate
+
+
+class UdpEngine(RoundScan):
     """One UDP scan of ``targets`` × ``ports.udp`` (shard ``shard`` of that space).
 
     ``index_offset`` shifts the verdicts' indices into a bigger space (a SYN + UDP scan
@@ -190,8 +210,7 @@ class UdpEngine:
         self.counters = counters if counters is not None else Counters()
         self.cancel = cancel if cancel is not None else threading.Event()
         self.port_index = PortIndex(PortSet(tcp=self.ports.udp))  # a port <-> index map
-        k, n = shard
-        self.total = max(0, (self.space.size - k + n) // n - start)
+        self.total = shard_len(self.space.size, shard, start)
         self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
         self.hosts = UdpHostTable(targets, CookieKey(self.secret), self.sport, {})
         self.answered = Answered(self.space.size)
@@ -215,17 +234,10 @@ class UdpEngine:
         self._pacer: Pacer | None = None
         self._first_send = self._last_send = 0.0
         self._error: BaseException | None = None
+        self._senders: dict[tuple[int, int], RawSender] = {}
+        self._pace = _Pacing(None, None)
 
-    # -- the scan --------------------------------------------------------------------------
-    def run(self) -> None:
-        try:
-            if self.total > 0:
-                self._run()
-        finally:
-            for s in self._held:
-                s.close()
-            self._held = []
-
+    # -- the rounds (net.rounds runs them) ------------------------------------------------
     def warnings(self) -> list[str]:
         out = []
         if self.stats.get("capture_drops"):
@@ -242,7 +254,7 @@ class UdpEngine:
             out += self._rx.warnings()
         return out
 
-    def _run(self) -> None:
+    def _open(self) -> UdpReceiver:
         if self.targets.is_loopback:
             ifname: str | None = "lo"
         elif self.targets.size == 1:
@@ -266,109 +278,108 @@ class UdpEngine:
             for s in senders.values():
                 s.close()
             raise
+        self._senders = senders
         rx = self._rx = UdpReceiver(
             capture=capture, hosts=self.hosts, ports=self.port_index, answered=self.answered,
             sport=self.sport, out=self.out, rtt=self.rtt, total=self.total,
             t_base=self.t_base, record_dtype=RECORD_DTYPE)
         ctl: AdaptiveRate | None = None
         if isinstance(self.rate, RatePolicy):
-            ctl = AdaptiveRate(self.rate, max_batch=RUN, srtt=lambda: self.rtt.srtt,
-                               timeout=lambda: None if self.rtt.srtt is None
-                               else self.rtt.srtt + 4 * self.rtt.rttvar)
+            ctl = AdaptiveRate.for_rtt(self.rate, self.rtt, max_batch=RUN)
             offset = time.monotonic() - (time.time() - self.t_base)
             adaptive = ctl
             rx.on_replies = lambda st: adaptive.replied(st.astype(np.float64) + offset)
             ctl.horizon = lambda: rx.caught_up
         rx.start()
         # A float once pinned or paced by the ICMP limit; None: unlimited or adaptive.
-        rate: float | None = None if isinstance(self.rate, RatePolicy) else self.rate
-        measure_at: int | None = None  # the measurement round, once a limit is suspected
-        mute, low = False, 0.0
-        plan = HostPlan(0.0, 0.0)
-        try:
-            for rnd in range(self.retries + 1):
-                before, marks = rx.count, len(rx.icmp_times)
-                t0 = time.monotonic()
-                pace = rate
-                if rnd == measure_at:
-                    # MEASUREMENT ROUND: the retransmissions are spread over PROBE_S
-                    # seconds, so the target's bucket refills while they go out and the
-                    # errors that come back show its steady rate.
-                    spread = max(1.0, (self.total - rx.count) / PROBE_S)
-                    top = rate if ctl is None or rate is not None else ctl.rate
-                    pace = spread if top is None else min(top, spread)
-                limiter: AdaptiveRate | TokenBucket | None
-                if ctl is not None and pace is None:  # the path sets the pace
-                    if rnd:
-                        ctl.new_round()
-                    limiter = ctl
-                else:
-                    limiter = TokenBucket(pace, max_batch=RUN) if pace else None
-                self.limiter = limiter
-                self._pacer = None
-                if isinstance(limiter, TokenBucket) and self.limit is not None:
-                    # Paced rounds follow the ICMP limit up to the template's start rate
-                    # (or the user's), as before the rate adapted.
-                    ceiling = (self.rate.initial if isinstance(self.rate, RatePolicy)
-                               else self.rate or limiter.rate)
-                    self._pacer = Pacer(limiter, plan, ceiling, rx)
-                sent = self._round(rnd, senders, limiter)
-                t_sent = time.monotonic()
-                if self.cancel.is_set() or rx.all_answered.is_set():
-                    break
-                self._quiet(rx, 0.0)
-                est = icmp_rates(rx.icmp_times[marks:], t0)
-                new = rx.count - before
-                self.round_log.append({"round": rnd, "sent": sent, "new": new,
-                                       "rate": pace or 0.0, "s": time.monotonic() - t0})
-                if rx.all_answered.is_set() or (rnd >= 1 and new == 0):
-                    break  # retransmit only while retransmissions are answered (nmap)
-                slow = est is not None and est[0] < 0.5 * sent / max(1e-3, t_sent - t0)
-                loop = self.targets.is_loopback  # Linux never limits errors there
-                if rnd == 0:
-                    # SUSPECTED LIMIT: errors came much slower than probes left, while
-                    # ports stayed silent. Only a retransmission can tell a limit (it is
-                    # answered) from silence (it is not): round 1 is the measurement.
-                    measure_at = 1 if slow and not loop else None
-                    mute = est is None and not loop
-                elif measure_at is None:
-                    if rnd == 1 and mute and slow:
-                        # Round 0 drew no error at all, round 1 a few: the target's bucket
-                        # was empty from the start (another scan drained it). Measure now.
-                        measure_at = 2
-                elif est is not None and rnd >= measure_at:
-                    # CONFIRMED: retransmissions spread over PROBE_S were answered. Pace
-                    # the next rounds at the limit (a paced round can only show it is
-                    # higher), and start each with a token in the target's bucket.
-                    # The pause uses a low estimate (arrivals beyond one burst, over the
-                    # whole round): a pause too short would let a round find the bucket
-                    # empty and stop with closed ports still silent.
-                    self.limit = max(self.limit or 0.0, est[0])
-                    low = max(low, est[1])
-                    self._learn_hosts(rx, marks, est)
-                    plan, pause = self._host_plan(low, rx)
-                    paced = plan.base
-                    if self._pacer is not None:  # where the last paced round got to: its
-                        last = self._pacer  # speed-up for firewalls, not its hosts' limits
-                        last.plan.update()
-                        paced = max(paced, min(last.limiter.rate,
-                                               paced * last.limiter.rate / last.plan.base))
-                    rate = paced if not isinstance(self.rate, float) else min(self.rate, paced)
-                    self._quiet(rx, min(pause, MAX_PAUSE))
-        finally:
-            rx.join()
-            packets, drops = capture.stats()
-            capture.close()
-            for s in senders.values():
-                s.close()
-            self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
-                          "round0_sent": self.total, "rounds": len(self.round_log),
-                          "icmp_limit_pps": self.limit or 0.0,
-                          "send_errors": sum(sum(s.errors.values()) for s in senders.values())}
-        if self._error is not None:
-            raise self._error
-        if not self.cancel.is_set() and rx.count < self.total:
-            self._emit_silent()
+        self._pace = _Pacing(ctl, None if isinstance(self.rate, RatePolicy) else self.rate)
+        return rx
+
+    def round_limiter(self, rnd: int) -> AdaptiveRate | TokenBucket | None:
+        p, rx = self._pace, self._rx
+        assert rx is not None
+        p.marks, p.round_pace = len(rx.icmp_times), p.rate
+        if rnd == p.measure_at:
+            # MEASUREMENT ROUND: the retransmissions are spread over PROBE_S seconds, so
+            # the target's bucket refills while they go out and the errors that come back
+            # show its steady rate.
+            spread = max(1.0, (self.total - rx.count) / PROBE_S)
+            top = p.rate if p.ctl is None or p.rate is not None else p.ctl.rate
+            p.round_pace = spread if top is None else min(top, spread)
+        limiter: AdaptiveRate | TokenBucket | None
+        if p.ctl is not None and p.round_pace is None:  # the path sets the pace
+            if rnd:
+                p.ctl.new_round()
+            limiter = p.ctl
+        else:
+            limiter = TokenBucket(p.round_pace, max_batch=RUN) if p.round_pace else None
+        self.limiter = limiter
+        self._pacer = None
+        if isinstance(limiter, TokenBucket) and self.limit is not None:
+            # Paced rounds follow the ICMP limit up to the template's start rate (or the
+            # user's), as before the rate adapted.
+            ceiling = (self.rate.initial if isinstance(self.rate, RatePolicy)
+                       else self.rate or limiter.rate)
+            self._pacer = Pacer(limiter, p.plan, ceiling, rx)
+        return limiter
+
+    def send_round(self, rnd: int, limiter: AdaptiveRate | TokenBucket | None) -> None:
+        self._round(rnd, self._senders, limiter)
+
+    def after_round(self, rnd: int, result: RoundResult) -> float | None:
+        p, rx = self._pace, self._rx
+        assert rx is not None
+        est = icmp_rates(rx.icmp_times[p.marks:], result.t0)
+        sent, new = result.sent, result.new
+        self.round_log.append({"round": rnd, "sent": sent, "new": new,
+                               "rate": p.round_pace or 0.0, "s": time.monotonic() - result.t0})
+        if rx.all_answered.is_set() or (rnd >= 1 and new == 0):
+            return None  # retransmit only while retransmissions are answered (nmap)
+        slow = est is not None and est[0] < 0.5 * sent / max(1e-3, result.t_sent - result.t0)
+        loop = self.targets.is_loopback  # Linux never limits errors there
+        if rnd == 0:
+            # SUSPECTED LIMIT: errors came much slower than probes left, while ports
+            # stayed silent. Only a retransmission can tell a limit (it is answered) from
+            # silence (it is not): round 1 is the measurement.
+            p.measure_at = 1 if slow and not loop else None
+            p.mute = est is None and not loop
+        elif p.measure_at is None:
+            if rnd == 1 and p.mute and slow:
+                # Round 0 drew no error at all, round 1 a few: the target's bucket was
+                # empty from the start (another scan drained it). Measure now.
+                p.measure_at = 2
+        elif est is not None and rnd >= p.measure_at:
+            # CONFIRMED: retransmissions spread over PROBE_S were answered. Pace the next
+            # rounds at the limit (a paced round can only show it is higher), and start
+            # each with a token in the target's bucket. The pause uses a low estimate
+            # (arrivals beyond one burst, over the whole round): a pause too short would
+            # let a round find the bucket empty and stop with closed ports still silent.
+            self.limit = max(self.limit or 0.0, est[0])
+            p.low = max(p.low, est[1])
+            self._learn_hosts(rx, p.marks, est)
+            p.plan, pause = self._host_plan(p.low, rx)
+            paced = p.plan.base
+            if self._pacer is not None:  # where the last paced round got to: its
+                last = self._pacer  # speed-up for firewalls, not its hosts' limits
+                last.plan.update()
+                paced = max(paced, min(last.limiter.rate,
+                                       paced * last.limiter.rate / last.plan.base))
+            p.rate = paced if not isinstance(self.rate, float) else min(self.rate, paced)
+            return min(pause, MAX_PAUSE)
+        return 0.0
+
+    def _close(self) -> None:
+        rx, capture, senders = self._rx, self._capture, self._senders
+        assert rx is not None and capture is not None
+        rx.join()
+        packets, drops = capture.stats()
+        capture.close()
+        for s in senders.values():
+            s.close()
+        self.stats = {**rx.stats, "capture_packets": packets, "capture_drops": drops,
+                      "round0_sent": self.total, "rounds": len(self.round_log),
+                      "icmp_limit_pps": self.limit or 0.0,
+                      "send_errors": sum(sum(s.errors.values()) for s in senders.values())}
 
     def _learn_hosts(self, rx: UdpReceiver, marks: int, est: tuple[float, float]) -> None:
         """Each host's own ICMP limit (steady, low): the most a round has shown."""
@@ -391,7 +402,7 @@ class UdpEngine:
                                batch=1 << 16):
             silent = js[self.answered.unanswered(js)]
             if len(silent):
-                left += np.bincount((silent % np.uint64(n)).astype(np.int64), minlength=n)
+                left += np.bincount(split_index(silent, n)[0].astype(np.int64), minlength=n)
         lim, lows = np.zeros(n), np.zeros(n)
         for h, (steady, lo) in self.host_limits.items():
             lim[h], lows[h] = steady, lo
@@ -400,24 +411,6 @@ class UdpEngine:
             return whole, 1.5 / low
         plan = HostPlan(PACE * self.limit, self.limit, lim, left, rx)
         return plan, 1.5 / max(1e-3, float(np.min(lows[known])))
-
-    def _quiet(self, rx: UdpReceiver, at_least: float) -> None:
-        while not (self.cancel.is_set() or rx.all_answered.is_set()):
-            left = self._last_send + max(self.rtt.timeout, at_least) - time.monotonic()
-            if left <= 0:
-                return
-            rx.all_answered.wait(min(left, 0.05))
-
-    def _emit_silent(self) -> None:
-        now_us = time.time_ns() // 1000
-        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
-                               batch=BATCH):
-            silent = js[self.answered.unanswered(js)]
-            if len(silent):
-                rec = np.zeros(len(silent), RECORD_DTYPE)
-                rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
-                rec["t_us"] = now_us
-                self.out.write(rec.tobytes())
 
     # -- transmit ----------------------------------------------------------------------------
     def rate_state(self) -> RateState:
@@ -456,8 +449,8 @@ class UdpEngine:
                 js = js[answered.unanswered(js)]
                 if not len(js):
                     continue
-            h = js % np.uint64(n_hosts)
-            ports = self.port_index.ports(js // np.uint64(n_hosts))
+            h, pidx = split_index(js, n_hosts)
+            ports = self.port_index.ports(pidx)
             fam_of = np.where(h < np.uint64(n4), 4, 6) if 0 < n4 < n_hosts else None
             groups = self.group_of[ports.astype(np.int64)]
             for (fam, g), sender in senders.items():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.throttle import TokenBucket
+from .throttle import TokenBucket
 
 if TYPE_CHECKING:
     from .udprx import UdpReceiver

@@ -35,28 +35,24 @@ import numpy.typing as npt
 
 from ..probes.cookie import cookies
 from ..probes.udp import markers
+from ..probes.verdicts import (
+    CLOSED,
+    ICMP4,
+    ICMP4_CODES,
+    ICMP6,
+    ICMP6_CODES,
+    NO_RESPONSE,
+    OPEN,
+    udp_verdict,
+)
+from ..targets.space import join_index
 from .synrx import _HDR as _TP_HDR
-from .synrx import ICMP4, ICMP6, NO_RESPONSE, Receiver, _dtype, _gather, _offsets
-from .synrx import verdict as _icmp_verdict
+from .synrx import Receiver, _dtype, _gather, _offsets
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver", "udp_verdict"]
 
-# VERDICT CODES for UDP probes (RecordSink looks them up through ``decode_udp``).
-OPEN, CLOSED = 0, 1
-ICMP4_CODES = frozenset({0, 1, 2, 3, 9, 10, 13})  # nmap's list for UDP; 3 is closed if
-ICMP6_CODES = frozenset(range(7))  # from the target (ICMPv6: 4)
-
-
-def udp_verdict(code: int) -> tuple[str, str]:
-    """nmap's (state, reason) for a UDP scan verdict code."""
-    if code == OPEN:
-        return ("open", "udp-response")
-    if code == CLOSED:
-        return ("closed", "port-unreach")
-    if code == NO_RESPONSE:
-        return ("open|filtered", "no-response")
-    return _icmp_verdict(code)  # ICMP4 + code / ICMP6 + code: filtered, nmap's reason
-
+# VERDICT CODES and their words (RecordSink looks them up through ``decode_udp``):
+# probes.verdicts.
 
 _M64 = (1 << 64) - 1
 _U64 = npt.NDArray[np.uint64]
@@ -171,7 +167,7 @@ class UdpReceiver(Receiver):
         ip, ts, h, pi = ip[ok], ts[ok], h[ok], pi[ok]
         good, _keys = self._src_matches(fam, h, ip["dst"], None if fam == 4 else ip["dst_lo"])
         st["invalid"] += len(ok) - int(good.sum())
-        j = pi[good].astype(np.uint64) * np.uint64(self.hosts.size) + h[good].astype(np.uint64)
+        j = join_index(h[good], pi[good], self.hosts.size)
         self._record(j, np.full(len(j), OPEN), ip["ttl"][good], ts[good])
 
     def _errors(self, fam: int, ip: np.ndarray, err: np.ndarray, ts: np.ndarray) -> None:
@@ -223,5 +219,5 @@ class UdpReceiver(Receiver):
             from_target = (ip["src"] == err["qdst"]) & (ip["src_lo"] == err["qdst_lo"])
             unreach = err["code"] == 4
             codes = np.where(unreach & from_target, CLOSED, ICMP6 + err["code"].astype(np.int32))
-        j = pi.astype(np.uint64) * np.uint64(self.hosts.size) + h.astype(np.uint64)
+        j = join_index(h, pi, self.hosts.size)
         self._record(j, codes, ip["ttl"], ts)

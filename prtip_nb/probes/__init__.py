@@ -1,20 +1,15 @@
-"""Probes: what prtip_nb sends, and how it reads what comes back.
+"""Probes: the packets prtip_nb sends, and how it reads what comes back. Pure.
 
-Packet templates for SYN scans (``tcp``, ``cookie``), and service and version detection:
+Modules here build and parse bytes (numpy for whole batches) and nothing else: no
+``socket``, ``select``, ``threading``, ``asyncio``, nor the engine or ``net/`` (an
+import-linter contract in pyproject.toml holds this; see docs/architecture.md, "Layers").
 
-- ``servicedb``: the probe/match database (the project's own TOML file);
-- ``nmapdb``: optionally, an installed nmap's ``nmap-service-probes``, translated at run time;
-- ``matcher``: a reply against a probe's rules, incrementally, each search under a timeout;
-- ``matchpool``: matching off the event loop, least-served service first;
-- ``regexguard``: static and measured bounds on regex backtracking;
-- ``text``: escapes in (probe payloads) and out (everything a peer sends), templates;
-- ``service``: many ports at once (``ServiceScanner``, ``detect_services``), tarpits;
-- ``detect``: one port: NULL probe, probes, TLS, every byte and time bound;
-- ``conn``: one connection, plain or TLS over memory BIOs; ``outcome``: replies, results;
-- ``tls``: certificate parsing (imports cryptography: only once a handshake happened);
-- ``stage``: the scan's ``-sV`` stage, feeding ``ResultBuilder.add_services``.
+- ``tcp``: SYN templates and checksums; ``cookie``: the keyed probe cookies;
+- ``udp``: UDP payloads by port; ``ping``: ICMP/TCP ping and ARP/NDP bytes;
+- ``records``: the 25-byte verdict record every engine writes.
 
-Nothing is imported here; ``import prtip_nb`` never loads this package.
+Service detection (sockets, asyncio) is ``prtip_nb.service``; its scan stage is
+``engine.svstage``. Nothing is imported here; ``import prtip_nb`` never loads this package.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 
 from .cookie import cookie
+from .inet import checksum
 
 __all__ = [
     "ACK_PORT", "SYN_PORT", "Reply", "checksum", "echo", "parse_icmp4", "parse_icmp6",
@@ -41,16 +42,6 @@ _M64 = (1 << 64) - 1
 
 # (reason, family, source address, round or -1 for TCP) of a valid reply, or None.
 Reply = tuple[str, int, bytes, int]
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo(family: int, ident: int, rnd: int, key: int) -> bytes:

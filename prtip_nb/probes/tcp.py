@@ -20,12 +20,14 @@ whole run for all 65,535 ports. tests/net/test_syn_probes.py holds the two equal
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from .inet import IPPROTO_TCP, checksum
 
 __all__ = [
     "LAYOUTS",
@@ -37,6 +39,7 @@ __all__ = [
     "syn_template",
     "syn_template_scapy",
 ]
+
 
 MSS = 1460
 WINDOW = 1024
@@ -65,16 +68,6 @@ LAYOUTS = {
 }
 
 
-def checksum(data: bytes | bytearray) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _tcp_header(sport: int, dport: int, seq: int, csum: int = 0, window: int = WINDOW) -> bytes:
     # data offset 6 words (20 + 4 bytes of options), flags SYN only, ack and urgent 0
     return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, 0x02, window, csum, 0) + (
@@ -84,8 +77,8 @@ def _tcp_header(sport: int, dport: int, seq: int, csum: int = 0, window: int = W
 
 def _pseudo(family: int, src: bytes, dst: bytes, length: int) -> bytes:
     if family == 4:
-        return src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, length)
-    return src + dst + struct.pack("!I3xB", length, socket.IPPROTO_TCP)
+        return src + dst + struct.pack("!BBH", 0, IPPROTO_TCP, length)
+    return src + dst + struct.pack("!I3xB", length, IPPROTO_TCP)
 
 
 def syn_template(
@@ -108,11 +101,11 @@ def syn_template(
     )
     if family == 4:
         ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, ttl, socket.IPPROTO_TCP, 0, src, dst
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, ttl, IPPROTO_TCP, 0, src, dst
         )
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     else:
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), socket.IPPROTO_TCP, ttl, src, dst)
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), IPPROTO_TCP, ttl, src, dst)
     return ip + tcp
 
 
@@ -131,10 +124,9 @@ def syn_template_scapy(
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
 
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
     lay = LAYOUTS[family]
     dst = bytes(lay.addr_len) if dst is None else dst
-    src_text, dst_text = socket.inet_ntop(af, src), socket.inet_ntop(af, dst)
+    src_text, dst_text = str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst))
     tcp = TCP(
         sport=sport, dport=dport, seq=seq, ack=0, flags="S", window=window,
         options=[("MSS", MSS)],

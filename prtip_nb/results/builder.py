@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from prtip_nb.errors import DatasetError
-from prtip_nb.results import _arrow, _files, _hosts, _resume, schema
+from prtip_nb.results import _arrow, _files, _hostnames, _hosts, _os, _resume, schema
 from prtip_nb.results import _convert as cv
 from prtip_nb.results.meta import ScanMeta, new_scan_id
 from prtip_nb.results.result import ScanResult
@@ -88,6 +88,10 @@ class ResultBuilder:
         self._flushed = 0
         self._parts_written: list[str] = []
         self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._os_rows: list[dict[str, Any]] = []  # -O: os table rows, host columns
+        self._os_hosts: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, tuple[str, bool | None]] = {}  # reverse DNS (add_hostnames)
+        self._inventory: dict[str, list[dict[str, Any]]] = {}  # add_rows: trace, os, scripts
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
         self._result: ScanResult | None = None
@@ -133,7 +137,7 @@ class ResultBuilder:
             self.flush()
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        """Ports rows built elsewhere, in bulk (``engine.records``): schema.PORTS exactly.
+        """Ports rows built elsewhere, in bulk (``probes.records``): schema.PORTS exactly.
 
         With a sink the batch becomes a Parquet part at once, like a flush.
         """
@@ -157,6 +161,27 @@ class ResultBuilder:
             key = (str(row["host"]), str(row["proto"]), int(row["port"]))
             entry = self._services.setdefault(key, {})
             entry.update({k: v for k, v in row.items() if v is not None})
+
+    def add_os(self, rows: Iterable[Mapping[str, Any]],
+               hosts: Mapping[str, Mapping[str, Any]]) -> None:
+        """OS detection results: ``os`` table rows and per-host columns (``_os.attach``)."""
+        with self._lock:
+            self._os_rows.extend(dict(r) for r in rows)
+            self._os_hosts.update({h: dict(v) for h, v in hosts.items()})
+
+    def add_hostnames(self, names: Mapping[str, tuple[str, bool | None]]) -> None:
+        """Reverse-DNS names (address -> (name, forward-confirmed)), merged into the hosts
+        table at finish (``_hostnames.merge_names``)."""
+        with self._lock:
+            self._names.update(names)
+
+    def add_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rows of an inventory table (``schema.INVENTORY``: "trace", "os", "scripts") as
+        dicts of its columns (scan_id is added); built and written at finish."""
+        if table not in schema.INVENTORY or table == "scan":
+            raise ValueError(f"add_rows takes one of {schema.INVENTORY[:-1]}, not {table!r}")
+        with self._lock:
+            self._inventory.setdefault(table, []).extend(dict(r) for r in rows)
 
     def add_telemetry(
         self,
@@ -237,8 +262,8 @@ class ResultBuilder:
 
     def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None) -> None:
         assert self._dir is not None
-        number = self._next[table]
-        self._next[table] += 1
+        number = self._next.get(table, 0)
+        self._next[table] = number + 1
         path = _files.part_path(self._dir, table, number, self._tag)
         _files.write_part(path, data, self.meta.with_ended(ended).parquet_metadata())
         if table == "ports":
@@ -260,7 +285,16 @@ class ResultBuilder:
         tel = cv.table(_transpose(self._telemetry, _TELEMETRY), _TELEMETRY)
         events = cv.table(_transpose(self._events, _EVENTS), _EVENTS)
         hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
-        return {
+        if self._names:
+            hosts = _hostnames.merge_names(hosts, dict(self._names))
+        inventory = {
+            name: _with_scan_id(cv.table({c: [r.get(c) for r in rows]
+                                          for c in schema.file_schema(name).names},
+                                         schema.file_schema(name)), sid)
+            for name, rows in list(self._inventory.items()) if rows
+        }
+        tables = {
+            **inventory,
             "ports": ports,
             "hosts": _hosts.sort_hosts(hosts),
             "telemetry": _resume.side("telemetry", _with_scan_id(tel, sid), self._shard,
@@ -268,6 +302,10 @@ class ResultBuilder:
             "events": _resume.side("events", _with_scan_id(events, sid), self._shard,
                                    self._prior),
         }
+        if self._os_rows or self._os_hosts:  # -O ran
+            tables["os"] = _with_scan_id(_os.os_table(list(self._os_rows)), sid)
+            _os.attach(tables, dict(self._os_hosts))
+        return tables
 
     def snapshot(self) -> ScanResult:
         """Everything so far as a ScanResult (ended=None), without flushing or writing."""
@@ -322,8 +360,13 @@ class ResultBuilder:
             self._write("ports", ports, ended=ended)
             for name in old:
                 (self._dir / "ports" / name).unlink()
+        if "os" in tables and tables["os"].num_rows:
+            self._write("os", tables["os"], ended=ended)
         self._write("telemetry", tables["telemetry"], ended=ended)
         self._write("events", tables["events"], ended=ended)
+        for name in self._inventory:
+            if name in tables:
+                self._write(name, tables[name], ended=ended)
         for path in self._prior.stale if self._prior is not None else ():
             path.unlink(missing_ok=True)  # merged into the parts just written
         if self._write_hosts and complete:

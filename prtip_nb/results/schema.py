@@ -62,7 +62,8 @@ PHASES = ("pre", "host", "port", "post")
 # Struct types of v2's list columns.
 ADDRESS = pa.struct([("addr", pa.string()), ("addrtype", pa.string()), ("vendor", pa.string())])
 # A hostname's "type" is nmap's word: "user" (as given) or "PTR" (reverse DNS).
-HOSTNAME = pa.struct([("name", pa.string()), ("type", pa.string())])
+# "confirmed": the PTR name's forward lookup gave the address back (ours; null from nmap).
+HOSTNAME = pa.struct([("name", pa.string()), ("type", pa.string()), ("confirmed", pa.bool_())])
 EXTRAREASON = pa.struct(
     [("reason", pa.string()), ("count", pa.uint32()), ("proto", pa.string()),
      ("ports", pa.string())]

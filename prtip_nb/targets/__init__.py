@@ -14,6 +14,7 @@ from prtip_nb.targets.space import (
     TargetSpace,
     iter_batches,
     parse_shard,
+    shard_len,
     shard_range,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "parse_ports",
     "parse_shard",
     "parse_targets",
+    "shard_len",
     "shard_range",
     "top_ports",
 ]

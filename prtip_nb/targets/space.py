@@ -19,7 +19,9 @@ from prtip_nb.targets.hosts import TargetSet
 from prtip_nb.targets.permutation import Permutation, U64Array
 from prtip_nb.targets.ports import PortSet
 
-__all__ = ["Permutation", "TargetSpace", "iter_batches", "parse_shard", "shard_range"]
+__all__ = ["Permutation", "TargetSpace", "iter_batches", "join_index", "parse_shard",
+           "shard_len", "shard_position", "shard_range", "split_index", "sub_shard_start",
+           "sub_shards"]
 
 _SHARD_HINT = "valid form: k/n with 1 <= k <= n, like 2/4 (the second of four shards)"
 _SHARD = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*")
@@ -83,6 +85,44 @@ def shard_range(size: int, k: int, n: int) -> range:
     return range(k - 1, size, n)
 
 
+def shard_len(size: int, shard: tuple[int, int], start: int = 0) -> int:
+    """Positions of shard ``k/n`` (indices k-1, k-1+n, ...) of a space of ``size`` indices,
+    from position ``start`` on: the one place this arithmetic is written."""
+    k, n = shard
+    return max(0, (size - k + n) // n - start)
+
+
+def split_index(js: np.ndarray, n_hosts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(host index, port index) of scan indices ``js``: host ``j % H``, port ``j // H``
+    (the layout above), in ``js``'s dtype. ``join_index`` is its inverse."""
+    n = js.dtype.type(n_hosts)
+    return js % n, js // n
+
+
+def join_index(host: np.ndarray, port_index: np.ndarray, n_hosts: int) -> np.ndarray:
+    """Scan indices (uint64) of ``(host, port index)`` pairs: ``port_index · H + host``."""
+    return port_index.astype(np.uint64) * np.uint64(n_hosts) + host.astype(np.uint64)
+
+
+def shard_position(i: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
+    """Positions within shard ``k/n`` of unshuffled indices ``i`` (uint64) of that shard."""
+    k, n = shard
+    return (i - np.uint64(k - 1)) // np.uint64(n)
+
+
+def sub_shards(shard: tuple[int, int], parts: int) -> list[tuple[int, int]]:
+    """Split shard k/n into ``parts`` shards that partition it exactly (part w holds the
+    parent's positions w, w + parts, ...): transmit threads and worker processes."""
+    k, n = shard
+    return [(k + n * w, n * parts) for w in range(parts)]
+
+
+def sub_shard_start(start: int, w: int, parts: int) -> int:
+    """Where sub-shard ``w`` begins when its parent shard resumes at position ``start``:
+    its position ceil((start - w) / parts)."""
+    return max(0, -(-(start - w) // parts))
+
+
 def iter_batches(
     space: TargetSpace,
     perm: Permutation,
@@ -116,7 +156,7 @@ def iter_batches(
             )
     first = k - 1 + start * n
     # Positions in the shard from `start` on; computed, because len(range) caps at 2**63.
-    count = max(0, -(-(space.size - first) // n))
+    count = shard_len(space.size, (k, n), start)
     return _batches(perm, first, n, count, batch)
 
 

@@ -66,7 +66,7 @@ class Series:
     pps: list[float] = field(default_factory=list)  # probes sent per second since last point
     rss_mib: list[float] = field(default_factory=list)  # this process's resident memory
     limit: list[float | None] = field(default_factory=list)  # send rate in force (None: none)
-    reason: list[str] = field(default_factory=list)  # why that rate (engine.ratectl's words)
+    reason: list[str] = field(default_factory=list)  # why that rate (net.ratectl's words)
 
 
 class PanelState:

@@ -12,8 +12,8 @@ from collections import deque
 
 import pytest
 
-from prtip_nb.engine.ratectl import AdaptiveRate, policy_for
-from prtip_nb.engine.throttle import TokenBucket
+from prtip_nb.net.ratectl import AdaptiveRate, policy_for
+from prtip_nb.net.throttle import TokenBucket
 
 
 class Path:

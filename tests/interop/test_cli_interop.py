@@ -25,7 +25,7 @@ def test_scan_writes_nmap_xml_json_and_grepable(
 ) -> None:
     listeners.open(9201, 9204)
     xml, jsonl, gnmap = tmp_path / "a.xml", tmp_path / "a.jsonl", tmp_path / "a.gnmap"
-    out = cli("scan", "-sT", "-p", "9200-9205", "127.0.0.1", "--no-progress",
+    out = cli("scan", "-sT", "-n", "-p", "9200-9205", "127.0.0.1", "--no-progress",
               "-oX", str(xml), "-oJ", str(jsonl), "-oG", str(gnmap))  # fmt: skip
     assert out.returncode == 0, out.stderr
     validate(dtd, xml)

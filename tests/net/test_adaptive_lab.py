@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 import prtip_nb as pn
-from prtip_nb.engine.ratectl import POLICIES
 from prtip_nb.lab import RangeLab
+from prtip_nb.net.ratectl import POLICIES
 from tests.conftest import need_range_lab
 from tests.net.nmapxml import nmap_grep_states
 

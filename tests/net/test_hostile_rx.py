@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from prtip_nb.engine.counters import RttEstimator
 from prtip_nb.engine.scan import Scan
 from prtip_nb.lab.veth import SCANNER4, SCANNER6, VethLab, host
+from prtip_nb.net.counters import RttEstimator
 from prtip_nb.net.discover import DiscoverEngine, HostVerdict
 from prtip_nb.targets import parse_targets
 from tests.conftest import need, tcp_listener

@@ -22,9 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prtip_nb.engine.counters import RttEstimator
-from prtip_nb.engine.sink import DTYPE as RECORD_DTYPE
 from prtip_nb.net import neigh
+from prtip_nb.net.counters import RttEstimator
 from prtip_nb.net.synrx import (
     _HDR,
     CLOSED,
@@ -41,6 +40,7 @@ from prtip_nb.net.synstate import Answered, HostTable, PortIndex
 from prtip_nb.net.udprx import UdpReceiver
 from prtip_nb.probes import ping
 from prtip_nb.probes.cookie import CookieKey, cookie
+from prtip_nb.probes.records import DTYPE as RECORD_DTYPE
 from prtip_nb.probes.tcp import syn_template
 from prtip_nb.targets import PortSet, parse_targets
 from tests.net import hostile

@@ -116,7 +116,7 @@ table inet prtiploss {
 
 def test_default_rate_beyond_loopback_adapts_from_a_tame_start(lab: VethLab) -> None:
     from prtip_nb.config import ScanConfig
-    from prtip_nb.engine.ratectl import RatePolicy, rate_plan
+    from prtip_nb.net.ratectl import RatePolicy, rate_plan
 
     cfg = ScanConfig(targets=(TARGET4,), method="syn")
     plan = rate_plan(cfg, loopback=False)

@@ -256,3 +256,27 @@ def test_privilege_error_is_a_permission_error(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(PrivilegeError, match="setcap") as info:
         Scan("127.0.0.1", "80", method="syn")
     assert isinstance(info.value, PermissionError)
+
+
+def test_wait_keeps_a_privilege_error_raised_while_running() -> None:
+    # The privilege check passes (patched), then the capture ring is refused to an
+    # unprivileged user inside the scan thread: wait() must say PrivilegeError and how.
+    need(shutil.which("setpriv") is not None, "needs setpriv (util-linux)")
+    code = (
+        "import prtip_nb.engine.scan as m\n"
+        "m.is_privileged = lambda: True\n"
+        "try:\n"
+        "    m.Scan('127.0.0.1', '1-5', method='syn').wait(30)\n"
+        "except Exception as e:\n"
+        "    print('ERR', type(e).__name__, isinstance(e, PermissionError), e)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         "--inh-caps=-all", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, cwd=os.getcwd(),
+        env={**os.environ, "HOME": "/tmp"},
+    )
+    assert done.returncode == 0, done.stderr
+    err = next(line for line in done.stdout.splitlines() if line.startswith("ERR"))
+    assert err.startswith("ERR PrivilegeError True"), err
+    assert "setcap" in err or "CAP_NET_RAW" in err or "root" in err, err

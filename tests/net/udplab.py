@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prtip_nb.lab.childns import ChildNetns
 from tests.net.vethlab import TARGET4, TARGET6, VethLab
 
 ECHO = [7, 1000]  # echo the datagram back
@@ -60,7 +61,6 @@ class UdpLab(VethLab):
     def __init__(self, tag: str = "u", dns: bool = True) -> None:
         super().__init__(open_ports=[22], tag=tag)
         self.dns = dns and shutil.which("dnsmasq") is not None
-        self.procs: list[subprocess.Popen[str]] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="prtip-udplab-")
 
     def sysctl(self, path: str, value: str) -> None:
@@ -68,11 +68,7 @@ class UdpLab(VethLab):
         self.target("sh", "-c", f"echo '{value}' > /proc/sys/net/{path}")
 
     def read_sysctl(self, path: str) -> str:
-        assert self.holder is not None
-        done = subprocess.run(["nsenter", "-t", str(self.holder.pid), "-n", "cat",
-                               f"/proc/sys/net/{path}"], capture_output=True, text=True,
-                              timeout=10)
-        return done.stdout.strip()
+        return self.target("cat", f"/proc/sys/net/{path}").strip()
 
     def unlimited(self) -> None:
         """No ICMP error rate limit in the target (ratemask empty: no type is limited)."""
@@ -81,35 +77,28 @@ class UdpLab(VethLab):
 
     def _wire(self) -> None:
         super()._wire()
-        assert self.holder is not None
-        pid = str(self.holder.pid)
-        svc = subprocess.Popen(
-            ["nsenter", "-t", pid, "-n", sys.executable, "-c", _SERVICES, TARGET4, TARGET6,
+        svc = self.spawn(
+            [sys.executable, "-c", _SERVICES, TARGET4, TARGET6,
              ",".join(map(str, ECHO)), str(NTP), str(SILENT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
-        self.procs.append(svc)
         assert svc.stdout is not None
         if svc.stdout.readline().strip() != "READY":
             raise RuntimeError("the target's UDP services did not start")
         if self.dns:
             tmp = self._tmp.name
-            dns = subprocess.Popen(
-                ["nsenter", "-t", pid, "-n", "dnsmasq", "--keep-in-foreground", "--port=53",
+            self.spawn(
+                ["dnsmasq", "--keep-in-foreground", "--port=53",
                  f"--listen-address={TARGET4}", f"--listen-address={TARGET6}",
                  "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
                  "--address=/lab.test/198.51.100.2", f"--pid-file={tmp}/dnsmasq.pid",
                  "--user=root", "--group=root"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
             )
-            self.procs.append(dns)
             _wait_dns(TARGET4)
 
     def __exit__(self, *exc: object) -> None:  # type: ignore[override]
-        for p in self.procs:
-            p.kill()
-            p.wait(5)
-        super().__exit__(None, None, None)
+        super().__exit__(None, None, None)  # kills the services with the namespace
         self._tmp.cleanup()
 
 
@@ -180,13 +169,11 @@ class TwoTargets:
 
     def __init__(self, tag: str = "w") -> None:
         self.tag = tag
-        self.holders: list[subprocess.Popen[str]] = []
+        self.spaces: list[ChildNetns] = []
         self.links: list[str] = []
 
     def target(self, i: int, *cmd: str, input: str | None = None) -> None:
-        from tests.net.vethlab import run
-
-        run("nsenter", "-t", str(self.holders[i].pid), "-n", *cmd, input=input)
+        self.spaces[i].run(*cmd, input=input)
 
     def sysctl(self, i: int, path: str, value: str) -> None:
         self.target(i, "sh", "-c", f"echo '{value}' > /proc/sys/net/{path}")
@@ -195,22 +182,15 @@ class TwoTargets:
         self.target(i, "nft", "-f", "-", input=ruleset)
 
     def __enter__(self) -> TwoTargets:
-        import os
-        import time
-
         from tests.net.vethlab import run
 
         try:
             for i, (ours, theirs) in enumerate(self._NETS):
-                h = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"], text=True)
-                self.holders.append(h)
-                for _ in range(100):
-                    if os.readlink(f"/proc/{h.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
-                        break
-                    time.sleep(0.01)
+                ns = ChildNetns()
+                self.spaces.append(ns)
+                ns.start()
                 a, b = f"pv{self.tag}{i}0", f"pv{self.tag}{i}1"
-                run("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns",
-                    str(h.pid))
+                ns.add_veth(a, b)
                 self.links.append(a)
                 run("ip", "addr", "add", f"{ours}/24", "dev", a)
                 run("ip", "link", "set", a, "up")
@@ -224,9 +204,8 @@ class TwoTargets:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self.holders:
-            h.kill()
-            h.wait(5)
+        for ns in self.spaces:
+            ns.close()
         for a in self.links:
             subprocess.run(["ip", "link", "del", a], capture_output=True)
 

@@ -3,18 +3,20 @@ namespace (``unshare --net``) is the target, joined by a veth pair.
 
 Addresses are documentation ranges only: scanner 198.51.100.1 / 2001:db8::1, target
 198.51.100.2 / 2001:db8::2. Nothing is routed anywhere else, and the target namespace
-dies with its holder process. The target side gets listeners (a child Python process)
-and nftables rules (drop, ICMP reject, random loss, duplication) from the test.
+dies with its holder process. The namespace is entered by a descriptor
+(prtip_nb.lab.childns.ChildNetns), never by the holder's pid. The target side gets
+listeners (a child Python process) and nftables rules (drop, ICMP reject, random loss,
+duplication) from the test.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from types import TracebackType
+
+from prtip_nb.lab.childns import ChildNetns
 
 SCANNER4, TARGET4 = "198.51.100.1", "198.51.100.2"
 SCANNER6, TARGET6 = "2001:db8::1", "2001:db8::2"
@@ -48,20 +50,23 @@ class VethLab:
     def __init__(self, open_ports: list[int], tag: str = "s") -> None:
         self.open_ports = open_ports
         self.ours, self.theirs = f"pv{tag}0", f"pv{tag}1"
-        self.holder: subprocess.Popen[str] | None = None
+        self.ns = ChildNetns()
         self.listener: subprocess.Popen[str] | None = None
 
-    def target(self, *cmd: str, input: str | None = None) -> None:
-        """Run ``cmd`` inside the target namespace."""
-        assert self.holder is not None
-        run("nsenter", "-t", str(self.holder.pid), "-n", *cmd, input=input)
+    def target(self, *cmd: str, input: str | None = None) -> str:
+        """Run ``cmd`` inside the target namespace; its stdout."""
+        return self.ns.run(*cmd, input=input)
+
+    def spawn(self, argv: list[str], **popen: object) -> subprocess.Popen[str]:
+        """Start ``argv`` inside the target namespace (killed when the lab ends)."""
+        return self.ns.spawn(argv, **popen)
 
     def nft(self, ruleset: str) -> None:
         self.target("nft", "-f", "-", input=ruleset)
 
     def __enter__(self) -> VethLab:
-        self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"], text=True)
         try:
+            self.ns.start()
             self._wire()
         except BaseException:
             self.__exit__(None, None, None)
@@ -69,14 +74,7 @@ class VethLab:
         return self
 
     def _wire(self) -> None:
-        assert self.holder is not None
-        pid = str(self.holder.pid)
-        for _ in range(100):  # the holder must have unshared before its netns is used
-            if os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"):
-                break
-            time.sleep(0.01)
-        run("ip", "link", "add", self.ours, "type", "veth", "peer", "name", self.theirs,
-            "netns", pid)
+        self.ns.add_veth(self.ours, self.theirs)
         run("ip", "addr", "add", f"{SCANNER4}/24", "dev", self.ours)
         run("ip", "-6", "addr", "add", f"{SCANNER6}/64", "dev", self.ours, "nodad")
         run("ip", "link", "set", self.ours, "up")
@@ -84,8 +82,8 @@ class VethLab:
         self.target("ip", "addr", "add", f"{TARGET4}/24", "dev", self.theirs)
         self.target("ip", "-6", "addr", "add", f"{TARGET6}/64", "dev", self.theirs, "nodad")
         self.target("ip", "link", "set", self.theirs, "up")
-        self.listener = subprocess.Popen(
-            ["nsenter", "-t", pid, "-n", sys.executable, "-c", _LISTENER, TARGET4, TARGET6,
+        self.listener = self.spawn(
+            [sys.executable, "-c", _LISTENER, TARGET4, TARGET6,
              ",".join(map(str, self.open_ports))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
@@ -98,12 +96,7 @@ class VethLab:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.listener is not None:
-            self.listener.kill()
-            self.listener.wait(5)
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait(5)
+        self.ns.close()  # kills the listener and whatever else was spawned
         subprocess.run(["ip", "link", "del", self.ours], capture_output=True)
 
 

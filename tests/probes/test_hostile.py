@@ -12,8 +12,8 @@ import pytest
 import prtip_nb as pn
 from prtip_nb.lab import Lab
 from prtip_nb.lab.hostile import KINDS
-from prtip_nb.probes.outcome import BANNER_MAX
-from prtip_nb.probes.service import DEADLINE_S, READ_CAP, TARPIT_SAMPLE, ServiceScanner
+from prtip_nb.service.outcome import BANNER_MAX
+from prtip_nb.service.service import DEADLINE_S, READ_CAP, TARPIT_SAMPLE, ServiceScanner
 
 from ..conftest import need
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prtip_nb.probes.matcher import RULE_TIMEOUT_S, Budget, ReplyMatcher, literal_prefix
-from prtip_nb.probes.matchpool import MatchPool
-from prtip_nb.probes.servicedb import Probe, Rule, ServiceDB, default_db, re_flags
-from prtip_nb.probes.text import expand
+from prtip_nb.service.matcher import RULE_TIMEOUT_S, Budget, ReplyMatcher, literal_prefix
+from prtip_nb.service.matchpool import MatchPool
+from prtip_nb.service.servicedb import Probe, Rule, ServiceDB, default_db, re_flags
+from prtip_nb.service.text import expand
 
 # Shapes the static guard refuses; built by hand here to show the timeout holds without it.
 BOMB = Rule("bomb", re.compile(rb"^(a+)+b"), source="bomb:1")

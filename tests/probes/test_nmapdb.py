@@ -16,15 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prtip_nb.probes.matcher import RULE_TIMEOUT_S
-from prtip_nb.probes.nmapdb import (
+from prtip_nb.service.matcher import RULE_TIMEOUT_S
+from prtip_nb.service.nmapdb import (
     DEFAULT_PATH,
     Untranslatable,
     load_nmap_service_probes,
     translate_pcre,
 )
-from prtip_nb.probes.regexguard import hostile_inputs
-from prtip_nb.probes.servicedb import re_flags
+from prtip_nb.service.regexguard import hostile_inputs
+from prtip_nb.service.servicedb import re_flags
 
 from ..conftest import need
 
@@ -111,7 +111,7 @@ def nmap_db() -> object:
 
 
 def test_installed_nmap_database(nmap_db: object) -> None:
-    from prtip_nb.probes.servicedb import ServiceDB
+    from prtip_nb.service.servicedb import ServiceDB
 
     assert isinstance(nmap_db, ServiceDB)
     assert len(nmap_db) > 10_000 and len(nmap_db.probes) > 50
@@ -127,7 +127,7 @@ def test_installed_nmap_database(nmap_db: object) -> None:
 def test_every_nmap_rule_stops_at_its_timeout_on_hostile_input(nmap_db: object) -> None:
     """The bound is the per-search timeout, whatever the static guard let through: run as
     the matcher runs them, no rule holds a thread much past ``RULE_TIMEOUT_S``."""
-    from prtip_nb.probes.servicedb import ServiceDB
+    from prtip_nb.service.servicedb import ServiceDB
 
     assert isinstance(nmap_db, ServiceDB)
     slowest = (0.0, "")
@@ -198,8 +198,8 @@ def test_a_mutated_probe_file_always_loads(lines: list[str], cut: int, junk: str
 def test_a_reply_read_in_small_pieces_is_not_rematched_whole(nmap_db: object) -> None:
     """64 reads of 64 bytes: the incremental matcher against matching the whole window
     with the whole chain at each read (as nmap does). Measured: 50 ms against 500 ms."""
-    from prtip_nb.probes.matcher import ReplyMatcher
-    from prtip_nb.probes.servicedb import ServiceDB
+    from prtip_nb.service.matcher import ReplyMatcher
+    from prtip_nb.service.servicedb import ServiceDB
 
     assert isinstance(nmap_db, ServiceDB)
     get = nmap_db.by_name["GetRequest"]

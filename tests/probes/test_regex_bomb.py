@@ -27,10 +27,10 @@ from collections.abc import Iterator
 import pytest
 
 from prtip_nb.lab.hostile import BOMBS, HostileServer
-from prtip_nb.probes.matcher import SERVICE_BUDGET_S
-from prtip_nb.probes.nmapdb import DEFAULT_PATH, load_nmap_service_probes
-from prtip_nb.probes.service import ServiceScanner
-from prtip_nb.probes.servicedb import ServiceDB, re_flags
+from prtip_nb.service.matcher import SERVICE_BUDGET_S
+from prtip_nb.service.nmapdb import DEFAULT_PATH, load_nmap_service_probes
+from prtip_nb.service.service import ServiceScanner
+from prtip_nb.service.servicedb import ServiceDB, re_flags
 
 from ..conftest import need
 

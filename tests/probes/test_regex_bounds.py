@@ -8,8 +8,8 @@ import time
 import pytest
 
 from prtip_nb.lab.hostile import CHUNK, REDOS_PAYLOAD
-from prtip_nb.probes.regexguard import hostile_inputs, risk, worst_time
-from prtip_nb.probes.servicedb import REGEX_WINDOW, default_db, re_flags
+from prtip_nb.service.regexguard import hostile_inputs, risk, worst_time
+from prtip_nb.service.servicedb import REGEX_WINDOW, default_db, re_flags
 
 LIMIT_S = 0.050
 

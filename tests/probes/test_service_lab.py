@@ -13,7 +13,7 @@ import pytest
 import prtip_nb as pn
 from prtip_nb.cli import main
 from prtip_nb.lab import Lab
-from prtip_nb.probes.service import ServiceScanner, detect_services
+from prtip_nb.service.service import ServiceScanner, detect_services
 
 HOST = "127.0.0.1"
 

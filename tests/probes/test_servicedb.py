@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from prtip_nb.probes.servicedb import (
+from prtip_nb.service.servicedb import (
     REGEX_WINDOW,
     Probe,
     Rule,
@@ -15,7 +15,7 @@ from prtip_nb.probes.servicedb import (
     default_db,
     load_service_db,
 )
-from prtip_nb.probes.text import escape_bytes, expand, parse_portlist, unescape
+from prtip_nb.service.text import escape_bytes, expand, parse_portlist, unescape
 
 REQUIRED = {"http", "ssl", "ssh", "ftp", "smtp", "pop3", "imap", "domain", "redis", "memcached",
             "mysql", "postgresql", "mongodb", "vnc", "ms-wbt-server", "telnet", "ldap"}  # fmt: skip

@@ -14,8 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from prtip_nb.lab import Lab
 from prtip_nb.lab.tlscert import make_cert
-from prtip_nb.probes.conn import ChainTooLarge, Conn
-from prtip_nb.probes.tls import client_context, parse_certificate
+from prtip_nb.service.conn import ChainTooLarge, Conn
+from prtip_nb.service.tls import client_context, parse_certificate
 
 
 def _cert(subject: str, issuer: str, key: object, signer: object, san: list[x509.GeneralName]

@@ -28,7 +28,7 @@ def test_v1_dataset_reads_upgraded(tmp_path: Path) -> None:
         assert res.tables[name].schema.equals(schema.TABLES[name]), name
     hosts = res.tables["hosts"].to_pylist()
     gw = next(h for h in hosts if h["host"] == "198.51.100.1")  # parse-only
-    assert gw["hostnames"] == [{"name": "gw.example.test", "type": None}]
+    assert gw["hostnames"] == [{"name": "gw.example.test", "type": None, "confirmed": None}]
     assert all(h["hostnames"] is None for h in hosts if h["hostname"] is None)
     assert res.scripts.empty and res.os.empty and res.trace.empty
     # Each scan says what it was: ours, or the file a v1 import came from.

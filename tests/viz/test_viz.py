@@ -268,3 +268,29 @@ def test_throughput_limit_changes_and_gaps() -> None:
         "backing off after loss", "no limit"]
     unlimited = tel.assign(rate_pps=pd.array([None] * 4, dtype="Float64"))
     assert [t.name for t in pn.plot.throughput(unlimited).data] == ["sent"]  # no empty line
+
+
+def test_topology_merges_shared_hops_and_says_when_there_is_no_trace() -> None:
+    import pyarrow as pa
+
+    from prtip_nb.results import schema
+
+    rows = [("198.19.0.1", 1, "198.18.0.2"), ("198.19.0.1", 2, "198.18.1.2"),
+            ("198.19.0.1", 4, "198.19.0.1"), ("198.19.0.2", 1, "198.18.0.2"),
+            ("198.19.0.2", 2, "198.18.1.2"), ("198.19.0.2", 4, "198.19.0.2"),
+            ("198.19.0.9", 1, "198.18.0.2"), ("198.19.0.9", 2, "198.18.9.2"),
+            ("198.19.0.9", 3, "198.19.0.9")]  # parse-only rows: nothing is sent
+    cols = {"scan_id": ["s"] * len(rows), "host": [r[0] for r in rows],
+            "ttl": [r[1] for r in rows], "address": [r[2] for r in rows],
+            "rtt_ms": [0.5] * len(rows),
+            "hostname": [None] * 7 + ["<b>x</b>", None],  # a name from DNS: escaped
+            "probe_port": [80] * len(rows), "probe_proto": ["tcp"] * len(rows)}
+    table = pa.Table.from_pydict(cols).cast(schema.TRACE)
+    fig = pn.plot.topology(table)
+    nodes = {tr.name: list(tr.text) for tr in fig.data if tr.mode == "markers+text"}
+    assert nodes["router"] == ["198.18.0.2", "198.18.1.2", "&lt;b&gt;x&lt;/b&gt;"]
+    assert nodes["silent hop"] == ["?"]  # TTL 3 of the two hosts sharing 1-2: one node
+    assert nodes["traced host"] == ["198.19.0.1", "198.19.0.2", "198.19.0.9"]
+    assert fig.layout.title.text and fig.layout.xaxis.title.text
+    empty = pn.plot.topology(schema.empty("trace"))
+    assert empty.layout.annotations and "traceroute=True" in empty.layout.annotations[0].text

@@ -20,14 +20,14 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..engine.events import CertificateFound, ScanWarning, ServiceDetected, StageChanged
-from .service import TARPIT_MIN_PORTS, ServiceScanner
+from ..service.service import TARPIT_MIN_PORTS, ServiceScanner
+from .events import CertificateFound, ScanWarning, ServiceDetected, StageChanged
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..engine.scan import Scan
-    from .outcome import ServiceResult
+    from ..service.outcome import ServiceResult
+    from .scan import Scan
 
 #: A host with at least this share of its probed TCP ports open is a tarpit suspect.
 TARPIT_OPEN_SHARE = 0.9
@@ -57,10 +57,10 @@ def tarpit_suspects(targets: list[tuple[str, int]], probed_per_host: int) -> set
 
 def run_service_stage(scan: Scan) -> None:
     """Detect services on ``scan``'s open TCP ports; runs on the scan's own thread."""
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     sid = scan.scan_id or ""
-    t0 = scan._t0
+    t0 = scan.started_at
 
     def now() -> float:
         return time.monotonic() - t0
@@ -88,13 +88,13 @@ def run_service_stage(scan: Scan) -> None:
     db = None
     source = scan.config.extra.get("service_probes")  # "nmap", or a path to nmap's file
     if source:
-        from .nmapdb import DEFAULT_PATH, load_nmap_service_probes
+        from ..service.nmapdb import DEFAULT_PATH, load_nmap_service_probes
 
         db = load_nmap_service_probes(DEFAULT_PATH if source == "nmap" else source)
     scanner = ServiceScanner(
         db=db,
         intensity=scan.config.version_intensity,
-        cancel=scan._cancel,
+        cancel=scan.cancel_event,
         on_result=on_result,
         suspects=suspects,
     )

@@ -8,8 +8,9 @@ IP TTL / hop limit, 0 = unknown, as for a connect scan). Engines only pack recor
 object per port, and no ``pa.array`` (which would import pandas: see results/_convert.py).
 
 The same bytes travel from worker processes over a pipe, so in-process and multi-process
-scans share this path exactly. This module is standard library only, so a worker process
-starts without numpy's and pyarrow's import cost; ``engine.sink`` does the conversion.
+scans share this path exactly. ``RECORD`` (struct) and ``DTYPE`` (numpy, for whole blocks)
+are one layout, checked at import; ``engine.sink`` does the conversion to Arrow. This
+module sits in ``probes/`` because probe modules classify replies into these records.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import struct
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 RECORD = struct.Struct("<qifqB")
+DTYPE = np.dtype(
+    [("index", "<i8"), ("code", "<i4"), ("rtt_ms", "<f4"), ("t_us", "<i8"), ("ttl", "u1")]
+)
+assert DTYPE.itemsize == RECORD.size
 
 NO_RESPONSE = -1
 # Control records from worker processes (never verdicts): ``index`` carries the value.

@@ -50,6 +50,7 @@ from .throttle import TokenBucket
 
 if TYPE_CHECKING:
     from ..config import ScanConfig
+    from .counters import RttEstimator
 
 __all__ = [
     "POLICIES", "START_RATES", "AdaptiveRate", "PinnedRate", "RatePolicy", "RateState",
@@ -215,6 +216,14 @@ class AdaptiveRate:
         self._from = self._next_epoch  # epochs before this do not count (after a change)
         self._win = [0, 0, 0]  # sent, replied, epochs of the window being gathered
         self._win_start = self._next_epoch
+
+    @classmethod
+    def for_rtt(cls, policy: RatePolicy, rtt: RttEstimator, *, max_batch: int = 256
+                ) -> AdaptiveRate:
+        """The controller every scan kind uses: fed by ``rtt``'s srtt, and its replies due
+        within srtt + 4·rttvar (unclamped: the template's bounds are for retries)."""
+        return cls(policy, max_batch=max_batch, srtt=lambda: rtt.srtt,
+                   timeout=lambda: None if rtt.srtt is None else rtt.srtt + 4 * rtt.rttvar)
 
     # -- the engines' interface -----------------------------------------------------------
     @property

@@ -2,7 +2,7 @@
 
 A ``ServiceDB`` comes from the project's own data file (``prtip_nb/data/service-probes.toml``,
 ``load_service_db``) or, optionally, from an installed nmap's ``nmap-service-probes``
-(``prtip_nb.probes.nmapdb``). Both give the same objects, so the engine does not care which.
+(``prtip_nb.service.nmapdb``). Both give the same objects, so the engine does not care which.
 
 Matching follows nmap's model: the reply to a probe is tried against that probe's rules,
 then its fallback probes' rules, then the NULL probe's (a banner can arrive late, in the

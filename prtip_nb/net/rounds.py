@@ -1,0 +1,161 @@
+"""The round loop that every stateless scan kind runs: written once, with hooks for what
+differs (SYN's retry rule, UDP's ICMP rate-limit pacing).
+
+A scan kind (net.syn.SynEngine, net.udp.UdpEngine) opens its capture ring, senders and
+receive thread, sends a round, and closes them; ``RoundScan`` owns the rest:
+
+    for each round r = 0 .. retries:
+        limiter = kind.round_limiter(r)        # the rate for this round (hook)
+        kind.send_round(r, limiter)            # round 0: every index; r > 0: the silent ones
+        stop if cancelled or every index answered
+        wait the quiet period                  # srtt + 4·rttvar after the last probe
+        pause = kind.after_round(r, result)    # None: no more rounds (hook)
+        stop if every index answered; else wait ``pause`` more
+    close; then filtered/no-response (UDP: open|filtered) records for every silent index.
+
+The receive thread dedups (the answered bitmap) and times replies (the RTT estimator);
+the rate limiter is a token bucket or the adaptive controller (net.ratectl). Discovery
+(net.discover) probes window by window and does not run on this loop yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..probes.records import DTYPE as RECORD_DTYPE
+from ..probes.records import NO_RESPONSE
+from ..targets import iter_batches
+
+if TYPE_CHECKING:
+    from ..targets import Permutation, TargetSpace
+    from .counters import Counters, RttEstimator
+    from .synrx import Out
+    from .synstate import Answered
+
+__all__ = ["RoundResult", "RoundScan"]
+
+BATCH = 4096  # indices per batch of silent records
+
+
+class _Rx(Protocol):
+    count: int
+    all_answered: threading.Event
+
+    def join(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did, for ``after_round``: probes sent (retries included), indices
+    newly answered by the end of its quiet period, and when it started / stopped sending."""
+
+    sent: int
+    new: int
+    t0: float
+    t_sent: float
+
+
+class RoundScan:
+    """The base of a stateless scan kind: ``run()`` drives the rounds through the hooks.
+
+    Subclasses set the attributes below in ``__init__`` and implement ``_open``,
+    ``_close``, ``round_limiter``, ``send_round`` and ``after_round``.
+    """
+
+    total: int  # probes of round 0: the shard's positions from ``start`` on
+    retries: int
+    cancel: threading.Event
+    counters: Counters
+    rtt: RttEstimator
+    space: TargetSpace
+    perm: Permutation
+    shard: tuple[int, int]
+    start: int
+    answered: Answered
+    out: Out
+    _held: list
+    _error: BaseException | None
+    _last_send: float
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _open(self) -> _Rx:
+        """Open the capture ring and senders, start the receive thread; return it."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Join the receive thread, close what ``_open`` opened, fill ``stats``."""
+        raise NotImplementedError
+
+    def round_limiter(self, rnd: int) -> Any:
+        """The limiter for round ``rnd``: anything with ``take(want, cancel)`` (a token
+        bucket, the adaptive controller), or None: unlimited."""
+        raise NotImplementedError
+
+    def send_round(self, rnd: int, limiter: Any) -> None:
+        """Send round ``rnd``; an exception is kept in ``_error`` (and cancels the scan)."""
+        raise NotImplementedError
+
+    def after_round(self, rnd: int, result: RoundResult) -> float | None:
+        """After the quiet period: None ends the retries, else extra seconds to wait."""
+        raise NotImplementedError
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Send, resend and collect until every index has a verdict, or cancel."""
+        try:
+            if self.total > 0:
+                self._rounds()
+        finally:
+            for s in self._held:
+                s.close()
+            self._held = []
+
+    def _rounds(self) -> None:
+        rx = self._open()
+        try:
+            for rnd in range(self.retries + 1):
+                before, sent_before = rx.count, self.counters.sent
+                t0 = time.monotonic()
+                self.send_round(rnd, self.round_limiter(rnd))
+                t_sent = time.monotonic()
+                if self.cancel.is_set() or rx.all_answered.is_set():
+                    break
+                self._quiet(rx, 0.0)
+                pause = self.after_round(rnd, RoundResult(
+                    self.counters.sent - sent_before, rx.count - before, t0, t_sent))
+                if pause is None or rx.all_answered.is_set():
+                    break
+                if pause > 0:
+                    self._quiet(rx, pause)
+        finally:
+            self._close()
+        if self._error is not None:
+            raise self._error
+        if not self.cancel.is_set() and rx.count < self.total:
+            self._emit_silent()
+
+    def _quiet(self, rx: _Rx, at_least: float) -> None:
+        """Wait until the last probe's timeout (and ``at_least``) has passed, or every
+        index answered."""
+        while not (self.cancel.is_set() or rx.all_answered.is_set()):
+            left = self._last_send + max(self.rtt.timeout, at_least) - time.monotonic()
+            if left <= 0:
+                return
+            rx.all_answered.wait(min(left, 0.05))
+
+    def _emit_silent(self) -> None:
+        """A NO_RESPONSE record for every index of the shard that never answered."""
+        now_us = time.time_ns() // 1000
+        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
+                               batch=BATCH):
+            silent = js[self.answered.unanswered(js)]
+            if len(silent):
+                rec = np.zeros(len(silent), RECORD_DTYPE)
+                rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
+                rec["t_us"] = now_us
+                self.out.write(rec.tobytes())
