@@ -109,6 +109,12 @@ def _table(df: Any) -> str:
     return display_frame(df).to_html(index=False, escape=True, na_rep="")
 
 
+def _changes_html(res: ScanResult, previous: ScanResult) -> str:
+    from ._report_changes import changes_html
+
+    return changes_html(res, previous)
+
+
 def _summary_html(res: ScanResult, previous: ScanResult | None) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(label)}</th><td>{html.escape(text)}</td></tr>"
@@ -124,8 +130,10 @@ def report(
     """Write ``res`` as one HTML file at ``path`` and return the path.
 
     The file opens with a summary (what was scanned, when, how long, what was found, and,
-    given ``previous``, an earlier scan of the same targets, what changed since), then the
-    charts and the tables.
+    given ``previous``, an earlier scan of the same targets, what changed since), then, with
+    ``previous``, a "What changed" section (new and gone hosts, ports opened and closed,
+    services changed, certificates expired or expiring within 30 days: sentences first,
+    then a table each), then the charts and the tables.
 
     ``with_charts``: None (the default) draws the plotly charts when plotly is installed;
     True insists (ImportError without plotly); False writes the tables only.
@@ -148,6 +156,7 @@ def report(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _summary_html(res, previous),
+        _changes_html(res, previous) if previous is not None else "",
         "<h2>Hosts</h2>",
         _table(res.summary()),
     ]

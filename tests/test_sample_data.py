@@ -49,6 +49,12 @@ def test_every_file_is_one_a_reader_knows_and_the_whole_is_small() -> None:
             # scans/scan_id=<id>/<table>/part-*.parquet: the layout read_scans reads.
             assert len(rel) == 4 and rel[1].startswith("scan_id="), path
             assert rel[2] in TABLES and rel[3].endswith(".parquet"), path
+        elif rel[0] == "lab04":  # notebook 04's recorded measurements
+            assert rel[1:] in {("runs.csv",), ("telemetry.parquet",), ("profile.csv",)}, path
+        elif rel[0] == "lab06":  # notebook 06's recorded run: see the test below
+            assert rel[1:] in {("run.json",), ("nmap-sn.xml",), ("nmap-su.xml",)} or (
+                rel[1] == "scans" and rel[2].startswith("scan_id=") and rel[4].endswith(".parquet")
+            ), path
         else:
             assert rel in {("nmap-lab.xml",), ("masscan-lab.json",), ("README.md",)}, (
                 f"{path}: not read by this test; read it here or leave it out of data/sample"
@@ -141,3 +147,43 @@ def test_the_readme_example_runs_as_written(
     out = capsys.readouterr().out
     for word in ("opened", "closed", "service-changed", "new-host", "ssl-cert", "SSH-2.0-"):
         assert word in out, word
+
+
+def test_notebook_06s_recorded_run_reads_and_agrees_with_nmaps() -> None:
+    """data/sample/lab06: notebook 06's lab run (PRTIP_NB_RECORD), read without root: the
+    sweep and the UDP scan beside nmap's files of the same run."""
+    import json
+
+    lab = SAMPLE / "lab06"
+    run = json.loads((lab / "run.json").read_text())
+    assert set(run["ids"]) == {"discover", "udp", "unlimited", "both"}, (
+        "regenerate: sudo scripts/in-netns env PRTIP_NB_RECORD=$PWD/data/sample/lab06 "
+        ".venv/bin/jupyter execute notebooks/06_udp_and_host_discovery.ipynb")
+    sweep = pn.read_scans(lab / "scans", scan_id=run["ids"]["discover"], strict=True).hosts
+    theirs = pn.read_nmap_xml(lab / "nmap-sn.xml").hosts
+    assert len(sweep) == 24 and (sweep["state"] == "up").sum() == 7
+    ours = dict(zip(sweep["host"], sweep["state"].astype(str), strict=True))
+    assert ours == dict(zip(theirs["host"], theirs["state"].astype(str), strict=True))
+    udp = pn.read_scans(lab / "scans", scan_id=run["ids"]["udp"], strict=True).ports
+    nmap_udp = pn.read_nmap_xml(lab / "nmap-su.xml").ports
+    assert len(udp) == 42
+    key = ["port", "state", "reason"]
+    assert (udp[key].astype(str).sort_values("port").values.tolist()
+            == nmap_udp[key].astype(str).sort_values("port").values.tolist())
+    for address in sweep["host"]:
+        assert any(ipaddress.ip_address(address) in net for net in LAB_NETS), address
+
+
+def test_notebook_04s_recorded_measurements_read() -> None:
+    """data/sample/lab04: three runs of each size, sampled often enough, and pn.profile's
+    table with both tools (what notebook 04 reads without root)."""
+    import pandas as pd
+
+    runs = pd.read_csv(SAMPLE / "lab04" / "runs.csv")
+    assert sorted(runs["ports"].unique()) == [100, 1_000, 10_000]
+    assert (runs.groupby("ports")["run"].count() == 3).all()
+    assert (runs.loc[runs["ports"] == 10_000, "samples"] >= 5).all()
+    tel = pd.read_parquet(SAMPLE / "lab04" / "telemetry.parquet")
+    assert set(tel["size"]) == set(runs["size"])
+    profile = pd.read_csv(SAMPLE / "lab04" / "profile.csv")
+    assert set(profile["ports"]) == {100, 1_000, 10_000}

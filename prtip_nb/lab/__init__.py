@@ -11,6 +11,7 @@ Importing this package imports neither pandas nor pyarrow nor cryptography.
 from __future__ import annotations
 
 from prtip_nb.lab.lab import DEFAULT_LAYOUT, Lab
+from prtip_nb.lab.mode import Mode, notebook_mode, sample_dir
 from prtip_nb.lab.netns import (
     can_unshare,
     in_private_netns,
@@ -24,11 +25,14 @@ from prtip_nb.lab.rangetruth import RangeTruth
 __all__ = [
     "DEFAULT_LAYOUT",
     "Lab",
+    "Mode",
     "RangeLab",
     "RangeTruth",
     "can_unshare",
     "in_private_netns",
     "lo_up",
+    "notebook_mode",
     "reexec_in_private_netns",
     "run_in_private_netns",
+    "sample_dir",
 ]

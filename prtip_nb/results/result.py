@@ -168,9 +168,20 @@ class ScanResult:
         plural = "" if hosts == 1 else "s"
         return f"{hosts} host{plural}, {ports.num_rows} ports, {n_open} open"
 
+    def _distinct_counts(self) -> str:
+        """Several scans: each host and port counted once, however often it was scanned."""
+        hosts = pc.count_distinct(self.tables["hosts"]["host"]).as_py()
+        ports = self.tables["ports"].select(["host", "proto", "port", "state"])
+        seen = ports.group_by(["host", "proto", "port"]).aggregate([]).num_rows
+        is_open = pc.is_in(ports["state"], value_set=_arrow.OPEN)
+        n_open = ports.filter(is_open).group_by(["host", "proto", "port"]).aggregate([]).num_rows
+        plural = "" if hosts == 1 else "s"
+        return (f"{hosts} distinct host{plural}, {seen} distinct ports, "
+                f"{n_open} open in at least one scan")
+
     def __repr__(self) -> str:
         if self.meta is None:
-            return f"<ScanResult {len(self.scans)} scans: {self._counts()}>"
+            return f"<ScanResult {len(self.scans)} scans: {self._distinct_counts()}>"
         if self.ended is None:
             took = "running"
         else:

@@ -72,7 +72,8 @@ def test_read_all_and_filter(root: Path) -> None:
     assert both.ports["scan_id"].drop_duplicates().tolist() == [A, B]
     assert len(both.ports) == 14 and len(both.hosts) == 6
     assert both.started == T0 and both.ended == T0 + timedelta(days=1, seconds=1.5)
-    assert "2 scans: 6 hosts, 14 ports, 4 open" in repr(both)
+    # two scans of the same three hosts: each host and port counted once, not summed
+    assert "2 scans: 3 distinct hosts, 7 distinct ports, 2 open in at least one scan" in repr(both)
     assert list(both.summary().columns)[0] == "scan_id"
 
     one = read_scans(root, B)
