@@ -146,7 +146,8 @@ def _add_dns_flags(s: argparse.ArgumentParser) -> None:
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     servers = tuple(args.dns_servers.split(",")) if args.dns_servers else ()
     return {"resolve": "never" if args.n else "all" if args.R else "up",
-            "dns_servers": servers, "traceroute": args.traceroute}
+            "dns_servers": servers,
+            "traceroute": args.traceroute or bool(getattr(args, "aggressive", False))}  # -A
 
 
 def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:

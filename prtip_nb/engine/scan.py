@@ -177,7 +177,10 @@ class Scan:
         if self.config.scripts:  # resolved now: a bad name fails before anything is sent
             from ..nse.select import parse_args, resolve
 
-            self._scripts = resolve(self.config.scripts)
+            chosen = tuple(self.config.scripts)
+            if self.config.service and "version" not in chosen:
+                chosen += ("version",)  # nmap runs the version category with -sV: -A shows them
+            self._scripts = resolve(chosen)
             self._script_args = parse_args(self.config.script_args)
         #: (offset, size) of each engine's part of the index space, in run order.
         self.segments = segments(self.space)

@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--script-timeout", type=float, metavar="SECONDS",
                    help="cap every script run at this many seconds")
     p.add_argument("-A", dest="aggressive", action="store_true",
-                   help="-sV -sC (OS detection and traceroute when prtip-nb has them)")
+                   help="nmap's -A: -sV -sC -O --traceroute")
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
