@@ -11,6 +11,7 @@ change, regenerate the data (``REGEN``) rather than loosening the check.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_every_file_is_one_a_reader_knows_and_the_whole_is_small() -> None:
             assert rel[1:] in {("run.json",), ("nmap-sn.xml",), ("nmap-su.xml",)} or (
                 rel[1] == "scans" and rel[2].startswith("scan_id=") and rel[4].endswith(".parquet")
             ), path
+        elif rel[0] == "lab02os":  # notebook 02's OS-detection run: see the test below
+            assert rel[1:] == ("run.json",) or (
+                rel[1] == "scans" and rel[2].startswith("scan_id=") and rel[3] in TABLES
+                and rel[4].endswith(".parquet")), path
         else:
             assert rel in {("nmap-lab.xml",), ("masscan-lab.json",), ("README.md",)}, (
                 f"{path}: not read by this test; read it here or leave it out of data/sample"
@@ -187,3 +192,36 @@ def test_notebook_04s_recorded_measurements_read() -> None:
     assert set(tel["size"]) == set(runs["size"])
     profile = pd.read_csv(SAMPLE / "lab04" / "profile.csv")
     assert set(profile["ports"]) == {100, 1_000, 10_000}
+
+
+def test_notebook_02s_recorded_os_detection_run_tells_the_stacks_apart() -> None:
+    """data/sample/lab02os: notebook 02's -O scan of a StackLab of three Linux stacks
+    (defaults; timestamps off and TTL 128; window scaling and SACK off), read without root
+    or nmap: each host's fingerprint shows what its sysctls changed, and the matches are
+    Linux."""
+    import json
+
+    from prtip_nb.osdetect.fingerprint import parse_fingerprint
+
+    lab = SAMPLE / "lab02os"
+    run = json.loads((lab / "run.json").read_text())
+    regen = ("regenerate: mkdir data/sample/lab02os; sudo scripts/in-netns env "
+             "PRTIP_NB_RECORD=$PWD/data/sample/lab02os .venv/bin/jupyter execute "
+             "notebooks/02_how_port_scanning_works.ipynb (from notebooks/)")
+    res = pn.read_scans(lab / "scans", scan_id=run["scan_id"], strict=True)
+    stack_of = run["stacks"]
+    assert sorted(stack_of) == sorted(res.hosts["host"]) and len(stack_of) == 3, regen
+    fps = {stack_of[h]: parse_fingerprint(f[0])
+           for h, f in zip(res.hosts["host"], res.hosts["os_fingerprint"], strict=True)}
+    a, b, c = (fps[s] for s in sorted(fps))  # "A: ...", "B: ...", "C: ..."
+    assert a["T5"]["T"] == c["T5"]["T"] == "40" and b["T5"]["T"] == "80"  # ip_default_ttl
+    assert "T11" in a["OPS"]["O1"] and "T11" not in b["OPS"]["O1"]  # tcp_timestamps=0
+    options_a, options_c = (set(re.sub(r"M[0-9A-F]+", "", fp["OPS"]["O1"])) for fp in (a, c))
+    assert {"S", "W"} <= options_a and not {"S", "W"} & options_c  # tcp_sack, window_scaling
+    assert c["ECN"]["O"] == "M5B4" and a["ECN"]["O"] == b["ECN"]["O"]  # the exercise's answer
+    for fp in (a, b, c):  # what no sysctl here changes
+        assert {k: v for k, v in fp["U1"].items() if k != "T"} == {
+            k: v for k, v in a["U1"].items() if k != "T"}
+    best = res.os.groupby("host", sort=False).head(1)
+    assert len(best) == 3 and all(
+        "Linux" in {cl["family"] for cl in classes} for classes in best["classes"]), best

@@ -73,6 +73,10 @@ def check(nb: nbformat.NotebookNode, path: Path, out: Path, live: bool) -> None:
             assert after is not None and after.cell_type == "markdown" and "Look for" in (
                 after.source), f"{path.name}: no 'Look for' after the chart of {cell.source!r}"
     name = path.name
+    if name.startswith("02_"):  # the OS-detection section: its own -O scan, or the recording
+        live_os = live and shutil.which("nmap") is not None
+        assert ("-O on 3 hosts" if live_os else "the recorded -O run of") in text
+        assert "differ between the stacks" in text and "'M5B4'" in text
     if name.startswith("01_"):
         assert (out / "quickstart-report.html").stat().st_size > 1_000_000  # plotly.js in
         assert outputs(nb, "application/vnd.jupyter.widget-view+json") == 1  # the panel
