@@ -71,12 +71,14 @@ def test_output_paths_are_checked_before_anything_is_sent(tmp_path: Path) -> Non
 def test_input_files_name_the_bad_line(tmp_path: Path) -> None:
     bad = tmp_path / "targets.txt"
     bad.write_text("# lab\n198.51.100.1\n\n198.51.100.300\n")
-    out = run("scan", "-p", "80", "-iL", str(bad))
+    # --privileged: as root the scan reads -iL after dropping to nobody, and pytest's
+    # folders are root's (0700); tests/net/test_privdrop.py covers the drop.
+    out = run("scan", "-p", "80", "--privileged", "-iL", str(bad))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"-iL file '{bad}', line 4" in out.stderr and "198.51.100.300" in out.stderr
     binary = tmp_path / "binary"
     binary.write_bytes(b"198.51.100.1\n\xff\xfe\x00\x01\n")
-    out = run("scan", "-p", "80", "-iL", str(binary))
+    out = run("scan", "-p", "80", "--privileged", "-iL", str(binary))
     assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -185,6 +187,6 @@ def test_text_report_and_oN_escape_terminal_controls(tmp_path: Path) -> None:
 def test_error_messages_escape_what_they_echo(tmp_path: Path) -> None:
     bad = tmp_path / "targets.txt"
     bad.write_text("198.51.100.1\n\x1b[2Jnot-a-target\x07!\n")
-    out = run("scan", "-p", "80", "-iL", str(bad))
+    out = run("scan", "-p", "80", "--privileged", "-iL", str(bad))  # root's folder: keep root
     assert out.returncode == 2 and "line 2" in out.stderr
     assert "\x1b" not in out.stderr and r"\x1b[2J" in out.stderr

@@ -70,7 +70,8 @@ cp -a "$DISK/scans" "$OUT/after"
     "flags, size",
     # A whole 65,535-port dataset needs about 1 MiB; 512 KiB was once enough on a loaded
     # machine (smaller parts compress better), so the sizes stay well below it.
-    [("-sT", "256k"), ("-sT", "320k"), ("-sS --rate 50000", "320k")],
+    # -sS keeps root (--privileged): pytest's folders are root's, closed to nobody.
+    [("-sT", "256k"), ("-sT", "320k"), ("-sS --privileged --rate 50000", "320k")],
     ids=["connect-workers-256k", "connect-workers-320k", "syn-320k"],
 )
 def test_a_full_disk_ends_the_scan_with_exit_1_and_resume_finishes_it(
@@ -119,8 +120,9 @@ def test_ctrl_c_exits_130_incomplete_and_resumable(
     if method == "-sS":
         need(os.geteuid() == 0, "a SYN scan needs root")
     root = tmp_path / "scans"
+    # --privileged: pytest's folders are root's (0700), closed to nobody after a drop.
     proc = subprocess.Popen([*CLI, "scan", method, "-p", "1-65535", "127.0.0.1", "-Pn",
-                             "--rate", "15000", "-o", str(root)],
+                             "--privileged", "--rate", "15000", "-o", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_parts(root, proc)
@@ -160,7 +162,7 @@ def test_a_low_fd_limit_gives_a_correct_scan_or_a_clear_error(
     scans = tmp_path / "scans"
     out = subprocess.run(
         [*CLI, "scan", method, "-p", "1-65535", "127.0.0.1", "-Pn", "-o", str(scans),
-         "-oX", str(tmp_path / "scan.xml")],
+         "-oX", str(tmp_path / "scan.xml"), "--privileged"],  # root's folders: keep root
         capture_output=True, text=True, preexec_fn=low, timeout=DEADLINE,
     )
     assert "Traceback" not in out.stderr

@@ -44,7 +44,10 @@ def files(lab: VethLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     d = tmp_path_factory.mktemp("sweep")
     out = {k: d / f"sweep.{k}" for k in ("xml", "gnmap", "jsonl", "txt")}
     done = subprocess.run(
-        [sys.executable, "-m", "prtip_nb.cli", "scan", "-sn", *TARGETS, "-oX", str(out["xml"]),
+        # --privileged: pytest's folders are root's (0700), which user nobody may not
+        # enter after the drop; tests/net/test_privdrop.py covers the drop itself.
+        [sys.executable, "-m", "prtip_nb.cli", "scan", "-sn", "--privileged", *TARGETS,
+         "-oX", str(out["xml"]),
          "-oG", str(out["gnmap"]), "-oJ", str(out["jsonl"]), "-oN", str(out["txt"])],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
