@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +88,14 @@ def _wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"http.server on {address}:{port} did not start in {timeout} s")
 
 
-def aggressive_10(runs: int = 3) -> dict[str, Any]:
+@contextmanager
+def web_lab(tmp: Path) -> Iterator[Any]:
+    """os-10's StackLab with http.server on 8080 of every host, serving ``tmp``/www<i>."""
     from prtip_nb.lab.stacks import StackLab
 
-    nmap = nmap_path()
-    results: list[Run] = []
-    agree: list[dict[str, int]] = []
-    with tempfile.TemporaryDirectory() as tmp, StackLab(_hosts(), tcp=()) as lab:
+    with StackLab(_hosts(), tcp=()) as lab:
         for i, addr in enumerate(lab.addresses):
-            www = Path(tmp) / f"www{i}"
+            www = tmp / f"www{i}"
             www.mkdir()
             (www / "index.html").write_text(
                 f"<html><head><title>prtip lab host {i}</title></head><body>{addr}</body>"
@@ -102,6 +105,54 @@ def aggressive_10(runs: int = 3) -> dict[str, Any]:
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for addr in lab.addresses:
             _wait_listening(addr, PORT_OPEN)
+        yield lab
+
+
+def _show(v: Any) -> str:
+    return repr(sorted(v)) if isinstance(v, set) else repr(v)
+
+
+_NMAP_DONE = re.compile(r"^Completed (.+?) at [0-9:]+, ([0-9.]+)s elapsed", re.M)
+_NMAP_TOTAL = re.compile(r"scanned in ([0-9.]+) seconds")
+
+
+def _stages(ours: list[str], theirs: list[str], tmp: Path) -> dict[str, dict[str, float]]:
+    """Where the time goes, from one more (untimed) run of each: our stages from the
+    event log's StageChanged times; nmap's from ``-d``'s "Completed ... elapsed" lines,
+    the rest of its "scanned in" (OS detection, traceroute, start-up) as one figure."""
+    ev = tmp / "events.jsonl"
+    start = time.monotonic()
+    subprocess.run([*ours, "--event-log", str(ev)], check=True, capture_output=True,
+                   timeout=300)
+    wall = time.monotonic() - start
+    mine: dict[str, float] = {}
+    stage, since, t = "start", 0.0, 0.0
+    for line in ev.read_text().splitlines():
+        e = json.loads(line)
+        t = e["t"]
+        if e["kind"] in ("StageChanged", "ScanCompleted"):
+            mine[stage] = round(mine.get(stage, 0.0) + t - since, 3)
+            stage, since = e.get("stage", "done"), t
+    mine.pop("start", None)
+    mine["rest (start-up, imports, writing -oX)"] = round(wall - sum(mine.values()), 3)
+    d = subprocess.run([*theirs, "-d"], check=True, capture_output=True, text=True,
+                       timeout=300).stdout
+    nm: dict[str, float] = {}
+    for name, secs in _NMAP_DONE.findall(d):
+        nm[name] = round(nm.get(name, 0.0) + float(secs), 3)
+    total = _NMAP_TOTAL.search(d)
+    if total:
+        nm["rest (OS detection, traceroute, start-up)"] = round(
+            float(total[1]) - sum(nm.values()), 3)
+    return {"prtip_nb_stages_s": mine, "nmap_stages_s": nm}
+
+
+def aggressive_10(runs: int = 3) -> dict[str, Any]:
+    nmap = nmap_path()
+    results: list[Run] = []
+    agree: list[dict[str, int]] = []
+    diffs: dict[str, set[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp, web_lab(Path(tmp)) as lab:
         ox, nx = Path(tmp) / "ours.xml", Path(tmp) / "nmap.xml"
         ports = f"{PORT_CLOSED},{PORT_OPEN}"
         # --privileged: the scan keeps root, so it may write into the 0700 temporary folder.
@@ -116,16 +167,21 @@ def aggressive_10(runs: int = 3) -> dict[str, Any]:
             o, t = _read(ox), _read(nx)
             agree.append(_agreement(o, t, lab.addresses))
             for a in lab.addresses:
-                diff = {c: (o.get(a, {}).get(c), t.get(a, {}).get(c)) for c in CHECKS + INFO
-                        if o.get(a, {}).get(c) != t.get(a, {}).get(c)}
-                if diff:
-                    print(f"  {a}: ours != nmap: {diff}")
+                for c in CHECKS + INFO:
+                    pair = (o.get(a, {}).get(c), t.get(a, {}).get(c))
+                    if pair[0] != pair[1]:
+                        diffs.setdefault(f"{c}: ours {_show(pair[0])} nmap {_show(pair[1])}",
+                                         set()).add(a)
+        stages = _stages(ours, theirs, Path(tmp))
+    for what, where in diffs.items():
+        print(f"  differs on {len(where)} host(s) in some run: {what}")
     n = len(lab.addresses)
     summary: dict[str, Any] = dict(summarise(results, "prtip_nb", "nmap"))
     summary["hosts"] = n
     summary["runs"] = runs
     summary["agreement"] = {c: f"{min(a[c] for a in agree)}/{n}" for c in CHECKS + INFO}
     summary["exact"] = all(a[c] == n for a in agree for c in CHECKS)
+    summary.update(stages)
     for r in results:
         print(f"  {r.tool:9s} {r.wall_s:7.3f} s  {r.peak_rss_bytes / 2**20:6.1f} MiB")
     payload = {"scenario": "aggressive-10", "summary": summary,
