@@ -8,7 +8,8 @@
   host, from both -oX files: the same open ports, the same service name and product on
   8080, the same http-title, the same OS family of the best match, the same traceroute
   hops ("exact": all of them on every host in every run); the set of script ids run on
-  8080 is reported beside them. Target: median <= 1.0x nmap's.
+  8080 is reported beside them. Then one more run of each, untimed, for where the time
+  goes: our stages from ``--event-log``, nmap's from ``-d``. Target: median <= 1.0x nmap's.
 """
 
 from __future__ import annotations
