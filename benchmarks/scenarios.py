@@ -149,4 +149,5 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "net-4096": _lazy("network", "net-4096"),
     "scale-15": _lazy("scale", "scale-15"),
     "os-10": _lazy("osdetect", "os-10"),
+    "aggressive-10": _lazy("aggressive", "aggressive-10"),
 }

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from prtip_nb.errors import PrivilegeError
 from prtip_nb.lab.childns import HOLD_S, ChildNetns, lab_tag, run, scanner_ns_private
@@ -95,6 +96,11 @@ class StackLab:
     def target(self, i: int, *cmd: str, input: str | None = None) -> str:
         """Run ``cmd`` in host ``i``'s namespace; its stdout."""
         return self._ns[i].run(*cmd, input=input)
+
+    def spawn(self, i: int, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` in host ``i``'s namespace (a service of that host, e.g.
+        ``python -m http.server 8080 --bind <address>``); it is killed when the lab closes."""
+        return self._ns[i].spawn(argv, **popen)
 
     def _add(self, i: int, h: StackHost) -> None:
         ns = ChildNetns(HOLD_S).start()
