@@ -1,0 +1,161 @@
+"""A real service or only a SYN-ACK (issue 17 item 4): ``ports.verified``,
+``ports.handshakes`` and ``hosts.pseudo_services``, against nmap -sV on the same lab.
+
+127.0.0.2 accepts every TCP port (nftables sends them all to one listener that accepts and
+closes without a byte: nmap's tcpwrapped); 127.0.0.1 runs real services on odd ports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import prtip_nb as pn
+from prtip_nb.lab import Lab
+
+from ..conftest import need
+
+REAL, PSEUDO = "127.0.0.1", "127.0.0.2"
+PORTS = "2000-2199"  # 200 ports
+LAYOUT = {"ssh": 2080, "http": 2022, "https": 2025, "smtp": 2143, "ftp": 2110}
+NMAP_REAL = "2080,2110,2143"
+
+
+@pytest.fixture
+def pseudo_host(netns: None, root: None) -> object:
+    nft = shutil.which("nft")
+    need(nft is not None, "needs nft (apt-get install nftables)")
+    assert nft is not None
+    sink = socket.socket()
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sink.bind((PSEUDO, 9))
+    sink.listen(4096)
+    sink.settimeout(0.2)
+    stop = threading.Event()
+
+    def closer() -> None:  # accept and close at once: no byte ever
+        while not stop.is_set():
+            try:
+                conn, _ = sink.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    t = threading.Thread(target=closer, daemon=True)
+    t.start()
+    rules = ("add table ip prtip_pseudo\n"
+             "add chain ip prtip_pseudo out { type nat hook output priority -100 ; }\n"
+             f"add rule ip prtip_pseudo out ip daddr {PSEUDO} tcp dport != 9 "
+             f"dnat to {PSEUDO}:9\n")  # fmt: skip
+    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield PSEUDO
+    finally:
+        subprocess.run([nft, "delete", "table", "ip", "prtip_pseudo"], check=False)
+        stop.set()
+        t.join()
+        sink.close()
+
+
+def _nmap(nmap: str, box: dict[str, object]) -> None:
+    """nmap -sV on the pseudo host's 200 ports and on the real host's banner services
+    (nmap spends minutes on the lab's HTTP and TLS servers on odd ports: not compared)."""
+    t0 = time.monotonic()
+    box["xml"] = [subprocess.run(
+        [nmap, "-sT", "-sV", "-Pn", "-n", "-T4", "-p", ports, "-oX", "-", host],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout for host, ports in ((PSEUDO, PORTS), (REAL, NMAP_REAL))]  # fmt: skip
+    box["took"] = time.monotonic() - t0
+
+
+def _nmap_services(xml: str) -> dict[tuple[str, int], str | None]:
+    found: dict[tuple[str, int], str | None] = {}
+    for host in ET.fromstring(xml).iter("host"):
+        addr = host.find("address")
+        assert addr is not None
+        for port in host.iter("port"):
+            state = port.find("state")
+            if state is None or state.get("state") != "open":
+                continue
+            svc = port.find("service")
+            name = None if svc is None else svc.get("name")
+            if svc is not None and svc.get("tunnel"):
+                name = f"{svc.get('tunnel')}/{name}"
+            found[(str(addr.get("addr")), int(port.get("portid", 0)))] = name
+    return found
+
+
+def test_pseudo_services_are_flagged_and_real_ones_verified(pseudo_host: str, nmap: str) -> None:
+    with Lab(REAL, **LAYOUT, closed=[2001, 2002]) as lab:
+        box: dict[str, object] = {}
+        ref = threading.Thread(target=_nmap, args=(nmap, box))
+        ref.start()  # nmap -sV runs alongside: the same lab, the same time
+        t0 = time.monotonic()
+        res = pn.scan([REAL, PSEUDO], ports=PORTS, service=True)
+        took = time.monotonic() - t0
+        ref.join()
+    ports, hosts = res.ports, res.hosts.set_index("host")
+    print(f"\nprtip_nb -sV {took:.1f} s, nmap -sV {box['took']:.1f} s on the same lab")
+
+    # The pseudo host: flagged, with a reason; no port of it is reported as a service.
+    assert hosts.loc[PSEUDO, "pseudo_services"] == True  # noqa: E712 (a nullable bool)
+    assert "200/200 scanned TCP ports open" in hosts.loc[PSEUDO, "pseudo_reason"]
+    fake = ports[ports["host"] == PSEUDO]
+    assert len(fake) == 200 and (fake["state"].astype(str) == "open").all()
+    assert fake["service"].isna().all() and fake["product"].isna().all()
+    checked = fake[fake["verified"].notna()]
+    assert 20 <= len(checked) <= 32 and not checked["verified"].any()  # the sample only
+    assert (checked["handshakes"] >= 1).all()
+    # nmap: the same ports, all tcpwrapped.
+    theirs = {k: v for xml in box["xml"] for k, v in _nmap_services(xml).items()}
+    assert {p for (h, p), s in theirs.items() if h == PSEUDO} == set(fake["port"])
+    assert {s for (h, _), s in theirs.items() if h == PSEUDO} == {"tcpwrapped"}
+
+    # The real host: not flagged; every service found, verified, named as nmap names it.
+    assert hosts.loc[REAL, "pseudo_services"] == False  # noqa: E712
+    assert pd_isna(hosts.loc[REAL, "pseudo_reason"])
+    real = ports[ports["host"] == REAL].set_index("port")
+    open_ = real[real["state"].astype(str) == "open"]
+    assert set(open_.index) == set(LAYOUT.values())
+    assert open_["verified"].all()
+    ours = {p: (f"{t}/{s}" if isinstance(t, str) else s)
+            for p, s, t in zip(open_.index, open_["service"], open_["tunnel"], strict=True)}
+    truth = {r["port"]: r["service"] for r in lab.table.to_pylist()}
+    assert dict(open_["service"]) == {p: truth[p] for p in LAYOUT.values()}
+    assert ours[LAYOUT["https"]] == "ssl/http"  # nmap's words for HTTP inside TLS
+    assert {p: ours[p] for p in (2080, 2110, 2143)} == {p: theirs[(REAL, p)]
+                                                        for p in (2080, 2110, 2143)}
+    hs = sorted(int(n) for n in open_["handshakes"])
+    assert hs[len(hs) // 2] <= 5, hs  # LZR's bar: the median identification in <= 5
+    print(f"handshakes per identification: {dict(open_['handshakes'])}")
+    shut = real[real["state"].astype(str) != "open"]
+    assert len(shut) == 195 and shut["verified"].isna().all()
+
+
+def pd_isna(v: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(v))
+
+
+def test_verify_without_service_detection(pseudo_host: str) -> None:
+    """``verify=True`` alone: the light check fills verified/handshakes, no service columns."""
+    with Lab(REAL, http=2022, ssh=2030):
+        res = pn.scan([REAL, PSEUDO], ports="2000-2039", verify=True)
+    hosts = res.hosts.set_index("host")
+    assert hosts.loc[PSEUDO, "pseudo_services"] == True  # noqa: E712
+    assert hosts.loc[REAL, "pseudo_services"] == False  # noqa: E712
+    real = res.ports[(res.ports["host"] == REAL) & (res.ports["state"].astype(str) == "open")]
+    assert sorted(real["port"]) == [2022, 2030]
+    assert real["verified"].all() and real["service"].isna().all()
+
+
+def test_verify_must_be_a_bool() -> None:
+    with pytest.raises(pn.ConfigError, match="verify must be True, False or None"):
+        pn.scan(REAL, ports="1", verify="yes")
