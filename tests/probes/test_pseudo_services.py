@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,21 @@ def test_verify_without_service_detection(pseudo_host: str) -> None:
 def test_verify_must_be_a_bool() -> None:
     with pytest.raises(pn.ConfigError, match="verify must be True, False or None"):
         pn.scan(REAL, ports="1", verify="yes")
+
+
+def test_cli_verify_flags_and_nmap_xml(pseudo_host: str, tmp_path: Path) -> None:
+    """-sV checks by default; --no-verify leaves the columns null; nmap XML of a flagged
+    host's ports has no <service> (what nmap shows is tcpwrapped: no invented name)."""
+    from prtip_nb.cli import main
+
+    xml, data = tmp_path / "a.xml", tmp_path / "scans"
+    assert main(["scan", "-sV", "-p", "2000-2039", PSEUDO, "--no-progress", "-oX", str(xml),
+                 "-o", str(data)]) == 0  # fmt: skip
+    root = ET.parse(xml).getroot()
+    assert len(list(root.iter("port"))) == 40 and not list(root.iter("service"))
+    res = pn.read_scans(data)
+    assert res.hosts["pseudo_services"].tolist() == [True]  # through Parquet and back
+    assert main(["scan", "-sV", "--no-verify", "-p", "2000-2039", PSEUDO, "--no-progress",
+                 "-o", str(tmp_path / "off")]) == 0  # fmt: skip
+    off = pn.read_scans(tmp_path / "off")
+    assert pd_isna(off.hosts["pseudo_services"].iloc[0]) and off.ports["verified"].isna().all()
