@@ -519,6 +519,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         pending = (len(lines), h["host"])
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
+        if h.get("pseudo_services"):  # engine.svstage: a SYN-ACK on every port, no services
+            lines.append(f"Pseudo-services: {h['pseudo_reason']}; its ports are not services.")
         if blocks is not None:
             folded, shown_rows = blocks(i)
             if folded:

@@ -13,9 +13,10 @@
 PSEUDO-SERVICES (``verify``, on by default with -sV). A host open on far more ports than
 real services are (``tarpit_suspects``) gets a sample of its ports checked, one connection
 deadline each; if nearly all say nothing (``service.TARPIT_SILENT``) its ``hosts`` row says
-``pseudo_services=True`` with a ``pseudo_reason``, its other ports are skipped, and none of
-its ports gets service columns (nmap calls such ports tcpwrapped, or guesses from the port
-number). Every port checked gets ``verified`` (data or a TLS handshake came back) and
+``pseudo_services=True`` with a ``pseudo_reason``, its other ports are skipped, and its
+silent ports get no service columns (nmap calls such ports tcpwrapped, or guesses from the
+port number); a sampled port that did speak keeps what it said. Every port checked gets
+``verified`` (data or a TLS handshake came back) and
 ``handshakes`` (connections opened). ``verify=True`` without -sV runs only that check,
 with NULL, GetRequest and the TLS handshake as the hellos.
 
@@ -84,7 +85,7 @@ def run_service_stage(scan: Scan) -> None:
 
     Runs on the scan's own thread. With the check on (``verify``: default with -sV), each
     port gets ``verified``/``handshakes`` and each host checked ``pseudo_services``; the
-    ports of a flagged host keep no service columns, and scripts skip them.
+    silent ports of a flagged host keep no service columns, and scripts skip them.
     """
     builder = scan.builder
     assert builder is not None
@@ -109,7 +110,9 @@ def run_service_stage(scan: Scan) -> None:
 
     def row(r: ServiceResult, pseudo: bool = False) -> dict[str, Any]:
         out = r.row()
-        if pseudo or not detect:  # no services on a pseudo host; none looked for by --verify
+        # No services on a pseudo host's silent ports (what spoke there did speak);
+        # none looked for by --verify alone.
+        if (pseudo and not r.verified) or not detect:
             out = {k: out[k] for k in ("host", "proto", "port", *checks)}
         if not verify:
             for k in checks:

@@ -26,33 +26,56 @@ REAL, PSEUDO = "127.0.0.1", "127.0.0.2"
 PORTS = "2000-2199"  # 200 ports
 LAYOUT = {"ssh": 2080, "http": 2022, "https": 2025, "smtp": 2143, "ftp": 2110}
 NMAP_REAL = "2080,2110,2143"
+BEHIND = 2005  # a real service on the pseudo host, inside the sample
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+
+
+def _talk(conn: socket.socket, banner: bytes) -> None:
+    """Say ``banner`` and wait for the client, as sshd does (nmap fails to name a server
+    that closes right after its banner); no banner: close at once (tcpwrapped)."""
+    try:
+        conn.sendall(banner)
+        if banner:
+            conn.settimeout(5.0)
+            conn.recv(4096)
+    except OSError:
+        pass
+    conn.close()
+
+
+def _serve(sock: socket.socket, stop: threading.Event, banner: bytes) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        if banner:
+            threading.Thread(target=_talk, args=(conn, banner), daemon=True).start()
+        else:
+            _talk(conn, banner)
 
 
 @pytest.fixture
 def pseudo_host(netns: None, root: None) -> object:
+    """127.0.0.2: every TCP port goes to one listener that never speaks (nftables), but
+    for BEHIND, a real service behind the middlebox (an SSH banner)."""
     nft = shutil.which("nft")
     need(nft is not None, "needs nft (apt-get install nftables)")
     assert nft is not None
-    sink = socket.socket()
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sink.bind((PSEUDO, 9))
-    sink.listen(4096)
-    sink.settimeout(0.2)
     stop = threading.Event()
-
-    def closer() -> None:  # accept and close at once: no byte ever
-        while not stop.is_set():
-            try:
-                conn, _ = sink.accept()
-            except TimeoutError:
-                continue
-            conn.close()
-
-    t = threading.Thread(target=closer, daemon=True)
-    t.start()
+    socks, threads = [], []
+    for port, banner in ((9, b""), (BEHIND, SSH_BANNER)):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((PSEUDO, port))
+        sock.listen(4096)
+        sock.settimeout(0.2)
+        socks.append(sock)
+        threads.append(threading.Thread(target=_serve, args=(sock, stop, banner), daemon=True))
+        threads[-1].start()
     rules = ("add table ip prtip_pseudo\n"
              "add chain ip prtip_pseudo out { type nat hook output priority -100 ; }\n"
-             f"add rule ip prtip_pseudo out ip daddr {PSEUDO} tcp dport != 9 "
+             f"add rule ip prtip_pseudo out ip daddr {PSEUDO} tcp dport != {{ 9, {BEHIND} }} "
              f"dnat to {PSEUDO}:9\n")  # fmt: skip
     subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
     try:
@@ -60,8 +83,10 @@ def pseudo_host(netns: None, root: None) -> object:
     finally:
         subprocess.run([nft, "delete", "table", "ip", "prtip_pseudo"], check=False)
         stop.set()
-        t.join()
-        sink.close()
+        for t in threads:
+            t.join()
+        for sock in socks:
+            sock.close()
 
 
 def _nmap(nmap: str, box: dict[str, object]) -> None:
@@ -106,16 +131,21 @@ def test_pseudo_services_are_flagged_and_real_ones_verified(pseudo_host: str, nm
 
     # The pseudo host: flagged, with a reason; no port of it is reported as a service.
     assert hosts.loc[PSEUDO, "pseudo_services"] == True  # noqa: E712 (a nullable bool)
-    assert "200/200 scanned TCP ports open" in hosts.loc[PSEUDO, "pseudo_reason"]
-    fake = ports[ports["host"] == PSEUDO]
+    reason = "200/200 scanned TCP ports open; 31/32 checked said nothing"
+    assert hosts.loc[PSEUDO, "pseudo_reason"] == reason
+    fake = ports[ports["host"] == PSEUDO].set_index("port")
     assert len(fake) == 200 and (fake["state"].astype(str) == "open").all()
-    assert fake["service"].isna().all() and fake["product"].isna().all()
-    checked = fake[fake["verified"].notna()]
-    assert 20 <= len(checked) <= 32 and not checked["verified"].any()  # the sample only
+    behind = fake.loc[BEHIND]  # it spoke: a real service behind the middlebox keeps its name
+    assert (behind["service"], behind["product"], behind["verified"]) == ("ssh", "OpenSSH", True)
+    silent = fake.drop(index=BEHIND)
+    assert silent["service"].isna().all() and silent["product"].isna().all()
+    checked = silent[silent["verified"].notna()]
+    assert 20 <= len(checked) <= 31 and not checked["verified"].any()  # the sample only
     assert (checked["handshakes"] >= 1).all()
-    # nmap: the same ports, all tcpwrapped.
+    # nmap: the same ports, all tcpwrapped but the SSH one.
     theirs = {k: v for xml in box["xml"] for k, v in _nmap_services(xml).items()}
-    assert {p for (h, p), s in theirs.items() if h == PSEUDO} == set(fake["port"])
+    assert {p for (h, p), s in theirs.items() if h == PSEUDO} == set(fake.index)
+    assert theirs.pop((PSEUDO, BEHIND)) == "ssh"
     assert {s for (h, _), s in theirs.items() if h == PSEUDO} == {"tcpwrapped"}
 
     # The real host: not flagged; every service found, verified, named as nmap names it.
@@ -162,7 +192,8 @@ def test_verify_must_be_a_bool() -> None:
         pn.scan(REAL, ports="1", verify="yes")
 
 
-def test_cli_verify_flags_and_nmap_xml(pseudo_host: str, tmp_path: Path) -> None:
+def test_cli_verify_flags_and_nmap_xml(pseudo_host: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     """-sV checks by default; --no-verify leaves the columns null; nmap XML of a flagged
     host's ports has no <service> (what nmap shows is tcpwrapped: no invented name)."""
     from prtip_nb.cli import main
@@ -170,11 +201,24 @@ def test_cli_verify_flags_and_nmap_xml(pseudo_host: str, tmp_path: Path) -> None
     xml, data = tmp_path / "a.xml", tmp_path / "scans"
     assert main(["scan", "-sV", "-p", "2000-2039", PSEUDO, "--no-progress", "-oX", str(xml),
                  "-o", str(data)]) == 0  # fmt: skip
+    assert "Pseudo-services: 40/40 scanned TCP ports open; 31/32 checked" in capsys.readouterr().out
     root = ET.parse(xml).getroot()
-    assert len(list(root.iter("port"))) == 40 and not list(root.iter("service"))
+    assert len(list(root.iter("port"))) == 40
+    assert [s.get("name") for s in root.iter("service")] == ["ssh"]  # only what spoke
     res = pn.read_scans(data)
     assert res.hosts["pseudo_services"].tolist() == [True]  # through Parquet and back
     assert main(["scan", "-sV", "--no-verify", "-p", "2000-2039", PSEUDO, "--no-progress",
                  "-o", str(tmp_path / "off")]) == 0  # fmt: skip
     off = pn.read_scans(tmp_path / "off")
     assert pd_isna(off.hosts["pseudo_services"].iloc[0]) and off.ports["verified"].isna().all()
+
+
+@pn.script("test-always", rule=lambda t: True)
+async def _always(ctx: object) -> str:
+    return "ran"
+
+
+def test_scripts_skip_the_silent_ports_of_a_pseudo_host(pseudo_host: str) -> None:
+    res = pn.scan(PSEUDO, ports="2000-2039", service=True, scripts=[_always])
+    assert res.hosts["pseudo_services"].tolist() == [True]
+    assert res.scripts["port"].tolist() == [BEHIND]  # only the port that spoke
