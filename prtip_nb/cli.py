@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="service and version detection on the open TCP ports (TLS included)")
     s.add_argument("--version-intensity", type=int, choices=range(10), default=7, metavar="0-9",
                    help="-sV: send probes up to this rarity (default 7; hinted ones always)")
+    s.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check that open TCP ports speak (ports.verified) and flag hosts that "
+                        "accept every port (hosts.pseudo_services); default: on with -sV")
     from .nse.text import add_arguments as add_script_arguments
 
     add_script_arguments(s)  # --script, -sC, --script-args, --script-timeout, -A
@@ -298,6 +301,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "hold": args.hold,
         "service": args.service,
         "version_intensity": args.version_intensity,
+        "verify": args.verify,
         **os_text.options(args),
         **_dns_options(args),
     }
@@ -515,6 +519,8 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
         pending = (len(lines), h["host"])
         lines.append(f"\nScan report for {name}")
         lines.append(f"Host is {h['state']} ({h['reason']}).")
+        if h.get("pseudo_services"):  # engine.svstage: a SYN-ACK on every port, no services
+            lines.append(f"Pseudo-services: {h['pseudo_reason']}; its ports are not services.")
         if blocks is not None:
             folded, shown_rows = blocks(i)
             if folded:

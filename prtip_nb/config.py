@@ -122,6 +122,9 @@ class ScanConfig:
     telemetry_interval: float = 0.25  # seconds between telemetry rows / Progress events
     service: bool = False  # -sV: service and version detection on the open TCP ports
     version_intensity: int = 7  # --version-intensity 0..9: probes with rarity <= this
+    # --verify: a light layer-7 check of the open TCP ports (ports.verified, and hosts that
+    # accept every port flagged: hosts.pseudo_services). None: on with -sV, else off.
+    verify: bool | None = None
     os: bool = False  # -O: OS detection after the port scan (IPv4; raw sockets)
     osscan_limit: bool = False  # --osscan-limit: only hosts with an open and a closed TCP port
     osscan_guess: bool = False  # --osscan-guess: print guesses when no match is perfect
@@ -223,6 +226,11 @@ class ScanConfig:
             raise ConfigError(
                 f"version_intensity must be an integer 0..9, not {vi!r}",
                 hint="0 sends only the probes hinted for each port; 9 sends every probe",
+            )
+        if self.verify is not None and not isinstance(self.verify, bool):
+            raise ConfigError(
+                f"verify must be True, False or None, not {self.verify!r}",
+                hint="None (the default) checks the open TCP ports when service=True",
             )
         self._check_resolve()
         k, n = self.shard

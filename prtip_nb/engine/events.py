@@ -73,7 +73,7 @@ class ScanStarted(Event):
 
 @dataclass(frozen=True)
 class StageChanged(Event):
-    stage: str  # "scan", "service", "finish"
+    stage: str  # "scan", "service" (-sV), "verify" (--verify alone), "finish", ...
 
 
 @dataclass(frozen=True)

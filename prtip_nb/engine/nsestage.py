@@ -52,7 +52,14 @@ def run_script_stage(scan: Scan, scripts: Sequence[Script], args: Mapping[str, s
     assert builder is not None
     sid = scan.scan_id or ""
     scan.bus.publish(StageChanged(time.monotonic() - scan._t0, sid, "scripts"))
-    targets = open_targets(builder.snapshot().tables["ports"])
+    tables = builder.snapshot().tables
+    hosts = tables["hosts"]
+    pseudo: set[str] = set()  # accept every port, say nothing (svstage): only what spoke
+    if "pseudo_services" in hosts.column_names:
+        flags = zip(hosts["host"].to_pylist(), hosts["pseudo_services"].to_pylist(), strict=True)
+        pseudo = {h for h, f in flags if f}
+    targets = [t for t in open_targets(tables["ports"])
+               if t.host not in pseudo or t.service is not None]  # fmt: skip
     if not targets or not scripts:
         return
     rows: list[dict[str, Any]] = run(scripts, targets, args, limits, cancel=scan._cancel)

@@ -428,10 +428,10 @@ class Scan:
                 from .tracestage import run_trace_stage
 
                 run_trace_stage(self)  # --traceroute: the path to each host up
-            if self.config.service and not self._cancel.is_set():
+            if (self.config.service or self.config.verify) and not self._cancel.is_set():
                 from .svstage import run_service_stage
 
-                run_service_stage(self)  # -sV: after the port scan, on its open TCP ports
+                run_service_stage(self)  # -sV/--verify: after the port scan, on open TCP ports
             if self.config.os and not self._cancel.is_set():
                 from .osstage import run_os_stage
 

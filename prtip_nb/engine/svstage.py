@@ -10,6 +10,16 @@
   not-before; notes such as "read cap reached"); a ``CertificateFound`` per certificate;
 - a ``ScanWarning`` per host flagged as a tarpit.
 
+PSEUDO-SERVICES (``verify``, on by default with -sV). A host open on far more ports than
+real services are (``tarpit_suspects``) gets a sample of its ports checked, one connection
+deadline each; if nearly all say nothing (``service.TARPIT_SILENT``) its ``hosts`` row says
+``pseudo_services=True`` with a ``pseudo_reason``, its other ports are skipped, and its
+silent ports get no service columns (nmap calls such ports tcpwrapped, or guesses from the
+port number); a sampled port that did speak keeps what it said. Every port checked gets
+``verified`` (data or a TLS handshake came back) and
+``handshakes`` (connections opened). ``verify=True`` without -sV runs only that check,
+with NULL, GetRequest and the TLS handshake as the hellos.
+
 ``extra={"service_probes": "nmap"}`` (or a path) matches with an installed nmap's
 ``nmap-service-probes`` instead of prtip_nb's own database (see ``nmapdb``).
 """
@@ -18,9 +28,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..service.service import TARPIT_MIN_PORTS, ServiceScanner
+from ..service.service import DEADLINE_S, ServiceScanner
 from .events import CertificateFound, ScanWarning, ServiceDetected, StageChanged
 
 if TYPE_CHECKING:
@@ -29,8 +39,13 @@ if TYPE_CHECKING:
     from ..service.outcome import ServiceResult
     from .scan import Scan
 
-#: A host with at least this share of its probed TCP ports open is a tarpit suspect.
-TARPIT_OPEN_SHARE = 0.9
+#: A host is a pseudo-service suspect when more than this share of at least
+#: ``SHARE_MIN_PORTS`` probed TCP ports is open, or all of at least ``ALL_MIN_PORTS``.
+PSEUDO_OPEN_SHARE = 0.5
+SHARE_MIN_PORTS = 100
+ALL_MIN_PORTS = 20
+VERIFY_INTENSITY = 1  # --verify without -sV: NULL, GetRequest and the TLS handshake
+VERIFY_DEADLINE_S = 3.0
 
 
 def open_tcp(ports: pa.Table) -> list[tuple[str, int]]:
@@ -49,31 +64,68 @@ def open_tcp(ports: pa.Table) -> list[tuple[str, int]]:
 
 
 def tarpit_suspects(targets: list[tuple[str, int]], probed_per_host: int) -> set[str]:
-    """Hosts that answered on (nearly) every port they were asked about."""
+    """Hosts open on far more ports than real services are: see PSEUDO_OPEN_SHARE."""
     counts = Counter(h for h, _ in targets)
-    floor = max(TARPIT_MIN_PORTS, TARPIT_OPEN_SHARE * probed_per_host)
-    return {h for h, n in counts.items() if n >= floor}
+    p = probed_per_host
+    return {
+        h for h, n in counts.items()
+        if (p >= ALL_MIN_PORTS and n >= p) or (p >= SHARE_MIN_PORTS and n > PSEUDO_OPEN_SHARE * p)
+    }  # fmt: skip
+
+
+def _reason(host: str, results: list[ServiceResult], probed: int) -> str:
+    checked = [r for r in results if r.handshakes]
+    silent = sum(r.silent for r in checked)
+    return (f"{len(results)}/{probed} scanned TCP ports open; "
+            f"{silent}/{len(checked)} checked said nothing")  # fmt: skip
 
 
 def run_service_stage(scan: Scan) -> None:
-    """Detect services on ``scan``'s open TCP ports; runs on the scan's own thread."""
+    """Detect services (-sV) or only check (--verify) ``scan``'s open TCP ports.
+
+    Runs on the scan's own thread. With the check on (``verify``: default with -sV), each
+    port gets ``verified``/``handshakes`` and each host checked ``pseudo_services``; the
+    silent ports of a flagged host keep no service columns, and scripts skip them.
+    """
     builder = scan.builder
     assert builder is not None
     sid = scan.scan_id or ""
     t0 = scan.started_at
+    cfg = scan.config
+    verify = cfg.service if cfg.verify is None else cfg.verify
+    detect = cfg.service
 
     def now() -> float:
         return time.monotonic() - t0
 
-    scan.bus.publish(StageChanged(now(), sid, "service"))
+    scan.bus.publish(StageChanged(now(), sid, "service" if detect else "verify"))
     targets = open_tcp(builder.snapshot().tables["ports"])
     if not targets:
         return
-    shards = scan.config.shard[1]
-    suspects = tarpit_suspects(targets, scan.ports.count("tcp") // shards)
+    shards = cfg.shard[1]
+    probed = scan.ports.count("tcp") // shards
+    suspects = tarpit_suspects(targets, probed)
+    held: dict[str, list[ServiceResult]] = {h: [] for h in suspects}
+    checks = ("verified", "handshakes")
+
+    def row(r: ServiceResult, pseudo: bool = False) -> dict[str, Any]:
+        out = r.row()
+        # No services on a pseudo host's silent ports (what spoke there did speak);
+        # none looked for by --verify alone.
+        if (pseudo and not r.verified) or not detect:
+            out = {k: out[k] for k in ("host", "proto", "port", *checks)}
+        if not verify:
+            for k in checks:
+                out.pop(k)
+        return out
 
     def on_result(r: ServiceResult) -> None:
-        builder.add_services([r.row()])
+        if r.host in held:
+            held[r.host].append(r)  # written once the host's verdict is in
+        else:
+            builder.add_services([row(r)])
+        if not detect:
+            return
         t = now()
         scan.bus.publish(ServiceDetected(
             t, sid, r.host, r.proto, r.port, r.service, r.product, r.version, r.extrainfo,
@@ -86,19 +138,29 @@ def run_service_stage(scan: Scan) -> None:
             ))  # fmt: skip
 
     db = None
-    source = scan.config.extra.get("service_probes")  # "nmap", or a path to nmap's file
+    source = cfg.extra.get("service_probes")  # "nmap", or a path to nmap's file
     if source:
         from ..service.nmapdb import DEFAULT_PATH, load_nmap_service_probes
 
         db = load_nmap_service_probes(DEFAULT_PATH if source == "nmap" else source)
     scanner = ServiceScanner(
         db=db,
-        intensity=scan.config.version_intensity,
+        intensity=cfg.version_intensity if detect else VERIFY_INTENSITY,
+        deadline=DEADLINE_S if detect else VERIFY_DEADLINE_S,
         cancel=scan.cancel_event,
         on_result=on_result,
         suspects=suspects,
     )
     scanner.scan(targets)
+    flagged = set(scanner.tarpits)
+    for host, results in held.items():
+        builder.add_services([row(r, host in flagged) for r in results])
+    if verify:
+        builder.add_host_columns({
+            h: {"pseudo_services": h in flagged,
+                "pseudo_reason": _reason(h, held[h], probed) if h in flagged else None}
+            for h, _ in targets
+        })  # fmt: skip
     for host in scanner.tarpits:
         scan.bus.publish(ScanWarning(
             now(), sid, f"{host} answers on nearly every port and says nothing: a tarpit? "

@@ -219,3 +219,17 @@ def summary_table(ports: pa.Table, hosts: pa.Table, *, with_scan_id: bool) -> pa
     pos = pc.index_in(_host_key(hosts), value_set=_host_key(open_rows.take(starts)))
     open_ports = pc.fill_null(joined.take(pos), empty)
     return hosts.select(names).append_column("open_ports", open_ports)
+
+
+def attach_columns(hosts: pa.Table, values: dict[str, dict[str, Any]]) -> pa.Table:
+    """Set hosts columns from ``values`` (host -> {column: value}); other rows keep theirs."""
+    if not values or not hosts.num_rows:
+        return hosts
+    names = hosts["host"].to_pylist()
+    for col in {c for v in values.values() for c in v}:
+        field = hosts.schema.field(col)
+        current = hosts[col].to_pylist()
+        filled = [values[h][col] if h in values and col in values[h] else cur
+                  for h, cur in zip(names, current, strict=True)]  # fmt: skip
+        hosts = set_column(hosts, col, cv.column(filled, field.type))
+    return hosts

@@ -93,6 +93,7 @@ class ResultBuilder:
         self._os_rows: list[dict[str, Any]] = []  # -O: os table rows, host columns
         self._os_hosts: dict[str, dict[str, Any]] = {}
         self._names: dict[str, tuple[str, bool | None]] = {}  # reverse DNS (add_hostnames)
+        self._host_cols: dict[str, dict[str, Any]] = {}  # add_host_columns
         self._inventory: dict[str, list[dict[str, Any]]] = {}  # add_rows: trace, os, scripts
         self._telemetry: list[tuple[Any, ...]] = []
         self._events: list[tuple[float, str, str | None]] = []
@@ -196,6 +197,12 @@ class ResultBuilder:
         table at finish (``_hostnames.merge_names``)."""
         with self._lock:
             self._names.update(names)
+
+    def add_host_columns(self, values: Mapping[str, Mapping[str, Any]]) -> None:
+        """Hosts-table columns by address (e.g. ``pseudo_services``), set at finish."""
+        with self._lock:
+            for host, cols in values.items():
+                self._host_cols.setdefault(host, {}).update(cols)
 
     def add_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Rows of an inventory table (``schema.INVENTORY``: "trace", "os", "scripts") as
@@ -317,6 +324,9 @@ class ResultBuilder:
         hosts = _hosts.derive_hosts(ports) if hosts is None else _with_scan_id(hosts, sid)
         if self._names:
             hosts = _hostnames.merge_names(hosts, dict(self._names))
+        if self._host_cols:
+            hosts = _hosts.attach_columns(schema.conform(hosts, "hosts"),
+                                          {h: dict(v) for h, v in list(self._host_cols.items())})
         inventory = {
             name: _with_scan_id(cv.table({c: [r.get(c) for r in rows]
                                           for c in schema.file_schema(name).names},

@@ -36,6 +36,9 @@ twice, for two kinds of reader:
   filter it without parsing JSON:
   ``list_filter(elements, lambda e: e.key = 'subject.commonName')``.
 
+``ports.verified``/``handshakes`` and ``hosts.pseudo_services``/``pseudo_reason`` came later
+in version 2; files without them read them as nulls (``conform``).
+
 Datasets of version 1 still read: their files lack the new columns, which read as nulls, and
 :func:`upgrade` derives what it can (``hostnames`` from ``hostname``).
 """
@@ -118,6 +121,10 @@ PORTS = pa.schema(
         pa.field("devicetype", pa.string()),
         pa.field("servicefp", pa.string()),
         pa.field("service_hostname", pa.string()),
+        # The layer-7 check (-sV, or verify=): True when data or a TLS handshake came back
+        # on the open TCP port; null when not checked. ``handshakes``: connections it took.
+        pa.field("verified", pa.bool_()),
+        pa.field("handshakes", pa.uint8()),
     ]
 )
 
@@ -154,6 +161,10 @@ HOSTS = pa.schema(
         pa.field("os_portused", pa.list_(PORTUSED)),
         pa.field("os_fingerprint", pa.list_(pa.string())),  # nmap writes one, the DTD allows more
         pa.field("sequences", pa.string()),  # JSON: tcp/ipid/tcpts sequence attributes
+        # Accepts connections on (nearly) every port and says nothing: a SYN-ACK middlebox
+        # or tarpit, whose ports are no services (engine.svstage). Null when not checked.
+        pa.field("pseudo_services", pa.bool_()),
+        pa.field("pseudo_reason", pa.string()),
     ]
 )
 

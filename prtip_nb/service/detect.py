@@ -173,6 +173,7 @@ class Detector:
         try:
             conn = Conn(svc.family)  # may fail too: EMFILE when descriptors run out
             async with asyncio.timeout_at(end):
+                svc.handshakes += 1  # an attempt: refused mid-detection is "not verified"
                 await conn.connect(svc.host, svc.port)
                 if tls:
                     from .tls import client_context, tls_info

@@ -97,17 +97,24 @@ class ServiceResult:
     notes: list[str] = field(default_factory=list)
     bytes_read: int = 0
     elapsed: float = 0.0
+    handshakes: int = 0  # connections opened on the port (0: never checked)
 
     @property
     def silent(self) -> bool:
         """The port said nothing at all: no byte, no TLS handshake."""
         return self.bytes_read == 0 and self.tls is None and self.service in (None, "tcpwrapped")
 
+    @property
+    def verified(self) -> bool | None:
+        """True: data or a TLS handshake came back; None: no connection was made to check."""
+        return None if self.handshakes == 0 else not self.silent
+
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "host": self.host, "proto": self.proto, "port": self.port,
             "service": self.service, "product": self.product, "version": self.version,
             "extrainfo": self.extrainfo, "banner": self.banner, "tunnel": self.tunnel,
+            "verified": self.verified, "handshakes": min(self.handshakes, 255) or None,
         }  # fmt: skip
         if self.tls is not None:
             out["tls_version"] = self.tls.version
@@ -126,6 +133,7 @@ class ServiceResult:
             "version": self.version, "probe": self.probe, "soft": self.soft, "http": self.http,
             "tls": None if self.tls is None else self.tls.to_dict(),
             "notes": self.notes, "bytes_read": self.bytes_read,
+            "verified": self.verified, "handshakes": self.handshakes,
             "elapsed_s": round(self.elapsed, 4),
         }  # fmt: skip
 
@@ -135,7 +143,7 @@ class Svc:
 
     __slots__ = ("host", "port", "family", "end", "read", "capped", "chain_aborted", "refused",
                  "wrapped", "tls_tried", "tls", "banner", "http", "match", "match_tls", "soft",
-                 "soft_tls", "cut_null", "notes", "budget", "timeouts")  # fmt: skip
+                 "soft_tls", "cut_null", "notes", "budget", "timeouts", "handshakes")  # fmt: skip
 
     def __init__(self, host: str, port: int, end: float) -> None:
         self.host, self.port, self.end = host, port, end
@@ -151,6 +159,7 @@ class Svc:
         self.notes: list[str] = []
         self.budget = Budget()  # regex CPU time, over all this port's replies
         self.timeouts: dict[str, None] = {}  # rules that ran out of time, in order, once
+        self.handshakes = 0  # connections opened (LZR's count of handshakes to identify)
 
     def budget_left(self, now: float) -> bool:
         return now < self.end and not self.capped
@@ -187,7 +196,7 @@ class Svc:
         in_tls = self.match_tls if self.match is not None else self.soft_tls
         res = ServiceResult(self.host, self.port, banner=self.banner, tls=self.tls,
                             http=self.http, bytes_read=self.read, elapsed=elapsed,
-                            notes=list(self.notes))  # fmt: skip
+                            notes=list(self.notes), handshakes=self.handshakes)  # fmt: skip
         if m is not None:
             # Inside TLS, as nmap says it: service "http", tunnel "ssl" (printed ssl/http).
             if in_tls and m.service != "ssl":

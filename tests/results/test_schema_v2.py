@@ -31,6 +31,9 @@ def test_v1_dataset_reads_upgraded(tmp_path: Path) -> None:
     assert gw["hostnames"] == [{"name": "gw.example.test", "type": None, "confirmed": None}]
     assert all(h["hostnames"] is None for h in hosts if h["hostname"] is None)
     assert res.scripts.empty and res.os.empty and res.trace.empty
+    for table, col in (("ports", "verified"), ("ports", "handshakes"),
+                       ("hosts", "pseudo_services"), ("hosts", "pseudo_reason")):
+        assert res.tables[table][col].null_count == res.tables[table].num_rows  # not checked
     # Each scan says what it was: ours, or the file a v1 import came from.
     scan = res.tables["scan"].select(["scan_id", "source", "args"]).to_pylist()
     assert {r["scan_id"]: r["source"] for r in scan} == {V1_SCAN: "prtip_nb",
