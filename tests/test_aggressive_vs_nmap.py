@@ -80,8 +80,8 @@ def test_aggressive_scan_equals_nmap_A(tmp_path: Path) -> None:
                                "-oX", str(ours)],
                               capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr
-        # One OS try: nmap repeats detection up to 5 times when no match is perfect (every
-        # modern Linux); tests/osdetect covers that. Our -O makes one try too.
+        # One OS try, as ours: nmap repeats detection up to 5 times when no match is perfect
+        # (every modern Linux); benchmarks os-10 and aggressive-10 time that.
         subprocess.run(["nmap", "-A", "-T4", "--max-os-tries", "1", "-n", "-Pn", "-p", ports,
                         "-oX", str(theirs), host],
                        check=True, capture_output=True, timeout=300)
