@@ -97,6 +97,9 @@ def test_aggressive_scan_equals_nmap_A(tmp_path: Path) -> None:
     assert "http-server-header" in b["scripts"][PORT_OPEN]
     assert (a["scripts"][PORT_OPEN].get("http-server-header")
             == b["scripts"][PORT_OPEN]["http-server-header"])
+    # http-methods by category (-A) is not verbose in nmap: no risky method, no output.
+    ours_8080, theirs_8080 = a["scripts"][PORT_OPEN], b["scripts"][PORT_OPEN]
+    assert ("http-methods" in ours_8080) == ("http-methods" in theirs_8080)
     # -O: both name Linux first.
     assert b["os"] and a["os"] and a["os"][0] == b["os"][0] == "Linux", (a["os"], b["os"])
     # --traceroute: the same hops, the silent third router missing from both.

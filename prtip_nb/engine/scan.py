@@ -174,6 +174,7 @@ class Scan:
         self.config = config.replace(method=_resolve_method(config.method))
         self.targets, self.ports, self.space = build_space(self.config)
         self._scripts: list[Any] = []
+        self._named_scripts: frozenset[str] = frozenset()
         if self.config.scripts:  # resolved now: a bad name fails before anything is sent
             from ..nse.select import parse_args, resolve
 
@@ -181,6 +182,9 @@ class Scan:
             if self.config.service and "version" not in chosen:
                 chosen += ("version",)  # nmap runs the version category with -sV: -A shows them
             self._scripts = resolve(chosen)
+            # Scripts named one by one (not by category) run as nmap runs them: verbose.
+            words = {w.strip() for x in chosen if isinstance(x, str) for w in x.split(",")}
+            self._named_scripts = frozenset(s.id for s in self._scripts if s.id in words)
             self._script_args = parse_args(self.config.script_args)
         #: (offset, size) of each engine's part of the index space, in run order.
         self.segments = segments(self.space)
@@ -442,7 +446,8 @@ class Scan:
 
                 # SCRIPTS: the one hook of prtip_nb.nse; they see -sV's columns.
                 run_script_stage(self, self._scripts, self._script_args,
-                                 Limits(timeout=self.config.script_timeout))
+                                 Limits(timeout=self.config.script_timeout,
+                                        named=self._named_scripts))
             self.status = "cancelled" if self._cancel.is_set() else "completed"
         except BaseException as exc:  # reported through wait(); the thread must not die silently
             self._error = exc

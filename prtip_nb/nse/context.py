@@ -179,6 +179,9 @@ class Context:
         self.io_timeout = io_timeout
         #: The host's open ports (a host script's view of what is there).
         self.open_ports: tuple[Target, ...] = ()
+        #: nmap's verbosity as this script sees it: 1 when it was selected by name (nmap
+        #: raises a named script's verbosity by one), else 0. Some outputs depend on it.
+        self.verbosity = 0
         self._conns: list[Conn] = []
 
     # -- the target ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ class Limits:
     per_host: int = 4
     overall: int = 128
     io_timeout: float = 5.0  # one read or connect, at most
+    named: frozenset[str] = frozenset()  # ids selected by name: verbosity 1, as in nmap
 
 
 def row(target: Target, script_id: str, phase: str, out: Output) -> dict[str, Any]:
@@ -71,6 +72,7 @@ async def _run_one(s: Script, target: Target, args: Mapping[str, str], limits: L
     ctx = Context(target, s.id, args, Budget(timeout, max_bytes),
                   io_timeout=min(limits.io_timeout, timeout))  # fmt: skip
     ctx.open_ports = tuple(open_ports)
+    ctx.verbosity = int(s.id in limits.named)
     try:
         async with asyncio.timeout(timeout):
             return as_output(await s.run(ctx))

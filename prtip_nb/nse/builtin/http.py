@@ -147,6 +147,9 @@ class HttpMethods(_Http):
         |_  Potentially risky methods: PUT DELETE
 
     Data: tables ``Supported Methods`` and ``Potentially risky methods`` of keyless elems.
+    As in nmap, ``Supported Methods`` shows only when verbose, which a script named in
+    ``--script`` is (``-sC``/``-A`` select it by category: only risky methods show, and
+    nothing when there are none).
     """
 
     id = "http-methods"
@@ -166,12 +169,17 @@ class HttpMethods(_Http):
         methods = list(dict.fromkeys(methods))
         if not methods:
             return None
-        data: list[list[Any]] = [["Supported Methods", [[None, m] for m in methods]]]
-        text = [f"  Supported Methods: {' '.join(methods)}"]
+        data: list[list[Any]] = []
+        text = []
+        if ctx.verbosity:  # as nmap: the full list only when verbose (or named in --script)
+            data.append(["Supported Methods", [[None, m] for m in methods]])
+            text.append(f"  Supported Methods: {' '.join(methods)}")
         risky = [m for m in methods if m in RISKY]
         if risky:
             data.append(["Potentially risky methods", [[None, m] for m in risky]])
             text.append(f"  Potentially risky methods: {' '.join(risky)}")
+        if not text:
+            return None  # nmap prints nothing: no risky method, and not verbose
         return Output("\n" + "\n".join(text), data)
 
 
