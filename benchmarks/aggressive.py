@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,20 +77,12 @@ def _agreement(ours: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]
     return counts
 
 
-def _wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # bounded: ~100 tries
-        try:
-            with socket.create_connection((address, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"http.server on {address}:{port} did not start in {timeout} s")
 
 
 @contextmanager
 def web_lab(tmp: Path) -> Iterator[Any]:
     """os-10's StackLab with http.server on 8080 of every host, serving ``tmp``/www<i>."""
+    from prtip_nb.lab.childns import wait_listening
     from prtip_nb.lab.stacks import StackLab
 
     with StackLab(_hosts(), tcp=()) as lab:
@@ -105,7 +96,7 @@ def web_lab(tmp: Path) -> Iterator[Any]:
                           "--directory", str(www)],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for addr in lab.addresses:
-            _wait_listening(addr, PORT_OPEN)
+            wait_listening(addr, PORT_OPEN)
         yield lab
 
 

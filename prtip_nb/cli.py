@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("scan", help="scan targets (nmap-style flags)")
-    s.add_argument("targets", nargs="*", help="IPs, CIDRs, ranges (10.0.0.1-20), hostnames")
+    s.add_argument("targets", nargs="*", help="IPs, CIDRs, ranges (198.51.100.1-20), hostnames")
     m = s.add_mutually_exclusive_group()
     m.add_argument("-sT", dest="method", action="store_const", const="connect",
                    help="TCP connect scan (the default; needs no privileges)")

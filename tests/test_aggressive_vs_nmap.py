@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -45,15 +43,6 @@ def _read(path: Path) -> dict[str, Any]:
     return {"ports": ports, "scripts": scripts, "os": families, "hops": hops}
 
 
-def _wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # bounded: ~100 tries
-        try:
-            with socket.create_connection((address, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"http.server on {address}:{port} did not start in {timeout} s")
 
 
 def test_aggressive_scan_equals_nmap_A(tmp_path: Path) -> None:
@@ -61,6 +50,7 @@ def test_aggressive_scan_equals_nmap_A(tmp_path: Path) -> None:
     need(os.geteuid() == 0, "needs root (raw sockets for -O and --traceroute)")
     need(shutil.which("nmap") is not None, "needs nmap (the reference)")
     need(all(shutil.which(t) for t in ("nsenter", "unshare")), "needs nsenter and unshare")
+    from prtip_nb.lab.childns import wait_listening
     from prtip_nb.lab.routelab import RouteLab
 
     www = tmp_path / "www"
@@ -72,7 +62,7 @@ def test_aggressive_scan_equals_nmap_A(tmp_path: Path) -> None:
         lab.target_ns.spawn([sys.executable, "-m", "http.server", str(PORT_OPEN), "--bind",
                              host, "--directory", str(www)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_listening(host, PORT_OPEN)
+        wait_listening(host, PORT_OPEN)
         ports = f"{PORT_CLOSED},{PORT_OPEN}"
         # --privileged: the scan keeps root, so it may write into pytest's 0700 folder.
         done = subprocess.run([sys.executable, "-m", "prtip_nb.cli", "scan", "-A", "-n", "-Pn",

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["HOLD_S", "ChildLab", "ChildNetns", "lab_tag", "run", "scanner_ns_private",
-           "wait_v6_ready"]
+           "wait_listening", "wait_v6_ready"]
 
 HOLD_S = 1800  # the holder's lifetime: a lab outlives no crashed test by more than this
 _SEQ = itertools.count()
@@ -50,6 +50,19 @@ def scanner_ns_private() -> bool:
         return True
     names = [name for _i, name in socket.if_nameindex()]
     return all(n == "lo" or n.startswith(("pl", "pv", "pr")) for n in names)
+
+
+def wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
+    """Until a TCP connect to ``address:port`` succeeds (a lab server has started);
+    RuntimeError after ``timeout`` seconds (bounded: about 100 tries)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {address}:{port} after {timeout} s")
 
 
 def wait_v6_ready(dev: str) -> None:

@@ -32,10 +32,10 @@ def _reply(qid: int, qname: str, qtype: int, answers: bytes, count: int, rcode: 
 
 def test_codec_ptr_reply_with_compression_and_cname() -> None:
     qname = dns.reverse_name("198.51.100.7")
-    assert qname == "7.100.51.198.in-addr.arpa"
+    assert qname == "7.100.51.198.in-addr.arpa"  # parse-only
     assert dns.address_of_reverse(qname) == "198.51.100.7"
     assert dns.address_of_reverse(dns.reverse_name("2001:db8::10")) == "2001:db8::10"
-    # CNAME 7.100.51.198.in-addr.arpa -> 7.0-25.100.51.198.in-addr.arpa (RFC 2317
+    # CNAME 7.100.51.198.in-addr.arpa -> 7.0-25.100.51.198.in-addr.arpa (RFC 2317  # parse-only
     # delegation), then the PTR of that; both names compressed with pointers.
     qlen = len(dns.build_query(1, qname, dns.PTR))  # header + question: answers start here
     target = b"\x017\x040-25\xc0\x0e"  # "7.0-25." + pointer to "100.51.198.in-addr.arpa"
@@ -212,7 +212,7 @@ def test_codec_never_raises_on_hostile_bytes(data: bytes) -> None:
         reply.ptr_name()
         reply.addresses()
     # The same bytes behind a valid header and question (so the answer parser runs).
-    q = dns.build_query(1, "9.100.51.198.in-addr.arpa", dns.PTR)
+    q = dns.build_query(1, "9.100.51.198.in-addr.arpa", dns.PTR)  # parse-only
     head = struct.pack("!HHHHHH", 1, 0x8180, 1, 3, 0, 0)
     framed = dns.parse_reply(head + q[12:] + data)
     if framed is not None:

@@ -18,6 +18,9 @@ from prtip_nb.results import ResultBuilder, ScanResult, list_scans, read_scans, 
 
 from .scans import T0, T0_US, fill, make_meta
 
+# parse-only hosts: rows fed to ResultBuilder; nothing is sent to them
+H1 = "10.0.0.1"  # parse-only
+H200 = "192.168.100.200"  # parse-only
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -82,12 +85,12 @@ def test_summary_open_ports_and_repr(result: ScanResult) -> None:
 
 def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
     b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=2)  # duplicates span part files
-    b.append("10.0.0.1", None, 4, "tcp", 80, "filtered", "no-response", None, None, None)
+    b.append(H1, None, 4, "tcp", 80, "filtered", "no-response", None, None, None)
     b.append("10.0.0.1", None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9)  # parse-only
     b.append("10.0.0.1", None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10)  # parse-only
-    b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1)
-    b.append("10.0.0.1", None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2)
-    b.append("10.0.0.1", None, 4, "udp", 80, "open|filtered", "no-response", None, None, None)
+    b.append(H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1)
+    b.append(H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2)
+    b.append(H1, None, 4, "udp", 80, "open|filtered", "no-response", None, None, None)
     assert b.rows == 6
     res = b.finish(ended=T0 + timedelta(seconds=1))
     ports = res.ports
@@ -106,7 +109,7 @@ def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
 def test_parts_are_written_while_running(tmp_path: Path) -> None:
     b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=10)
     for port in range(35):
-        b.append("10.0.0.1", None, 4, "tcp", port, "closed", "reset", 64, 0.1, T0_US + port)
+        b.append(H1, None, 4, "tcp", port, "closed", "reset", 64, 0.1, T0_US + port)
     parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").iterdir())
     assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(3)]
     for part in parts:
@@ -131,7 +134,7 @@ def test_kill_9_keeps_every_flushed_row(tmp_path: Path) -> None:
         from prtip_nb.results import ResultBuilder
         b = ResultBuilder(make_meta(), sink={str(tmp_path)!r}, flush_rows=10)
         for port in range(35):
-            b.append("10.0.0.1", None, 4, "tcp", port, "open", "syn-ack", 64, 0.1, None)
+            b.append({H1!r}, None, 4, "tcp", port, "open", "syn-ack", 64, 0.1, None)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -158,9 +161,9 @@ def test_snapshot_does_not_disturb_the_builder(tmp_path: Path) -> None:
 def test_services_merge_by_host_proto_port(result: ScanResult) -> None:
     b = ResultBuilder(make_meta())
     fill(b)
-    b.add_services([{"host": "10.0.0.1", "proto": "tcp", "port": 22, "service": "ssh"}])
+    b.add_services([{"host": H1, "proto": "tcp", "port": 22, "service": "ssh"}])
     b.add_services(
-        [{"host": "10.0.0.1", "proto": "tcp", "port": 22, "product": "OpenSSH", "tls_san": ["a"]}]
+        [{"host": H1, "proto": "tcp", "port": 22, "product": "OpenSSH", "tls_san": ["a"]}]
     )
     ports = b.finish(ended=T0).ports.set_index(["host", "port"])
     row = ports.loc[("10.0.0.1", 22)]  # parse-only
@@ -200,7 +203,7 @@ def test_bytes_per_row_of_a_full_port_range() -> None:
     b = ResultBuilder(make_meta())
     for port in range(1, 65536):
         state, reason = ("open", "syn-ack") if port % 1000 == 0 else ("closed", "reset")
-        b.append("192.168.100.200", None, 4, "tcp", port, state, reason, 64, 0.25, T0_US + port)
+        b.append(H200, None, 4, "tcp", port, state, reason, 64, 0.25, T0_US + port)
     table = b.finish(ended=T0).tables["ports"]
     per_row = table.get_total_buffer_size() / table.num_rows
     print(f"ports table: {per_row:.1f} B per row over {table.num_rows} rows")
@@ -240,7 +243,7 @@ def test_normalize_takes_over_a_batch_list() -> None:
 
     b = ResultBuilder(make_meta(), flush_rows=3)
     fill(b)
-    b.append("10.0.0.1", None, 4, "tcp", 22, "filtered", "no-response", None, None, T0_US)
+    b.append(H1, None, 4, "tcp", 22, "filtered", "no-response", None, None, T0_US)
     b.flush()
     batches = list(b._batches)
     assert len(batches) > 1
