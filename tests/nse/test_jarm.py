@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ssl
+import struct
 import threading
 import time
 import warnings
@@ -22,8 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
-
-import pytest
 
 import prtip_nb as pn
 from prtip_nb.lab.hostile import HostileServer
@@ -37,13 +37,18 @@ HOST = "127.0.0.1"
 WAIT_S = 2  # one hello's wait, ours (jarm.timeout) and pyjarm's
 
 
+def _need_pyjarm() -> None:
+    need(importlib.util.find_spec("jarm") is not None,
+         "needs pyjarm, the reference: pip install pyjarm (the [dev] extra)")
+
+
 def test_hellos_equal_the_reference_bytes() -> None:
-    pyjarm = pytest.importorskip("jarm", reason="pip install pyjarm (the [dev] extra)")
+    _need_pyjarm()
     from jarm.formats import V1
     from jarm.hashing.hashing import Hasher
     from jarm.packet import packet as ref
 
-    assert len(V1) == len(J.HELLOS) == 10, pyjarm
+    assert len(V1) == len(J.HELLOS) == 10
     for fmt, hello in zip(V1, J.HELLOS, strict=True):
         with mock.patch.object(ref.os, "urandom", lambda n: bytes(range(n))), \
              mock.patch.object(ref.random, "choice", lambda seq: b"\x5a\x5a"):  # fmt: skip
@@ -55,7 +60,7 @@ def test_hellos_equal_the_reference_bytes() -> None:
 
 
 def test_fingerprint_of_raw_results_equals_the_reference() -> None:
-    pytest.importorskip("jarm", reason="pip install pyjarm (the [dev] extra)")
+    _need_pyjarm()
     from jarm.hashing.hashing import Hasher
 
     raw = [("c02b", "0303", "h2", "ff01-0000-0010"), None, ("1301", "0303", "", "002b-0033"),
@@ -63,6 +68,40 @@ def test_fingerprint_of_raw_results_equals_the_reference() -> None:
     ref = ",".join("|".join(r) if r else "|||" for r in raw)
     assert J.fingerprint(raw) == Hasher.jarm(ref)
     assert J.fingerprint([None] * 10) == Hasher.jarm(",".join(["|||"] * 10)) == "0" * 62
+
+
+def _server_hello(sid: bytes, cipher: str, exts: bytes | None) -> bytes:
+    body = (b"\x03\x03" + bytes(range(32)) + bytes([len(sid)]) + sid + bytes.fromhex(cipher)
+            + b"\x00" + (b"" if exts is None else struct.pack(">H", len(exts)) + exts))
+    hs = b"\x02" + struct.pack(">I", len(body))[1:] + body
+    return b"\x16\x03\x03" + struct.pack(">H", len(hs)) + hs
+
+
+def test_reply_parsing_equals_the_reference() -> None:
+    """ServerHellos of several shapes, whole or cut before their extensions, and other
+    replies: our reading equals pyjarm's (where pyjarm follows the reference: it differs
+    only on a reply cut inside the extension block)."""
+    _need_pyjarm()
+    from jarm.scanner.scanner import Scanner
+
+    alpn = bytes.fromhex("0010 0005 0003 026832")  # h2
+    tls13 = bytes.fromhex("002b 0002 0304 0033 0024 001d 0020") + bytes(32)
+    cert = bytes.fromhex("0b000003000000")  # a Certificate right after, no extensions
+    replies = [
+        _server_hello(bytes(32), "c02f", alpn + bytes.fromhex("ff01 0001 00 0017 0000")),
+        _server_hello(b"", "1301", tls13),
+        _server_hello(bytes(range(32)), "cca9", bytes.fromhex("ff01 0001 00") + alpn),
+        _server_hello(bytes(32), "0005", None) + cert,
+        _server_hello(bytes(32), "abcd", b""),  # a suite outside the list
+        bytes.fromhex("15030300020228"),  # an alert
+        b"HTTP/1.1 400 Bad Request\r\n\r\n", b"", b"\x16\x03\x03\x00",
+    ]
+    replies += [replies[0][:n] for n in (10, 43, 60, 77, 78)]  # cut before the extensions
+    for data in replies:
+        theirs = Scanner._parse_server_hello(bytearray(data), ("probe",)).split("|")
+        ours = J.parse_reply(data)
+        assert (list(ours) if ours else ["", "", "", ""]) == (theirs + ["", ""])[:4], data
+    assert J.parse_reply(replies[0]) == ("c02f", "0303", "h2", "0010-ff01-0017")
 
 
 # -- the servers -------------------------------------------------------------------------------
@@ -150,10 +189,9 @@ def test_jarm_equals_pyjarm_on_real_servers(netns: None, root: None, tmp_path: P
     from prtip_nb.lab.tlscert import make_cert
 
     need(installed("nginx-tls"), "needs nginx (apt-get install nginx; make test does it)")
-    try:
-        from jarm.scanner.scanner import Scanner
-    except ImportError:
-        need(False, "needs pyjarm, the reference: pip install pyjarm (the [dev] extra)")
+    _need_pyjarm()
+    from jarm.scanner.scanner import Scanner
+
     cert = make_cert(HOST)
     v12, v13, v10 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1
     layout: dict[int, tuple[Any, ssl.SSLContext | None]] = {
@@ -186,6 +224,8 @@ def test_jarm_equals_pyjarm_on_real_servers(netns: None, root: None, tmp_path: P
         t0 = time.monotonic()
         cut = pn.scan(HOST, ports="995", method="connect", scripts="jarm", script_timeout=1)
         cut_s = time.monotonic() - t0
+    xml = res.to_nmap_xml(tmp_path / "jarm.xml").read_text()
+    assert f'<elem key="fingerprint">{ref[443]}</elem>' in xml
     rows = {r["port"]: r for r in res.tables["scripts"].to_pylist() if r["id"] == "jarm"}
     print(f"\nprtip_nb scan + jarm {ours_s:.2f} s, pyjarm {ref_s:.2f} s (one port after "
           "another)\n" + "\n".join(f"  {p}: {rows[p]['output']}  {ref[p]}" for p in ports))

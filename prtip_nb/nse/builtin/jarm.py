@@ -299,12 +299,13 @@ class Jarm(Script):
     TLS, or a hello timed out)::
 
         443/tcp open  https
-        |_jarm: 3fd3fd0003fd3fd00042d42d00000061256d32ed7779c14686ad100544dc8d
+        |_jarm: 1dd40d40d00040d0001dd40d1dd40dd5ccd273978ad18a14ab751b52670c0b
 
-    Data: one elem, ``fingerprint`` (nmap XML ``<elem key="fingerprint">``), as the
-    community ``jarm.nse``. Runs where TLS is spoken from the first byte (-sV's ssl tunnel,
-    https, or a TLS port number without -sV). Script argument ``jarm.timeout``: seconds
-    one hello waits (default: the read timeout, 5 s; the reference waits 20).
+    (Debian's nginx 1.22, an EC P-256 certificate.) Data: one elem, ``fingerprint``
+    (nmap XML ``<elem key="fingerprint">``), as the community ``jarm.nse``. Runs where
+    TLS is spoken from the first byte (-sV's ssl tunnel, https, or a TLS port number
+    without -sV). Script argument ``jarm.timeout``: seconds one hello waits (default: the
+    read timeout, 5 s; the reference waits 20).
     """
 
     id = "jarm"
