@@ -6,9 +6,9 @@ in the order ``--script all`` runs them.
 
 from __future__ import annotations
 
-from prtip_nb.nse.builtin import dns, http, ssh, text, tls
+from prtip_nb.nse.builtin import dns, http, jarm, ssh, text, tls
 
-SCRIPTS = [*text.SCRIPTS[:1], *http.SCRIPTS, *tls.SCRIPTS, *ssh.SCRIPTS, *text.SCRIPTS[1:],
-           *dns.SCRIPTS]  # fmt: skip
+SCRIPTS = [*text.SCRIPTS[:1], *http.SCRIPTS, *tls.SCRIPTS, *jarm.SCRIPTS, *ssh.SCRIPTS,
+           *text.SCRIPTS[1:], *dns.SCRIPTS]  # fmt: skip
 
 __all__ = ["SCRIPTS"]
