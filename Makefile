@@ -18,6 +18,7 @@ APT_PACKAGES ?= nmap ndiff iproute2 nftables util-linux strace \
 help:
 	@echo "make demo   - install, start the built-in lab, scan it, write data/scans + data/report.html"
 	@echo "make test   - install (venv + Debian packages when root), lint, run the whole suite"
+	@echo "             (TEST_WORKERS=4 parallel workers, then the serial tests; docs/testing.md)"
 	@echo "make bench  - benchmarks against nmap, in a private network namespace"
 
 # The demo needs only the core dependencies (plotly included: its report has charts);
@@ -53,9 +54,20 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # The suite runs inside a private network namespace (scripts/in-netns): every packet the
-# tests send stays on a loopback that nothing else shares.
+# tests send stays on a loopback that nothing else shares. Two passes (docs/testing.md):
+# the bulk on TEST_WORKERS pytest-xdist workers, each in a namespace of its own
+# (tests/conftest.py), then the @pytest.mark.serial tests (timing, throughput, memory)
+# alone. Both always run; the target fails if either does.
+TEST_WORKERS ?= 4
 test: $(STAMP) system-deps lint
-	scripts/in-netns $(PY) -m pytest -q $(PYTEST_ARGS)
+	@status=0; \
+	echo "== pass 1/2: parallel, $(TEST_WORKERS) workers (-m 'not serial')"; \
+	scripts/in-netns $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial" \
+	  --durations=10 $(PYTEST_ARGS) || status=$$?; \
+	echo "== pass 2/2: serial (-m serial)"; \
+	scripts/in-netns $(PY) -m pytest -q -m serial --durations=10 $(PYTEST_ARGS) \
+	  || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
+	exit $$status
 
 bench: $(STAMP) system-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)

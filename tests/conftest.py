@@ -11,11 +11,55 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CLONE_NEWNET = 0x40000000
+
+
+def _unshare_net() -> None:
+    """Move this process (its calling thread, and so every thread and child it starts
+    later) into a fresh network namespace: only ``lo``, down."""
+    if sys.version_info >= (3, 12):
+        os.unshare(os.CLONE_NEWNET)
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest-xdist worker gets its own network namespace before any test runs.
+
+    The tests bind fixed ports (a lab on 127.0.0.1:80, 22, ...), scan 127.0.0.1 broadly
+    and build veth labs with fixed addresses; in one shared namespace two workers would
+    collide (or scan each other's services). ``make test`` starts pytest under
+    scripts/in-netns, so the controller already sits in a private namespace; each worker
+    then unshares once more and brings its own ``lo`` up. Without the privilege (not
+    root) nothing is done: the tests that need a namespace skip (or fail under CI=true).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    try:
+        _unshare_net()
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("PRTIP_NB_NETNS") == "1" or IN_CI:
+            # Sharing the controller's namespace, the workers' fixed ports would collide.
+            raise pytest.UsageError(
+                f"xdist worker {worker}: cannot make its private network namespace "
+                f"({exc}); run the suite as root (make test), or without -n"
+            ) from exc
+        return  # not root: the tests that need a namespace skip, as without -n
+    os.environ["PRTIP_NB_NETNS"] = "1"
 
 
 def need(condition: bool, why: str) -> None:

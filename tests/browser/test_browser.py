@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import prtip_nb as pn
 from prtip_nb.lab import Lab
 
@@ -185,6 +187,7 @@ CHART_DATA = f"""(i) => {{ const g = {HERE}.querySelectorAll('.prtip-panel')[i]
 _ETA = re.compile(r"^([\d.]+)% .* ETA ([\d.,]+) (ms|s)")
 
 
+@pytest.mark.serial
 def test_panel_paces_measures_its_workers_and_predicts_the_end(
         lab_server: JupyterLab, browser: Any, artifacts: Path) -> None:
     """A rate of 3,000/s pressed in the browser: sends from the first 100 ms on with no

@@ -176,6 +176,7 @@ def test_progress_and_threads_end(listening: list[int]) -> None:
     assert fds < 200
 
 
+@pytest.mark.serial
 def test_rate_limit_paces_probes(listening: list[int]) -> None:
     """300 probes at 300/s take about a second, in one process and split over two."""
     for workers in (1, 2):

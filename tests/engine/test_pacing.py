@@ -91,6 +91,7 @@ def test_process_tree_counts_a_child_process() -> None:
     assert tree.sample()[1] >= cpu  # CPU seconds never fall when a child goes
 
 
+@pytest.mark.serial
 def test_telemetry_covers_the_worker_processes() -> None:
     """A connect scan with two worker processes: memory and CPU include theirs (CPU read
     0-10% at 80,000 probes/s when only the parent was measured)."""

@@ -102,6 +102,7 @@ def test_connect_sees_the_truth_and_only_the_gateway_is_a_neighbour(lab24: Range
     assert [line.split()[0] for line in neigh if line.strip()] == [GATEWAY4]
 
 
+@pytest.mark.serial
 def test_whole_slash15_starts_fast_and_answers_at_both_ends(tools: None) -> None:
     t0 = time.monotonic()
     with RangeLab("198.18.0.0/15", drop=["198.19.7.0/24"], drop_fraction=0.01, seed=20) as lab:
@@ -202,6 +203,7 @@ def syn_burst(lab: RangeLab, rate: float, seconds: float, dport: int) -> tuple[i
         return sent, time.perf_counter() - t0
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize(("shaper", "capacity", "offered"), [
     ("tbf", 4000, 8000),  # paced at twice the capacity
     ("police", 50000, 0),  # as fast as the sender goes: several times the capacity

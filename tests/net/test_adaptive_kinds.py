@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import prtip_nb as pn
 from prtip_nb.lab import RangeLab
 from tests.conftest import need_range_lab
 from tests.net.test_adaptive_lab import PREFIX
 
 
+@pytest.mark.serial
 def test_a_thin_link_settles_near_its_capacity_and_keeps_recall() -> None:
     """A link that carries 20,000 probes/s (an nftables policer: the excess is dropped):
     T4 would grow far past it; the rate must settle within 20% of the link and every open

@@ -85,6 +85,7 @@ def test_cookies_vectorised_equal_scalar_and_depend_on_the_key() -> None:
     assert key.host_key(*packed(6), 40000) != key.host_key(*packed(6)[::-1], 40000)
 
 
+@pytest.mark.serial
 def test_cookie_is_fast_enough_in_python() -> None:
     hk = cookie.CookieKey().host_key(*packed(4), 40000)
     n = 20000
@@ -146,6 +147,7 @@ def test_token_bucket_hands_out_batches_at_the_rate(rate: float) -> None:
     assert bucket.tokens <= rate * 0.05
 
 
+@pytest.mark.serial
 def test_token_bucket_keeps_its_mean_in_real_time() -> None:
     bucket, cancel = TokenBucket(20000.0), threading.Event()
     t0, sent = time.monotonic(), 0

@@ -13,6 +13,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 import prtip_nb as pn
 from prtip_nb.lab.daemons import DAEMONS, HOST, PACKAGES, installed, start_daemons
 
@@ -32,6 +34,7 @@ def _nmap_services(xml: str) -> dict[int, tuple[str | None, str | None]]:
     return out
 
 
+@pytest.mark.serial
 def test_real_daemons_agree_with_nmap(netns: None, root: None, nmap: str, tmp_path: Path) -> None:
     for name in DAEMONS:
         need(installed(name), f"needs {DAEMONS[name][0]}: apt-get install {' '.join(PACKAGES)} "

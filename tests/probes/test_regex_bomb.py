@@ -100,6 +100,7 @@ def test_the_bombs_aim_at_rules_the_old_matcher_found_slow(nmap_db: ServiceDB) -
         assert time.thread_time() - t0 > 0.1, marker
 
 
+@pytest.mark.serial
 def test_a_regex_bomb_lab_does_not_delay_a_benign_ssh_port(
     netns: None, nmap_db: ServiceDB
 ) -> None:

@@ -59,6 +59,7 @@ def test_every_shipped_rule_is_fast_on_hostile_input() -> None:
     assert slowest[0] < LIMIT_S, slowest
 
 
+@pytest.mark.serial
 def test_whole_chains_stay_fast_on_the_redos_payload() -> None:
     db = default_db()
     for probe in db.probes:

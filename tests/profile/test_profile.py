@@ -12,6 +12,7 @@ import prtip_nb.profile as profile
 from tests.conftest import need
 
 
+@pytest.mark.serial
 @pytest.mark.usefixtures("netns", "nmap")
 def test_small_profile_is_sane() -> None:
     need(shutil.which("strace") is not None, "needs strace (apt-get install strace)")

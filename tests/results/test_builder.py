@@ -254,6 +254,7 @@ def test_normalize_takes_over_a_batch_list() -> None:
     assert got.schema.equals(schema.PORTS)
 
 
+@pytest.mark.serial
 def test_null_columns_take_no_resident_memory() -> None:
     """All-null columns share one never-written mapping: 10M rows of them cost ~nothing."""
     from prtip_nb.engine.telemetry import rss_bytes

@@ -127,6 +127,7 @@ def test_beyond_uint64_only_the_scalar_path_works() -> None:
         perm.shuffle_array(np.array([0], dtype=np.uint64))
 
 
+@pytest.mark.serial
 def test_shuffle_array_throughput() -> None:
     """Target: >= 5 M indices/s for size 65535 (best of several runs, to ignore noise)."""
     perm = Permutation(65535, 11)

@@ -74,6 +74,7 @@ def _scan_args(rate: float | None) -> str:
     return f"ports=LAB_PORTS, rate={10.0 if rate else None!r}"
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("rate", [None, 20_000.0], ids=["full-speed", "rate-limited"])
 def test_kernel_answers_while_a_panel_scans(kernel: Kernel, rate: float | None) -> None:
     # Imports and first render; p.chart waits for plotly, which the panel loads on a thread
