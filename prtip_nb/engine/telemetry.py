@@ -101,8 +101,8 @@ class ProcessTree:
         n = 1
         try:
             kids = self._me.children(recursive=True)
-        except ps.Error:
-            kids = []
+        except (ps.Error, OSError):  # /proc read failed (a process went mid-listing, a
+            kids = []  # namespace's /proc): this sample counts this process alone
         for proc in kids:
             try:
                 with proc.oneshot():
@@ -110,8 +110,8 @@ class ProcessTree:
                     c = proc.cpu_times()
                 cpu += c.user + c.system
                 n += 1
-            except ps.Error:  # exited (or a zombie) since the listing: counted once reaped
-                continue
+            except (ps.Error, OSError):  # exited (or a zombie) since the listing: counted
+                continue  # once reaped; an OSError reading its /proc files, likewise
         self._cpu = max(self._cpu, cpu)
         return rss, self._cpu, n
 

@@ -91,6 +91,35 @@ def test_process_tree_counts_a_child_process() -> None:
     assert tree.sample()[1] >= cpu  # CPU seconds never fall when a child goes
 
 
+def test_process_tree_survives_unreadable_proc_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing the children reads /proc/*/stat; on a loaded box (a process gone between the
+    listing and the read) or in a namespace that /proc does not fully show, that can raise a
+    bare OSError rather than psutil's errors. The poller's thread must not die of it: the
+    sample counts this process alone and the scan goes on."""
+    tree = ProcessTree()
+    _rss, cpu0, _n = tree.sample()
+
+    def unreadable(*_a: object, **_k: object) -> list[psutil.Process]:
+        raise PermissionError(13, "Permission denied", "/proc/4242/stat")
+
+    monkeypatch.setattr(tree._me, "children", unreadable)
+    rss, cpu, n = tree.sample()
+    assert n == 1 and rss > 10 << 20 and cpu >= cpu0
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        kid = psutil.Process(child.pid)
+
+        def broken_oneshot() -> object:
+            raise FileNotFoundError(2, "No such file or directory", f"/proc/{child.pid}/statm")
+
+        monkeypatch.setattr(kid, "oneshot", broken_oneshot)
+        monkeypatch.setattr(tree._me, "children", lambda **_k: [kid])
+        assert tree.sample()[2] == 1  # the unreadable child is skipped, not fatal
+    finally:
+        child.kill()
+        child.wait(5)
+
+
 @pytest.mark.serial
 def test_telemetry_covers_the_worker_processes() -> None:
     """A connect scan with two worker processes: memory and CPU include theirs (CPU read
