@@ -114,6 +114,7 @@ def test_cancel_gives_scan_cancelled_and_keeps_dataset(tmp_path: Path) -> None:
     assert len(back.ports) == len(res.ports) > 0
 
 
+@pytest.mark.serial
 def test_telemetry_rows_every_250_ms() -> None:
     res = pn.scan("127.0.0.1", ports="1-3000", method="connect", rate=2000, workers=1)
     tel = res.telemetry
