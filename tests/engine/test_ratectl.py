@@ -156,13 +156,20 @@ def test_a_rate_cut_during_a_wait_does_not_stall_take() -> None:
     """A transmit thread waiting for a batch of the old, high rate while another thread cuts
     the rate must get the new, smaller batch: the old one is above the new cap and would
     never be granted (a lossy-path scan hung there)."""
-    b = TokenBucket(200_000.0, batch_seconds=0.001)
+    # The bucket's clock stands still until the cut: the thread cannot earn its 200 tokens
+    # first, however long this thread is descheduled (at 200,000/s that took a 1 ms stall
+    # on a loaded box, and the test failed with the old batch granted).
+    now = [100.0]
+    b = TokenBucket(200_000.0, batch_seconds=0.001, clock=lambda: now[0])
     assert b.batch == 200
     b.tokens = 0.0
     never = threading.Event()
     got: list[int] = []
     t = threading.Thread(target=lambda: got.append(b.take(256, never)))
     t.start()
+    t.join(0.05)
+    assert t.is_alive() and not got  # waiting for a batch of 200
     b.set_rate(500.0)  # batch 1, cap 25: a batch of 200 would never be granted
+    now[0] += 1.0
     t.join(2.0)
     assert not t.is_alive() and got and got[0] <= 25

@@ -303,6 +303,7 @@ def test_eta_follows_the_recent_rate() -> None:
     assert state.progress is not None and state.progress.eta == pytest.approx(5.93, abs=0.01)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("method", ["syn", "connect"])
 def test_eta_of_a_real_scan_after_ten_percent(comms: list[Any], target: Target,
                                               slow: dict[str, object], method: str) -> None:
