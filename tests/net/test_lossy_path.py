@@ -12,6 +12,8 @@ count and the engines' timeouts.
 
 from __future__ import annotations
 
+import pytest
+
 import prtip_nb as pn
 from prtip_nb.lab import RangeLab
 from tests.conftest import need_range_lab
@@ -36,6 +38,7 @@ table netdev prtiplossy {{
 PORTS = "1-100"
 
 
+@pytest.mark.serial
 def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
     need_range_lab()
     # Eight open ports a host (2,048 open in all), so that 99.9% recall means something:

@@ -102,6 +102,7 @@ def test_stop_click(comms: list[Any], target: Target, slow: dict[str, object]) -
     panel.close()
 
 
+@pytest.mark.serial
 def test_chart_redraws_at_most_ten_times_a_second(comms: list[Any], target: Target,
                                                   slow: dict[str, object]) -> None:
     panel = pn.ScanPanel(targets="127.0.0.1", **slow)  # type: ignore[arg-type]
@@ -196,6 +197,7 @@ def test_rate_text_for_every_reason() -> None:
     assert rate_text(state) == "limit 500/s, new-reason"  # an unknown reason still shows
 
 
+@pytest.mark.serial
 def test_panel_is_built_at_once_and_its_chart_follows() -> None:
     """In a fresh interpreter (as a fresh kernel): ScanPanel() returns without waiting for
     plotly's widget (about 3 s to import with Jupyter installed); the chart joins the panel
