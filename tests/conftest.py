@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,22 @@ def in_netns() -> bool:
 def netns() -> None:
     """The test binds fixed ports and scans 127.0.0.1 broadly: only in a private namespace."""
     need(in_netns(), "needs a private network namespace: run the suite with `make test`")
+
+
+@pytest.fixture
+def sigint_not_ignored() -> Iterator[None]:
+    """For a test that sends SIGINT (to itself, or to a CLI it starts) and expects a
+    KeyboardInterrupt. A suite started in the background by a shell without job control
+    (``cmd &`` in a script) inherits SIGINT ignored, and so do its children: exec keeps an
+    ignored signal, Python then installs no KeyboardInterrupt handler, and a Ctrl-C test's
+    scan ran to its end (exit 0). A handled SIGINT is reset to the default on exec."""
+    old = signal.getsignal(signal.SIGINT)
+    if old == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture

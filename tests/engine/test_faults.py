@@ -113,21 +113,6 @@ def _wait_for_parts(root: Path, proc: subprocess.Popen[str], seconds: float = 20
         time.sleep(0.02)
 
 
-@pytest.fixture
-def sigint_not_ignored() -> Iterator[None]:
-    """The CLI below gets a Ctrl-C only if SIGINT is not ignored here. A suite started in
-    the background by a shell without job control (``cmd &`` in a script, nohup) inherits
-    SIGINT ignored; exec keeps that, Python then installs no KeyboardInterrupt, and the
-    scan ran to its end (exit 0). A handled SIGINT is reset to the default on exec."""
-    old = signal.getsignal(signal.SIGINT)
-    if old == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 @pytest.mark.parametrize("method", ["-sT", "-sS"])
 @pytest.mark.usefixtures("sigint_not_ignored")
 def test_ctrl_c_exits_130_incomplete_and_resumable(

@@ -130,6 +130,7 @@ def test_several_panels_at_once(target: Target) -> None:
     assert len({s.scan.scan_id for s in states if s.scan}) == 3
 
 
+@pytest.mark.usefixtures("sigint_not_ignored")
 def test_interrupted_wait_cancels_and_cleans_up(target: Target, slow: dict[str, object]) -> None:
     """Ctrl-C (the kernel's interrupt) in wait(): the scan stops, threads and sockets close."""
     state = PanelState(targets="127.0.0.1", **slow)  # type: ignore[arg-type]
