@@ -19,6 +19,10 @@ from prtip_nb.lab import Lab
 
 from .conftest import Guard, JupyterLab
 
+# One worker runs the module: its JupyterLab server and chromium (module fixtures, ~5 s of
+# both cores to start) start once, not on every worker that picks up one of its tests.
+pytestmark = pytest.mark.xdist_group("browser")
+
 KERNEL_READY = """() => { const a = window.jupyterapp; if (!a) return false;
     const w = a.shell.currentWidget; const sc = w && w.sessionContext;
     return !!(sc && sc.isReady && sc.session && sc.session.kernel &&
