@@ -170,6 +170,10 @@ class Poller:
             self.on_sample()
 
     def _run(self) -> None:
+        # A FIRST SAMPLE AT ONCE: worker processes send from before the scan thread starts
+        # (while the results' pyarrow loads), and a live view waiting a whole interval more
+        # showed nothing for the first second of a multi-process scan.
+        self.sample()
         next_trim = time.monotonic() + TRIM_EVERY
         while not self._stop.wait(self.interval):
             self.sample()

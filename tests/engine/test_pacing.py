@@ -104,3 +104,20 @@ def test_telemetry_covers_the_worker_processes() -> None:
     # Measured 48-120% with the workers (2 cores shared with other jobs), 0-10% without.
     assert float(busy["cpu_percent"].median()) >= 25
     assert (tel["cpu_percent"] >= 0).all()
+
+
+def test_live_views_get_a_first_sample_as_the_scan_starts() -> None:
+    """With worker processes, the first Progress follows ScanStarted at once, not a
+    telemetry interval later (the panel showed nothing for the first 2 s of such a scan:
+    the interval, after the results' pyarrow import)."""
+    from prtip_nb.engine.events import Progress, ScanStarted
+
+    seen: list[tuple[float, str]] = []
+    scan = pn.Scan("127.0.0.1", ports="1-3000", method="connect", rate=RATE, workers=2,
+                   telemetry_interval=0.5)  # fmt: skip
+    scan.bus.subscribe(lambda e: seen.append((time.monotonic(), type(e).__name__)),
+                       (ScanStarted, Progress))  # fmt: skip
+    scan.start().wait()
+    started = next(t for t, kind in seen if kind == "ScanStarted")
+    first = next(t for t, kind in seen if kind == "Progress")
+    assert first - started < 0.25, first - started  # was the whole 0.5 s interval or more
