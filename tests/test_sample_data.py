@@ -225,3 +225,34 @@ def test_notebook_02s_recorded_os_detection_run_tells_the_stacks_apart() -> None
     best = res.os.groupby("host", sort=False).head(1)
     assert len(best) == 3 and all(
         "Linux" in {cl["family"] for cl in classes} for classes in best["classes"]), best
+
+
+def test_the_scans_hold_the_default_scripts_results_as_nmap_prints_them(
+    series: list[pn.ScanResult],
+) -> None:
+    """-sC in every scan: notebooks and the README show script results from the sample.
+    ssl-cert by category is nmap's short text (subject, SAN, dates), as in nmap's file of
+    the same lab; the new host's certificate is the one expiring soon."""
+    from prtip_nb._report_changes import expiring_certificates
+
+    for res in series:
+        assert res.meta is not None and list(res.meta.config["scripts"]) == ["default"], REGEN
+        ids = set(res.scripts["id"])
+        assert {"ssl-cert", "http-title", "smtp-commands"} <= ids, (ids, REGEN)
+    last = series[-1]
+    ours = last.scripts[last.scripts["id"] == "ssl-cert"]
+    theirs = pn.read_nmap_xml(SAMPLE / "nmap-lab.xml").scripts
+    theirs = theirs[theirs["id"] == "ssl-cert"]
+    heads = ["Subject", "Subject Alternative Name", "Not valid before", "Not valid after"]
+    for text in [*ours["output"], *theirs["output"]]:
+        assert [ln.split(":")[0] for ln in text.split("\n")] == heads, text
+    # nmap's text and ours for the same certificates (the IPv4 hosts nmap scanned).
+    v4 = ours[ours["host"].str.contains(".", regex=False)]
+    def by_port(df):  # type: ignore[no-untyped-def]
+        rows = df[["host", "port", "output"]].itertuples(index=False)
+        return {(h, int(p)): o for h, p, o in rows}
+
+    assert by_port(v4) == by_port(theirs)
+    assert last.meta is not None
+    soon = expiring_certificates(last, now=last.meta.started)
+    assert soon[["host", "port"]].values.tolist() == [["203.0.113.5", 443]], soon

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 TRIM_EVERY = 2.0  # seconds between release_free_memory() calls while a scan runs
+DENSE_FOR, DENSE_WAIT = 2.0, 0.1  # the first 2 s are sampled at least every 100 ms
 
 
 def rss_bytes() -> int:
@@ -169,9 +170,20 @@ class Poller:
         if self.on_sample is not None:
             self.on_sample()
 
+    def _next_wait(self) -> float:
+        """The interval, but at most ``DENSE_WAIT`` in the scan's first ``DENSE_FOR`` seconds:
+        a one-second scan sampled every 250 ms drew four points, its chart starting at 0.25 s."""
+        if time.monotonic() - self.t0 < DENSE_FOR:
+            return min(self.interval, DENSE_WAIT)
+        return self.interval
+
     def _run(self) -> None:
+        # A FIRST SAMPLE AT ONCE: worker processes send from before the scan thread starts
+        # (while the results' pyarrow loads), and a live view waiting a whole interval more
+        # showed nothing for the first second of a multi-process scan.
+        self.sample()
         next_trim = time.monotonic() + TRIM_EVERY
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._next_wait()):
             self.sample()
             if time.monotonic() >= next_trim:
                 release_free_memory()

@@ -43,6 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-port", type=int, help="first port of the --tcp/--closed counts")
     p.add_argument("--defaults", action="store_true", help="start from the demo's layout")
     p.add_argument("--ephemeral", action="store_true", help="with --defaults: kernel-picked ports")
+    p.add_argument("--tls-cert", metavar="PEM",
+                   help="https serves this certificate (one PEM file: certificate and key)")
     p.add_argument("--ready-fd", type=int, metavar="N", help="write READY to fd N, not stdout")
     return p.parse_args(argv)
 
@@ -53,7 +55,8 @@ def build_lab(args: argparse.Namespace) -> Lab:
         overrides = {k: v for k, v in given.items() if v is not None}
         if args.base_port is not None:
             overrides["base_port"] = args.base_port
-        return Lab.defaults(args.host, ephemeral=args.ephemeral, **overrides)
+        return Lab.defaults(args.host, ephemeral=args.ephemeral, tls_cert=args.tls_cert,
+                            **overrides)
     if all(v is None for v in given.values()):
         raise ConfigError(
             "nothing to run",
@@ -61,7 +64,7 @@ def build_lab(args: argparse.Namespace) -> Lab:
             " or pass --defaults for the demo's layout",
         )
     base_port = DEFAULT_LAYOUT["base_port"] if args.base_port is None else args.base_port
-    return Lab(args.host, base_port=base_port, **given)
+    return Lab(args.host, base_port=base_port, tls_cert=args.tls_cert, **given)
 
 
 def ready_line(lab: Lab) -> str:

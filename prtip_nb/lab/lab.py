@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import resource
 import socket
 import ssl
@@ -85,6 +86,7 @@ class Lab:
         base_port: int = 20000,
         idle_timeout: float = 30.0,
         hostile: Mapping[str, int] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = _check_host(host)
         self.family = 6 if ":" in self.host else 4
@@ -104,6 +106,8 @@ class Lab:
         self._held: list[socket.socket] = []  # closed ports: bound, never listened on
         self._ports: list[_Port] | None = None  # kept after stop() for the truth
         self.cert: LabCert | None = None
+        #: A PEM file with the certificate and key https serves; None: a fresh one at start.
+        self._tls_cert = tls_cert
 
     @classmethod
     def defaults(cls, host: str | None = None, *, ephemeral: bool = False, **overrides: Any) -> Lab:
@@ -245,9 +249,9 @@ class Lab:
         return self._ports
 
     def _tls_context(self) -> ssl.SSLContext:
-        from prtip_nb.lab.tlscert import make_cert, server_context
+        from prtip_nb.lab.tlscert import load_cert, make_cert, server_context
 
-        self.cert = make_cert(self.host)
+        self.cert = make_cert(self.host) if self._tls_cert is None else load_cert(self._tls_cert)
         return server_context(self.cert)
 
     def _bind(self, name: str, proto: str, port: int) -> tuple[_Port, socket.socket]:

@@ -1,4 +1,4 @@
-"""The lab's self-signed TLS certificate, made fresh at each start.
+"""The lab's self-signed TLS certificate, made fresh at each start (or read from a file).
 
 EC P-256 rather than RSA 2048: key generation takes about a millisecond instead of tens to
 hundreds, and every TLS client a scanner uses accepts it. The certificate is the ground
@@ -79,6 +79,41 @@ def make_cert(host: str, *, days: int = VALID_DAYS) -> LabCert:
         san=(LAB_DNS_NAME, str(ip)),
         not_before=not_before,
         not_after=not_after,
+    )
+
+
+def load_cert(path: str | os.PathLike[str]) -> LabCert:
+    """A certificate and its private key from one PEM file (``--tls-cert``): a lab that
+    serves a given certificate (expiring soon, not valid yet, another name) instead of a
+    fresh one. Its facts, read from the file, are the truth as for a made one."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from prtip_nb.errors import ConfigError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        cert = x509.load_pem_x509_certificate(data)
+        key = load_pem_private_key(data, password=None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--tls-cert {path}: {exc}",
+                          hint="one PEM file holding the certificate and its unencrypted key"
+                          ) from exc  # fmt: skip
+    try:
+        san = tuple(str(g.value) for g in cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value)  # fmt: skip
+    except x509.ExtensionNotFound:
+        san = ()
+    return LabCert(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()),  # fmt: skip
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        san=san,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
     )
 
 

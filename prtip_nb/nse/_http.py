@@ -34,6 +34,8 @@ def request(method: str, path: str, host: str, headers: list[tuple[str, str]],
 
 async def read_response(conn: Conn, method: str, max_body: int) -> HttpResponse:
     status_line = (await conn.recv_line(MAX_HEADER_BYTES)).decode("latin-1").rstrip("\r\n")
+    if not status_line:  # closed without a word (a tcpwrapped port): no reply, no error
+        raise ConnectionResetError("the server closed the connection without a reply")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         raise ScriptError(f"not an HTTP reply: {status_line[:80]!r}")

@@ -80,6 +80,11 @@ async def _run_one(s: Script, target: Target, args: Mapping[str, str], limits: L
         return Output(ERROR_TEXT, [["error", f"timed out after {timeout:g} s"]])
     except asyncio.CancelledError:
         raise
+    except (ConnectionError, EOFError, asyncio.IncompleteReadError):
+        # As nmap's exception handler (nmap.new_try) closes a script whose peer hung up: no
+        # output. nmap -sC prints nothing for http-title on a tcpwrapped port, where an
+        # "ERROR" row here said the script had failed.
+        return None
     except Exception as exc:  # a script's bug must not sink the scan: an error row
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Output(ERROR_TEXT, [["error", why[:500]]])

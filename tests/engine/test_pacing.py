@@ -137,3 +137,32 @@ def test_telemetry_covers_the_worker_processes() -> None:
     # Measured 48-120% with the workers (2 cores shared with other jobs), 0-10% without.
     assert float(busy["cpu_percent"].median()) >= 25
     assert (tel["cpu_percent"] >= 0).all()
+
+
+def test_live_views_get_a_first_sample_as_the_scan_starts() -> None:
+    """With worker processes, the first Progress follows ScanStarted at once, not a
+    telemetry interval later (the panel showed nothing for the first 2 s of such a scan:
+    the interval, after the results' pyarrow import)."""
+    from prtip_nb.engine.events import Progress, ScanStarted
+
+    seen: list[tuple[float, str]] = []
+    scan = pn.Scan("127.0.0.1", ports="1-3000", method="connect", rate=RATE, workers=2,
+                   telemetry_interval=0.5)  # fmt: skip
+    scan.bus.subscribe(lambda e: seen.append((time.monotonic(), type(e).__name__)),
+                       (ScanStarted, Progress))  # fmt: skip
+    scan.start().wait()
+    started = next(t for t, kind in seen if kind == "ScanStarted")
+    first = next(t for t, kind in seen if kind == "Progress")
+    assert first - started < 0.25, first - started  # was the whole 0.5 s interval or more
+
+
+def test_a_one_second_scan_draws_a_throughput_line_of_many_points() -> None:
+    """At the default interval (250 ms) a 1 s scan had four telemetry rows, the chart's
+    first at 0.25 s; the first 2 s are now sampled every 100 ms."""
+    res = pn.scan("127.0.0.1", ports="1-3000", method="connect", rate=RATE)
+    t = res.telemetry["t"].to_numpy(float)
+    assert 0.8 <= t[-1] <= 2.0, t  # about a second at 3,000/s
+    assert len(t) >= 8 and t[0] < 0.15, t
+    assert np.diff(t[t < 2.0]).max() < 0.2, t  # no 250 ms step in the first 2 s
+    x = list(pn.plot.throughput(res).data[0].x)
+    assert x[0] == 0.0 and x[1] < 0.15

@@ -99,3 +99,28 @@ def test_bad_option_exits_2_with_message(args: tuple[str, ...]) -> None:
         _out, err = proc.communicate(timeout=10)
         assert proc.returncode == 2
         assert b"prtip_nb.lab:" in err
+
+
+def test_tls_cert_serves_the_given_certificate(tmp_path: Any) -> None:
+    """``--tls-cert``: https presents the file's certificate (here one that expires in 5
+    days, as a sample dataset's "expiring" finding needs), not a fresh one; a file
+    without a key is an option error."""
+    import socket
+    import ssl
+
+    from prtip_nb.lab.tlscert import make_cert
+
+    made = make_cert(HOST, days=5)
+    pem = tmp_path / "cert.pem"
+    pem.write_bytes(made.cert_pem + made.key_pem)
+    with lab_process("--https", "0", "--tls-cert", str(pem)) as proc:
+        assert proc.stdout is not None
+        port = read_ready(proc.stdout)["services"]["https"]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection((HOST, port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            assert tls.getpeercert(binary_form=True) == made.der
+    (tmp_path / "nokey.pem").write_bytes(made.cert_pem)
+    with lab_process("--https", "0", "--tls-cert", str(tmp_path / "nokey.pem")) as proc:
+        _out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 2 and b"--tls-cert" in err, err

@@ -154,3 +154,35 @@ def _to_xml(res: pn.ScanResult, tmp: Path) -> str:
     path = tmp / "ours.xml"
     write_nmap_xml(res, path)
     return path.read_text()
+
+
+def test_ssl_cert_by_category_is_nmaps_short_text(netns: None, nmap: str) -> None:
+    """-sC runs ssl-cert at nmap's verbosity 0: subject, SAN and dates only, where naming
+    it in --script adds issuer, key, signature and fingerprints. Both, against nmap, on the
+    lab's HTTPS server."""
+    from prtip_nb.lab import Lab
+
+    def nmap_text(*select: str) -> str:
+        xml = subprocess.run([nmap, "-sV", "--version-light", "-n", "-Pn", "-p", str(port),
+                              *select, "127.0.0.1",
+                              "-oX", "-"], capture_output=True, text=True, check=True,
+                             timeout=120).stdout  # fmt: skip
+        return _nmap_scripts(xml)[(port, "ssl-cert")]["output"]
+
+    def our_text(scripts: str) -> str:
+        res = pn.scan("127.0.0.1", ports=str(port), method="connect", service=True,
+                      scripts=scripts)
+        rows = {r["id"]: r for r in res.tables["scripts"].to_pylist()}
+        return rows["ssl-cert"]["output"]
+
+    lab = Lab("127.0.0.1", https=20443).start()
+    try:
+        port = lab.services["https"]
+        short, long = nmap_text("-sC"), nmap_text("--script", "ssl-cert")
+        assert our_text("default") == short
+        assert our_text("ssl-cert") == long
+    finally:
+        lab.stop()
+    assert [ln.split(":")[0] for ln in short.split("\n")] == [
+        "Subject", "Subject Alternative Name", "Not valid before", "Not valid after"]
+    assert "Issuer:" in long and "SHA-1:" in long

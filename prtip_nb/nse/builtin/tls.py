@@ -134,8 +134,10 @@ def _extension(ext: Any) -> tuple[str, str] | None:
     return None
 
 
-def describe(der: bytes) -> Output:
-    """A certificate as nmap's ssl-cert output and data."""
+def describe(der: bytes, *, verbose: bool = True) -> Output:
+    """A certificate as nmap's ssl-cert output and data. Not ``verbose`` (nmap at -v0, as
+    for a script run by category: -sC, -A), the text is the subject, the SAN and the dates
+    only; the data is the same either way."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -185,17 +187,21 @@ def describe(der: bytes) -> Output:
     lines = [f"Subject: {name_line(subject)}"]
     if san:
         lines.append(f"Subject Alternative Name: {san}")
-    lines += [f"Issuer: {name_line(issuer)}", f"Public Key type: {dict(pub)['type']}"]
-    if "bits" in dict(pub):
-        lines.append(f"Public Key bits: {dict(pub)['bits']}")
-    lines += [f"Signature Algorithm: {sig}", f"Not valid before: {before}",
-              f"Not valid after:  {after}", f"MD5:   {md5}", f"SHA-1: {sha1}"]  # fmt: skip
+    if verbose:
+        lines += [f"Issuer: {name_line(issuer)}", f"Public Key type: {dict(pub)['type']}"]
+        if "bits" in dict(pub):
+            lines.append(f"Public Key bits: {dict(pub)['bits']}")
+        lines.append(f"Signature Algorithm: {sig}")
+    lines += [f"Not valid before: {before}", f"Not valid after:  {after}"]
+    if verbose:
+        lines += [f"MD5:   {md5}", f"SHA-1: {sha1}"]
     return Output("\n".join(lines), data)
 
 
 class SslCert(Script):
     """The server's certificate: subject, SAN, issuer, key, signature algorithm,
-    validity, fingerprints::
+    validity, fingerprints, as nmap prints it when named in ``--script`` (which nmap runs
+    one verbosity up)::
 
         | ssl-cert: Subject: commonName=prtip-lab.test
         | Subject Alternative Name: DNS:prtip-lab.test, IP Address:127.0.0.1
@@ -207,6 +213,14 @@ class SslCert(Script):
         | Not valid after:  2027-01-04T02:18:41
         | MD5:   0e5ae66961234db7a67e0fd27d4228a6
         |_SHA-1: ace7cc09663cc04234034ac7c9b553d5623b7d6d
+
+    Run by category (``-sC``, ``-A``, ``--script default``), nmap prints the subject, the
+    SAN and the two dates only, and so do we::
+
+        | ssl-cert: Subject: commonName=prtip-lab.test
+        | Subject Alternative Name: DNS:prtip-lab.test, IP Address:127.0.0.1
+        | Not valid before: 2026-12-05T02:17:41
+        |_Not valid after:  2027-01-04T02:18:41
 
     nmap 7.93's text, its quirks kept (two spaces after "after:", three after "MD5:"; the
     name line shows commonName, organizationName, stateOrProvinceName and countryName only;
@@ -236,7 +250,7 @@ class SslCert(Script):
             der = conn.peer_cert()
         if not der:
             return None
-        return describe(der)
+        return describe(der, verbose=bool(ctx.verbosity))
 
 
 SCRIPTS = [SslCert()]
