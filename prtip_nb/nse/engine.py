@@ -10,6 +10,9 @@ One asyncio loop runs every (script, target) pair whose rule says yes. Bounds:
   failed``, as nmap writes it, and the reason under ``data`` (key ``error``). The scan
   goes on.
 
+The runs share one :class:`~prtip_nb.nse.httpcache.HttpCache`: a page is fetched once
+per port, however many scripts read it.
+
 Rows come out in a stable order: host, port, then the selection's script order.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 from prtip_nb.interop._nmap_inventory import tree_leaves
 from prtip_nb.nse.api import Output, Script, Target, as_output
 from prtip_nb.nse.context import Budget, Context
+from prtip_nb.nse.httpcache import HttpCache
 
 ERROR_TEXT = "ERROR: Script execution failed (use -d to debug)"
 
@@ -66,13 +70,15 @@ def _host_key(host: str) -> tuple[int, Any]:
 
 
 async def _run_one(s: Script, target: Target, args: Mapping[str, str], limits: Limits,
-                   open_ports: Sequence[Target]) -> Output | None:  # fmt: skip
+                   open_ports: Sequence[Target],
+                   cache: HttpCache | None = None) -> Output | None:  # fmt: skip
     timeout = s.timeout if limits.timeout is None else min(s.timeout, limits.timeout)
     max_bytes = s.max_bytes if limits.max_bytes is None else min(s.max_bytes, limits.max_bytes)
     ctx = Context(target, s.id, args, Budget(timeout, max_bytes),
                   io_timeout=min(limits.io_timeout, timeout))  # fmt: skip
     ctx.open_ports = tuple(open_ports)
     ctx.verbosity = int(s.id in limits.named)
+    ctx.http_cache = cache
     try:
         async with asyncio.timeout(timeout):
             return as_output(await s.run(ctx))
@@ -111,12 +117,13 @@ async def run_async(scripts: Sequence[Script], targets: Iterable[Target],
     overall = asyncio.Semaphore(limits.overall)
     per_host = {h: asyncio.Semaphore(limits.per_host) for h in by_host}
     results: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    cache = HttpCache()  # one GET per (host, port, path) for every script of this run
 
     async def one(key: tuple[Any, ...], s: Script, t: Target, phase: str) -> None:
         async with overall, per_host[t.host]:
             if cancel is not None and cancel.is_set():
                 return
-            out = await _run_one(s, t, args, limits, by_host[t.host])
+            out = await _run_one(s, t, args, limits, by_host[t.host], cache)
         if out is not None:
             r = row(t, s.id, phase, out)
             results.append((key, r))
