@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The daemons (nginx ... dnsmasq) are for tests/probes/test_real_daemons.py, which starts
 # them itself inside its private namespace; the install must not start them (see below).
 APT_PACKAGES ?= nmap ndiff iproute2 nftables util-linux strace \
-	nginx openssh-server redis-server exim4-daemon-light vsftpd dnsmasq memcached \
+	nginx openssh-server redis-server exim4-daemon-light vsftpd dnsmasq memcached rsync dovecot-imapd \
 	chromium
 
 .PHONY: demo test lint system-deps bench clean help

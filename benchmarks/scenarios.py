@@ -142,6 +142,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "udp-icmp-cost": _lazy("udp", "udp-icmp-cost"),
     "sv-1000": _lazy("sv", "sv-1000"),
     "sc-services": _lazy("nse", "sc-services"),
+    "sc-10k": _lazy("nse", "sc-10k"),
     "import-nmap-xml": _lazy("interop", "import-nmap-xml"),
     "read-filtered": _lazy("interop", "read-filtered"),
     "net-table": _lazy("network", "net-table"),

@@ -23,6 +23,7 @@ import prtip_nb as pn
 from prtip_nb.engine.distributed import DistributedScan
 from prtip_nb.engine.events import Progress
 from tests.conftest import in_netns, tcp_listeners
+from tests.probes.test_pseudo_services import BEHIND, PSEUDO, pseudo_host  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -241,3 +242,35 @@ def test_lost_worker_shard_is_resumed_by_another(listening: list[int], tmp_path:
     assert resumed[0]["done"] < 8000  # the rerun probed what was left, not the whole shard
     back = pn.read_scans(tmp_path, res.scan_id).tables["ports"]
     assert _rows(back) == b
+
+
+# --- what only a shard's hosts table knows survives the merge -----------------------------
+
+
+def _check_pseudo_merge(res: Any, host: str) -> None:
+    hosts = res.hosts.set_index("host")
+    assert hosts.loc[host, "pseudo_services"] == True  # noqa: E712 (a nullable bool)
+    assert "scanned TCP ports open" in hosts.loc[host, "pseudo_reason"]
+    assert hosts.loc[host, "open"] == 60  # the counts are of every shard's ports
+    assert hosts.loc[host, "state"] == "up"
+    scripts = res.scripts
+    assert scripts["id"].tolist() == ["banner"] and scripts["port"].tolist() == [BEHIND]
+    assert scripts["output"].iloc[0].startswith("SSH-2.0-OpenSSH")
+    ssh = res.ports.set_index("port").loc[BEHIND]
+    assert (ssh["service"], ssh["verified"]) == ("ssh", True)
+
+
+@pytest.mark.usefixtures("pseudo_host")
+@pytest.mark.parametrize("where", ["in-process", "dask"])
+def test_sharded_sv_scan_keeps_pseudo_services_and_scripts(
+    tmp_path: Path, request: pytest.FixtureRequest, where: str
+) -> None:
+    """-sV with --verify and a script, in 2 shards (30 ports each, each flags the host):
+    hosts.pseudo_services, its reason and the scripts rows come through the merge, in
+    memory and through the dataset the driver writes."""
+    cluster = request.getfixturevalue("client") if where == "dask" else None
+    opts = dict(service=True, scripts=["banner"], seed=SEED, cluster=cluster, shards=2)
+    _check_pseudo_merge(pn.scan(PSEUDO, "2000-2059", **opts), PSEUDO)
+    res = pn.scan(PSEUDO, "2000-2059", output=str(tmp_path), **opts)
+    _check_pseudo_merge(res, PSEUDO)
+    _check_pseudo_merge(pn.read_scans(tmp_path, res.scan_id), PSEUDO)

@@ -118,6 +118,16 @@ def _next_number(directory: Any, table: str, tag: str) -> int:
     return max((n for n in found if n is not None), default=-1) + 1
 
 
+def _shard_tables(ds: DistributedScan) -> dict[str, list[pa.Table]]:
+    """The tables the shards sent back (all of them without output, else their hosts)."""
+    tables: dict[str, list[pa.Table]] = {name: [] for name in schema.TABLES}
+    for s in ds._summaries:
+        for name, data in (s.get("tables") or {}).items():
+            with pa.ipc.open_stream(data) as reader:
+                tables[name].append(schema.conform(reader.read_all(), name))
+    return tables
+
+
 def merge(ds: DistributedScan) -> ScanResult:
     """The whole scan as one ScanResult; with output, also its events and hosts parts."""
     from ..results import ScanResult, read_scans
@@ -138,23 +148,24 @@ def merge(ds: DistributedScan) -> ScanResult:
         number = _next_number(directory, "events", DRIVER_TAG)
         _files.write_part(_files.part_path(directory, "events", number, DRIVER_TAG), events, md)
         res = read_scans(out, meta.scan_id)  # no hosts part yet: derived from all the ports
+        hosts = _hosts.merge_shard_hosts(res.tables["hosts"], _shard_tables(ds)["hosts"])
+        res = ScanResult({**res.tables, "hosts": hosts}, meta)
         if ds.status == "completed":  # a cut-short scan has no hosts part: not complete
-            hosts = res.tables["hosts"]
             path = _files.part_path(directory, "hosts", _next_number(directory, "hosts", ""))
             _files.write_part(path, hosts, md)  # last: marks the scan complete
         ds._write_manifest(ds.status)
         return ScanResult(res.tables, meta)
-    tables: dict[str, list[pa.Table]] = {name: [] for name in schema.TABLES}
-    for s in ds._summaries:
-        for name, data in (s.get("tables") or {}).items():
-            with pa.ipc.open_stream(data) as reader:
-                tables[name].append(schema.conform(reader.read_all(), name))
+    tables = _shard_tables(ds)
     ports = _arrow.normalize_ports(pa.concat_tables([schema.empty("ports"), *tables["ports"]]))
+    # Scripts, os, trace and telemetry as the shards gave them; the scan row comes from
+    # the driver's meta (a shard's describes one shard).
+    merged = {name: pa.concat_tables([schema.empty(name), *parts]).unify_dictionaries()
+              for name, parts in tables.items() if name in ("scripts", "os", "trace", "telemetry")}
     return ScanResult(
         {
+            **merged,
             "ports": ports,
-            "hosts": _hosts.sort_hosts(_hosts.derive_hosts(ports)),
-            "telemetry": pa.concat_tables([schema.empty("telemetry"), *tables["telemetry"]]),
+            "hosts": _hosts.merge_shard_hosts(_hosts.derive_hosts(ports), tables["hosts"]),
             "events": pa.concat_tables([schema.empty("events"), *tables["events"], events]),
         },
         meta,

@@ -155,6 +155,10 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
                    scan_id=scan.scan_id)
     if cfg.output is None:
         summary["tables"] = {name: _ipc(t) for name, t in res.tables.items()}
+    else:
+        # The shard writes no hosts part (the driver does, from all the ports): what only
+        # its hosts table knows (pseudo_services, OS and name columns) travels back here.
+        summary["tables"] = {"hosts": _ipc(res.tables["hosts"])}
     return summary
 
 

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,14 +36,19 @@ DAEMONS = {
     "dnsmasq": ("dnsmasq", 53),
     "memcached": ("memcached", 11211),
 }
+#: Started only when named (the odd-ports lab): an rsync daemon and Dovecot's IMAP.
+MORE = {
+    "rsync": ("rsync", 873),
+    "dovecot": ("/usr/sbin/dovecot", 143),
+}
 #: The Debian packages behind them (the Makefile's APT_PACKAGES installs these as root).
 PACKAGES = ("nginx", "openssh-server", "redis-server", "exim4-daemon-light", "vsftpd", "dnsmasq",
-            "memcached")
+            "memcached", "rsync", "dovecot-imapd")
 START_TIMEOUT_S = 10.0
 
 
 def installed(name: str) -> bool:
-    binary = DAEMONS[name][0]
+    binary = {**DAEMONS, **MORE}[name][0]
     if binary.startswith("/"):
         return os.access(binary, os.X_OK)
     return shutil.which(binary) is not None
@@ -67,7 +72,8 @@ http {{
 """
 
 
-def _commands(tmp: Path, http: Sequence[int], https: Sequence[int]) -> dict[str, list[str]]:
+def _commands(tmp: Path, http: Sequence[int], https: Sequence[int],
+              port: Mapping[str, int]) -> dict[str, list[str]]:  # fmt: skip
     from prtip_nb.lab.tlscert import make_cert
 
     cert = make_cert(HOST)  # self-signed, CN=prtip-lab.test: the TLS truth is known
@@ -81,7 +87,8 @@ def _commands(tmp: Path, http: Sequence[int], https: Sequence[int]) -> dict[str,
                        check=True)  # fmt: skip
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     (tmp / "sshd_config").write_text(
-        f"Port 22\nListenAddress {HOST}\nHostKey {tmp}/hostkey\nPidFile {tmp}/sshd.pid\n"
+        f"Port {port['sshd']}\nListenAddress {HOST}\nHostKey {tmp}/hostkey\n"
+        f"PidFile {tmp}/sshd.pid\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
     )
     Path("/var/run/vsftpd/empty").mkdir(parents=True, exist_ok=True)
@@ -89,24 +96,62 @@ def _commands(tmp: Path, http: Sequence[int], https: Sequence[int]) -> dict[str,
     (tmp / "ftp").mkdir(mode=0o755, exist_ok=True)
     (tmp / "ftp" / "readme.txt").write_text("prtip lab\n")
     (tmp / "vsftpd.conf").write_text(
-        f"listen=YES\nlisten_ipv6=NO\nlisten_address={HOST}\nlisten_port=21\nbackground=NO\n"
+        f"listen=YES\nlisten_ipv6=NO\nlisten_address={HOST}\nlisten_port={port['vsftpd']}\nbackground=NO\n"
         f"anonymous_enable=YES\nanon_root={tmp}/ftp\nno_anon_password=YES\n"
         "local_enable=YES\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
         "seccomp_sandbox=NO\npasv_enable=YES\npasv_address=127.0.0.1\n"
     )
+    (tmp / "rsyncd.conf").write_text(
+        f"pid file = {tmp}/rsyncd.pid\nuse chroot = no\n[pub]\npath = {tmp}/ftp\nread only = yes\n"
+    )
+    (tmp / "dovecot.conf").write_text(_dovecot_conf(tmp, port["dovecot"]))
     return {
         "nginx": ["nginx", "-c", f"{tmp}/nginx.conf", "-p", f"{tmp}/", "-e", f"{tmp}/nginx.err"],
         "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", f"{tmp}/sshd_config"],
-        "redis": ["redis-server", "--port", "6379", "--bind", HOST, "--save", "",
+        "redis": ["redis-server", "--port", str(port["redis"]), "--bind", HOST, "--save", "",
                   "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp)],
         # Debian's exim configuration listens on 127.0.0.1 and ::1 only.
-        "exim": ["exim4", "-bdf", "-oX", "25", "-oP", f"{tmp}/exim.pid"],
+        "exim": ["exim4", "-bdf", "-oX", str(port["exim"]), "-oP", f"{tmp}/exim.pid"],
         "vsftpd": ["vsftpd", f"{tmp}/vsftpd.conf"],
-        "dnsmasq": ["dnsmasq", "--keep-in-foreground", "--port=53", f"--listen-address={HOST}",
+        "dnsmasq": ["dnsmasq", "--keep-in-foreground", f"--port={port['dnsmasq']}",
+                    f"--listen-address={HOST}",
                     "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
                     f"--pid-file={tmp}/dnsmasq.pid"],
-        "memcached": ["memcached", "-u", "nobody", "-l", HOST, "-p", "11211", "-U", "0"],
+        "memcached": ["memcached", "-u", "nobody", "-l", HOST, "-p", str(port["memcached"]),
+                      "-U", "0"],
+        "rsync": ["rsync", "--daemon", "--no-detach", f"--address={HOST}",
+                  f"--port={port['rsync']}", f"--config={tmp}/rsyncd.conf"],
+        "dovecot": ["/usr/sbin/dovecot", "-F", "-c", f"{tmp}/dovecot.conf"],
     }  # fmt: skip
+
+
+def _dovecot_conf(tmp: Path, port: int) -> str:
+    """IMAP only, no TLS, its runtime and log files under ``tmp``; nobody logs in."""
+    return f"""
+base_dir = {tmp}/dovecot
+state_dir = {tmp}/dovecot-state
+log_path = {tmp}/dovecot.log
+protocols = imap
+listen = {HOST}
+ssl = no
+auth_mechanisms = plain
+passdb {{
+  driver = static
+  args = password=nothing-works-here-{os.getpid()}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
 
 
 def _answers(port: int, deadline: float) -> bool:
@@ -126,16 +171,19 @@ def start_daemons(
     *,
     http: Sequence[int] = (80,),
     https: Sequence[int] = (443,),
+    ports: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, int]]:
-    """Start the installed daemons among ``names`` (default: all); yield {name: port} of
-    those that came up. ``http``/``https``: the ports nginx listens on."""
+    """Start the installed daemons among ``names`` (default: all of ``DAEMONS``; ``MORE``
+    when named); yield {name: port} of those that came up. ``http``/``https``: the ports
+    nginx listens on; ``ports``: other daemons' ports instead of their usual ones."""
     if os.environ.get("PRTIP_NB_NETNS") != "1" and not in_private_netns():
         raise ConfigError(
             "real daemons start only inside a private network namespace",
             hint="run under scripts/in-netns (make test / make bench do)",
         )
     wanted = [n for n in (names or list(DAEMONS)) if installed(n)]
-    commands = _commands(tmp, http, https)
+    port = {n: p for n, (_, p) in {**DAEMONS, **MORE}.items()} | dict(ports or {})
+    commands = _commands(tmp, http, https, port)
     procs: list[subprocess.Popen[bytes]] = []
     up: dict[str, int] = {}
     try:
@@ -147,9 +195,9 @@ def start_daemons(
         deadline = time.monotonic() + START_TIMEOUT_S
         extra = {"nginx": list(http), "nginx-tls": list(https)}
         for name in wanted:
-            ports = extra.get(name, [DAEMONS[name][1]])
-            if all(_answers(p, deadline) for p in ports):
-                up[name] = ports[0]
+            listen = extra.get(name, [port[name]])
+            if all(_answers(p, deadline) for p in listen):
+                up[name] = listen[0]
         yield up
     finally:
         for p in procs:

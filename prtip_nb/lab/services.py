@@ -8,8 +8,10 @@ Every service runs on the one ``EventLoop`` (see ``loop.py``):
   therefore sees EOF without a banner (nmap calls that "tcpwrapped").
 - ``http``: answers any request with one ``200 OK`` page and closes.
 - ``https``: the same behind TLS, with the lab's self-signed certificate.
-- ``ssh``, ``smtp``, ``ftp``: speak first with a well-known banner, then answer a few
-  commands (enough for QUIT to end the session politely).
+- ``ssh``: the banner, then a real key exchange up to NEWKEYS (``sshkex``: the host key
+  and the algorithms are there for ssh-hostkey and ssh2-enum-algos), then it hangs up.
+- ``smtp``, ``ftp``: speak first with a well-known banner, then answer a few commands
+  (enough for QUIT to end the session politely).
 - ``udp_echo``: sends every datagram back to its sender.
 
 ``KINDS`` holds the ground truth of each kind (service, product, version, banner), in one
@@ -23,6 +25,7 @@ import ssl
 from dataclasses import dataclass
 
 from prtip_nb.lab.loop import EventLoop, Listener
+from prtip_nb.lab.sshkex import SshKex
 from prtip_nb.lab.stream import Stream
 
 LAB_DNS_NAME = "prtip-lab.test"  # the name in every banner and in the TLS certificate
@@ -149,19 +152,23 @@ class LineConn(Stream):
         return b"", False
 
 
-class SshConn(LineConn):
-    greeting = SSH_BANNER
-    _ident_seen = False
+class SshConn(Stream):
+    """SSH up to a real key exchange (``sshkex``): the banner, KEXINIT, an ECDH reply
+    signed by the lab's Ed25519 host key, NEWKEYS; then the lab hangs up."""
 
-    def reply(self, line: bytes) -> tuple[bytes, bool]:
-        # After the client's identification a real server would start key exchange; the
-        # lab just listens politely until the client (or the idle timeout) gives up.
-        if self._ident_seen:
-            return b"", False
-        if line.startswith(b"SSH-"):
-            self._ident_seen = True
-            return b"", False
-        return b"Invalid SSH identification string.\r\n", True
+    def __init__(self, loop: EventLoop, sock: socket.socket) -> None:
+        super().__init__(loop, sock)
+        self._kex = SshKex(SSH_BANNER)
+
+    def on_open(self) -> None:
+        self.send(self._kex.greeting)
+
+    def on_data(self, data: bytes) -> None:
+        answer, hang_up = self._kex.feed(data)
+        if answer:
+            self.send(answer)
+        if hang_up:
+            self.finish()
 
 
 class SmtpConn(LineConn):
@@ -221,7 +228,7 @@ class UdpEcho:
                 pass
 
 
-_LINE_CONNS: dict[str, type[LineConn]] = {"ssh": SshConn, "smtp": SmtpConn, "ftp": FtpConn}
+_LINE_CONNS: dict[str, type[Stream]] = {"ssh": SshConn, "smtp": SmtpConn, "ftp": FtpConn}
 
 
 def serve(loop: EventLoop, kind: str, sock: socket.socket, tls: ssl.SSLContext | None) -> None:

@@ -4,7 +4,8 @@
   port is tunnelled through TLS, or when asked); ``send``, ``recv(n)``, ``recv_line``,
   ``recv_until``, ``start_tls``, each with a deadline.
 - ``await ctx.http(method, path, headers=, body=)``: a small HTTP/1.1 client
-  (``Connection: close``, Content-Length, chunked or until close), :class:`HttpResponse`.
+  (``Connection: close``, Content-Length, chunked or until close), :class:`HttpResponse`;
+  a plain GET is shared with the scan's other scripts (``httpcache``: one per page).
 - ``ctx.target`` / ``ctx.service``: the port and what ``-sV`` said; ``ctx.args``: the
   ``--script-args``; ``ctx.arg("key")`` looks up ``<script id>.key`` first, as NSE does.
 
@@ -21,8 +22,12 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prtip_nb.nse.api import Target
+
+if TYPE_CHECKING:
+    from prtip_nb.nse.httpcache import HttpCache
 
 #: Ports where TLS is spoken from the first byte (for a script run without -sV).
 TLS_PORTS = frozenset({443, 465, 636, 853, 989, 990, 992, 993, 994, 995, 5061, 6697, 8443})
@@ -182,6 +187,8 @@ class Context:
         #: nmap's verbosity as this script sees it: 1 when it was selected by name (nmap
         #: raises a named script's verbosity by one), else 0. Some outputs depend on it.
         self.verbosity = 0
+        #: GET replies shared with the scan's other runs (``httpcache``); None: not shared.
+        self.http_cache: HttpCache | None = None
         self._conns: list[Conn] = []
 
     # -- the target ----------------------------------------------------------------------
@@ -241,18 +248,26 @@ class Context:
         (``truncated``)."""
         from prtip_nb.nse import _http
 
-        conn = await self.connect(port, tls=tls)
-        try:
-            host = self.target.host
-            hp = f"[{host}]" if ":" in host else host
-            p = self.target.port if port is None else port
-            default = 443 if (self.tls if tls is None else tls) else 80
-            extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-            await conn.send(_http.request(method, path, hp if p == default else f"{hp}:{p}",
-                                          extra, body))  # fmt: skip
-            return await _http.read_response(conn, method, max_body)
-        finally:
-            await conn.close()
+        extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        p = self.target.port if port is None else port
+        use_tls = self.tls if tls is None else tls
+
+        async def fetch(cap: int) -> HttpResponse:
+            conn = await self.connect(port, tls=tls)
+            try:
+                host = self.target.host
+                hp = f"[{host}]" if ":" in host else host
+                default = 443 if use_tls else 80
+                await conn.send(_http.request(method, path, hp if p == default else f"{hp}:{p}",
+                                              extra, body))  # fmt: skip
+                return await _http.read_response(conn, method, cap)
+            finally:
+                await conn.close()
+
+        if self.http_cache is None or method != "GET" or body or extra or p is None:
+            return await fetch(max_body)
+        return await self.http_cache.get((self.target.host, p, bool(use_tls), path), max_body,
+                                         fetch)  # fmt: skip
 
     async def close_all(self) -> None:
         for c in self._conns:

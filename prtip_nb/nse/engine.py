@@ -2,13 +2,20 @@
 
 One asyncio loop runs every (script, target) pair whose rule says yes. Bounds:
 
-- ``per_host`` runs at once on one host (nmap keeps a host's scripts to a handful too:
-  a small service must not see 60 connections at once), ``overall`` at once in all;
+- ``per_port`` runs at once on one port (a small service must not see a dozen script
+  connections at once), ``per_host`` on one host, ``overall`` in all. Measured on one
+  host with 1,000 lab services (``-sV -sC``, the farm of benchmarks ``sc-services``, 2,000
+  script rows): the script stage took 5.9 s with 4 per host (the old default: waiting on
+  the host's limit while its services sat idle), 4.4 s with 32 and 3.7 s with 64 per host,
+  3 per port; the scan 11.4 s -> 7.5 s, peak RSS unchanged (149 MiB);
 - each run has its script's ``timeout`` (capped by ``Limits.timeout``) over the whole run,
   and its ``max_bytes`` over every byte it reads (``context.Budget``);
 - a run that raises or runs out leaves an error row: output ``ERROR: Script execution
   failed``, as nmap writes it, and the reason under ``data`` (key ``error``). The scan
   goes on.
+
+The runs share one :class:`~prtip_nb.nse.httpcache.HttpCache`: a page is fetched once
+per port, however many scripts read it.
 
 Rows come out in a stable order: host, port, then the selection's script order.
 """
@@ -26,6 +33,7 @@ from typing import Any
 from prtip_nb.interop._nmap_inventory import tree_leaves
 from prtip_nb.nse.api import Output, Script, Target, as_output
 from prtip_nb.nse.context import Budget, Context
+from prtip_nb.nse.httpcache import HttpCache
 
 ERROR_TEXT = "ERROR: Script execution failed (use -d to debug)"
 
@@ -36,7 +44,8 @@ class Limits:
 
     timeout: float | None = None  # --script-timeout: caps every script's own timeout
     max_bytes: int | None = None
-    per_host: int = 4
+    per_host: int = 64
+    per_port: int = 3
     overall: int = 128
     io_timeout: float = 5.0  # one read or connect, at most
     named: frozenset[str] = frozenset()  # ids selected by name: verbosity 1, as in nmap
@@ -66,13 +75,15 @@ def _host_key(host: str) -> tuple[int, Any]:
 
 
 async def _run_one(s: Script, target: Target, args: Mapping[str, str], limits: Limits,
-                   open_ports: Sequence[Target]) -> Output | None:  # fmt: skip
+                   open_ports: Sequence[Target],
+                   cache: HttpCache | None = None) -> Output | None:  # fmt: skip
     timeout = s.timeout if limits.timeout is None else min(s.timeout, limits.timeout)
     max_bytes = s.max_bytes if limits.max_bytes is None else min(s.max_bytes, limits.max_bytes)
     ctx = Context(target, s.id, args, Budget(timeout, max_bytes),
                   io_timeout=min(limits.io_timeout, timeout))  # fmt: skip
     ctx.open_ports = tuple(open_ports)
     ctx.verbosity = int(s.id in limits.named)
+    ctx.http_cache = cache
     try:
         async with asyncio.timeout(timeout):
             return as_output(await s.run(ctx))
@@ -115,13 +126,16 @@ async def run_async(scripts: Sequence[Script], targets: Iterable[Target],
                 jobs.append(((_host_key(host), 1, 0, order[s.id]), s, ht, "host"))
     overall = asyncio.Semaphore(limits.overall)
     per_host = {h: asyncio.Semaphore(limits.per_host) for h in by_host}
+    per_port: dict[tuple[str, int | None], asyncio.Semaphore] = {}
     results: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    cache = HttpCache()  # one GET per (host, port, path) for every script of this run
 
     async def one(key: tuple[Any, ...], s: Script, t: Target, phase: str) -> None:
-        async with overall, per_host[t.host]:
+        port = per_port.setdefault((t.host, t.port), asyncio.Semaphore(limits.per_port))
+        async with port, overall, per_host[t.host]:
             if cancel is not None and cancel.is_set():
                 return
-            out = await _run_one(s, t, args, limits, by_host[t.host])
+            out = await _run_one(s, t, args, limits, by_host[t.host], cache)
         if out is not None:
             r = row(t, s.id, phase, out)
             results.append((key, r))

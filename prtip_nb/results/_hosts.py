@@ -233,3 +233,63 @@ def attach_columns(hosts: pa.Table, values: dict[str, dict[str, Any]]) -> pa.Tab
                   for h, cur in zip(names, current, strict=True)]  # fmt: skip
         hosts = set_column(hosts, col, cv.column(filled, field.type))
     return hosts
+
+
+#: Hosts columns a shard's table cannot give for the whole host: its counts and first reply
+#: cover only its share of the ports, so they come from the merged ports instead.
+_FROM_PORTS = frozenset({"scan_id", "host", "family", "open", "closed", "filtered", "other",
+                         "rtt_ms"})
+
+
+def merge_shard_hosts(derived: pa.Table, shards: Sequence[pa.Table]) -> pa.Table:
+    """The hosts table of a sharded scan: ``derived`` (from every shard's ports) with what
+    only the shards' own hosts tables know (``pseudo_services``, OS columns, names, ...).
+
+    Per host and column, the first shard with a value gives it; ``pseudo_services`` is
+    true when any shard flagged the host (each shard sees a share of its ports), and a host
+    no port showed up but a shard found up (a ping reply) is up with that shard's reason.
+    A host only the shards' tables have (no port row) is kept as they give it.
+    """
+    shards = [schema.conform(t, "hosts") for t in shards if t.num_rows]
+    if not shards:
+        return derived
+    derived = schema.conform(derived, "hosts")
+    names = set(derived["host"].to_pylist())
+    values: dict[str, dict[str, Any]] = {}
+    extra: list[pa.Table] = []
+    for t in shards:
+        keep = [c for c in t.column_names
+                if c not in _FROM_PORTS and t[c].null_count < t.num_rows]  # fmt: skip
+        cols = {c: t[c].to_pylist() for c in ["host", *keep]}
+        states = cols.get("state", [None] * t.num_rows)
+        for i, host in enumerate(cols["host"]):
+            if host not in names:
+                continue
+            mine = values.setdefault(host, {})
+            for c in keep:
+                v = cols[c][i]
+                if v is None or c in ("state", "reason"):
+                    continue
+                if c == "pseudo_services":
+                    mine[c] = bool(mine.get(c)) or bool(v)
+                else:
+                    mine.setdefault(c, v)
+            if states[i] == "up":
+                mine.setdefault("_up_reason", cols.get("reason", [None] * t.num_rows)[i])
+        missing = pc.invert(pc.is_in(t["host"], value_set=derived["host"].combine_chunks()))
+        extra.append(t.filter(missing))
+    base = dict(zip(derived["host"].to_pylist(), derived["state"].to_pylist(), strict=True))
+    for host, mine in values.items():
+        reason = mine.pop("_up_reason", None)
+        if base.get(host) != "up" and reason is not None:
+            mine.update(state="up", reason=reason)
+    hosts = attach_columns(derived, values)
+    if any(t.num_rows for t in extra):
+        seen: set[str] = set()
+        rest = []
+        for t in extra:  # a host in two shards' tables only: the first one's row
+            fresh = [h not in seen for h in t["host"].to_pylist()]
+            seen.update(t["host"].to_pylist())
+            rest.append(t.filter(cv.bools(fresh)))
+        hosts = pa.concat_tables([hosts, *rest])
+    return sort_hosts(hosts)
