@@ -168,7 +168,7 @@ class HostTable:
                 return self._per_host(h)
         return self._keys[h], self._bases[h], self._src_hi[sid], self._src_lo[sid]
 
-    def _per_host(self, h: npt.NDArray[np.intp]) -> tuple[U64, U64, U64, U64]:
+    def _per_host(self, h: npt.NDArray[np.integer]) -> tuple[U64, U64, U64, U64]:
         uh, inv = np.unique(h, return_inverse=True)
         infos = [self.info(int(x)) for x in uh.tolist()]
         srcs = [int.from_bytes(i.src, "big") for i in infos]
