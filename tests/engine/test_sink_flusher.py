@@ -82,3 +82,21 @@ def test_listens_tells_whether_anyone_takes_an_event_kind() -> None:
     bus.unsubscribe(sub)
     bus.subscribe(None)  # everything
     assert bus.listens(PortFound)
+
+
+def test_timer_threads_hand_age_flushes_to_the_flush_thread() -> None:
+    """The poller's flush_if_older must not convert on the poller (its ticks stay on time)."""
+    targets, ports = parse_targets(["198.18.0.0/24"]), parse_ports("1-10")
+    threads: list[str] = []
+    sink = RecordSink(targets=targets, ports=ports, scan_id="t", decode=verdict,
+                      on_batch=lambda b: threads.append(threading.current_thread().name),
+                      counters=Counters(), max_age=0.05)
+    sink.start_flusher()
+    sink.feed(_records(0, 100))
+    time.sleep(0.06)
+    sink.flush_if_older()  # as the poller does: only wakes the flush thread
+    deadline = time.monotonic() + 10
+    while not threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.stop_flusher()
+    assert threads == ["prtip-sink-flush"]
