@@ -67,7 +67,7 @@ def connect(root: str | os.PathLike[str] = "data/scans", *,
     ``memory_limit`` (DuckDB's setting, e.g. "2GB"; None: DuckDB's default, 80% of RAM)
     caps what a query holds; beyond it DuckDB spills to a private temp directory.
     MEASURED on a 13.1M-row scan (docs/architecture.md, "Scale"): a ``count(distinct
-    host)`` group-by peaked at 1,492 MiB without a limit, 705 MiB with 512MB, in about
+    host)`` group-by peaked at 1,492 MiB without a limit, 705-719 MiB with 512MB, in about
     the same time."""
     duckdb = _duckdb()
     path = Path(root)
