@@ -314,6 +314,13 @@ class EventBus:
                 self._subs.remove(sub)
         sub.close()
 
+    def listens(self, kind: type[Event]) -> bool:
+        """True when some subscriber's filter takes events of ``kind`` (a producer may
+        then skip building events nobody records or hears)."""
+        with self._lock:
+            subs = list(self._subs)
+        return any(s.types is None or issubclass(kind, s.types) for s in subs)
+
     def publish(self, ev: Event, *, record: bool = True) -> None:
         """Record ``ev`` (the scan's events table) and queue it for every subscriber."""
         if record and self._record is not None:

@@ -396,13 +396,15 @@ class Scan:
 
         from ..results._convert import scalar_str
 
+        record = self._builder is None or self._builder.hold != "open"
+        if not record and not self.bus.listens(PortFound):
+            return  # HOT PATH: no row to record and no one to hear it
         sid = self.scan_id or ""
         t = time.monotonic() - self._t0
         opened = batch.filter(pc.equal(batch["state"].cast("string"), scalar_str("open")))
         # FLAT MEMORY: a scan holding only open rows does not copy each into the events
         # table too (~250 B of JSON and tuple an open port, against ~40 B as a ports row:
         # 65 MiB for a /15's 262K opens); subscribers still get every PortFound.
-        record = self._builder is None or self._builder.hold != "open"
         for row in opened.select(["host", "proto", "port", "state", "reason"]).to_pylist():
             self.bus.publish(PortFound(t, sid, **row), record=record)
 
@@ -591,6 +593,7 @@ class Scan:
         state = self.engine_state
         secret = bytes.fromhex(state["udp_secret"]) if "udp_secret" in state else None
         out = RecordBuffer(sink.feed)
+        sink.start_flusher(self.flush_failed)  # batches written off the receive thread
         engine = UdpEngine(
             targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
             shard=cfg.shard, start=start,
@@ -605,6 +608,7 @@ class Scan:
         try:
             engine.run()
         finally:
+            sink.stop_flusher()
             out.flush()
             sink.flush()
             self.engine_stats = {**engine.stats, "udp_rounds": engine.round_log}
@@ -625,6 +629,7 @@ class Scan:
         state = self.engine_state
         secret = bytes.fromhex(state["syn_secret"]) if "syn_secret" in state else None
         out = RecordBuffer(sink.feed)
+        sink.start_flusher(self.flush_failed)  # batches written off the receive thread
         engine = SynEngine(
             targets=self.targets, ports=ports, out=out, seed=cfg.seed or 0,
             shard=cfg.shard, start=start,
@@ -638,6 +643,7 @@ class Scan:
         try:
             engine.run()
         finally:
+            sink.stop_flusher()
             out.flush()
             sink.flush()
             self.engine_stats = engine.stats  # replies, invalid, duplicates, drops, ...

@@ -31,6 +31,7 @@ UDP_CODES = 1 << 20
 FLUSH_ROWS = 65536  # records that trigger a flush: fewer mid-scan GIL grabs on the
 # receive thread than 16K (measured ~10% faster in-process), and no more peak memory
 CHUNK = 16384  # rows per RecordBatch: bounds the conversion's temporaries
+BEHIND = 4  # batches buffered before a feeder flushes itself (start_flusher)
 LIVE_AGE = 0.5  # seconds a verdict may wait before the scan's live views see it
 _PROTOS = cv.plain_strings(["tcp", "udp"])
 _FIRST_SEEN = schema.PORTS.field("first_seen").type
@@ -121,6 +122,12 @@ class RecordSink:
         self._states = _Vocab(schema.STATES)  # nmap's order: what the result table uses
         self._reasons = _Vocab()  # in the order met
         self._v4 = V4Text(targets) if targets.families == {4} else None
+        self._writing = threading.Lock()  # see flush()
+        self._due = threading.Condition()
+        self._flusher: threading.Thread | None = None
+        self._stopping = False
+        self._flush_error: BaseException | None = None
+        self._on_error: Callable[[BaseException], None] | None = None
 
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
@@ -142,10 +149,19 @@ class RecordSink:
             if not self.buffer:
                 self.oldest = time.monotonic()
             self.buffer += recs.tobytes()
-            if len(self.buffer) >= self.batch_rows * DTYPE.itemsize or (
+            due = len(self.buffer) >= self.batch_rows * DTYPE.itemsize or (
                 self.max_age is not None and time.monotonic() - self.oldest >= self.max_age
-            ):
-                self._flush_locked()
+            )
+            if not due:
+                return
+            flusher = self._flusher
+            # BACKPRESSURE: a flusher that falls behind gets help from the feeder, so the
+            # buffer stays bounded (BEHIND batches) whatever the disk does.
+            if flusher is not None and len(self.buffer) < BEHIND * self.batch_rows * DTYPE.itemsize:
+                with self._due:
+                    self._due.notify()
+                return
+        self.flush()
 
     def _control(self, worker: int, value: int, kind: int) -> None:
         if kind == PEAK_RSS:
@@ -161,8 +177,16 @@ class RecordSink:
             self.counters.skipped = total
 
     def flush(self) -> None:
-        with self.lock:
-            self._flush_locked()
+        # Two locks: ``lock`` guards the buffer only (a feeder waits for a swap, never
+        # for a conversion); ``_writing`` orders the conversions and guards what they
+        # update (tally, vocabularies, the builder behind ``on_batch``).
+        with self._writing:
+            with self.lock:
+                if not self.buffer:
+                    return
+                # Hand the buffer over rather than copy it: it is the biggest thing held.
+                data, self.buffer = self.buffer, bytearray()
+            self._convert(data)
 
     def flush_if_older(self, age: float | None = None) -> None:
         """Flush when the oldest buffered record is ``age`` (default ``max_age``) seconds
@@ -172,14 +196,72 @@ class RecordSink:
                 return
             age = self.max_age
         with self.lock:
-            if self.buffer and time.monotonic() - self.oldest >= age:
-                self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if not self.buffer:
+            due = bool(self.buffer) and time.monotonic() - self.oldest >= age
+        if not due:
             return
-        # Hand the buffer over rather than copy it: it is the biggest thing a sink holds.
-        data, self.buffer = self.buffer, bytearray()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            # The flush thread does it: a timer thread (the poller) must not wait for a
+            # conversion, and its ticks stay on time (measured: up to 4 s late otherwise).
+            with self._due:
+                self._due.notify()
+            return
+        self.flush()
+
+    # -- the flush thread ------------------------------------------------------------------
+    def start_flusher(self, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Convert and write batches on a thread of the sink's own, from now until
+        ``stop_flusher``: ``feed`` then only appends to the buffer.
+
+        WHY. A SYN or UDP scan feeds the sink from its receive thread; a flush there
+        (numpy to Arrow, the Parquet part written, the held table appended) stalled the
+        receiver for milliseconds at a time while replies queued in the capture ring,
+        and the ring's backpressure then held the transmit threads back. pyarrow drops
+        the GIL while it encodes and writes, so on another thread that work overlaps
+        the receiver's."""
+        if self._flusher is not None:
+            return
+        self._on_error = on_error
+        self._stopping = False
+        self._flusher = threading.Thread(target=self._flush_loop, name="prtip-sink-flush",
+                                         daemon=True)
+        self._flusher.start()
+
+    def stop_flusher(self) -> None:
+        """Stop the flush thread; what is buffered waits for the next ``flush``."""
+        flusher = self._flusher
+        if flusher is None:
+            return
+        with self._due:
+            self._stopping = True
+            self._due.notify()
+        flusher.join()
+        self._flusher = None
+        err, self._flush_error = self._flush_error, None
+        if err is not None and self._on_error is None:  # (else on_error has heard it)
+            raise err
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._due:
+                if not self._stopping:
+                    self._due.wait((self.max_age or LIVE_AGE) / 2)
+                if self._stopping:
+                    return
+            try:
+                with self.lock:
+                    full = len(self.buffer) >= self.batch_rows * DTYPE.itemsize
+                if full:
+                    self.flush()
+                else:
+                    self.flush_if_older()
+            except BaseException as exc:  # noqa: BLE001 -- e.g. a full disk
+                self._flush_error = exc  # stop_flusher raises it, on_error hears it now
+                if self._on_error is not None:
+                    self._on_error(exc)
+                return
+
+    def _convert(self, data: bytearray) -> None:
         recs = done = np.frombuffer(data, dtype=DTYPE)
         if self.tally is not None:
             self._tally(done)
@@ -206,7 +288,7 @@ class RecordSink:
         """The hosts rows of every record flushed so far (needs a ``tally``)."""
         if self.tally is None:
             raise ValueError("hosts_table needs a RecordSink made with a HostTally")
-        with self.lock:
+        with self._writing:
             return self.tally.table(self.targets, self.scan_id, list(self._reasons.words))
 
     # -- conversion ------------------------------------------------------------------------

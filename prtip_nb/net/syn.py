@@ -272,23 +272,11 @@ class SynEngine(RoundScan):
                     self._send(senders[fam], pjs, rnd, limiter, sent_at)
 
     def _load(self, sender: RawSender, js: np.ndarray, h: np.ndarray, ports: np.ndarray) -> None:
-        hosts = self.hosts
-        if self.hosts.size == 1:
-            infos = [hosts.info(0)]
-            inv = None
-        else:
-            uh, inv = np.unique(h, return_inverse=True)
-            infos = [hosts.info(int(x)) for x in uh.tolist()]
-        key = np.array([i.key for i in infos], np.uint64)
-        base = np.array([i.base for i in infos], np.uint64)
-        dst = [int.from_bytes(i.dst, "big") for i in infos]
-        src = [int.from_bytes(i.src, "big") for i in infos]
-        hi = np.array([d >> 64 if sender.family == 6 else d for d in dst], np.uint64)
-        lo = np.array([d & ((1 << 64) - 1) for d in dst], np.uint64)
-        shi = np.array([s >> 64 if sender.family == 6 else s for s in src], np.uint64)
-        slo = np.array([s & ((1 << 64) - 1) for s in src], np.uint64)
-        if inv is not None:
-            key, base, hi, lo, shi, slo = (a[inv] for a in (key, base, hi, lo, shi, slo))
+        # HOST CONSTANTS: read from HostTable's per-host arrays (computed once a host).
+        key, base, shi, slo = self.hosts.constants(h)
+        hi, lo = self.hosts.destinations(h)
+        if sender.family == 4:  # an IPv4 address is all in the low half
+            hi, shi = lo, slo
         seqs = cookies(key, ports)
         csums = fill_checksums(base, ports, seqs)
         sender.load(len(js), hi, ports, seqs, csums, dst_lo=lo, src=shi, src_lo=slo)

@@ -271,24 +271,26 @@ class Receiver:
             info = self.hosts.info(0)
             src = int.from_bytes(info.src, "big")
             return info.key, np.uint64(src >> 64 if fam == 6 else src), np.uint64(src & _M64)
-        uh, inv = np.unique(h, return_inverse=True)
-        infos = [self.hosts.info(int(x)) for x in uh.tolist()]
-        srcs = [int.from_bytes(i.src, "big") for i in infos]
-        return (np.array([i.key for i in infos], np.uint64)[inv],
-                np.array([s >> 64 if fam == 6 else s for s in srcs], np.uint64)[inv],
-                np.array([s & _M64 for s in srcs], np.uint64)[inv])
+        key, _base, src_hi, src_lo = self.hosts.constants(h)
+        return key, (src_hi if fam == 6 else src_lo), src_lo
 
     def _record(self, j: U64, codes: np.ndarray, ttl: np.ndarray, ts: np.ndarray) -> None:
         """Dedup ``j`` (within the block and against the bitmap), then write records."""
         if not len(j):
             return
         replies = len(j)
-        j, first = np.unique(j, return_index=True)  # the first reply of a block wins
-        codes, ttl, ts = codes[first], ttl[first], ts[first]
+        # DEDUP, cheap first: the bitmap drops what earlier blocks answered; a repeat
+        # within the block (rare) is looked for with one sort, and only then does
+        # np.unique (a stable argsort, 3x the cost) pick each index's first reply.
         new = self.answered.unanswered(j)
-        self.stats["duplicates"] += replies - int(new.sum())
         if not new.all():
             j, codes, ttl, ts = j[new], codes[new], ttl[new], ts[new]
+        if len(j) > 1:
+            s = np.sort(j)
+            if (s[1:] == s[:-1]).any():
+                j, first = np.unique(j, return_index=True)  # the block's first reply wins
+                codes, ttl, ts = codes[first], ttl[first], ts[first]
+        self.stats["duplicates"] += replies - len(j)
         if not len(j):
             return
         np.bitwise_or.at(self.answered.view, j >> np.uint64(3),

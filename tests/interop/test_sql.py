@@ -48,3 +48,27 @@ def test_no_dataset(tmp_path: Path) -> None:
     pytest.importorskip("duckdb")
     with pytest.raises(DatasetError, match="no scan dataset"):
         pn.sql("select 1", tmp_path / "nothing")
+
+
+def test_memory_is_capped_and_spills_outside_the_working_directory(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("duckdb")
+    monkeypatch.chdir(tmp_path)
+    from prtip_nb.interop.sql import connect
+
+    con = connect(dataset)
+    try:
+        limit, spill = con.execute(
+            "select current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    finally:
+        con.close()
+    assert limit.replace(" ", "") in ("488.2MiB", "512.0MB", "488.2MB")
+    assert not Path(spill).resolve().is_relative_to(tmp_path) and "prtip_nb-duckdb-" in spill
+    # A group-by bigger than a tiny limit still answers (DuckDB spills), exactly.
+    q = ("select count(*) as n, count(distinct x) as d from "
+         "(select (i * 7919) % 3000000 as x from range(3000000) t(i))")
+    got = pn.sql(q, dataset, memory_limit="64MB")
+    assert got.values.tolist() == [[3_000_000, 3_000_000]]
+    assert not (tmp_path / ".tmp").exists()

@@ -1,0 +1,102 @@
+"""RecordSink's flush thread: batches built and written off the feeding thread, in order,
+with a bounded buffer; EventBus.listens, which lets the scan skip PortFound events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from prtip_nb.engine.events import EventBus, PortFound, Progress
+from prtip_nb.engine.sink import BEHIND, RecordSink
+from prtip_nb.net.counters import Counters
+from prtip_nb.net.syn import verdict
+from prtip_nb.probes.records import DTYPE
+from prtip_nb.targets import parse_ports, parse_targets
+
+
+def _records(start: int, n: int) -> bytes:
+    rec = np.zeros(n, DTYPE)
+    rec["index"] = np.arange(start, start + n)
+    rec["code"] = np.where(rec["index"] % 3 == 0, 0, 1)  # every third open
+    return rec.tobytes()
+
+
+def test_the_flush_thread_writes_every_record_in_order_off_the_feeder() -> None:
+    targets, ports = parse_targets(["198.18.0.0/22"]), parse_ports("1-100")
+    threads: set[str] = set()
+    batches = []
+
+    def on_batch(batch: object) -> None:
+        threads.add(threading.current_thread().name)
+        batches.append(batch)
+
+    sink = RecordSink(targets=targets, ports=ports, scan_id="t", decode=verdict,
+                      on_batch=on_batch, counters=Counters(), batch_rows=4096, max_age=None)
+    sink.start_flusher()
+    peak = 0
+    for k in range(0, 102_400, 1024):  # the whole /22 x 100 space, as a receiver feeds
+        sink.feed(_records(k, 1024))
+        peak = max(peak, len(sink.buffer))
+    sink.stop_flusher()
+    sink.flush()  # what the thread left: on the caller
+    rows = sum(b.num_rows for b in batches)
+    assert rows == 102_400
+    # Conversion happened on the flush thread, not (only) on the feeder.
+    assert "prtip-sink-flush" in threads
+    # The buffer never held more than BEHIND batches and one feed before someone flushed.
+    assert peak <= (BEHIND * 4096 + 1024) * DTYPE.itemsize
+    # In order: the host/port pairs come back as the index space's (host = j % H).
+    hosts = np.concatenate([np.asarray(b["host"].to_pylist(), object) for b in batches])
+    assert len(set(zip(hosts.tolist(), np.concatenate(
+        [b["port"].to_numpy() for b in batches]).tolist(), strict=True))) == 102_400
+
+
+def test_a_failing_flush_reaches_on_error() -> None:
+    targets, ports = parse_targets(["198.18.0.0/24"]), parse_ports("1-10")
+    heard: list[BaseException] = []
+
+    def on_batch(batch: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    sink = RecordSink(targets=targets, ports=ports, scan_id="t", decode=verdict,
+                      on_batch=on_batch, counters=Counters(), batch_rows=256, max_age=None)
+    sink.start_flusher(heard.append)
+    sink.feed(_records(0, 512))  # two batches due: the thread is woken
+    deadline = time.monotonic() + 10
+    while not heard and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.stop_flusher()  # heard already: does not raise again
+    assert heard and isinstance(heard[0], OSError)
+
+
+def test_listens_tells_whether_anyone_takes_an_event_kind() -> None:
+    bus = EventBus()
+    assert not bus.listens(PortFound)
+    sub = bus.subscribe(None, Progress)
+    assert not bus.listens(PortFound)
+    both = bus.subscribe(None, (Progress, PortFound))
+    assert bus.listens(PortFound)
+    bus.unsubscribe(both)
+    bus.unsubscribe(sub)
+    bus.subscribe(None)  # everything
+    assert bus.listens(PortFound)
+
+
+def test_timer_threads_hand_age_flushes_to_the_flush_thread() -> None:
+    """The poller's flush_if_older must not convert on the poller (its ticks stay on time)."""
+    targets, ports = parse_targets(["198.18.0.0/24"]), parse_ports("1-10")
+    threads: list[str] = []
+    sink = RecordSink(targets=targets, ports=ports, scan_id="t", decode=verdict,
+                      on_batch=lambda b: threads.append(threading.current_thread().name),
+                      counters=Counters(), max_age=0.05)
+    sink.start_flusher()
+    sink.feed(_records(0, 100))
+    time.sleep(0.06)
+    sink.flush_if_older()  # as the poller does: only wakes the flush thread
+    deadline = time.monotonic() + 10
+    while not threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.stop_flusher()
+    assert threads == ["prtip-sink-flush"]
