@@ -188,12 +188,16 @@ def main(argv: Sequence[str] | None = None, *, drop_root: bool | None = None) ->
     once its raw sockets are open; by default only when run as the program (``argv`` None):
     ``main([...])`` called from Python never changes its caller's process for good."""
     _lean_allocator()
+    guard.lean_start()
     args = build_parser().parse_args(argv)
     args.drop_root = argv is None if drop_root is None else drop_root
     with warnings.catch_warnings():
         # One line per warning, as the other messages: not Python's file:line and source.
         warnings.showwarning = guard.show_warning
-        return _dispatch(args)
+        code = _dispatch(args)
+    if argv is None:  # the program: its outputs are written and closed; skip the teardown
+        guard.exit_now(code)
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
