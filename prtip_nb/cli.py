@@ -362,14 +362,18 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         try:
-            while sc.running:
+            while True:
                 if show:
                     _draw_progress(sc, sys.stderr)
                 if time.monotonic() >= next_stats:
                     _print_stats(sc, sys.stderr, clear=show)
                     next_stats += every
-                time.sleep(0.1 if show else 0.02)
-            res = sc.wait()
+                try:  # wakes as the scan's thread ends, not on the next poll (10 ms on average)
+                    res = sc.wait(timeout=min(0.1 if show else 0.5,
+                                              max(0.0, next_stats - time.monotonic())))
+                    break
+                except TimeoutError:
+                    continue
         except KeyboardInterrupt:
             interrupted = True
             sc.cancel()
