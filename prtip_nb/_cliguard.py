@@ -25,7 +25,7 @@ from .errors import ConfigError, DatasetError, PrtipError
 from .interop import commands as interop_commands
 
 __all__ = ["denied_hint", "drop_root", "exit_now", "hint", "lean_start", "os_error", "preflight",
-           "saved", "show_warning", "write_normal"]
+           "prewarm_capture", "saved", "show_warning", "write_normal"]
 
 
 _FIXES = {
@@ -150,6 +150,9 @@ def drop_root(args: argparse.Namespace) -> None:
     if args.output:
         _make_dirs_for(args.output, uid, gid)
     privileges.become()
+    from .net.capture import discard_warm
+
+    discard_warm()  # the scan captures through the pool's sockets: none is left unused
 
 
 def _make_dirs_for(path: str, uid: int, gid: int) -> None:
@@ -204,6 +207,23 @@ def saved(root: str | None, scan_id: str | None) -> str:
     else:
         how = "no checkpoint was written, so it cannot be resumed"
     return f"saved {rows} port rows in {directory}; {how}"
+
+
+def prewarm_capture(args: argparse.Namespace) -> None:
+    """As root, for a SYN or UDP scan: set up its capture ring now, on a thread, while the
+    engine is imported (``net.capture.prewarm``: the kernel's ring set-up waits 8-20 ms for
+    an RCU grace period, which then no longer comes before the first probe). The family is
+    guessed from the targets (IPv6 with -6 or a literal with ':'); a ring no scan takes is
+    released at the end of the first capture."""
+    if os.geteuid() != 0 or args.list_only or args.ping_only or args.dask or args.shards:
+        return
+    udp_only = args.udp and args.method in (None, "udp")
+    if not (udp_only or args.method == "syn"):
+        return
+    family = 6 if args.family == 6 or any(":" in t for t in args.targets) else 4
+    from .net.capture import prewarm
+
+    prewarm([family], blocks=16 if udp_only else 8)  # net.udp's ring, or net.syn's
 
 
 def lean_start() -> None:

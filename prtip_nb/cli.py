@@ -280,6 +280,7 @@ def _lean_allocator() -> None:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
+    guard.prewarm_capture(args)  # first: the kernel's ring set-up overlaps the imports
     from .engine.scan import Scan
     from .targets import parse_shard
 
