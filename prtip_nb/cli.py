@@ -281,6 +281,7 @@ def _lean_allocator() -> None:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     guard.prewarm_capture(args)  # first: the kernel's ring set-up overlaps the imports
+    from .engine.events import ScanCompleted
     from .engine.scan import Scan
     from .targets import parse_shard
 
@@ -356,6 +357,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     log = open(args.event_log, "w") if args.event_log else None  # noqa: SIM115
     if log is not None:
         sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))
+    ended = sc.events(ScanCompleted)  # iterators get every terminal event: the wait below
     sc.start()
     show = sys.stderr.isatty() and not args.no_progress
     every = args.stats_every
@@ -369,12 +371,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                 if time.monotonic() >= next_stats:
                     _print_stats(sc, sys.stderr, clear=show)
                     next_stats += every
-                try:  # wakes as the scan's thread ends, not on the next poll (10 ms on average)
-                    res = sc.wait(timeout=min(0.1 if show else 0.5,
-                                              max(0.0, next_stats - time.monotonic())))
+                # Woken by the terminal event, not a 20 ms poll (10 ms on average); not by a
+                # Thread.join with a timeout either: a Ctrl-C inside the join can leave the
+                # thread marked as ended while it still runs (seen: wait() then found no
+                # result), a CPython limitation of interrupting Thread.join.
+                ev = ended.get(timeout=min(0.1 if show else 0.5,
+                                           max(0.0, next_stats - time.monotonic())))
+                if (ev is not None and ev.terminal) or not sc.running:
                     break
-                except TimeoutError:
-                    continue
+            res = sc.wait()
         except KeyboardInterrupt:
             interrupted = True
             sc.cancel()
