@@ -13,6 +13,10 @@ X s", nmap's "scanned in X seconds"): their ratio leaves out interpreter start-u
   the adaptive rate (-T4, no --rate) against ``--rate 100000`` and nmap -T5, for recall,
   time and the rate the scan settled at (from telemetry, in-process).
 - ``net-4096``: 4,096 hosts x the top 100 ports (409,600 probes) at the default timing.
+- ``net-fixed``: the fixed costs apart: one port of one host (SYN and connect) against
+  nmap, whole process; and for prtip-nb the interpreter alone and its imports alone, so
+  start-up, the scan's machinery (sockets, capture ring, threads, result, report, exit)
+  and the per-probe cost can be told apart from the table's rows.
 """
 
 from __future__ import annotations
@@ -187,4 +191,50 @@ def net_4096(runs: int = 1) -> dict[str, Any]:
     return {"summary": summary}
 
 
-__all__ = ["as_dict", "net_4096", "net_bottleneck", "net_table", "open_pairs"]
+#: What prtip-nb imports for a SYN scan from the command line (cli, engine, SYN engine,
+#: results, pyarrow.compute): the start-up a scan pays before its first probe.
+#: Left by os._exit, as prtip-nb is: the interpreter's teardown is no part of either.
+_IMPORTS = ("import os, prtip_nb.cli, prtip_nb.engine.scan, prtip_nb.net.syn, "
+            "prtip_nb.engine.sink, prtip_nb.results.builder, pyarrow.compute; os._exit(0)")
+
+
+def net_fixed(runs: int = 5) -> dict[str, Any]:
+    """Fixed costs: one port of one host, whole process, against nmap; prtip-nb's
+    interpreter and imports alone. The table's rows minus these are the per-probe cost."""
+    import sys
+
+    from prtip_nb.lab import RangeLab
+
+    from .harness import env_for_scan
+
+    nmap = nmap_path()
+    host = "198.18.0.7"
+    base = ["prtip-nb", "scan", "-Pn", "-n", "--no-progress", "--open", "-p", "80"]
+    nbase = [nmap, "-Pn", "-n", "--open", "-p", "80"]
+    summary: dict[str, Any] = {"runs": runs}
+    env_for_scan()  # bytecode compiled, as installed
+    alone: dict[str, list[float]] = {"interpreter": [], "imports": []}
+    for _ in range(runs + 1):
+        for name, code in (("interpreter", "import os; os._exit(0)"), ("imports", _IMPORTS)):
+            alone[name].append(timed([sys.executable, "-c", code], name).wall_s)
+    for name, walls in alone.items():
+        summary[f"{name}_s"] = statistics.median(walls[1:])
+    with RangeLab("198.18.0.0/24", tcp=OPEN) as lab:
+        truth = _truth(lab, [host], (80,))
+        summary["syn-1port"] = _row("syn-1port", [*base, "-sS", "-T4", host],
+                                    [*nbase, "-sS", "-T4", host], truth, runs)
+        summary["connect-1port"] = _row("connect-1port", [*base, "-sT", "-T4", host],
+                                        [*nbase, "-sT", "-T4", host], truth, runs)
+    syn = summary["syn-1port"]
+    summary["imports_only_s"] = summary["imports_s"] - summary["interpreter_s"]
+    summary["machinery_s"] = syn["prtip_nb_median_s"] - summary["imports_s"]
+    summary["exact"] = syn["exact"] and summary["connect-1port"]["exact"]
+    print(f"  prtip-nb fixed cost {syn['prtip_nb_median_s']:.3f} s (nmap's whole run "
+          f"{syn['nmap_median_s']:.3f} s) = interpreter {summary['interpreter_s']:.3f} + "
+          f"imports {summary['imports_only_s']:.3f} + scan machinery "
+          f"{summary['machinery_s']:.3f} s", flush=True)
+    print(f"  saved {save('net-fixed', {'scenario': 'net-fixed', 'summary': summary})}")
+    return {"summary": summary}
+
+
+__all__ = ["as_dict", "net_4096", "net_bottleneck", "net_fixed", "net_table", "open_pairs"]

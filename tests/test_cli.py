@@ -105,6 +105,19 @@ def test_scan_writes_text_and_dataset(listeners: list[int], tmp_path: Path) -> N
     assert str(res.ports["scan_id"].iloc[0]) in listing.stdout
 
 
+def test_the_program_flushes_everything_before_its_fast_exit() -> None:
+    """Run as the program, prtip-nb leaves by os._exit once its outputs are written (the
+    interpreter's teardown of pyarrow and numpy is skipped): every line still arrives
+    through a pipe, with the command's exit code."""
+    out = run("scan", "-sL", "-n", "192.0.2.0/24")
+    assert out.returncode == 0, out.stderr
+    reports = [line for line in out.stdout.splitlines() if line.startswith("Scan report for ")]
+    assert len(reports) == 256 and reports[-1] == "Scan report for 192.0.2.255"
+    assert out.stdout.rstrip().splitlines()[-1].startswith("Done: 256 IP addresses")
+    bad = run("scan", "-p", "80abc", "127.0.0.1")
+    assert bad.returncode == 2
+
+
 def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("prtip-nb ")
     assert "-sT" in run("scan", "--help").stdout

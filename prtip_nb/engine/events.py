@@ -17,6 +17,7 @@ Delivery rules (the scanner's hot loops never see a subscriber):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import warnings
@@ -57,10 +58,41 @@ class Event:
         return type(self).__name__
 
     def payload(self) -> dict[str, Any]:
-        """The event's own fields (not t/scan_id), JSON-able."""
-        out = dataclasses.asdict(self)
-        del out["t"], out["scan_id"]
+        """The event's own fields (not t/scan_id), JSON-able: as ``dataclasses.asdict`` gives
+        them, without its deep copy of every scalar (a PortFound's payload: 7 µs -> 0.7 µs;
+        every event of a scan is recorded through it)."""
+        out = {}
+        for name in _own_fields(type(self)):
+            v = getattr(self, name)
+            out[name] = v if isinstance(v, _SCALARS) else _plain(v)
         return out
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _own_fields(cls: Any) -> tuple[str, ...]:
+    """An event class's own field names (not t/scan_id), looked up once per class."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                     if f.name not in ("t", "scan_id"))
+    return names
+
+
+def _plain(v: Any) -> Any:
+    """A field value as ``dataclasses.asdict`` copies it: containers rebuilt, dataclasses
+    as dicts."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return dataclasses.asdict(v)
+    if type(v) in (list, tuple):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return {_plain(k): _plain(x) for k, x in v.items()}
+    return v if isinstance(v, _SCALARS) else copy.deepcopy(v)
 
 
 @dataclass(frozen=True)

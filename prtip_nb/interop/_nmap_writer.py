@@ -45,6 +45,8 @@ import pyarrow.compute as pc
 from prtip_nb._fileio import atomic_file
 from prtip_nb.errors import DatasetError
 from prtip_nb.interop import _nmap_inventory, _tls, _xml
+from prtip_nb.interop._cmdline import asked as _asked
+from prtip_nb.interop._cmdline import command_line, is_discovery
 from prtip_nb.results import _convert as cv
 from prtip_nb.results import _hosts
 
@@ -193,46 +195,6 @@ def _scripts_xml(rows: list[dict[str, Any]]) -> str:
 def _write_scripts(out: TextIO, tag: str, rows: list[dict[str, Any]] | None) -> None:
     if rows:
         out.write(f"<{tag}>{_scripts_xml(rows)}</{tag}>\n")
-
-
-def is_discovery(cfg: dict[str, Any]) -> bool:
-    """True for a ping sweep's config: ours (``extra.discovery``) or an imported ``-sn``."""
-    if cfg.get("source") == "nmap-xml":
-        return not cfg.get("scaninfo") and any(
-            w in ("-sn", "-sP") for w in str(cfg.get("args") or "").split())
-    return (cfg.get("extra") or {}).get("discovery") == "-sn"
-
-
-def _asked(cfg: dict[str, Any]) -> Any:
-    """The PortSet a prtip_nb scan asked for (unprefixed ports are UDP in a -sU scan)."""
-    from prtip_nb.targets import parse_ports
-
-    return parse_ports(cfg.get("ports"), top_ports=cfg.get("top_ports"),
-                       default_proto="udp" if cfg.get("method") == "udp" else "tcp")
-
-
-def command_line(cfg: dict[str, Any]) -> str:
-    """The ``prtip-nb scan`` command line that a prtip_nb config stands for."""
-    from prtip_nb.errors import PortSpecError
-
-    words = ["prtip-nb", "scan"]
-    if is_discovery(cfg):
-        words.append("-sn")
-    else:
-        try:
-            udp = bool(_asked(cfg).udp)
-        except (PortSpecError, TypeError, ValueError):
-            udp = False
-        method = cfg.get("method")
-        if method != "udp":
-            words.append("-sS" if method == "syn" else "-sT")
-        if udp or method == "udp":
-            words.append("-sU")
-        if cfg.get("ports"):
-            words += ["-p", str(cfg["ports"])]
-        if cfg.get("top_ports"):
-            words += ["--top-ports", str(cfg["top_ports"])]
-    return " ".join(words + [str(t) for t in cfg.get("targets") or ()])
 
 
 def _scaninfo(cfg: dict[str, Any], ports: pa.Table) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
 def write_jsonl(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     """One JSON object per ports row (every column of the schema, nulls as null); for a
     ping sweep (``-sn``: no ports), one per hosts row (host, state, reason, rtt_ms, …)."""
-    from prtip_nb.interop._nmap_writer import is_discovery
+    from prtip_nb.interop._cmdline import is_discovery
 
     sweep = is_discovery(result.config) and result.tables["ports"].num_rows == 0
     table = flat_text(result.tables["hosts" if sweep else "ports"])
@@ -111,7 +111,7 @@ def write_grepable(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     (nmap's extraports, on import: with their own state, ``open|filtered`` included) make
     the ``Ignored State`` field, and the best OS match the ``OS`` field, as nmap writes them.
     """
-    from prtip_nb.interop._nmap_writer import command_line
+    from prtip_nb.interop._cmdline import command_line
 
     columns = ["host", "proto", "port", "state", "tunnel", "service", "product", "version",
                "extrainfo"]  # fmt: skip

@@ -17,6 +17,12 @@ options: that error, 136 bytes before its quoted sequence number, is counted inv
 RING SIZE. The ring is touched page by page as the kernel cycles through it, so its
 size shows up in the scan's peak RSS whatever the number of ports; 1 MiB is 16 bytes a
 port on a 65,535-port scan and held every reply of a loopback scan without a drop.
+
+WARM RINGS. Setting up a ring (PACKET_RX_RING) waits for an RCU grace period in the
+kernel (synchronize_net: 8-20 ms measured here), before the first probe. ``prewarm``
+does it on a thread while the command line still imports the engine; ``Capture`` takes
+a warm ring of its shape (unbound, protocol 0: it captures nothing until bound), attaches
+its filter and binds it.
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ import threading
 from collections.abc import Iterator
 
 from ..errors import PrivilegeError, ScanError
-from .rawsock import PRIVILEGE_FIX
 
-__all__ = ["SNAPLEN", "TP3_HDR", "Capture", "bpf_program", "interface_of"]
+__all__ = ["SNAPLEN", "TP3_HDR", "Capture", "bpf_program", "discard_warm", "interface_of",
+           "prewarm"]
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -108,6 +114,90 @@ def bpf_program(family: int, sport_lo: int, sport_hi: int, proto: int = 6) -> by
     return _assemble(prog)
 
 
+FRAME = 2048
+#: Warm rings (see the module docstring): (family, block size, blocks, retire ms) -> list of
+#: (socket, ring memory), filled by ``prewarm``'s thread.
+_WARM: dict[tuple[int, int, int, int], list[tuple[socket.socket, mmap.mmap]]] = {}
+_WARM_LOCK = threading.Lock()
+_WARMING: list[threading.Thread] = []
+
+
+def _ring_req(bs: int, nr: int, tov: int) -> bytes:
+    """struct tpacket_req3 for ``nr`` blocks of ``bs`` bytes, retired after ``tov`` ms."""
+    return struct.pack("7I", bs, nr, FRAME, bs // FRAME * nr, tov, 0, 0)
+
+
+def _new_ring(fam: int, bs: int, nr: int, tov: int) -> tuple[socket.socket, mmap.mmap]:
+    """An unbound packet socket (protocol 0) with its TPACKET_V3 ring mapped; OSError.
+
+    The ring's setsockopt goes through ctypes, which lets go of the GIL: Python's own
+    ``setsockopt`` holds it through the kernel's wait (~10 ms), which would stall the
+    thread this one is meant to overlap."""
+    import ctypes
+
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        req = _ring_req(bs, nr, tov)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setsockopt(sock.fileno(), SOL_PACKET, PACKET_RX_RING, req, len(req)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        mm = mmap.mmap(sock.fileno(), bs * nr, mmap.MAP_SHARED,
+                       mmap.PROT_READ | mmap.PROT_WRITE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, mm
+
+
+def prewarm(families: set[int] | list[int], *, block_size: int = 1 << 17, blocks: int = 8,
+            retire_ms: int = 2) -> None:
+    """Set up one receive ring per family on a thread, for a ``Capture`` of that shape to
+    take (the kernel's wait for the ring overlaps the caller's work). Needs root or
+    CAP_NET_RAW; without them it does nothing (the scan then says why it cannot capture)."""
+
+    def work() -> None:
+        for fam in families:
+            try:
+                ring = _new_ring(fam, block_size, blocks, retire_ms)
+            except OSError:
+                continue
+            with _WARM_LOCK:
+                _WARM.setdefault((fam, block_size, blocks, retire_ms), []).append(ring)
+
+    t = threading.Thread(target=work, name="prtip-capture-warm", daemon=True)
+    _WARMING.append(t)
+    t.start()
+
+
+def _take_warm(fam: int, bs: int, nr: int, tov: int) -> tuple[socket.socket, mmap.mmap] | None:
+    while _WARMING:  # a ring still being set up is sooner ready than a new one
+        _WARMING.pop().join()
+    with _WARM_LOCK:
+        left = _WARM.get((fam, bs, nr, tov))
+        return left.pop() if left else None
+
+
+def discard_warm() -> None:
+    """Release the warm rings nobody took, on a daemon thread (each close waits for the
+    kernel, as ``Capture.close`` says)."""
+    while _WARMING:
+        _WARMING.pop().join()
+    with _WARM_LOCK:
+        rings = [r for left in _WARM.values() for r in left]
+        _WARM.clear()
+    if rings:
+        threading.Thread(target=_release, args=(rings,), name="prtip-capture-close",
+                         daemon=True).start()
+
+
+def _release(rings: list[tuple[socket.socket, mmap.mmap]]) -> None:
+    for sock, mm in rings:
+        mm.close()
+        sock.close()
+
+
 class _Ring:
     __slots__ = ("family", "sock", "mm", "block_size", "blocks", "next")
 
@@ -155,6 +245,9 @@ class Capture:
         # waits for an RCU grace period (15-25 ms measured here).
         # A socket from the pool (net.privileges: opened before root was dropped) has
         # protocol 0 too, and is bound the same way, to every interface without ``ifname``.
+        warm = _take_warm(fam, bs, nr, tov)
+        if warm is not None:
+            return self._bind_warm(fam, lo, hi, ifname, bs, nr, proto, *warm)
         from .privileges import take_packet
 
         pooled = take_packet(fam)
@@ -162,6 +255,8 @@ class Capture:
         try:
             sock = pooled or socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, eth)
         except PermissionError as exc:
+            from .rawsock import PRIVILEGE_FIX
+
             raise PrivilegeError(
                 f"a SYN scan captures replies with AF_PACKET ({exc.strerror}): {PRIVILEGE_FIX}"
             ) from None
@@ -173,9 +268,7 @@ class Capture:
             fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            frame = 2048
-            req = struct.pack("7I", bs, nr, frame, bs // frame * nr, tov, 0, 0)
-            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _ring_req(bs, nr, tov))
             mm = mmap.mmap(sock.fileno(), bs * nr, mmap.MAP_SHARED,
                            mmap.PROT_READ | mmap.PROT_WRITE)
             if ifname:
@@ -184,6 +277,26 @@ class Capture:
                 _bind_all(sock, ETH_P[fam])
         except OSError as exc:
             sock.close()
+            raise ScanError(f"cannot set up the IPv{fam} packet capture: {exc}") from exc
+        self.poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
+        return _Ring(fam, sock, mm, bs, nr)
+
+    def _bind_warm(self, fam: int, lo: int, hi: int, ifname: str | None, bs: int, nr: int,
+                   proto: int, sock: socket.socket, mm: mmap.mmap) -> _Ring:
+        """A warm ring (``prewarm``): its filter, then the bind that starts the capture."""
+        import ctypes
+
+        try:
+            code = bpf_program(fam, lo, hi, proto)
+            buf = ctypes.create_string_buffer(code)
+            fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            if ifname:
+                sock.bind((ifname, ETH_P[fam]))
+            else:
+                _bind_all(sock, ETH_P[fam])
+        except OSError as exc:
+            _release([(sock, mm)])
             raise ScanError(f"cannot set up the IPv{fam} packet capture: {exc}") from exc
         self.poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
         return _Ring(fam, sock, mm, bs, nr)
@@ -250,12 +363,9 @@ class Capture:
             os.close(fd)
         self._wake_r = self._wake_w = -1
 
-        def release() -> None:
-            for r in rings:
-                r.mm.close()
-                r.sock.close()
-
-        threading.Thread(target=release, name="prtip-capture-close", daemon=True).start()
+        threading.Thread(target=_release, args=([(r.sock, r.mm) for r in rings],),
+                         name="prtip-capture-close", daemon=True).start()
+        discard_warm()  # a ring warmed for a shape no scan took
 
 
 def _bind_all(sock: socket.socket, eth: int) -> None:

@@ -58,6 +58,7 @@ BATCH = 4096  # indices per numpy batch
 RUN = 256  # probes per sendmmsg call when the rate is unlimited
 TWO_THREADS_PPS = 100_000  # one transmit thread sends about 170k pps on loopback
 SILENT_PROOF = 16  # a silent retry round this big ends the retries (see after_round)
+RETRY_SPACING = 0.55  # s from a retry round's last probe to the next round (see after_round)
 
 class SynEngine(RoundScan):
     """One SYN scan of ``targets`` × ``ports`` (shard ``shard`` of the permuted space)."""
@@ -200,7 +201,10 @@ class SynEngine(RoundScan):
         if silent and (result.sent >= SILENT_PROOF or self._silent_before):
             return None
         self._silent_before = silent
-        return 0.0
+        # A port whose SYN-ACK was lost is half-open on the target, which answers a repeated
+        # SYN at most once per tcp_invalid_ratelimit (Linux: 500 ms): from the second retry
+        # on, a port's probes are RETRY_SPACING apart, or they go unanswered.
+        return RETRY_SPACING if rnd >= 1 else 0.0
 
     def _close(self) -> None:
         rx, capture, senders, limiter = self._rx, self._capture, self._senders, self.limiter

@@ -287,7 +287,7 @@ def _scan_rows(table: pa.Table, scans: Sequence[ScanMeta]) -> pa.Table:
     def args(m: ScanMeta) -> str | None:
         if m.config.get("source"):
             return m.config.get("args")
-        from prtip_nb.interop._nmap_writer import command_line
+        from prtip_nb.interop._cmdline import command_line
 
         try:
             return command_line(m.config)

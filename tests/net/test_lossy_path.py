@@ -45,12 +45,11 @@ def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
     # with 256 the first miss would already be 99.6%.
     with RangeLab(PREFIX, tcp=(21, 22, 23, 25, 53, 79, 80, 88)) as lab:
         lab.nft(_lossy(lab.theirs))
-        # Independent loss, as netem's: Linux answers a repeated SYN to a half-open
-        # connection (its SYN-ACK was lost) at most once per tcp_invalid_ratelimit (500 ms),
-        # so quick retries of that probe all go unanswered and the loss is no longer
-        # random. Measured with the default: 1-8 misses of 2,048 for us, 2-20 for nmap;
-        # with 0, none in 6 runs. Spacing a port's retries past 0.5 s is the engine's part.
-        lab.target("sysctl", "-qw", "net.ipv4.tcp_invalid_ratelimit=0")
+        # The target keeps Linux's tcp_invalid_ratelimit (500 ms): it answers a repeated
+        # SYN to a half-open connection (its SYN-ACK was lost) at most that often, so
+        # quick retries of that probe go unanswered. With retries spaced 0.55 s from the
+        # second on (net.syn.RETRY_SPACING); before: 1-8 misses of 2,048 for us, 2-20 for
+        # nmap (with the limit at 0, none in 6 runs).
         truth = lab.truth(range(1, 101))
         res = pn.scan(PREFIX, PORTS, method="syn", timing=4)
         check = truth.check(res.ports)
