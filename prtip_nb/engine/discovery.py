@@ -26,8 +26,8 @@ from ..net.ratectl import rate_plan
 from ..targets import TargetSet, parse_targets
 
 if TYPE_CHECKING:
-    from ..net.discover import HostVerdict
     from ..results import ScanResult
+    from .pingsweep import HostVerdict
 
 __all__ = ["discover", "up_hosts"]
 
@@ -67,7 +67,7 @@ def discover(
                          family=cfg.family)
     if not tset:
         raise TargetSpecError("no targets to discover", hint="name hosts, e.g. 198.51.100.0/28")
-    from ..net.discover import DISCOVERY_FIX
+    from .pingsweep import DISCOVERY_FIX
 
     if not tset.is_loopback and not is_privileged():
         raise PrivilegeError(f"host discovery (-sn) sends raw ICMP and TCP probes: "
@@ -78,10 +78,10 @@ def discover(
 def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = None
                   ) -> ScanResult:
     """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
-    from ..net.discover import DiscoverEngine
     from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
     from ..results import _convert as cv
     from .checkpoint import public_config
+    from .pingsweep import DiscoverEngine
 
     tmpl = cfg.template
     meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),

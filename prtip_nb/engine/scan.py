@@ -582,8 +582,8 @@ class Scan:
     def _run_udp(self, sink: Any, start: int) -> None:
         """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
         from ..net.ratectl import rate_plan
-        from ..net.udp import UdpEngine
         from ..probes.records import RecordBuffer
+        from .udp import UdpEngine
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder
@@ -615,8 +615,8 @@ class Scan:
 
     def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
         from ..net.ratectl import rate_plan
-        from ..net.syn import SynEngine
         from ..probes.records import RecordBuffer
+        from .syn import SynEngine
 
         cfg, tmpl = self.config, self.config.template
         builder = self._builder

@@ -32,10 +32,10 @@ from ..probes.records import NO_RESPONSE
 from ..targets import iter_batches
 
 if TYPE_CHECKING:
+    from ..net.counters import Counters, RttEstimator
+    from ..net.synstate import Answered
     from ..targets import Permutation, TargetSpace
-    from .counters import Counters, RttEstimator
     from .synrx import Out
-    from .synstate import Answered
 
 __all__ = ["RoundResult", "RoundScan"]
 

@@ -61,6 +61,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..net.capture import Capture, interface_of
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import AdaptiveRate, RatePolicy, RateState
+from ..net.rawsock import RawSender
+from ..net.synstate import Answered, HostInfo, HostTable, PortIndex, route_source
+from ..net.throttle import TokenBucket
 from ..probes.cookie import CookieKey, cookies
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.udp import (
@@ -75,14 +81,8 @@ from ..probes.udp import (
 from ..probes.verdicts import udp_verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index
-from .capture import Capture, interface_of
-from .counters import Counters, RttEstimator
-from .ratectl import AdaptiveRate, RatePolicy, RateState
-from .rawsock import RawSender
 from .rounds import RoundResult, RoundScan
 from .synrx import Out
-from .synstate import Answered, HostInfo, HostTable, PortIndex, route_source
-from .throttle import TokenBucket
 from .udppace import (
     MAX_PACED_HOSTS,
     MAX_PAUSE,

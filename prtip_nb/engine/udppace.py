@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .throttle import TokenBucket
+from ..net.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from .udprx import UdpReceiver

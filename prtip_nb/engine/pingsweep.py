@@ -33,14 +33,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from ..errors import PrivilegeError, ScanError
+from ..net.counters import Counters, RttEstimator
+from ..net.neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
+from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
+from ..net.rawsock import PRIVILEGE_FIX
+from ..net.synstate import reserve_port, route_source
 from ..probes import ping
 from ..probes.cookie import CookieKey
 from ..targets import TargetSet
-from .counters import Counters, RttEstimator
-from .neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
-from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from .rawsock import PRIVILEGE_FIX
-from .synstate import reserve_port, route_source
 
 __all__ = ["DISCOVERY_FIX", "WINDOW", "DiscoverEngine", "HostVerdict"]
 
@@ -78,7 +78,7 @@ class _Host:
 
 
 def _raw(family: int, proto: int) -> socket.socket:
-    from .privileges import take_discovery
+    from ..net.privileges import take_discovery
 
     pooled = take_discovery(family, proto)  # opened before root was dropped
     if pooled is not None:
@@ -107,7 +107,7 @@ def _filter(name: str, sport: int, ident: int) -> bytes:
     """Classic BPF for a receive socket: the kernel keeps only packets that could be
     replies to us (a raw TCP socket otherwise gets a copy of all of the host's TCP).
     IPv4 raw sockets see the IP header first; IPv6 ones the transport header."""
-    from .capture import JEQ, LD_B_IND, LD_H_ABS, LD_H_IND, LDX_MSH, RET, _assemble
+    from ..net.capture import JEQ, LD_B_IND, LD_H_ABS, LD_H_IND, LDX_MSH, RET, _assemble
 
     keep, drop = ("keep", RET, 0xFFFF, None, None), ("drop", RET, 0, None, None)
     prog: list[tuple[Any, ...]]

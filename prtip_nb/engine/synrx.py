@@ -37,6 +37,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ..net.capture import SNAPLEN, TP3_HDR, Capture
+from ..net.counters import RttEstimator
+from ..net.synstate import Answered, HostTable, PortIndex
 from ..probes.cookie import GOLDEN, cookies
 from ..probes.verdicts import (
     CLOSED,
@@ -49,9 +52,6 @@ from ..probes.verdicts import (
 )
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets.space import join_index
-from .capture import SNAPLEN, TP3_HDR, Capture
-from .counters import RttEstimator
-from .synstate import Answered, HostTable, PortIndex
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "OPEN", "Out",
            "Receiver", "parse_icmp_error", "verdict"]

@@ -35,6 +35,11 @@ import time
 
 import numpy as np
 
+from ..net.capture import Capture, interface_of
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
+from ..net.rawsock import RawSender
+from ..net.synstate import Answered, HostTable, PortIndex, reserve_port
 from ..probes.cookie import CookieKey, cookies
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.tcp import fill_checksums, syn_template
@@ -42,13 +47,8 @@ from ..probes.verdicts import CLOSED, NO_RESPONSE, OPEN
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index, sub_shard_start, sub_shards
-from .capture import Capture, interface_of
-from .counters import Counters, RttEstimator
-from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from .rawsock import RawSender
 from .rounds import RoundResult, RoundScan
 from .synrx import Out, Receiver
-from .synstate import Answered, HostTable, PortIndex, reserve_port
 
 __all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "verdict"]
 
