@@ -2,7 +2,7 @@
 
 The result's ``hosts`` table has one row per target (up or down) with nmap's reason
 words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet dataset like any
-scan. The probing itself is net.discover's; this module parses, checks privileges,
+scan. The probing itself is engine.pingsweep's; this module parses, checks privileges,
 picks the pacing and builds the result.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond

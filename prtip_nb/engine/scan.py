@@ -545,7 +545,7 @@ class Scan:
             ))
 
     def _run_syn(self) -> None:
-        """A SYN scan (net.syn) of the TCP ports, then a UDP scan (net.udp) of the UDP
+        """A SYN scan (engine.syn) of the TCP ports, then a UDP scan (engine.udp) of the UDP
         ports, in this process, into one sink (nmap -sS -sU runs them one after the other
         too). Each engine has transmit threads + a receive thread."""
         from ..probes.verdicts import syn_verdict, udp_verdict
@@ -580,7 +580,7 @@ class Scan:
         self._run_tcp_syn(sink, self.ports, self._plan.start)
 
     def _run_udp(self, sink: Any, start: int) -> None:
-        """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
+        """The UDP part (engine.udp): its verdicts go after the TCP ports' in the index space."""
         from ..net.ratectl import rate_plan
         from ..probes.records import RecordBuffer
         from .udp import UdpEngine

@@ -1,12 +1,12 @@
 """UDP scanning (nmap -sU): stateless transmit over raw sockets, IPv4 and IPv6, with
 the target's ICMP rate limit measured and obeyed.
 
-The shape is the SYN engine's (net.syn): the transmit side walks the shuffled index
+The shape is the SYN engine's (engine.syn): the transmit side walks the shuffled index
 space in numpy batches and sends through sendmmsg (net.rawsock), one sender per payload
 (probes.udp: most ports get an empty datagram, a few well-known ports a protocol
-request); one receive thread (net.udprx) validates, dedups and reports; the two share
+request); one receive thread (engine.udprx) validates, dedups and reports; the two share
 the answered bitmap. Round 0 sends every probe, a retry round only the silent ones: the
-round loop is net.rounds, SYN's too; UDP's hooks (``round_limiter``, ``after_round``)
+round loop is engine.rounds, SYN's too; UDP's hooks (``round_limiter``, ``after_round``)
 carry the ICMP rate-limit pacing below.
 
 VERDICTS (nmap's). A UDP reply: open. ICMP port unreachable from the target: closed.
@@ -237,7 +237,7 @@ class UdpEngine(RoundScan):
         self._senders: dict[tuple[int, int], RawSender] = {}
         self._pace = _Pacing(None, None)
 
-    # -- the rounds (net.rounds runs them) ------------------------------------------------
+    # -- the rounds (engine.rounds runs them) ------------------------------------------------
     def warnings(self) -> list[str]:
         out = []
         if self.stats.get("capture_drops"):

@@ -1,6 +1,6 @@
 """The UDP scan's receive thread: UDP replies and ICMP errors, validated, deduplicated.
 
-It is the SYN receiver (net.synrx) with another ``_block``: the same ring, the same
+It is the SYN receiver (engine.synrx) with another ``_block``: the same ring, the same
 answered bitmap and verdict records, and the same rule that a reply is judged on its
 own. What changes is what a reply proves:
 
@@ -82,7 +82,7 @@ def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.nd
 
 
 class UdpReceiver(Receiver):
-    """net.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
+    """engine.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
 
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
