@@ -67,17 +67,15 @@ from ..net.ratectl import AdaptiveRate, RatePolicy, RateState
 from ..net.rawsock import RawSender
 from ..net.synstate import Answered, HostInfo, HostTable, PortIndex, route_source
 from ..net.throttle import TokenBucket
-from ..probes.cookie import CookieKey, cookies
+from ..probes.cookie import CookieKey
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.udp import (
     UDP_LAYOUTS,
     addr_sum,
-    fill_udp_checksums,
-    markers,
     payload_base,
     payloads,
-    udp_template,
 )
+from ..probes.udpprobe import UDP
 from ..probes.verdicts import udp_verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index
@@ -270,7 +268,7 @@ class UdpEngine(RoundScan):
             zeros = {4: bytes(4), 6: bytes(16)}
             for fam in self.families:
                 for g, data in enumerate(self.payloads):
-                    tmpl = udp_template(fam, zeros[fam], self.sport, data)
+                    tmpl = UDP.prepare(fam, zeros[fam], self.sport, data)
                     cap = BATCH if g == 0 else min(BATCH, max(16, self.targets.size))
                     senders[(fam, g)] = RawSender(fam, tmpl, cap, layout=UDP_LAYOUTS[fam])
         except BaseException:
@@ -484,9 +482,9 @@ class UdpEngine(RoundScan):
         lo = np.array([d & m64 for d in dst], np.uint64)[inv]
         shi = np.array([s >> 64 if fam == 6 else s for s in src], np.uint64)[inv]
         slo = np.array([s & m64 for s in src], np.uint64)[inv]
-        marks = markers(fam, cookies(key, ports))
-        csums = fill_udp_checksums(abase + np.uint64(self.group_base[g]), ports)
-        sender.load(len(h), hi, ports, marks, csums, dst_lo=lo, src=shi, src_lo=slo)
+        probe = UDP.make(fam, key, abase + np.uint64(self.group_base[g]), ports)
+        sender.load(len(h), hi, ports, probe["seq"], probe["csum"], dst_lo=lo, src=shi,
+                    src_lo=slo)
 
     def _send(self, sender: RawSender, js: np.ndarray, rnd: int,
               limiter: AdaptiveRate | TokenBucket | None) -> int:
