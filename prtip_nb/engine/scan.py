@@ -30,6 +30,8 @@ from .events import (
     EventBus,
     PortFound,
     Progress,
+    RateLimited,
+    RetryScheduled,
     ScanCancelled,
     ScanCompleted,
     ScanFailed,
@@ -200,6 +202,7 @@ class Scan:
         self._ckpt: Checkpointer | None = None
         self._live_sink: RecordSink | None = None  # the poller age-flushes it
         self._flush_error: BaseException | None = None  # a live flush failed (disk full)
+        self._seen: tuple[int, float | None] = (0, None)  # retries, rate at the last tick
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
@@ -379,7 +382,23 @@ class Scan:
                 self._live_sink.flush_if_older()
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk, on the poller thread
                 self.flush_failed(exc)
-        self.bus.publish(self.progress, record=False)  # telemetry rows already record it
+        progress = self.progress
+        self.bus.publish(progress, record=False)  # telemetry rows already record it
+        self._diagnose(progress)
+
+    def _diagnose(self, now: Progress) -> None:
+        """On the poller's tick: ``RetryScheduled`` when the engine sent retries since the
+        last tick (its count so far), ``RateLimited`` when the adaptive rate went down since
+        the last tick (the rate it went to: a loss backed it off). Both land in the events
+        table; a scan without retries or losses publishes neither."""
+        retries, limit = self.counters.retries, now.rate_limit
+        seen_retries, seen_limit = self._seen
+        if retries > seen_retries:
+            self.bus.publish(RetryScheduled(now.t, now.scan_id, retries))
+        if limit is not None and seen_limit is not None and limit < seen_limit \
+                and now.rate_reason != "pinned":
+            self.bus.publish(RateLimited(now.t, now.scan_id, float(limit)))
+        self._seen = (max(retries, seen_retries), limit)
 
     def flush_failed(self, exc: BaseException) -> None:
         """A flush on a helper thread (poller, checkpointer) could not save its rows.
