@@ -52,9 +52,7 @@ neither queues them nor answers them with ICMP port unreachable.
 
 from __future__ import annotations
 
-import random
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +63,7 @@ from ..net.capture import Capture, interface_of
 from ..net.counters import Counters, RttEstimator
 from ..net.ratectl import AdaptiveRate, RatePolicy, RateState
 from ..net.rawsock import RawSender
+from ..net.srcport import reserve_udp_port
 from ..net.synstate import Answered, HostInfo, HostTable, PortIndex, route_source
 from ..net.throttle import TokenBucket
 from ..probes.cookie import CookieKey
@@ -133,34 +132,6 @@ class _Offset:
 
     def tick(self) -> None:
         self.inner.tick()
-
-
-def reserve_udp_port(port: int | None, avoid: tuple[tuple[int, int], ...]
-                     ) -> tuple[int, list[socket.socket]]:
-    """A source port held by bound UDP sockets (IPv4 and IPv6), outside ``avoid``."""
-    def scanned(p: int) -> bool:
-        return any(lo <= p <= hi for lo, hi in avoid)
-
-    for attempt in range(256):
-        p = port or random.randrange(40000, 60000)
-        if not port and attempt < 200 and scanned(p):
-            continue
-        held: list[socket.socket] = []
-        try:
-            for af, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-                s = socket.socket(af, socket.SOCK_DGRAM)
-                held.append(s)
-                if af == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
-                s.bind((addr, p))
-            return p, held
-        except OSError:
-            for s in held:
-                s.close()
-            if port:
-                return port, []
-    raise OSError("no free UDP source port found in 40000-59999")
 
 
 @dataclass
