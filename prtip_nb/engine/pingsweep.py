@@ -35,6 +35,7 @@ from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..net.synstate import reserve_port, route_source
 from ..probes import ping
 from ..probes.cookie import CookieKey
+from ..probes.pingprobe import PING
 from ..targets import TargetSet
 
 __all__ = ["DISCOVERY_FIX", "WINDOW", "DiscoverEngine", "HostVerdict"]
@@ -167,8 +168,8 @@ class DiscoverEngine:
         self._keys = {}
         for h in hosts:
             if is_local(h.family, h.addr, self._local):
-                self._found[h.addr] = HostVerdict(h.text, h.family, "up",
-                                                  "localhost-response", None)
+                self._found[h.addr] = HostVerdict(
+                    h.text, h.family, *PING.verdict(PING.code("localhost-response")), None)
                 continue
             h.ifindex = routes.onlink(h.family, h.addr)
             h.src = route_source(h.family, h.addr)
@@ -190,7 +191,7 @@ class DiscoverEngine:
             self._wait(last)
             self._catch_up()
         for h in self._pending.values():
-            self._found[h.addr] = HostVerdict(h.text, h.family, "down", "no-response", None)
+            self._found[h.addr] = HostVerdict(h.text, h.family, *PING.verdict(PING.DOWN), None)
         self.counters.done += len(hosts)
         return [self._found[h.addr] for h in hosts]
 
@@ -224,15 +225,9 @@ class DiscoverEngine:
 
     # -- transmit --------------------------------------------------------------------------
     def _probes(self, h: _Host, rnd: int) -> list[tuple[str, bytes]]:
-        if h.ifindex:  # only the kernel's ARP / NDP matters; the echo sets it going
-            return [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
-        out = [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
-        for port in (ping.SYN_PORT, ping.ACK_PORT):
-            out.append((f"tcp{h.family}",
-                        ping.tcp_probe(h.family, h.src, h.addr, self.sport, port, h.key)))
-        if h.family == 4:
-            out.append(("icmp4", ping.timestamp(self.ident, rnd, h.key)))
-        return out
+        # On-link (h.ifindex): only the kernel's ARP / NDP matters; the echo sets it going.
+        return PING.make(h.family, h.src, h.addr, sport=self.sport, ident=self.ident,
+                         rnd=rnd, key=h.key, on_link=bool(h.ifindex))
 
     def _send_round(self, rnd: int) -> float:
         """Send round ``rnd`` to every pending host; the time of the last send."""
@@ -296,11 +291,8 @@ class DiscoverEngine:
         self._drained_at = mark
 
     def _parse(self, name: str, fam: int, data: bytes, src: bytes | None) -> ping.Reply | None:
-        if name == "icmp4":
-            return ping.parse_icmp4(data, self.ident, self._keys)
-        if name == "icmp6":
-            return None if src is None else ping.parse_icmp6(data, src, self.ident, self._keys)
-        return ping.parse_tcp(fam, data, src, self.sport, self._keys)
+        return PING.classify(name, fam, data, src, ident=self.ident, sport=self.sport,
+                             keys=self._keys)
 
     def warnings(self) -> list[str]:
         """Once per sweep: replies the parsers raised on (dropped, counted invalid)."""
@@ -333,7 +325,7 @@ class DiscoverEngine:
         if h is None:
             return  # a duplicate, or a second probe's answer: the first one decided
         if h.ifindex:  # on-link: the neighbour answered, whatever packet told us first
-            reason = "arp-response" if h.family == 4 else "nd-response"
+            reason = PING.verdict(PING.code("arp-response" if h.family == 4 else "nd-response"))[1]
         sent = h.sent[rnd] if 0 <= rnd < len(h.sent) else h.sent[-1]
         rtt = max(0.0, now - sent)
         self.rtt.update(rtt)
@@ -341,4 +333,5 @@ class DiscoverEngine:
             self.limiter.replied((sent + self._mono,))
         self.counters.received += 1
         self.counters.open += 1  # "up" hosts, shown as found on a progress bar
-        self._found[addr] = HostVerdict(h.text, h.family, "up", reason, rtt * 1000.0)
+        state, reason = PING.verdict(PING.code(reason))  # the table's words
+        self._found[addr] = HostVerdict(h.text, h.family, state, reason, rtt * 1000.0)

@@ -14,9 +14,10 @@ sender, capture ring) are the same for every kind; what differs is here:
   into nmap's (state, reason) through the one table, probes.verdicts;
 - ``fills``: the record fields (probes.records) the module's receive path fills.
 
-Modules: probes.tcpsyn (SYN scan), probes.udpprobe (UDP scan, its payload groups),
-probes.pingprobe (host discovery's ICMP / TCP pings). None imports sockets, threads, event
-loops or the engine (the import-linter contract "pure-probes").
+Modules: probes.tcpsyn (SYN scan) and probes.udpprobe (UDP scan, its payload groups) follow
+this protocol; probes.pingprobe (host discovery's ICMP / TCP pings) has the same parts per
+host rather than per numpy batch (a few packets a host, parsed one by one). None imports
+sockets, threads, event loops or the engine (the import-linter contract "pure-probes").
 """
 
 from __future__ import annotations

@@ -156,3 +156,27 @@ def test_syn_module_agrees_with_the_receiver_on_the_golden_blocks(family: int) -
                     got.add((j, int(SYN.classify(family, row)[0])))
         off += nxt
     assert got == want and len(want) >= 15
+
+
+def test_ping_module_builds_nmaps_probes_and_accepts_only_keyed_replies() -> None:
+    from prtip_nb.probes.pingprobe import PING
+    from prtip_nb.probes.verdicts import NO_RESPONSE, PING_REASONS, verdict
+
+    key, ident, me, target = 0x1122334455667788, 0x4242, "192.0.2.1", "198.51.100.7"
+    probes = PING.make(4, SRC4, DST4, sport=SPORT, ident=ident, rnd=1, key=key, on_link=False)
+    assert [name for name, _ in probes] == ["icmp4", "tcp4", "tcp4", "icmp4"]  # echo, SYN
+    assert probes[0][1][0] == 8 and probes[3][1][0] == 13  # 443, ACK 80, timestamp
+    six = {on: PING.make(6, SRC6, DST6, sport=SPORT, ident=ident, rnd=0, key=key, on_link=on)
+           for on in (False, True)}
+    assert six[True] == six[False][:1] and six[True][0][0] == "icmp6"  # on-link: the echo
+    keys = {DST4: key}
+    reply = hostile.ip4(1, hostile.icmp(0, 0, struct.pack("!Q", key), rest=(ident << 16) | 1),
+                        src=target, dst=me)
+    got = PING.classify("icmp4", 4, reply, None, ident=ident, sport=SPORT, keys=keys)
+    assert got == ("echo-reply", 4, DST4, 1)
+    forged = hostile.ip4(1, hostile.icmp(0, 0, struct.pack("!Q", key ^ 1),
+                                         rest=(ident << 16) | 1), src=target, dst=me)
+    assert PING.classify("icmp4", 4, forged, None, ident=ident, sport=SPORT, keys=keys) is None
+    assert PING.verdict(PING.code("echo-reply")) == ("up", "echo-reply")
+    assert PING.verdict(PING.DOWN) == ("down", "no-response") == verdict("ping", NO_RESPONSE)
+    assert {verdict("ping", c)[1] for c in range(len(PING_REASONS))} == set(PING_REASONS)
