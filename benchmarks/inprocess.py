@@ -67,7 +67,7 @@ def _method() -> str:
     from prtip_nb.config import is_privileged
 
     try:
-        import prtip_nb.net.syn  # noqa: F401
+        import prtip_nb.engine.syn  # noqa: F401
 
         return "syn" if is_privileged() else "connect"
     except ImportError:

@@ -194,7 +194,7 @@ def net_4096(runs: int = 1) -> dict[str, Any]:
 #: What prtip-nb imports for a SYN scan from the command line (cli, engine, SYN engine,
 #: results, pyarrow.compute): the start-up a scan pays before its first probe.
 #: Left by os._exit, as prtip-nb is: the interpreter's teardown is no part of either.
-_IMPORTS = ("import os, prtip_nb.cli, prtip_nb.engine.scan, prtip_nb.net.syn, "
+_IMPORTS = ("import os, prtip_nb.cli, prtip_nb.engine.scan, prtip_nb.engine.syn, "
             "prtip_nb.engine.sink, prtip_nb.results.builder, pyarrow.compute; os._exit(0)")
 
 

@@ -223,7 +223,7 @@ def prewarm_capture(args: argparse.Namespace) -> None:
     family = 6 if args.family == 6 or any(":" in t for t in args.targets) else 4
     from .net.capture import prewarm
 
-    prewarm([family], blocks=16 if udp_only else 8)  # net.udp's ring, or net.syn's
+    prewarm([family], blocks=16 if udp_only else 8)  # engine.udp's ring, or engine.syn's
 
 
 def lean_start() -> None:

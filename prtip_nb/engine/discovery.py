@@ -2,7 +2,7 @@
 
 The result's ``hosts`` table has one row per target (up or down) with nmap's reason
 words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet dataset like any
-scan. The probing itself is net.discover's; this module parses, checks privileges,
+scan. The probing itself is engine.pingsweep's; this module parses, checks privileges,
 picks the pacing and builds the result.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
@@ -26,8 +26,8 @@ from ..net.ratectl import rate_plan
 from ..targets import TargetSet, parse_targets
 
 if TYPE_CHECKING:
-    from ..net.discover import HostVerdict
     from ..results import ScanResult
+    from .pingsweep import HostVerdict
 
 __all__ = ["discover", "up_hosts"]
 
@@ -67,7 +67,7 @@ def discover(
                          family=cfg.family)
     if not tset:
         raise TargetSpecError("no targets to discover", hint="name hosts, e.g. 198.51.100.0/28")
-    from ..net.discover import DISCOVERY_FIX
+    from .pingsweep import DISCOVERY_FIX
 
     if not tset.is_loopback and not is_privileged():
         raise PrivilegeError(f"host discovery (-sn) sends raw ICMP and TCP probes: "
@@ -78,10 +78,10 @@ def discover(
 def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = None
                   ) -> ScanResult:
     """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
-    from ..net.discover import DiscoverEngine
     from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
     from ..results import _convert as cv
     from .checkpoint import public_config
+    from .pingsweep import DiscoverEngine
 
     tmpl = cfg.template
     meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),

@@ -3,7 +3,7 @@
     Event (t: seconds since the scan started, scan_id)
     ├── lifecycle:   ScanStarted, StageChanged, ScanCompleted, ScanCancelled, ScanFailed
     ├── progress:    Progress (done, total, rate, eta)
-    ├── results:     HostDiscovered, PortFound, ServiceDetected, CertificateFound
+    ├── results:     PortFound, ServiceDetected, CertificateFound
     └── diagnostics: ScanWarning, RateLimited, RetryScheduled, EngineStats
 
 Delivery rules (the scanner's hot loops never see a subscriber):
@@ -31,7 +31,6 @@ __all__ = [
     "EngineStats",
     "Event",
     "EventBus",
-    "HostDiscovered",
     "PortFound",
     "Progress",
     "RateLimited",
@@ -159,12 +158,6 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
-class HostDiscovered(Event):
-    host: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class PortFound(Event):
     host: str
     proto: str
@@ -212,11 +205,15 @@ class ScanWarning(Event):
 
 @dataclass(frozen=True)
 class RateLimited(Event):
+    """The adaptive rate went down (a loss backed it off): ``rate`` is the new one."""
+
     rate: float
 
 
 @dataclass(frozen=True)
 class RetryScheduled(Event):
+    """The engine sent retries since the last telemetry tick: ``retries`` so far."""
+
     retries: int
 
 

@@ -80,16 +80,16 @@ def run_names_stage(scan: Scan) -> None:
     """Resolve ``scan``'s hosts after its port scan (Scan._run calls this)."""
     from .events import StageChanged
 
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     if scan.config.resolve == "never":
         return
-    scan.bus.publish(StageChanged(time.monotonic() - scan._t0, scan.scan_id or "", "dns"))
+    scan.bus.publish(StageChanged(time.monotonic() - scan.started_at, scan.scan_id or "", "dns"))
     addresses = wanted(scan.config, builder.snapshot().tables["hosts"], scan.targets)
     if not addresses:
         return
     found, elapsed = lookup(scan.config, addresses)
-    record(builder, found, elapsed, time.monotonic() - scan._t0)
+    record(builder, found, elapsed, time.monotonic() - scan.started_at)
 
 
 # -- ``prtip-nb scan -sL``: list the targets, with their names -------------------------------

@@ -48,10 +48,10 @@ def open_targets(ports: pa.Table) -> list[Target]:
 def run_script_stage(scan: Scan, scripts: Sequence[Script], args: Mapping[str, str],
                      limits: Limits) -> None:  # fmt: skip
     """Run ``scripts`` on ``scan``'s open TCP ports; on the scan's own thread."""
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     sid = scan.scan_id or ""
-    scan.bus.publish(StageChanged(time.monotonic() - scan._t0, sid, "scripts"))
+    scan.bus.publish(StageChanged(time.monotonic() - scan.started_at, sid, "scripts"))
     tables = builder.snapshot().tables
     hosts = tables["hosts"]
     pseudo: set[str] = set()  # accept every port, say nothing (svstage): only what spoke
@@ -62,5 +62,5 @@ def run_script_stage(scan: Scan, scripts: Sequence[Script], args: Mapping[str, s
                if t.host not in pseudo or t.service is not None]  # fmt: skip
     if not targets or not scripts:
         return
-    rows: list[dict[str, Any]] = run(scripts, targets, args, limits, cancel=scan._cancel)
+    rows: list[dict[str, Any]] = run(scripts, targets, args, limits, cancel=scan.cancel_event)
     builder.add_scripts(rows)

@@ -84,23 +84,23 @@ def run_os_stage(scan: Scan) -> None:
 
     from .events import ScanWarning, StageChanged
 
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     sid = builder.meta.scan_id
-    scan.bus.publish(StageChanged(time.monotonic() - scan._t0, sid, "os"))
+    scan.bus.publish(StageChanged(time.monotonic() - scan.started_at, sid, "os"))
     cfg = scan.config
     ports = builder.snapshot().tables["ports"]
     results = detect_hosts(port_rows(ports), limit=cfg.osscan_limit, os_db=cfg.os_db,
-                           cancelled=scan._cancel.is_set, seed=cfg.seed,
+                           cancelled=scan.cancel_event.is_set, seed=cfg.seed,
                            timeout=reply_timeout(ports))
     v6 = {h for h in ports["host"].to_pylist() if ":" in h}
     if v6:
-        scan.bus.publish(ScanWarning(time.monotonic() - scan._t0, sid,
+        scan.bus.publish(ScanWarning(time.monotonic() - scan.started_at, sid,
                                      f"OS detection is IPv4 only: {len(v6)} IPv6 host(s) "
                                      "not fingerprinted"))
     rows = [row for res in results for row in os_rows(res)]
     builder.add_os(rows, {res.host: host_columns(res) for res in results})
     for res in results:
         if res.warning:
-            scan.bus.publish(ScanWarning(time.monotonic() - scan._t0, sid,
+            scan.bus.publish(ScanWarning(time.monotonic() - scan.started_at, sid,
                                          f"{res.host}: {res.warning}"))

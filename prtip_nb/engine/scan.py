@@ -18,26 +18,27 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..config import ScanConfig, fd_budget, is_privileged
+from ..config import ScanConfig, is_privileged
 from ..errors import ConfigError, PrivilegeError, ScanError
-from ..net.counters import Counters, RttEstimator
-from ..net.ratectl import RateState, connect_rate
+from ..net.counters import Counters
+from ..net.ratectl import RateState
 from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets, shard_len
 from .checkpoint import RunPlan
 from .events import (
-    EngineStats,
     Event,
     EventBus,
     PortFound,
     Progress,
+    RateLimited,
+    RetryScheduled,
     ScanCancelled,
     ScanCompleted,
     ScanFailed,
     ScanStarted,
-    ScanWarning,
     StageChanged,
     Subscription,
 )
+from .runs import ScanRuns
 from .telemetry import Poller, release_free_memory
 
 if TYPE_CHECKING:
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
     from .sink import RecordSink
     from .workers import WorkerPool
 
-#: Below this many probes one process is as fast as several (a worker starts in 0.1-0.5 s;
-#: a /24 x 100 ports, 25,600 probes, took 0.84 s in one process, 1.01 s with two workers).
-AUTO_WORKERS_MIN_PROBES = 40_000
-ONE_PROCESS_RATE = 20_000  # probes/s: a pinned rate up to this is sent from this process
 
 
 _AUTO_WARNED: set[str] = set()
@@ -156,7 +153,7 @@ def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | Non
         raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
 
 
-class Scan:
+class Scan(ScanRuns):
     """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``.
 
     >>> s = Scan("127.0.0.1", ports="22,80,443").start()   # doctest: +SKIP
@@ -201,6 +198,7 @@ class Scan:
         self._ckpt: Checkpointer | None = None
         self._live_sink: RecordSink | None = None  # the poller age-flushes it
         self._flush_error: BaseException | None = None  # a live flush failed (disk full)
+        self._seen: tuple[int, float | None] = (0, None)  # retries, rate at the last tick
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
@@ -380,7 +378,23 @@ class Scan:
                 self._live_sink.flush_if_older()
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk, on the poller thread
                 self.flush_failed(exc)
-        self.bus.publish(self.progress, record=False)  # telemetry rows already record it
+        progress = self.progress
+        self.bus.publish(progress, record=False)  # telemetry rows already record it
+        self._diagnose(progress)
+
+    def _diagnose(self, now: Progress) -> None:
+        """On the poller's tick: ``RetryScheduled`` when the engine sent retries since the
+        last tick (its count so far), ``RateLimited`` when the adaptive rate went down since
+        the last tick (the rate it went to: a loss backed it off). Both land in the events
+        table; a scan without retries or losses publishes neither."""
+        retries, limit = self.counters.retries, now.rate_limit
+        seen_retries, seen_limit = self._seen
+        if retries > seen_retries:
+            self.bus.publish(RetryScheduled(now.t, now.scan_id, retries))
+        if limit is not None and seen_limit is not None and limit < seen_limit \
+                and now.rate_reason != "pinned":
+            self.bus.publish(RateLimited(now.t, now.scan_id, float(limit)))
+        self._seen = (max(retries, seen_retries), limit)
 
     def flush_failed(self, exc: BaseException) -> None:
         """A flush on a helper thread (poller, checkpointer) could not save its rows.
@@ -494,225 +508,10 @@ class Scan:
             return ScanCancelled(t, sid, c.done + c.skipped, c.open, t)
         return ScanFailed(t, sid, repr(self._error))
 
-    def _run_connect(self) -> None:
-        from ..net.connect import ConnectEngine
-        from ..probes.records import RecordBuffer
-        from ..probes.verdicts import connect_verdict
-        from .sink import RecordSink
-        from .workers import probe_stream
-
-        cfg = self.config
-        tmpl = cfg.template
-        builder = self._builder
-        assert builder is not None
-        sink = RecordSink(
-            targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=connect_verdict, on_batch=self._on_batch, counters=self.counters,
-            keep=cfg.keep, tally=self._new_tally(),
-        )
-        from .checkpoint import start_checkpoint
-
-        self._ckpt = start_checkpoint(self, sink)  # None without output=
-        concurrency, rtt = self._connect_limits()
-        workers = self._pool.workers if self._pool is not None else 1
-        pace = connect_rate(cfg)
-        self._rate_source = lambda: pace
-        try:
-            if self._pool is not None:
-                self._pool.run(sink)
-            else:
-                out = RecordBuffer(sink.feed)
-                engine = ConnectEngine(
-                    emit=out.emit,
-                    concurrency=concurrency,
-                    rtt=rtt,
-                    retries=cfg.retries,
-                    counters=self.counters,
-                    cancel=self._cancel,
-                    scan_delay=tmpl.scan_delay,
-                    tick=out.tick,
-                    rate=pace.rate,
-                    host_timeout=cfg.host_timeout,
-                )
-                try:
-                    engine.run(probe_stream(
-                        self.targets, self.ports, cfg.seed or 0, cfg.shard, self._plan.start
-                    ))
-                finally:
-                    out.flush()
-        finally:
-            sink.flush()
-            self.bus.publish(EngineStats(
-                time.monotonic() - self._t0, builder.meta.scan_id, "connect", workers,
-                tuple(sink.peak_rss),
-            ))
-
-    def _run_syn(self) -> None:
-        """A SYN scan (net.syn) of the TCP ports, then a UDP scan (net.udp) of the UDP
-        ports, in this process, into one sink (nmap -sS -sU runs them one after the other
-        too). Each engine has transmit threads + a receive thread."""
-        from ..probes.verdicts import syn_verdict, udp_verdict
-        from .checkpoint import start_checkpoint
-        from .sink import RecordSink
-
-        cfg = self.config
-        builder = self._builder
-        assert builder is not None
-        sink = RecordSink(
-            targets=self.targets, ports=self.ports, scan_id=builder.meta.scan_id,
-            decode=syn_verdict, on_batch=self._on_batch, counters=self.counters, keep=cfg.keep,
-            decode_udp=udp_verdict, tally=self._new_tally(),
-        )
-        self._ckpt = start_checkpoint(self, sink)  # None without output=
-        if not self.ports.count("tcp"):
-            self._run_udp(sink, self._plan.start)
-            return
-        if self.ports.count("udp"):
-            # -sS -sU: the shard's positions are the TCP part's, then the UDP part's
-            # (segments()), so a resume past the TCP part goes straight to the UDP part.
-            n_tcp = shard_len(self.segments[0][1], self.config.shard)
-            start = self._plan.start
-            tcp_stats: dict[str, Any] = {}
-            if start < n_tcp:
-                self._run_tcp_syn(sink, PortSet(tcp=self.ports.tcp), start)
-                tcp_stats = self.engine_stats
-            if not self._cancel.is_set():
-                self._run_udp(sink, max(0, start - n_tcp))
-                self.engine_stats = {**tcp_stats, "udp": self.engine_stats}
-            return
-        self._run_tcp_syn(sink, self.ports, self._plan.start)
-
-    def _run_udp(self, sink: Any, start: int) -> None:
-        """The UDP part (net.udp): its verdicts go after the TCP ports' in the index space."""
-        from ..net.ratectl import rate_plan
-        from ..net.udp import UdpEngine
-        from ..probes.records import RecordBuffer
-
-        cfg, tmpl = self.config, self.config.template
-        builder = self._builder
-        assert builder is not None
-        state = self.engine_state
-        secret = bytes.fromhex(state["udp_secret"]) if "udp_secret" in state else None
-        out = RecordBuffer(sink.feed)
-        sink.start_flusher(self.flush_failed)  # batches written off the receive thread
-        engine = UdpEngine(
-            targets=self.targets, ports=self.ports, out=out, seed=cfg.seed or 0,
-            shard=cfg.shard, start=start,
-            rate=rate_plan(cfg, loopback=self.targets.is_loopback, kind="udp"),
-            retries=cfg.retries, counters=self.counters, cancel=self._cancel,
-            rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-            source_port=state.get("udp_sport") or cfg.extra.get("udp_source_port"),
-            secret=secret, index_offset=self.ports.count("tcp") * self.targets.size,
-        )
-        state["udp_secret"], state["udp_sport"] = engine.secret.hex(), engine.source_port
-        self._rate_source = engine.rate_state
-        try:
-            engine.run()
-        finally:
-            sink.stop_flusher()
-            out.flush()
-            sink.flush()
-            self.engine_stats = {**engine.stats, "udp_rounds": engine.round_log}
-            t, sid = time.monotonic() - self._t0, builder.meta.scan_id
-            self.bus.publish(EngineStats(t, sid, "udp", 1, tuple(sink.peak_rss)))
-            for message in engine.warnings():
-                self.bus.publish(ScanWarning(t, sid, message))
-
-    def _run_tcp_syn(self, sink: Any, ports: Any, start: int) -> None:
-        from ..net.ratectl import rate_plan
-        from ..net.syn import SynEngine
-        from ..probes.records import RecordBuffer
-
-        cfg, tmpl = self.config, self.config.template
-        builder = self._builder
-        assert builder is not None
-        # A resumed scan reuses the secret and source port, so late replies still match.
-        state = self.engine_state
-        secret = bytes.fromhex(state["syn_secret"]) if "syn_secret" in state else None
-        out = RecordBuffer(sink.feed)
-        sink.start_flusher(self.flush_failed)  # batches written off the receive thread
-        engine = SynEngine(
-            targets=self.targets, ports=ports, out=out, seed=cfg.seed or 0,
-            shard=cfg.shard, start=start,
-            rate=rate_plan(cfg, loopback=self.targets.is_loopback),
-            retries=cfg.retries, counters=self.counters, cancel=self._cancel,
-            rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-            source_port=state.get("syn_sport") or cfg.extra.get("source_port"), secret=secret,
-        )
-        self._rate_source = engine.rate_state
-        state["syn_secret"], state["syn_sport"] = engine.secret.hex(), engine.source_port
-        try:
-            engine.run()
-        finally:
-            sink.stop_flusher()
-            out.flush()
-            sink.flush()
-            self.engine_stats = engine.stats  # replies, invalid, duplicates, drops, ...
-            t, sid = time.monotonic() - self._t0, builder.meta.scan_id
-            self.bus.publish(EngineStats(t, sid, "syn", 1, tuple(sink.peak_rss)))
-            for message in engine.warnings():
-                self.bus.publish(ScanWarning(t, sid, message))
-
-    def _new_tally(self) -> Any:
-        """A HostTally when memory holds only open rows (builder.hold), else None."""
-        if self._builder is None or self._builder.hold != "open":
-            return None
-        from .hosttally import HostTally
-
-        return HostTally(self.targets.size)
-
     def _on_batch(self, batch: Any) -> None:
         assert self._builder is not None
         self._builder.add_batch(batch)
         self._found(batch)
-
-    def _connect_limits(self) -> tuple[int, RttEstimator]:
-        """Connects in flight (within the fd budget) and the RTT estimator's settings."""
-        cfg, tmpl = self.config, self.config.template
-        concurrency = min(cfg.concurrency or tmpl.max_parallelism, fd_budget())
-        rtt = RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout)
-        return concurrency, rtt
-
-    def _spawn_workers(self) -> WorkerPool | None:
-        """Worker processes for a large connect scan, started at once (None: in-process)."""
-        workers = self._workers()
-        if self.config.method != "connect" or workers <= 1:
-            return None
-        from .workers import WorkerPool
-
-        cfg = self.config
-        concurrency, rtt = self._connect_limits()
-        job = {
-            "seed": cfg.seed or 0,
-            "shard": list(cfg.shard),
-            "start": self._plan.start,
-            "concurrency": max(1, concurrency // workers),
-            "rtt": [rtt.initial, rtt.lo, rtt.hi],
-            "retries": cfg.retries,
-            "scan_delay": cfg.template.scan_delay,
-            "rate": None if (r := connect_rate(cfg).rate) is None else r / workers,
-            "host_timeout": cfg.host_timeout,
-        }
-        pool = WorkerPool(
-            targets=self.targets, ports=self.ports, job=job, workers=workers, cancel=self._cancel
-        )
-        return pool if pool.spawn_or_give_up() else None  # None: scan in this process
-
-    def _workers(self) -> int:
-        """Processes to scan with: the user's choice, else one per core for big scans.
-
-        A connect scan is bound by kernel time inside connect(), which threads cannot
-        spread over cores but processes can; small scans do not repay a process start.
-        """
-        if self.config.workers is not None:
-            return self.config.workers
-        if self.config.template.scan_delay > 0 or self.counters.total < AUTO_WORKERS_MIN_PROBES:
-            return 1
-        # A pinned rate that one process keeps (~80,000 connects/s here on loopback): in this
-        # process, the first probe leaves at once; workers would start 0.1-0.5 s later.
-        if self.config.rate is not None and self.config.rate <= ONE_PROCESS_RATE:
-            return 1
-        return max(1, min(os.cpu_count() or 1, 4))
 
 
 def scan(

@@ -29,8 +29,8 @@ from .checkpoint import RunPlan
 __all__ = ["FORWARD", "Link", "LocalLink", "run_shard"]
 
 #: Events a shard forwards to the caller's bus (its lifecycle events stay with it).
-FORWARD = ("PortFound", "HostDiscovered", "ServiceDetected", "CertificateFound", "ScanWarning",
-           "RateLimited", "EngineStats")  # fmt: skip
+FORWARD = ("PortFound", "ServiceDetected", "CertificateFound", "ScanWarning", "RateLimited",
+           "RetryScheduled", "EngineStats")  # fmt: skip
 TICK = 0.25
 
 

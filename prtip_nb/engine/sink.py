@@ -25,7 +25,7 @@ from .hosttally import HostTally, V4Text
 
 Decode = Callable[[int], tuple[str, str]]
 #: UDP rows' codes are looked up as UDP_CODES + code (no-response too) when the sink has
-#: a ``decode_udp``: the same number means another verdict for a UDP probe (net.udprx).
+#: a ``decode_udp``: the same number means another verdict for a UDP probe (engine.udprx).
 UDP_CODES = 1 << 20
 
 FLUSH_ROWS = 65536  # records that trigger a flush: fewer mid-scan GIL grabs on the

@@ -97,12 +97,12 @@ def run_trace_stage(scan: Scan) -> None:
     from .events import ScanWarning, StageChanged
     from .names import up_addresses
 
-    builder = scan._builder
+    builder = scan.builder
     assert builder is not None
     sid = scan.scan_id or ""
-    scan.bus.publish(StageChanged(time.monotonic() - scan._t0, sid, "traceroute"))
+    scan.bus.publish(StageChanged(time.monotonic() - scan.started_at, sid, "traceroute"))
     if not is_privileged():
-        scan.bus.publish(ScanWarning(time.monotonic() - scan._t0, sid,
+        scan.bus.publish(ScanWarning(time.monotonic() - scan.started_at, sid,
                                      "--traceroute sends raw packets: it needs root or "
                                      "CAP_NET_RAW; no trace was made"))
         return
@@ -114,9 +114,9 @@ def run_trace_stage(scan: Scan) -> None:
     rtts = {h: r for h, r in zip(hosts["host"].to_pylist(), hosts["rtt_ms"].to_pylist(),
                                  strict=True) if r is not None}
     rows, stats = run_traces(scan.config, snap["ports"], up, rtt_ms=rtts,
-                             cancelled=scan._cancel.is_set)
+                             cancelled=scan.cancel_event.is_set)
     builder.add_rows("trace", rows)
-    builder.add_event(time.monotonic() - scan._t0, "TracerouteCompleted",
+    builder.add_event(time.monotonic() - scan.started_at, "TracerouteCompleted",
                       {"scan_id": sid, **stats})
 
 

@@ -11,6 +11,8 @@ udp        OPEN 0 / CLOSED 1                       open udp-response / closed po
 syn, udp   ICMP4 + icmp code, ICMP6 + icmp code    filtered, nmap's name for the code
 connect    the connect()'s errno (0 = open)        CONNECT_ERRNOS, else filtered errno-name
 any        NO_RESPONSE (-1)                        filtered no-response (udp: open|filtered)
+ping       PING_REASONS index (host discovery)     up, echo-reply / syn-ack / arp-response…
+ping       NO_RESPONSE                             down no-response
 =========  ======================================  =====================================
 
 ``verdict(kind, code)`` looks one up; ``DECODERS[kind]`` is the function a ``RecordSink``
@@ -26,8 +28,9 @@ from collections.abc import Callable
 from .records import NO_RESPONSE
 
 __all__ = ["CLOSED", "CONNECT_ERRNOS", "DECODERS", "ICMP4", "ICMP4_CODES", "ICMP6",
-           "ICMP6_CODES", "NO_RESPONSE", "OPEN", "connect_answer", "connect_verdict",
-           "syn_verdict", "udp_verdict", "verdict"]
+           "ICMP6_CODES", "NO_RESPONSE", "OPEN", "PING_REASONS", "connect_answer",
+           "connect_verdict", "ping_code", "ping_verdict", "syn_verdict", "udp_verdict",
+           "verdict"]
 
 # VERDICT CODES. 0 must be open: RecordSink counts code 0 as an open port (and the
 # connect scan's errno 0 is a completed handshake), -1 as no answer.
@@ -101,11 +104,28 @@ def connect_verdict(code: int) -> tuple[str, str]:
     return connect_answer(code) or NO_ANSWER
 
 
+#: Host discovery's words for an up host (nmap's -sn reasons), by code.
+PING_REASONS = ("echo-reply", "timestamp-reply", "syn-ack", "reset", "arp-response",
+                "nd-response", "localhost-response")
+
+
+def ping_code(reason: str) -> int:
+    """The code of an up host's ``reason`` (one of PING_REASONS)."""
+    return PING_REASONS.index(reason)
+
+
+def ping_verdict(code: int) -> tuple[str, str]:
+    """(state, reason) of a host for discovery's code: up with its reason, or down."""
+    if 0 <= code < len(PING_REASONS):
+        return ("up", PING_REASONS[code])
+    return ("down", "no-response")
+
+
 DECODERS: dict[str, Callable[[int], tuple[str, str]]] = {
-    "syn": syn_verdict, "udp": udp_verdict, "connect": connect_verdict,
+    "syn": syn_verdict, "udp": udp_verdict, "connect": connect_verdict, "ping": ping_verdict,
 }
 
 
 def verdict(kind: str, code: int) -> tuple[str, str]:
-    """``verdict("syn", 0)`` → ``("open", "syn-ack")``; kind is syn, udp or connect."""
+    """``verdict("syn", 0)`` → ``("open", "syn-ack")``; kind is syn, udp, connect or ping."""
     return DECODERS[kind](code)

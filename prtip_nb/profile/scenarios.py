@@ -21,7 +21,7 @@ class Scenario:
     service: bool = False
 
     def syn_available(self) -> bool:
-        return importlib.util.find_spec("prtip_nb.net.syn") is not None
+        return importlib.util.find_spec("prtip_nb.engine.syn") is not None
 
     def method_flag(self) -> str:
         # The report profiles SYN scans; until this install has them, connect scans stand in

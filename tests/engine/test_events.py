@@ -127,3 +127,26 @@ def test_telemetry_rows_every_250_ms() -> None:
     assert int(tel["sent"].iloc[-1]) == 3000
     assert float(tel["pps"].iloc[2]) > 500  # about 2000/s mid-scan
     assert (tel["threads"].astype(int) >= 2).all()
+
+
+def test_retries_are_published_and_recorded(dropped: str) -> None:
+    """Two silent ports (nftables drops their SYNs), one retry each: ``RetryScheduled``
+    reaches a subscriber and the events table with the count the telemetry ends on; a scan
+    whose probes all answer publishes none (test_order_and_completeness's kinds)."""
+    s = pn.Scan("127.0.0.1", ports="1080,4443", method="connect", timeout=0.2, max_retries=1,
+                telemetry_interval=0.05)
+    got: list[ev.RetryScheduled] = []
+    s.subscribe(got.append, ev.RetryScheduled)
+    res = s.start().wait()
+    deadline = time.monotonic() + 2.0
+    while not got and time.monotonic() < deadline:  # callbacks run on the bus's thread
+        time.sleep(0.01)
+    assert got and got[-1].retries == 2 == int(res.telemetry["retries"].iloc[-1])
+    assert [e.retries for e in got] == sorted({e.retries for e in got})  # only when it grew
+    rows = res.events[res.events["kind"] == "RetryScheduled"]
+    assert json.loads(rows["payload"].iloc[-1]) == {"retries": 2}
+
+
+def test_never_published_events_are_gone() -> None:
+    assert not hasattr(ev, "HostDiscovered")
+    assert {"RateLimited", "RetryScheduled"} <= set(ev.__all__)

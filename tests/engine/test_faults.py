@@ -180,7 +180,7 @@ def test_a_killed_worker_exits_1_says_what_was_saved_and_resume_finishes(
     listening: list[int], tmp_path: Path
 ) -> None:
     root = tmp_path / "scans"
-    # Above the rate one process sends by itself (engine.scan.ONE_PROCESS_RATE): workers.
+    # Above the rate one process sends by itself (engine.runs.ONE_PROCESS_RATE): workers.
     proc = subprocess.Popen([*CLI, "scan", "-sT", "-p", "1-65535", "127.0.0.1", "-Pn",
                              "--rate", "25000", "-o", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

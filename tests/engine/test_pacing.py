@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import prtip_nb as pn
-from prtip_nb.engine.scan import ONE_PROCESS_RATE
+from prtip_nb.engine.runs import ONE_PROCESS_RATE
 from prtip_nb.engine.telemetry import ProcessTree, rss_bytes
 
 pytestmark = pytest.mark.usefixtures("netns")

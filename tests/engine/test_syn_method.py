@@ -10,9 +10,9 @@ import pytest
 import prtip_nb.engine.scan as scan_mod
 from prtip_nb.engine.scan import Scan
 from prtip_nb.engine.sink import RecordSink
+from prtip_nb.engine.syn import verdict
 from prtip_nb.errors import PrivilegeError
 from prtip_nb.net.counters import Counters
-from prtip_nb.net.syn import verdict
 from prtip_nb.probes.records import RECORD, RecordBuffer
 from prtip_nb.targets import parse_ports, parse_targets
 

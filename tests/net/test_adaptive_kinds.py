@@ -6,6 +6,7 @@ bounded by its probe count and the engines' timeouts.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -40,6 +41,9 @@ def test_a_thin_link_settles_near_its_capacity_and_keeps_recall() -> None:
     # The controller cut the rate at least once: "probing" follows only a loss ("backoff"
     # itself lasts one window, often between two 50 ms telemetry samples).
     assert {"backoff", "probing"} & set(tel["rate_reason"].dropna())
+    # ... and told its subscribers so: RateLimited, each with the rate it went down to.
+    limited = res.events[res.events["kind"] == "RateLimited"]["payload"].map(json.loads)
+    assert len(limited) >= 1 and all(0 < p["rate"] < 200_000 for p in limited), limited
     # Sent at about the link's rate, not at T4's ceiling nor far below the link.
     assert took < 51_200 / capacity * 2.5, took
 

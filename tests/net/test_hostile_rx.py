@@ -18,10 +18,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from prtip_nb.engine.pingsweep import DiscoverEngine, HostVerdict
 from prtip_nb.engine.scan import Scan
 from prtip_nb.lab.veth import SCANNER4, SCANNER6, VethLab, host
 from prtip_nb.net.counters import RttEstimator
-from prtip_nb.net.discover import DiscoverEngine, HostVerdict
 from prtip_nb.targets import parse_targets
 from tests.conftest import need, tcp_listener
 from tests.net import hostile
@@ -163,7 +163,7 @@ def test_a_parser_bug_is_one_warning_not_a_failed_scan(silent_ports: None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Should a parser raise all the same (here: made to raise on every ICMP error), the
     receive thread survives, the replies keep their verdicts and the scan says so once."""
-    from prtip_nb.net.synrx import Receiver
+    from prtip_nb.engine.synrx import Receiver
 
     def broken(self: Receiver, fam: int, data: bytes, ttl: int, t: float) -> None:
         raise ValueError("a parser bug")
@@ -195,7 +195,7 @@ def test_a_udp_parser_bug_is_one_warning_not_a_failed_scan(
     """The UDP receiver shares the SYN receiver's loop: ICMP errors made unparseable, the
     closed ports fall back to open|filtered (no error accepted), the open ones stay open,
     and the scan warns once."""
-    from prtip_nb.net.udprx import UdpReceiver
+    from prtip_nb.engine.udprx import UdpReceiver
 
     def broken(self: UdpReceiver, *args: object) -> None:
         raise ValueError("a parser bug")

@@ -48,7 +48,7 @@ def test_loss_and_duplication_keep_recall_and_rows_unique(nmap: str) -> None:
         # The target keeps Linux's tcp_invalid_ratelimit (500 ms): it answers a repeated
         # SYN to a half-open connection (its SYN-ACK was lost) at most that often, so
         # quick retries of that probe go unanswered. With retries spaced 0.55 s from the
-        # second on (net.syn.RETRY_SPACING); before: 1-8 misses of 2,048 for us, 2-20 for
+        # second on (engine.syn.RETRY_SPACING); before: 1-8 misses of 2,048 for us, 2-20 for
         # nmap (with the limit at 0, none in 6 runs).
         truth = lab.truth(range(1, 101))
         res = pn.scan(PREFIX, PORTS, method="syn", timing=4)

@@ -22,9 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prtip_nb.net import neigh
-from prtip_nb.net.counters import RttEstimator
-from prtip_nb.net.synrx import (
+from prtip_nb.engine.synrx import (
     _HDR,
     CLOSED,
     ICMP4,
@@ -36,8 +34,10 @@ from prtip_nb.net.synrx import (
     _offsets,
     parse_icmp_error,
 )
+from prtip_nb.engine.udprx import UdpReceiver
+from prtip_nb.net import neigh
+from prtip_nb.net.counters import RttEstimator
 from prtip_nb.net.synstate import Answered, HostTable, PortIndex
-from prtip_nb.net.udprx import UdpReceiver
 from prtip_nb.probes import ping
 from prtip_nb.probes.cookie import CookieKey, cookie
 from prtip_nb.probes.records import DTYPE as RECORD_DTYPE

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from prtip_nb.net.syn import CLOSED, NO_RESPONSE, OPEN, verdict
-from prtip_nb.net.synrx import _HDR, _TCP4, _TCP6, ICMP4, ICMP6, _frames, _gather, _offsets
+from prtip_nb.engine.syn import CLOSED, NO_RESPONSE, OPEN, verdict
+from prtip_nb.engine.synrx import _HDR, _TCP4, _TCP6, ICMP4, ICMP6, _frames, _gather, _offsets
 from prtip_nb.net.throttle import TokenBucket
 from prtip_nb.probes import cookie, tcp
 

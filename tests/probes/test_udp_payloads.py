@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from prtip_nb.net.udprx import CLOSED, ICMP4, ICMP6, NO_RESPONSE, OPEN, udp_verdict
+from prtip_nb.engine.udprx import CLOSED, ICMP4, ICMP6, NO_RESPONSE, OPEN, udp_verdict
 from prtip_nb.probes import udp
 
 

@@ -8,8 +8,9 @@ import errno
 import numpy as np
 import pytest
 
+from prtip_nb.engine import syn, synrx, udprx
 from prtip_nb.engine.sink import RecordSink
-from prtip_nb.net import connect, syn, synrx, udprx
+from prtip_nb.net import connect
 from prtip_nb.net.counters import Counters
 from prtip_nb.probes import records, verdicts
 from prtip_nb.probes.verdicts import (

@@ -1,4 +1,4 @@
-"""Pacing a UDP scan's retries to the target's ICMP rate limit (net.udp's THE ICMP RATE
+"""Pacing a UDP scan's retries to the target's ICMP rate limit (engine.udp's THE ICMP RATE
 LIMIT and PER HOST explain why): the arrival-rate estimates, the per-host plan of a
 paced round, and the pacer that keeps a round's ICMP demand at the measured limit.
 """
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .throttle import TokenBucket
+from ..net.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from .udprx import UdpReceiver
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["BURST", "MAX_PACED_HOSTS", "MAX_PAUSE", "PACE", "PROBE_S", "HostPlan", "Pacer",
            "host_rates", "icmp_rates"]
 
-RUN = 256  # the most probes a paced round hands sendmmsg at once (net.udp.RUN)
+RUN = 256  # the most probes a paced round hands sendmmsg at once (engine.udp.RUN)
 PACE = 1.25  # retry rounds go this much faster than the measured ICMP limit
 BURST = 6  # Linux's per-peer ICMP burst (XRLIM_BURST_FACTOR): not part of the steady rate
 PROBE_S = 2.0  # a measurement round lasts at least this long (2 tokens at Linux's default)

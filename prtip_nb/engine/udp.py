@@ -1,12 +1,12 @@
 """UDP scanning (nmap -sU): stateless transmit over raw sockets, IPv4 and IPv6, with
 the target's ICMP rate limit measured and obeyed.
 
-The shape is the SYN engine's (net.syn): the transmit side walks the shuffled index
+The shape is the SYN engine's (engine.syn): the transmit side walks the shuffled index
 space in numpy batches and sends through sendmmsg (net.rawsock), one sender per payload
 (probes.udp: most ports get an empty datagram, a few well-known ports a protocol
-request); one receive thread (net.udprx) validates, dedups and reports; the two share
+request); one receive thread (engine.udprx) validates, dedups and reports; the two share
 the answered bitmap. Round 0 sends every probe, a retry round only the silent ones: the
-round loop is net.rounds, SYN's too; UDP's hooks (``round_limiter``, ``after_round``)
+round loop is engine.rounds, SYN's too; UDP's hooks (``round_limiter``, ``after_round``)
 carry the ICMP rate-limit pacing below.
 
 VERDICTS (nmap's). A UDP reply: open. ICMP port unreachable from the target: closed.
@@ -52,37 +52,34 @@ neither queues them nor answers them with ICMP port unreachable.
 
 from __future__ import annotations
 
-import random
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..probes.cookie import CookieKey, cookies
+from ..net.capture import Capture, interface_of
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import AdaptiveRate, RatePolicy, RateState
+from ..net.rawsock import RawSender
+from ..net.srcport import reserve_udp_port
+from ..net.synstate import Answered, HostInfo, HostTable, PortIndex, route_source
+from ..net.throttle import TokenBucket
+from ..probes.cookie import CookieKey
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.udp import (
     UDP_LAYOUTS,
     addr_sum,
-    fill_udp_checksums,
-    markers,
     payload_base,
     payloads,
-    udp_template,
 )
+from ..probes.udpprobe import UDP
 from ..probes.verdicts import udp_verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index
-from .capture import Capture, interface_of
-from .counters import Counters, RttEstimator
-from .ratectl import AdaptiveRate, RatePolicy, RateState
-from .rawsock import RawSender
 from .rounds import RoundResult, RoundScan
 from .synrx import Out
-from .synstate import Answered, HostInfo, HostTable, PortIndex, route_source
-from .throttle import TokenBucket
 from .udppace import (
     MAX_PACED_HOSTS,
     MAX_PAUSE,
@@ -135,34 +132,6 @@ class _Offset:
 
     def tick(self) -> None:
         self.inner.tick()
-
-
-def reserve_udp_port(port: int | None, avoid: tuple[tuple[int, int], ...]
-                     ) -> tuple[int, list[socket.socket]]:
-    """A source port held by bound UDP sockets (IPv4 and IPv6), outside ``avoid``."""
-    def scanned(p: int) -> bool:
-        return any(lo <= p <= hi for lo, hi in avoid)
-
-    for attempt in range(256):
-        p = port or random.randrange(40000, 60000)
-        if not port and attempt < 200 and scanned(p):
-            continue
-        held: list[socket.socket] = []
-        try:
-            for af, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-                s = socket.socket(af, socket.SOCK_DGRAM)
-                held.append(s)
-                if af == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
-                s.bind((addr, p))
-            return p, held
-        except OSError:
-            for s in held:
-                s.close()
-            if port:
-                return port, []
-    raise OSError("no free UDP source port found in 40000-59999")
 
 
 @dataclass
@@ -237,7 +206,7 @@ class UdpEngine(RoundScan):
         self._senders: dict[tuple[int, int], RawSender] = {}
         self._pace = _Pacing(None, None)
 
-    # -- the rounds (net.rounds runs them) ------------------------------------------------
+    # -- the rounds (engine.rounds runs them) ------------------------------------------------
     def warnings(self) -> list[str]:
         out = []
         if self.stats.get("capture_drops"):
@@ -270,7 +239,7 @@ class UdpEngine(RoundScan):
             zeros = {4: bytes(4), 6: bytes(16)}
             for fam in self.families:
                 for g, data in enumerate(self.payloads):
-                    tmpl = udp_template(fam, zeros[fam], self.sport, data)
+                    tmpl = UDP.prepare(fam, zeros[fam], self.sport, data)
                     cap = BATCH if g == 0 else min(BATCH, max(16, self.targets.size))
                     senders[(fam, g)] = RawSender(fam, tmpl, cap, layout=UDP_LAYOUTS[fam])
         except BaseException:
@@ -484,9 +453,9 @@ class UdpEngine(RoundScan):
         lo = np.array([d & m64 for d in dst], np.uint64)[inv]
         shi = np.array([s >> 64 if fam == 6 else s for s in src], np.uint64)[inv]
         slo = np.array([s & m64 for s in src], np.uint64)[inv]
-        marks = markers(fam, cookies(key, ports))
-        csums = fill_udp_checksums(abase + np.uint64(self.group_base[g]), ports)
-        sender.load(len(h), hi, ports, marks, csums, dst_lo=lo, src=shi, src_lo=slo)
+        probe = UDP.make(fam, key, abase + np.uint64(self.group_base[g]), ports)
+        sender.load(len(h), hi, ports, probe["seq"], probe["csum"], dst_lo=lo, src=shi,
+                    src_lo=slo)
 
     def _send(self, sender: RawSender, js: np.ndarray, rnd: int,
               limiter: AdaptiveRate | TokenBucket | None) -> int:

@@ -1,6 +1,6 @@
 """The UDP scan's receive thread: UDP replies and ICMP errors, validated, deduplicated.
 
-It is the SYN receiver (net.synrx) with another ``_block``: the same ring, the same
+It is the SYN receiver (engine.synrx) with another ``_block``: the same ring, the same
 answered bitmap and verdict records, and the same rule that a reply is judged on its
 own. What changes is what a reply proves:
 
@@ -33,8 +33,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ..probes.cookie import cookies
-from ..probes.udp import markers
+from ..probes.rows import ICMP4_UDP as _ICMP4
+from ..probes.rows import ICMP6_UDP as _ICMP6
+from ..probes.rows import UDP4 as _UDP4
+from ..probes.rows import UDP6 as _UDP6
+from ..probes.udpprobe import UDP
 from ..probes.verdicts import (
     CLOSED,
     ICMP4,
@@ -47,7 +50,7 @@ from ..probes.verdicts import (
 )
 from ..targets.space import join_index
 from .synrx import _HDR as _TP_HDR
-from .synrx import Receiver, _dtype, _gather, _offsets
+from .synrx import Receiver, _gather, _offsets
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver", "udp_verdict"]
 
@@ -56,21 +59,7 @@ __all__ = ["CLOSED", "ICMP4", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver", "ud
 
 _M64 = (1 << 64) - 1
 _U64 = npt.NDArray[np.uint64]
-# IP + UDP header of a reply; IP + ICMP + quoted IP + UDP of an error (no IP options).
-_UDP4 = _dtype([("vhl", "u1", 0), ("len", ">u2", 2), ("ttl", "u1", 8), ("proto", "u1", 9),
-                ("src", ">u4", 12), ("dst", ">u4", 16), ("tport", ">u2", 20),
-                ("myport", ">u2", 22), ("ulen", ">u2", 24)], 28)
-_ICMP4 = _dtype([("type", "u1", 20), ("code", "u1", 21), ("qvhl", "u1", 28),
-                 ("mark", ">u4", 32), ("qproto", "u1", 37), ("qsrc", ">u4", 40),
-                 ("qdst", ">u4", 44), ("qsport", ">u2", 48), ("qdport", ">u2", 50)], 52)
-_UDP6 = _dtype([("vtc", "u1", 0), ("plen", ">u2", 4), ("proto", "u1", 6), ("ttl", "u1", 7),
-                ("src", ">u8", 8), ("src_lo", ">u8", 16), ("dst", ">u8", 24),
-                ("dst_lo", ">u8", 32), ("tport", ">u2", 40), ("myport", ">u2", 42),
-                ("ulen", ">u2", 44)], 48)
-_ICMP6 = _dtype([("type", "u1", 40), ("code", "u1", 41), ("mark", ">u4", 48),
-                 ("qproto", "u1", 54), ("qsrc", ">u8", 56), ("qsrc_lo", ">u8", 64),
-                 ("qdst", ">u8", 72), ("qdst_lo", ">u8", 80), ("qsport", ">u2", 88),
-                 ("qdport", ">u2", 90)], 92)
+# IP + UDP header of a reply; IP + ICMP + quoted IP + UDP of an error: probes.rows.
 
 
 def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.ndarray,
@@ -82,7 +71,7 @@ def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.nd
 
 
 class UdpReceiver(Receiver):
-    """net.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
+    """engine.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
 
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
@@ -168,7 +157,7 @@ class UdpReceiver(Receiver):
         good, _keys = self._src_matches(fam, h, ip["dst"], None if fam == 4 else ip["dst_lo"])
         st["invalid"] += len(ok) - int(good.sum())
         j = join_index(h[good], pi[good], self.hosts.size)
-        self._record(j, np.full(len(j), OPEN), ip["ttl"][good], ts[good])
+        self._record(j, UDP.classify(fam, ip[good]), ip["ttl"][good], ts[good])
 
     def _errors(self, fam: int, ip: np.ndarray, err: np.ndarray, ts: np.ndarray) -> None:
         st = self.stats
@@ -194,13 +183,7 @@ class UdpReceiver(Receiver):
         ip, err, ts, h, pi = ip[ok], err[ok], ts[ok], h[ok], pi[ok]
         good, keys = self._src_matches(fam, h, err["qsrc"], None if fam == 4 else
                                        err["qsrc_lo"])
-        # PROBE MARKER: recomputed from the secret; a forged or stray error lacks it.
-        want = markers(fam, cookies(keys, err["qdport"]))
-        if fam == 4:
-            good &= (err["mark"] >> 16).astype(np.uint64) == want >> np.uint64(16)  # the id
-        else:
-            good &= (err["mark"].astype(np.uint64) & np.uint64(0xFFFFF)) == (
-                want & np.uint64(0xFFFFF))
+        good &= UDP.marked(fam, err, keys)  # the probe's marker, recomputed
         st["invalid"] += len(good) - int(good.sum())
         if not good.any():
             return
@@ -210,14 +193,6 @@ class UdpReceiver(Receiver):
         # Hosts first: a reader that sees len(icmp_times) == k finds k host blocks too.
         self.icmp_hosts.append(h.astype(np.int64))
         self.icmp_times.append(ts.copy())
-        # From the target itself (outer source = quoted destination) or not.
-        if fam == 4:
-            from_target = ip["src"] == err["qdst"]
-            unreach = err["code"] == 3
-            codes = np.where(unreach & from_target, CLOSED, ICMP4 + err["code"].astype(np.int32))
-        else:
-            from_target = (ip["src"] == err["qdst"]) & (ip["src_lo"] == err["qdst_lo"])
-            unreach = err["code"] == 4
-            codes = np.where(unreach & from_target, CLOSED, ICMP6 + err["code"].astype(np.int32))
+        codes = UDP.classify_error(fam, ip, err)  # closed from the target, else filtered
         j = join_index(h, pi, self.hosts.size)
         self._record(j, codes, ip["ttl"], ts)

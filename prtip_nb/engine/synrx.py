@@ -37,7 +37,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..probes.cookie import GOLDEN, cookies
+from ..net.capture import SNAPLEN, TP3_HDR, Capture
+from ..net.counters import RttEstimator
+from ..net.synstate import Answered, HostTable, PortIndex
+from ..probes.cookie import cookie, cookies
+from ..probes.rows import M32
+from ..probes.rows import TCP4 as _TCP4
+from ..probes.rows import TCP6 as _TCP6
+from ..probes.rows import dtype as _dtype
+from ..probes.rows import gather as _gather
 from ..probes.verdicts import (
     CLOSED,
     ICMP4,
@@ -49,9 +57,6 @@ from ..probes.verdicts import (
 )
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets.space import join_index
-from .capture import SNAPLEN, TP3_HDR, Capture
-from .counters import RttEstimator
-from .synstate import Answered, HostTable, PortIndex
 
 __all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "OPEN", "Out",
            "Receiver", "parse_icmp_error", "verdict"]
@@ -61,8 +66,7 @@ __all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "O
 # probe (counted ``ignored``), or one whose lengths lie (counted ``invalid``).
 IGNORED, MALFORMED = -1, -2
 
-_M32, _M64 = 0xFFFFFFFF, (1 << 64) - 1
-_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_M64 = (1 << 64) - 1
 U64 = npt.NDArray[np.uint64]
 
 
@@ -74,27 +78,9 @@ class Out(Protocol):
     def tick(self) -> None: ...
 
 
-def _dtype(fields: list[tuple[str, str, int]], size: int) -> np.dtype:
-    return np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
-                     "offsets": [f[2] for f in fields], "itemsize": size})
-
-
-# tpacket3_hdr fields we use, and the IP+TCP fields of a reply (big-endian on the wire).
+# tpacket3_hdr fields we use; the IP+TCP fields of a reply are probes.rows' TCP4 / TCP6.
 _HDR = _dtype([("next", "<u4", 0), ("sec", "<u4", 4), ("nsec", "<u4", 8),
                ("snap", "<u4", 12), ("net", "<u2", 26)], 28)
-_TCP4 = _dtype([("vhl", "u1", 0), ("len", ">u2", 2), ("ttl", "u1", 8), ("proto", "u1", 9),
-                ("src", ">u4", 12), ("dst", ">u4", 16), ("tport", ">u2", 20),
-                ("myport", ">u2", 22), ("ack", ">u4", 28), ("doff", "u1", 32),
-                ("flags", "u1", 33)], 40)
-_TCP6 = _dtype([("plen", ">u2", 4), ("proto", "u1", 6), ("ttl", "u1", 7), ("src", ">u8", 8),
-                ("src_lo", ">u8", 16), ("dst", ">u8", 24), ("dst_lo", ">u8", 32),
-                ("tport", ">u2", 40), ("myport", ">u2", 42), ("ack", ">u4", 48), ("doff", "u1", 52),
-                ("flags", "u1", 53)], 60)
-
-
-def _gather(arr: npt.NDArray[np.uint8], offs: npt.NDArray[np.int64], dt: np.dtype) -> np.ndarray:
-    """Rows of ``dt`` read at byte offsets ``offs`` of ``arr`` (one fancy-index copy)."""
-    return arr[offs[:, None] + np.arange(dt.itemsize)].view(dt).ravel()
 
 
 class Receiver:
@@ -252,7 +238,7 @@ class Receiver:
             tcp, ts, h, pi, rst = tcp[ok], ts[ok], h[ok], pi[ok], rst[ok]
         key, src_hi, src_lo = self._host_constants(fam, h)
         # SYN-COOKIE: the probe's sequence number, recomputed; the reply must ack it.
-        good = cookies(key, tcp["tport"]) == ((tcp["ack"].astype(np.uint64) - 1) & _M32)
+        good = cookies(key, tcp["tport"]) == ((tcp["ack"].astype(np.uint64) - 1) & M32)
         good &= tcp["dst"] == src_hi
         if fam == 6:
             good &= tcp["dst_lo"] == src_lo
@@ -332,10 +318,7 @@ class Receiver:
             self.stats["invalid"] += 1
             return
         info = self.hosts.info(h)
-        x = (info.key + dport * GOLDEN) & _M64
-        x = ((x ^ (x >> 30)) * _M1) & _M64
-        x = ((x ^ (x >> 27)) * _M2) & _M64
-        if (x ^ (x >> 31)) >> 32 != seq or src != info.src:  # not a probe we sent
+        if cookie(info.key, dport) != seq or src != info.src:  # not a probe we sent
             self.stats["invalid"] += 1
             return
         j = join_index(np.array([h]), np.array([pi]), self.hosts.size)

@@ -1,7 +1,7 @@
 """The round loop that every stateless scan kind runs: written once, with hooks for what
 differs (SYN's retry rule, UDP's ICMP rate-limit pacing).
 
-A scan kind (net.syn.SynEngine, net.udp.UdpEngine) opens its capture ring, senders and
+A scan kind (engine.syn.SynEngine, engine.udp.UdpEngine) opens its capture ring, senders and
 receive thread, sends a round, and closes them; ``RoundScan`` owns the rest:
 
     for each round r = 0 .. retries:
@@ -15,7 +15,7 @@ receive thread, sends a round, and closes them; ``RoundScan`` owns the rest:
 
 The receive thread dedups (the answered bitmap) and times replies (the RTT estimator);
 the rate limiter is a token bucket or the adaptive controller (net.ratectl). Discovery
-(net.discover) probes window by window and does not run on this loop yet.
+(engine.pingsweep) probes window by window and does not run on this loop yet.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from ..probes.records import NO_RESPONSE
 from ..targets import iter_batches
 
 if TYPE_CHECKING:
+    from ..net.counters import Counters, RttEstimator
+    from ..net.synstate import Answered
     from ..targets import Permutation, TargetSpace
-    from .counters import Counters, RttEstimator
     from .synrx import Out
-    from .synstate import Answered
 
 __all__ = ["RoundResult", "RoundScan"]
 

@@ -23,39 +23,25 @@ are down, "no-response". Every loop is bounded: by the window, the rounds and th
 
 from __future__ import annotations
 
-import errno
-import select
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from ..errors import PrivilegeError, ScanError
+from ..net.counters import Counters, RttEstimator
+from ..net.neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
+from ..net.pingsock import DISCOVERY_FIX, PingSockets, addr_text
+from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
+from ..net.synstate import reserve_port, route_source
 from ..probes import ping
 from ..probes.cookie import CookieKey
+from ..probes.pingprobe import PING
 from ..targets import TargetSet
-from .counters import Counters, RttEstimator
-from .neigh import RESOLVED, STATIC, NeighWatch, Routes, is_local, local_addresses
-from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from .rawsock import PRIVILEGE_FIX
-from .synstate import reserve_port, route_source
 
 __all__ = ["DISCOVERY_FIX", "WINDOW", "DiscoverEngine", "HostVerdict"]
 
 WINDOW = 512
 DRAIN_EVERY = 64  # probes sent between two looks at the receive sockets
-ICMP6_FILTER = 1
-IPV6_CHECKSUM = 7
-SO_RCVBUFFORCE = 33
-SO_TIMESTAMPNS = 35
-SO_ATTACH_FILTER = 26
-DISCOVERY_FIX = PRIVILEGE_FIX.replace(
-    "or use method='connect' (-sT), which needs no privileges",
-    "or skip host discovery (-Pn) and scan with method='connect' (-sT)")
-
-_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
 class HostVerdict(NamedTuple):
@@ -75,63 +61,6 @@ class _Host:
         self.key = 0
         self.src = b""
         self.sent: list[float] = []  # send time of each round
-
-
-def _raw(family: int, proto: int) -> socket.socket:
-    from .privileges import take_discovery
-
-    pooled = take_discovery(family, proto)  # opened before root was dropped
-    if pooled is not None:
-        return pooled
-    try:
-        s = socket.socket(_AF[family], socket.SOCK_RAW, proto)
-    except PermissionError as exc:
-        raise PrivilegeError(
-            f"host discovery sends ICMP and TCP probes through raw sockets "
-            f"({exc.strerror}): {DISCOVERY_FIX}"
-        ) from None
-    except OSError as exc:
-        raise ScanError(f"cannot open a raw IPv{family} socket: {exc}") from exc
-    s.setblocking(False)
-    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # RTTs from arrival, not from drain
-    for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
-        try:
-            s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-            break
-        except OSError:
-            continue
-    return s
-
-
-def _filter(name: str, sport: int, ident: int) -> bytes:
-    """Classic BPF for a receive socket: the kernel keeps only packets that could be
-    replies to us (a raw TCP socket otherwise gets a copy of all of the host's TCP).
-    IPv4 raw sockets see the IP header first; IPv6 ones the transport header."""
-    from .capture import JEQ, LD_B_IND, LD_H_ABS, LD_H_IND, LDX_MSH, RET, _assemble
-
-    keep, drop = ("keep", RET, 0xFFFF, None, None), ("drop", RET, 0, None, None)
-    prog: list[tuple[Any, ...]]
-    if name == "tcp4":
-        prog = [(None, LDX_MSH, 0, None, None), (None, LD_H_IND, 2, None, None),
-                (None, JEQ, sport, "keep", "drop")]
-    elif name == "tcp6":
-        prog = [(None, LD_H_ABS, 2, None, None), (None, JEQ, sport, "keep", "drop")]
-    elif name == "icmp4":  # echo reply or timestamp reply carrying our identifier
-        prog = [(None, LDX_MSH, 0, None, None), (None, LD_B_IND, 0, None, None),
-                (None, JEQ, ping.ECHO_REPLY4, "id", None),
-                (None, JEQ, ping.TS_REPLY4, "id", "drop"),
-                ("id", LD_H_IND, 4, None, None), (None, JEQ, ident, "keep", "drop")]
-    else:  # icmp6: ICMP6_FILTER already passes echo replies only
-        prog = [(None, LD_H_ABS, 4, None, None), (None, JEQ, ident, "keep", "drop")]
-    return _assemble([*prog, keep, drop])
-
-
-def _attach(sock: socket.socket, code: bytes) -> None:
-    import ctypes
-
-    buf = ctypes.create_string_buffer(code)
-    fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 class DiscoverEngine:
@@ -163,7 +92,7 @@ class DiscoverEngine:
         self.stats = {"sent": 0, "replies": 0, "invalid": 0, "neigh_deleted": 0,
                       "send_errors": 0, "rounds": 0, "parse_errors": 0}
         self.parse_error = ""  # the first parser exception, for warnings()
-        self._socks: dict[str, socket.socket] = {}
+        self._socks = PingSockets()  # net.pingsock: the raw sockets, their filters
         self._neigh: NeighWatch | None = None
         self._routes: Routes | None = None
         self._pending: dict[bytes, _Host] = {}
@@ -179,19 +108,7 @@ class DiscoverEngine:
         fams = self.targets.families
         self.ident = secrets.randbelow(0xFFFF) + 1
         try:
-            if 4 in fams:
-                self._socks["icmp4"] = _raw(4, socket.IPPROTO_ICMP)
-                self._socks["tcp4"] = _raw(4, socket.IPPROTO_TCP)
-            if 6 in fams:
-                s = self._socks["icmp6"] = _raw(6, socket.IPPROTO_ICMPV6)
-                block = bytearray(b"\xff" * 32)  # a set bit blocks that ICMPv6 type
-                word = struct.unpack_from("=I", block, 4 * (ping.ECHO_REPLY6 >> 5))[0]
-                struct.pack_into("=I", block, 4 * (ping.ECHO_REPLY6 >> 5),
-                                 word & ~(1 << (ping.ECHO_REPLY6 & 31)))
-                s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, bytes(block))
-                self._socks["tcp6"] = _raw(6, socket.IPPROTO_TCP)
-            for name, s in self._socks.items():
-                _attach(s, _filter(name, self.sport, self.ident))
+            self._socks.open(fams, self.sport, self.ident)
             self._neigh = NeighWatch()
         except BaseException:
             self._close()
@@ -199,9 +116,7 @@ class DiscoverEngine:
         self._routes = Routes()
 
     def _close(self) -> None:
-        for s in self._socks.values():
-            s.close()
-        self._socks = {}
+        self._socks.close()
         if self._neigh is not None:
             self._neigh.close()
             self._neigh = None
@@ -216,7 +131,7 @@ class DiscoverEngine:
 
         The raw sockets open with the first window that has a host to probe: a sweep of
         our own addresses (loopback) needs no privileges."""
-        held: list[socket.socket] = []
+        held: list[Any] = []  # the bound sockets holding our source port
         self._local = local_addresses()
         try:
             for hosts in self._windows():
@@ -238,7 +153,7 @@ class DiscoverEngine:
             size = 4 if fam == 4 else 16
             for value in range(lo, hi + 1):
                 addr = value.to_bytes(size, "big")
-                batch.append(_Host(socket.inet_ntop(_AF[fam], addr), fam, addr))
+                batch.append(_Host(addr_text(fam, addr), fam, addr))
                 if len(batch) >= self.window:
                     yield batch
                     batch = []
@@ -253,8 +168,8 @@ class DiscoverEngine:
         self._keys = {}
         for h in hosts:
             if is_local(h.family, h.addr, self._local):
-                self._found[h.addr] = HostVerdict(h.text, h.family, "up",
-                                                  "localhost-response", None)
+                self._found[h.addr] = HostVerdict(
+                    h.text, h.family, *PING.verdict(PING.code("localhost-response")), None)
                 continue
             h.ifindex = routes.onlink(h.family, h.addr)
             h.src = route_source(h.family, h.addr)
@@ -276,7 +191,7 @@ class DiscoverEngine:
             self._wait(last)
             self._catch_up()
         for h in self._pending.values():
-            self._found[h.addr] = HostVerdict(h.text, h.family, "down", "no-response", None)
+            self._found[h.addr] = HostVerdict(h.text, h.family, *PING.verdict(PING.DOWN), None)
         self.counters.done += len(hosts)
         return [self._found[h.addr] for h in hosts]
 
@@ -310,15 +225,9 @@ class DiscoverEngine:
 
     # -- transmit --------------------------------------------------------------------------
     def _probes(self, h: _Host, rnd: int) -> list[tuple[str, bytes]]:
-        if h.ifindex:  # only the kernel's ARP / NDP matters; the echo sets it going
-            return [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
-        out = [(f"icmp{h.family}", ping.echo(h.family, self.ident, rnd, h.key))]
-        for port in (ping.SYN_PORT, ping.ACK_PORT):
-            out.append((f"tcp{h.family}",
-                        ping.tcp_probe(h.family, h.src, h.addr, self.sport, port, h.key)))
-        if h.family == 4:
-            out.append(("icmp4", ping.timestamp(self.ident, rnd, h.key)))
-        return out
+        # On-link (h.ifindex): only the kernel's ARP / NDP matters; the echo sets it going.
+        return PING.make(h.family, h.src, h.addr, sport=self.sport, ident=self.ident,
+                         rnd=rnd, key=h.key, on_link=bool(h.ifindex))
 
     def _send_round(self, rnd: int) -> float:
         """Send round ``rnd`` to every pending host; the time of the last send."""
@@ -333,22 +242,14 @@ class DiscoverEngine:
             for sock_name, pkt in self._probes(h, rnd):
                 if self.limiter is not None:
                     self.limiter.take(1, self.cancel)
-                dst = (h.text, 0) if h.family == 4 else (h.text, 0, 0, 0)
-                try:
-                    self._socks[sock_name].sendto(pkt, dst)
+                # A full queue, no route, broadcast, a local firewall: the probe stays
+                # silent (a retry resends); any other failure is a ScanError.
+                if self._socks.send(sock_name, pkt, h.text, h.family):
                     self.stats["sent"] += 1
                     self.counters.sent += 1
                     if rnd:
                         self.counters.retries += 1
-                except BlockingIOError:
-                    time.sleep(0.001)  # a full queue; this probe is lost, a retry resends
-                    self.stats["send_errors"] += 1
-                except OSError as exc:  # no route, broadcast, a local firewall: stays silent
-                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENETUNREACH,
-                                         errno.EHOSTUNREACH, errno.EINVAL, errno.ENOBUFS,
-                                         errno.EADDRNOTAVAIL):
-                        raise ScanError(f"sending a discovery probe to {h.text} failed: "
-                                        f"{exc}") from exc
+                else:
                     self.stats["send_errors"] += 1
                 n += 1
                 if n % DRAIN_EVERY == 0:
@@ -359,56 +260,39 @@ class DiscoverEngine:
     # -- receive ---------------------------------------------------------------------------
     def _wait(self, last_send: float) -> None:
         """Collect replies until the quiet period after ``last_send`` ends (or all are in)."""
-        fds: list[Any] = list(self._socks.values())
-        if self._neigh is not None:
-            fds.append(self._neigh)
+        extra: list[Any] = [] if self._neigh is None else [self._neigh]
         while self._pending and not self.cancel.is_set():
             left = last_send + self.rtt.timeout - time.monotonic()
             if left <= 0:
                 break
-            ready, _, _ = select.select(fds, [], [], min(left, 0.05))
-            if ready:
+            if self._socks.wait(extra, min(left, 0.05)):
                 self._drain()
 
     def _drain(self) -> None:
         mark = time.monotonic()
         now = time.time()
-        for name, s in self._socks.items():
-            fam = 4 if name.endswith("4") else 6
-            for _ in range(4096):  # bounded: a flood cannot keep us here
-                try:
-                    data, anc, _flags, addr = s.recvmsg(2048, 64)
-                except (BlockingIOError, InterruptedError):
-                    break
-                t = now
-                for level, typ, value in anc:  # the kernel's arrival time (SO_TIMESTAMPNS)
-                    if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(value) >= 16:
-                        sec, nsec = struct.unpack_from("=qq", value)
-                        t = sec + nsec * 1e-9
-                src = None if fam == 4 else socket.inet_pton(socket.AF_INET6,
-                                                             addr[0].split("%")[0])
-                try:
-                    rep = self._parse(name, fam, data, src)
-                except Exception as exc:  # noqa: BLE001 -- never a reason to end the sweep
-                    self.stats["parse_errors"] += 1
-                    self.parse_error = self.parse_error or f"{type(exc).__name__}: {exc}"
-                    rep = None
-                if rep is None:
-                    self.stats["invalid"] += 1
-                    continue
-                self.stats["replies"] += 1
-                self._answered(rep[2], rep[0], rep[3], t)
+        # Bounded: at most 4096 packets a socket, a flood cannot keep us here; each with
+        # the kernel's arrival time.
+        for name, fam, data, t, src in self._socks.replies(now):
+            try:
+                rep = self._parse(name, fam, data, src)
+            except Exception as exc:  # noqa: BLE001 -- never a reason to end the sweep
+                self.stats["parse_errors"] += 1
+                self.parse_error = self.parse_error or f"{type(exc).__name__}: {exc}"
+                rep = None
+            if rep is None:
+                self.stats["invalid"] += 1
+                continue
+            self.stats["replies"] += 1
+            self._answered(rep[2], rep[0], rep[3], t)
         if self._neigh is not None:
             for fam, dst, _ifindex, state, lladdr in self._neigh.events():
                 self._neighbour(fam, dst, state, lladdr, now)
         self._drained_at = mark
 
     def _parse(self, name: str, fam: int, data: bytes, src: bytes | None) -> ping.Reply | None:
-        if name == "icmp4":
-            return ping.parse_icmp4(data, self.ident, self._keys)
-        if name == "icmp6":
-            return None if src is None else ping.parse_icmp6(data, src, self.ident, self._keys)
-        return ping.parse_tcp(fam, data, src, self.sport, self._keys)
+        return PING.classify(name, fam, data, src, ident=self.ident, sport=self.sport,
+                             keys=self._keys)
 
     def warnings(self) -> list[str]:
         """Once per sweep: replies the parsers raised on (dropped, counted invalid)."""
@@ -441,7 +325,7 @@ class DiscoverEngine:
         if h is None:
             return  # a duplicate, or a second probe's answer: the first one decided
         if h.ifindex:  # on-link: the neighbour answered, whatever packet told us first
-            reason = "arp-response" if h.family == 4 else "nd-response"
+            reason = PING.verdict(PING.code("arp-response" if h.family == 4 else "nd-response"))[1]
         sent = h.sent[rnd] if 0 <= rnd < len(h.sent) else h.sent[-1]
         rtt = max(0.0, now - sent)
         self.rtt.update(rtt)
@@ -449,4 +333,5 @@ class DiscoverEngine:
             self.limiter.replied((sent + self._mono,))
         self.counters.received += 1
         self.counters.open += 1  # "up" hosts, shown as found on a progress bar
-        self._found[addr] = HostVerdict(h.text, h.family, "up", reason, rtt * 1000.0)
+        state, reason = PING.verdict(PING.code(reason))  # the table's words
+        self._found[addr] = HostVerdict(h.text, h.family, state, reason, rtt * 1000.0)

@@ -1,7 +1,7 @@
 """TCP SYN scanning: stateless transmit and receive over raw sockets, IPv4 and IPv6.
 
 masscan's shape: transmit threads walk the shuffled index space and send; one receive
-thread (net.synrx) parses, checks the cookie, dedups and reports. They share only the
+thread (engine.synrx) parses, checks the cookie, dedups and reports. They share only the
 answered bitmap (written by the receiver, read by the transmitters when they resend).
 
 TRANSMIT. For a batch of up to 4096 indices numpy computes ports, cookies (probes.cookie)
@@ -14,7 +14,7 @@ kernel runs the target's TCP stack inside our send call, about 6 µs a probe, wi
 released: two threads spread that kernel work over two cores. Measured: a 65,535-port
 loopback scan took 0.38 s with one thread and 0.21 s with two (receive thread included).
 
-ROUNDS (net.rounds, shared with UDP). Round 0 sends every index of the shard; round
+ROUNDS (engine.rounds, shared with UDP). Round 0 sends every index of the shard; round
 r > 0 resends only indices still unanswered, up to ``retries`` rounds. After each round
 the loop waits for the RTT-estimated quiet period (srtt + 4·rttvar, clamped to the timing
 template), or less if every index has answered. SYN's hook: nmap's retry rule
@@ -35,6 +35,11 @@ import time
 
 import numpy as np
 
+from ..net.capture import Capture, interface_of
+from ..net.counters import Counters, RttEstimator
+from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
+from ..net.rawsock import RawSender
+from ..net.synstate import Answered, HostTable, PortIndex, reserve_port
 from ..probes.cookie import CookieKey, cookies
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.tcp import fill_checksums, syn_template
@@ -42,13 +47,8 @@ from ..probes.verdicts import CLOSED, NO_RESPONSE, OPEN
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index, sub_shard_start, sub_shards
-from .capture import Capture, interface_of
-from .counters import Counters, RttEstimator
-from .ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
-from .rawsock import RawSender
 from .rounds import RoundResult, RoundScan
 from .synrx import Out, Receiver
-from .synstate import Answered, HostTable, PortIndex, reserve_port
 
 __all__ = ["CLOSED", "NO_RESPONSE", "OPEN", "SynEngine", "verdict"]
 
@@ -105,7 +105,7 @@ class SynEngine(RoundScan):
         self._silent_before = False
         self._error: BaseException | None = None
 
-    # -- the rounds (net.rounds runs them) ------------------------------------------------
+    # -- the rounds (engine.rounds runs them) ------------------------------------------------
     def rate_state(self) -> RateState:
         """The rate in force and why (telemetry reads it while the scan runs)."""
         limiter = self.limiter
