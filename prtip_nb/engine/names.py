@@ -48,12 +48,14 @@ def wanted(config: ScanConfig, hosts: pa.Table, targets: TargetSet | None) -> li
     return up_addresses(hosts)
 
 
-def lookup(config: ScanConfig, addresses: Sequence[str]) -> tuple[dict[str, HostName], float]:
-    """Resolve ``addresses`` with ``config``'s servers; (results, seconds taken)."""
+def lookup(config: ScanConfig, addresses: Sequence[str], *, confirm: bool = True
+           ) -> tuple[dict[str, HostName], float]:
+    """Resolve ``addresses`` with ``config``'s servers; (results, seconds taken).
+    ``confirm``: look each name up forward too (the hosts table's ``confirmed``)."""
     from ..net.rdns import resolve_names
 
     t0 = time.monotonic()
-    found = resolve_names(addresses, config.dns_servers or None)
+    found = resolve_names(addresses, config.dns_servers or None, confirm=confirm)
     return found, time.monotonic() - t0
 
 
@@ -100,10 +102,10 @@ def list_scan(targets: Sequence[str], options: dict[str, Any], *, result: bool =
     """nmap's ``-sL``: every target, named by reverse DNS (unless ``-n``), nothing else
     sent. (result, nmap-like text); the hosts are "unknown", reason "user-set", as nmap's.
 
-    ``result=False``: no ScanResult (None in its place), and nothing of pyarrow, numpy or
-    pandas is imported: the text alone is what the command line prints when no output file
-    (-o, -oX, -oJ, -oG) asks for the result, and the interpreter's start is most of its
-    cost (benchmarks/rdns.py)."""
+    ``result=False``: no ScanResult (None in its place), no forward confirmation, and
+    nothing of pyarrow, numpy or pandas is imported: the text alone is what the command
+    line prints when no output file (-o, -oX, -oJ, -oG) asks for the result, and the
+    interpreter's start is most of its cost (benchmarks/rdns.py)."""
     from datetime import UTC, datetime
 
     from .._scanid import new_scan_id
@@ -128,7 +130,9 @@ def list_scan(targets: Sequence[str], options: dict[str, Any], *, result: bool =
     found: dict[str, HostName] = {}
     took = 0.0
     if resolve == "all":
-        found, took = lookup(cfg, addrs)
+        # Forward confirmation only fills the result's ``confirmed``: the text does not
+        # show it, so without a result it is not asked for (half the queries).
+        found, took = lookup(cfg, addrs, confirm=result)
     res = _list_result(cfg, scan_id, started, addrs, given, found, took, t0) \
         if result else None
     n = len(addrs)

@@ -406,6 +406,8 @@ def resolve_names(addresses: Iterable[str], servers: Sequence[str] | None = None
     etc = _read_hosts(hosts_file) if hosts_file else {}
     for a in wanted:
         hit = _cache_get(chosen, a) if use_cache else None
+        if hit is not None and confirm and hit.name is not None and hit.confirmed is None:
+            hit = None  # cached by a lookup that did not confirm: this one does
         if hit is not None:
             out[a] = hit
         elif a in etc:
