@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tests.conftest import in_netns, need
 
-HEAVY = ("pyarrow", "numpy", "pandas", "scapy", "prtip_nb.engine.scan")
+# net.privileges: -sL opens no raw socket (as root it has nothing to drop root after)
+HEAVY = ("pyarrow", "numpy", "pandas", "scapy", "prtip_nb.engine.scan", "prtip_nb.net.privileges")
 _PROBE = ("import sys; from prtip_nb.cli import main; rc = main(sys.argv[1:]); "
           "print('LOADED', ' '.join(m for m in {heavy!r} if m in sys.modules), "
           "file=sys.stderr); sys.exit(rc)")
