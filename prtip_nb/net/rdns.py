@@ -31,7 +31,7 @@ from __future__ import annotations
 import errno
 import heapq
 import ipaddress
-import secrets
+import os
 import select
 import socket
 import threading
@@ -264,7 +264,7 @@ class Resolver:
     def _send(self, i: int, q: _Query) -> None:
         s = self._socks[i]
         assert s is not None
-        qid = secrets.randbelow(0x10000)
+        qid = int.from_bytes(os.urandom(2), "big")  # not secrets: its import
         for _ in range(0x10000):
             if qid not in self._inflight:
                 break
