@@ -131,6 +131,8 @@ def drop_root(args: argparse.Namespace) -> None:
         return
     if args.dask or args.shards:
         return
+    if getattr(args, "list_only", False):
+        return  # -sL sends DNS queries only: no raw socket, no discovery (nor its helper)
     raw_scan = args.method in ("syn", "udp", "auto")
     discovery = args.ping_only or not (args.Pn or args.shard or _local_only(args))
     if not (raw_scan or discovery):

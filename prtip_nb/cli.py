@@ -157,12 +157,15 @@ def _cmd_list(args: argparse.Namespace, options: dict[str, Any]) -> int:
     """``-sL``: the targets and their names (engine.names.list_scan)."""
     from .engine.names import list_scan
 
-    res, text = list_scan(args.targets, options)
+    # The result (pyarrow) only for an output file that takes it: else the text alone.
+    files = args.output or any(getattr(args, a, None) for _, a, _m in interop_commands.OUTPUTS)
+    res, text = list_scan(args.targets, options, result=bool(files))
     text = printable(text)  # names come from DNS: no escape sequence gets through
     sys.stdout.write(text)
     guard.write_normal(args.normal_output, text)
-    interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
-    if args.output:
+    if res is not None:
+        interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+    if args.output and res is not None:
         print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
     return EXIT_OK
 
@@ -282,8 +285,6 @@ def _lean_allocator() -> None:
 def _cmd_scan(args: argparse.Namespace) -> int:
     guard.prewarm_capture(args)  # first: the kernel's ring set-up overlaps the imports
     from .engine.events import ScanCompleted
-    from .engine.scan import Scan
-    from .targets import parse_shard
 
     _udp_options(args)
     guard.drop_root(args)  # as root: open the raw sockets, then become the sudo caller
@@ -316,6 +317,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
         options.update(script_options(args))
     if args.shard:
+        from .targets import parse_shard  # numpy (targets.space): not on the -sL/-sn path
+
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
     if args.list_only:
@@ -346,6 +349,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             options.update(exclude=(), exclude_file=None, input_file=None)
             if options["resolve"] == "up":
                 options["resolve"] = "all"  # every target left is up: nmap names them all
+    from .engine.scan import Scan  # not before: -sL and -sn do without it (and pyarrow's load)
+
     sc: Any
     if args.dask or args.shards:
         from .engine.distributed import DistributedScan

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pyarrow as pa
 
     from ..config import ScanConfig
@@ -46,12 +48,14 @@ def wanted(config: ScanConfig, hosts: pa.Table, targets: TargetSet | None) -> li
     return up_addresses(hosts)
 
 
-def lookup(config: ScanConfig, addresses: Sequence[str]) -> tuple[dict[str, HostName], float]:
-    """Resolve ``addresses`` with ``config``'s servers; (results, seconds taken)."""
+def lookup(config: ScanConfig, addresses: Sequence[str], *, confirm: bool = True
+           ) -> tuple[dict[str, HostName], float]:
+    """Resolve ``addresses`` with ``config``'s servers; (results, seconds taken).
+    ``confirm``: look each name up forward too (the hosts table's ``confirmed``)."""
     from ..net.rdns import resolve_names
 
     t0 = time.monotonic()
-    found = resolve_names(addresses, config.dns_servers or None)
+    found = resolve_names(addresses, config.dns_servers or None, confirm=confirm)
     return found, time.monotonic() - t0
 
 
@@ -93,18 +97,22 @@ def run_names_stage(scan: Scan) -> None:
 
 
 # -- ``prtip-nb scan -sL``: list the targets, with their names -------------------------------
-def list_scan(targets: Sequence[str], options: dict[str, Any]) -> tuple[Any, str]:
+def list_scan(targets: Sequence[str], options: dict[str, Any], *, result: bool = True
+              ) -> tuple[Any, str]:
     """nmap's ``-sL``: every target, named by reverse DNS (unless ``-n``), nothing else
-    sent. (result, nmap-like text); the hosts are "unknown", reason "user-set", as nmap's."""
+    sent. (result, nmap-like text); the hosts are "unknown", reason "user-set", as nmap's.
+
+    ``result=False``: no ScanResult (None in its place), no forward confirmation, and
+    nothing of pyarrow, numpy or pandas is imported: the text alone is what the command
+    line prints when no output file (-o, -oX, -oJ, -oG) asks for the result, and the
+    interpreter's start is most of its cost (benchmarks/rdns.py)."""
     from datetime import UTC, datetime
 
+    from .._scanid import new_scan_id
     from .._version import __version__
     from ..config import ScanConfig
     from ..errors import TargetSpecError
-    from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
-    from ..results import _convert as cv
     from ..targets import parse_targets
-    from .checkpoint import public_config
 
     keep = ("exclude", "exclude_file", "input_file", "family", "dns_servers", "output")
     resolve = "never" if options.get("resolve") == "never" else "all"
@@ -115,25 +123,50 @@ def list_scan(targets: Sequence[str], options: dict[str, Any]) -> tuple[Any, str
                          family=cfg.family)
     if not tset:
         raise TargetSpecError("no targets to list", hint="name hosts, e.g. 198.51.100.0/24")
-    t0 = time.monotonic()
-    meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),
-                    started=datetime.now(UTC))
-    builder = ResultBuilder(meta, sink=cfg.output)
+    t0, started = time.monotonic(), datetime.now(UTC)
+    scan_id = new_scan_id()
     addrs = list(tset)
-    n = len(addrs)
-    hosts = cv.table({
-        "host": addrs, "hostname": [tset.hostname(a) for a in addrs],
-        "family": [6 if ":" in a else 4 for a in addrs], "state": ["unknown"] * n,
-        "reason": ["user-set"] * n, **{c: [0] * n for c in ("open", "closed", "filtered", "other")},
-    }, schema.file_schema("hosts"))
+    given = [tset.hostname(a) for a in addrs]
+    found: dict[str, HostName] = {}
+    took = 0.0
     if resolve == "all":
-        found, took = lookup(cfg, addrs)
-        record(builder, found, took, time.monotonic() - t0)
-    res = builder.finish(ended=datetime.now(UTC), hosts=hosts)
-    lines = [f"prtip-nb {__version__} list scan {res.scan_id}"]
-    cols = res.tables["hosts"].select(["host", "hostname"]).to_pydict()
-    for host, name in zip(cols["host"], cols["hostname"], strict=True):
+        # Forward confirmation only fills the result's ``confirmed``: the text does not
+        # show it, so without a result it is not asked for (half the queries).
+        found, took = lookup(cfg, addrs, confirm=result)
+    res = _list_result(cfg, scan_id, started, addrs, given, found, took, t0) \
+        if result else None
+    n = len(addrs)
+    lines = [f"prtip-nb {__version__} list scan {scan_id}"]
+    for host, user in zip(addrs, given, strict=True):
+        # The hosts table's rule (results._hostnames.merge_names): a name the user gave
+        # stands; else the PTR name.
+        hit = found.get(host)
+        name = user or (hit.name if hit is not None else None)
         lines.append(f"Scan report for {f'{name} ({host})' if name else host}")
     lines.append(f"Done: {n} IP address{'' if n == 1 else 'es'} (0 hosts up) scanned in "
                  f"{time.monotonic() - t0:.2f} s.")
     return res, "\n".join(lines) + "\n"
+
+
+def _list_result(cfg: ScanConfig, scan_id: str, started: datetime, addrs: list[str],
+                 given: list[str | None], found: dict[str, HostName], took: float, t0: float
+                 ) -> Any:
+    """The -sL ScanResult (hosts "unknown", "user-set"), its names merged in."""
+    from datetime import UTC, datetime
+
+    from ..results import ResultBuilder, ScanMeta, schema
+    from ..results import _convert as cv
+    from .checkpoint import public_config
+
+    meta = ScanMeta(scan_id=scan_id, config=public_config(cfg.to_json()),
+                    started=started)
+    builder = ResultBuilder(meta, sink=cfg.output)
+    n = len(addrs)
+    hosts = cv.table({
+        "host": addrs, "hostname": given,
+        "family": [6 if ":" in a else 4 for a in addrs], "state": ["unknown"] * n,
+        "reason": ["user-set"] * n, **{c: [0] * n for c in ("open", "closed", "filtered", "other")},
+    }, schema.file_schema("hosts"))
+    if cfg.resolve == "all":
+        record(builder, found, took, time.monotonic() - t0)
+    return builder.finish(ended=datetime.now(UTC), hosts=hosts)

@@ -1,18 +1,14 @@
 """Send the OS detection probes and collect their replies (IPv4, raw sockets).
 
-The probes and the analysis are pure (``prtip_nb.osdetect``); this module is the one that
-touches sockets. Per host, in two phases as nmap does:
-
-1. SEQ 1-6 to the open port, 100 ms apart (OS_SEQ_GAP): the ISN and timestamp rates are
-   measured over that spacing.
-2. ECN, T2-T7, U1 and the two echoes, back to back; then unanswered probes of this phase
-   are sent again (``retries``), each round waiting ``timeout`` for replies.
+The probes, their schedule (``osdetect.schedule.OsSchedule``: SEQ 1-6 100 ms apart, then
+ECN, T2-T7, U1 and the two echoes, then retries of the unanswered) and the analysis are
+pure (``prtip_nb.osdetect``); this module is the one that touches sockets.
 
 Hosts run in parallel: each has its own source ports, so a reply names its host and probe.
 Sending goes through one IPPROTO_RAW socket (we write the IP header: DF, TOS, TTL and ids
 are part of the probes); replies are read from two raw sockets (IPPROTO_TCP and
 IPPROTO_ICMP), which get a copy of every TCP and ICMP packet this namespace receives. Every
-loop is bounded: at most 16 × (1 + retries) packets per host and a deadline.
+loop is bounded: the schedule's probes per host, and a deadline.
 """
 
 from __future__ import annotations
@@ -26,16 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PrivilegeError, ScanError
-from ..osdetect.probes import PROBE_ORDER, ProbeSet, build_probes
+from ..osdetect.probes import ProbeSet, build_probes
 from ..osdetect.replies import Reply, ReplyMatcher, parse_reply
+from ..osdetect.schedule import OS_SEQ_GAP, OsSchedule
 from .rawsock import PRIVILEGE_FIX, open_raw_socket
 from .synstate import route_source
 
 __all__ = ["OS_SEQ_GAP", "OsProbeRun", "OsTarget", "on_link", "probe_hosts"]
 
-OS_SEQ_GAP = 0.1  # nmap's OS_SEQ_PROBE_DELAY: 100 ms between the SEQ probes
-_SEQ = PROBE_ORDER[:6]
-_REST = PROBE_ORDER[6:]
 
 
 @dataclass(frozen=True)
@@ -119,12 +113,14 @@ def probe_hosts(targets: Sequence[OsTarget], *, timeout: float = 0.5, retries: i
         return runs
     send = open_raw_socket(4)
     recv = _receivers()
-    matchers = [(ReplyMatcher(r.probes.probes["SEQ1"].packet[16:20], r.probes), r)
-                for r in runs]
+    matchers = [(ReplyMatcher(r.probes.probes["SEQ1"].packet[16:20], r.probes), k)
+                for k, r in enumerate(runs)]
+    sched = OsSchedule([(r.target.open_port is not None, r.target.closed_port is not None)
+                        for r in runs], seq_gap=seq_gap, timeout=timeout, retries=retries)
+    # BOUNDED: the schedule ends after its last round; this deadline holds whatever happens.
+    stop_at = time.monotonic() + 6 * seq_gap + (1 + max(0, retries)) * timeout + 5.0
 
     def transmit(run: OsProbeRun, name: str) -> None:
-        if name in run.replies or cancelled():
-            return
         p = run.probes[name]
         run.sent[name] = time.monotonic()
         run.tries[name] = run.tries.get(name, 0) + 1
@@ -149,49 +145,23 @@ def probe_hosts(targets: Sequence[OsTarget], *, timeout: float = 0.5, retries: i
                     r = parse_reply(pkt, now)
                     if r is None:
                         continue
-                    for m, run in matchers:
+                    for m, k in matchers:
                         name = m.match(r)
                         if name is not None:
-                            run.replies.setdefault(name, r)
+                            runs[k].replies.setdefault(name, r)
+                            sched.replied(k, name)
                             break
-            if all(len(run.replies) == len(run.sent) for run in runs):
-                if all(_done(run) for run in runs):
-                    return
+            if sched.all_answered():
+                return
 
     try:
-        # Phase 1: the SEQ probes, 100 ms apart (all hosts in the same tick).
-        with_open = [r for r in runs if r.target.open_port is not None]
-        for i, name in enumerate(_SEQ):
-            t_next = time.monotonic() + seq_gap
-            for run in with_open:
-                transmit(run, name)
-            if i < len(_SEQ) - 1:
-                drain(t_next)
-        # Phase 2: the rest at once, then retries of what went unanswered.
-        for attempt in range(1 + max(0, retries)):
-            for run in runs:
-                for name in _wanted(run):
-                    if attempt == 0 or name not in run.replies:
-                        transmit(run, name)
-            drain(time.monotonic() + timeout)
-            if all(_done(run) for run in runs) or cancelled():
-                break
+        while not sched.finished and not cancelled() and time.monotonic() < stop_at:
+            for k, name in sched.due(time.monotonic()):
+                transmit(runs[k], name)
+            if not sched.finished:
+                drain(min(sched.wakeup(), stop_at))
     finally:
         send.close()
         for s in recv:
             s.close()
     return runs
-
-
-def _wanted(run: OsProbeRun) -> list[str]:
-    """The phase-2 probes for this host: open-port ones only if it has an open port."""
-    t = run.target
-    skip = set() if t.open_port is not None else {"ECN", "T2", "T3", "T4"}
-    if t.closed_port is None:
-        skip |= {"T5", "T6", "T7"}
-    return [n for n in _REST if n not in skip]
-
-
-def _done(run: OsProbeRun) -> bool:
-    want = list(_wanted(run)) + (list(_SEQ) if run.target.open_port is not None else [])
-    return all(n in run.replies for n in want)

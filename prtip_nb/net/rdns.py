@@ -29,8 +29,9 @@ nmap does not do this; it costs one more round trip per name, in parallel too.
 from __future__ import annotations
 
 import errno
+import heapq
 import ipaddress
-import secrets
+import os
 import select
 import socket
 import threading
@@ -156,6 +157,7 @@ class _Query:
     servers_tried: int = 0
     deadline: float = 0.0
     qid: int = -1
+    wire: bytes = b""  # the question section, built once (only the id changes)
 
 
 class Resolver:
@@ -183,6 +185,9 @@ class Resolver:
         self._fresh: deque[_Query] = deque(
             _Query(a, dns.reverse_name(a), dns.PTR, 0, 0) for a in addresses)
         self._inflight: dict[int, _Query] = {}
+        # (deadline, qid, query): the next timeout without scanning every query in flight;
+        # an entry whose query is no longer in flight under that id is skipped.
+        self._timeouts: list[tuple[float, int, _Query]] = []
         self._on_wire = [0] * n
         try:
             self._loop()
@@ -203,22 +208,31 @@ class Resolver:
         stop_at = time.monotonic() + 2 * SERVERS_TO_TRY * sum(self.schedule) + 1.0
         buf = bytearray(4096)
         socks = self._socks
-        while (self._fresh or self._inflight or any(self._waiting)) \
+        timeouts = self._timeouts
+        inflight = self._inflight
+        while (self._fresh or inflight or any(self._waiting)) \
                 and time.monotonic() < stop_at:
             now = time.monotonic()
-            for qid in [k for k, q in self._inflight.items() if q.deadline <= now]:
-                q = self._inflight.pop(qid)
+            while timeouts and timeouts[0][0] <= now:
+                _deadline, qid, q = heapq.heappop(timeouts)
+                if inflight.get(qid) is not q:
+                    continue  # answered (or already moved on) since
+                if q.deadline > now:  # SERVFAIL set it to 0 and pushed it again
+                    continue
+                del inflight[qid]
                 self._on_wire[q.server] -= 1
                 self._move_on(q)
             self._send_what_fits()
             live = [s for s in socks if s is not None]
             if not live:
                 return
-            wait = min((q.deadline for q in self._inflight.values()), default=now + 0.05) - now
+            while timeouts and inflight.get(timeouts[0][1]) is not timeouts[0][2]:
+                heapq.heappop(timeouts)  # stale heads: not what the next wait is for
+            wait = (timeouts[0][0] if timeouts else now + 0.05) - now
             ready, _, _ = select.select(live, [], [], max(0.0, min(wait, 0.5)))
             for s in ready:
                 i = socks.index(s)
-                for _ in range(256):  # drain, bounded
+                for _ in range(1024):  # drain, bounded
                     try:
                         nbytes = s.recv_into(buf)
                     except BlockingIOError:
@@ -250,7 +264,7 @@ class Resolver:
     def _send(self, i: int, q: _Query) -> None:
         s = self._socks[i]
         assert s is not None
-        qid = secrets.randbelow(0x10000)
+        qid = int.from_bytes(os.urandom(2), "big")  # not secrets: its import
         for _ in range(0x10000):
             if qid not in self._inflight:
                 break
@@ -259,10 +273,13 @@ class Resolver:
         q.deadline = time.monotonic() + self.schedule[min(q.tries, len(self.schedule) - 1)]
         q.tries += 1
         self._inflight[qid] = q
+        heapq.heappush(self._timeouts, (q.deadline, qid, q))
         self._on_wire[i] += 1
         self.stats["sent"] += 1
         try:
-            s.send(dns.build_query(qid, q.qname, q.qtype))
+            if not q.wire:
+                q.wire = dns.question(q.qname, q.qtype)
+            s.send(dns.query_bytes(qid, q.wire))
         except BlockingIOError:
             pass  # counts as sent and lost: the timeout retries it
         except OSError:  # ENETUNREACH and the like: that server cannot be reached
@@ -323,6 +340,7 @@ class Resolver:
         if reply.rcode == dns.SERVFAIL:
             self.stats["servfail"] += 1
             q.deadline = 0.0  # handled as a timeout at the next turn, as nmap does
+            heapq.heappush(self._timeouts, (0.0, reply.qid, q))
             return
         del self._inflight[reply.qid]
         self._on_wire[q.server] -= 1
@@ -359,7 +377,19 @@ def _open(server: str) -> socket.socket | None:
     return s
 
 
+def _canonical(address: str) -> str:
+    """``address`` as ipaddress writes it; a canonical dotted quad is returned as is (the
+    common case, without ipaddress's ~5 µs an address)."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and (p == "0" or p[0] != "0")
+                               and len(p) <= 3 and int(p) < 256 for p in parts):
+        return address
+    return str(ipaddress.ip_address(address))
+
+
 def _local_only(address: str) -> bool:
+    if "." in address and ":" not in address:  # canonical IPv4 (see _canonical)
+        return address.startswith(("127.", "169.254.")) or address == "0.0.0.0"
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
@@ -369,13 +399,15 @@ def resolve_names(addresses: Iterable[str], servers: Sequence[str] | None = None
                   resolv_conf: str = RESOLV_CONF, use_cache: bool = True
                   ) -> dict[str, HostName]:
     """The reverse-DNS name of each address (see the module docstring for the order)."""
-    wanted = list(dict.fromkeys(str(ipaddress.ip_address(a)) for a in addresses))
+    wanted = list(dict.fromkeys(_canonical(a) for a in addresses))
     chosen = check_servers(servers) if servers else tuple(read_resolv_conf(resolv_conf))
     out: dict[str, HostName] = {}
     ask: list[str] = []
     etc = _read_hosts(hosts_file) if hosts_file else {}
     for a in wanted:
         hit = _cache_get(chosen, a) if use_cache else None
+        if hit is not None and confirm and hit.name is not None and hit.confirmed is None:
+            hit = None  # cached by a lookup that did not confirm: this one does
         if hit is not None:
             out[a] = hit
         elif a in etc:

@@ -21,7 +21,8 @@ import struct
 from dataclasses import dataclass, field
 
 __all__ = ["A", "AAAA", "CNAME", "NOERROR", "NXDOMAIN", "PTR", "REFUSED", "SERVFAIL", "Reply",
-           "address_of_reverse", "build_query", "parse_reply", "reverse_name"]
+           "address_of_reverse", "build_query", "parse_reply", "query_bytes", "question",
+           "reverse_name"]
 
 A, PTR, CNAME, AAAA = 1, 12, 5, 28
 CLASS_IN = 1
@@ -33,7 +34,15 @@ _RR = struct.Struct("!HHIH")
 
 
 def reverse_name(address: str) -> str:
-    """The PTR owner name of ``address`` (in-addr.arpa or ip6.arpa)."""
+    """The PTR owner name of ``address`` (in-addr.arpa or ip6.arpa).
+
+    A canonical dotted quad is reversed as text (ipaddress costs ~5 µs an address, which is
+    most of building 256 queries); anything else goes through ipaddress."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and (p == "0" or p[0] != "0")
+                               and len(p) <= 3 and int(p) < 256
+                               for p in parts):
+        return f"{parts[3]}.{parts[2]}.{parts[1]}.{parts[0]}.in-addr.arpa"
     return ipaddress.ip_address(address).reverse_pointer
 
 
@@ -51,9 +60,10 @@ def address_of_reverse(name: str) -> str | None:
     return None
 
 
-def build_query(qid: int, name: str, qtype: int) -> bytes:
-    """A recursive (RD) query for ``name`` of type ``qtype``, class IN."""
-    out = bytearray(_HEADER.pack(qid & 0xFFFF, 0x0100, 1, 0, 0, 0))
+def question(name: str, qtype: int) -> bytes:
+    """The question section of a query for ``name`` of type ``qtype``, class IN: what a
+    reply must echo (a resolver builds it once per name, and only the id changes)."""
+    out = bytearray()
     for label in name.rstrip(".").split("."):
         raw = label.encode("idna") if not label.isascii() else label.encode()
         if not 0 < len(raw) < 64:
@@ -61,6 +71,16 @@ def build_query(qid: int, name: str, qtype: int) -> bytes:
         out += bytes([len(raw)]) + raw
     out += b"\x00" + struct.pack("!HH", qtype, CLASS_IN)
     return bytes(out)
+
+
+def build_query(qid: int, name: str, qtype: int) -> bytes:
+    """A recursive (RD) query for ``name`` of type ``qtype``, class IN."""
+    return query_bytes(qid, question(name, qtype))
+
+
+def query_bytes(qid: int, question_wire: bytes) -> bytes:
+    """A recursive (RD) query: the header for ``qid``, then ``question_wire``."""
+    return _HEADER.pack(qid & 0xFFFF, 0x0100, 1, 0, 0, 0) + question_wire
 
 
 @dataclass(frozen=True)
@@ -98,15 +118,16 @@ class Reply:
 
 def _name(data: bytes, pos: int) -> tuple[str, int]:
     """The name at ``pos`` and the offset just past it (in the original position)."""
-    labels: list[str] = []
+    labels: list[bytes] = []
     end = -1
     length = 0
+    size = len(data)
     for _ in range(MAX_POINTERS + MAX_NAME):
-        if pos >= len(data):
+        if pos >= size:
             raise ValueError("name runs past the message")
         n = data[pos]
         if n & 0xC0 == 0xC0:
-            if pos + 1 >= len(data):
+            if pos + 1 >= size:
                 raise ValueError("truncated pointer")
             if end < 0:
                 end = pos + 2
@@ -118,13 +139,18 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
         if n & 0xC0:
             raise ValueError("unknown label type")
         if n == 0:
-            return ".".join(labels), (end if end >= 0 else pos + 1)
+            return (b".".join(labels).decode("ascii", "backslashreplace"),
+                    (end if end >= 0 else pos + 1))
         length += n + 1
-        if length > MAX_NAME or pos + 1 + n > len(data):
+        if length > MAX_NAME or pos + 1 + n > size:
             raise ValueError("name too long")
-        labels.append(data[pos + 1:pos + 1 + n].decode("ascii", "backslashreplace"))
+        labels.append(data[pos + 1:pos + 1 + n])
         pos += 1 + n
     raise ValueError("name pointer loop")
+
+
+def _ntoa(raw: bytes) -> str:
+    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
 
 
 def parse_reply(data: bytes) -> Reply | None:
@@ -150,8 +176,7 @@ def parse_reply(data: bytes) -> Reply | None:
                 if rtype in (PTR, CNAME):
                     answers.append((name, rtype, _name(data, pos)[0], ttl))
                 elif rtype == A and rdlen == 4:
-                    address = str(ipaddress.IPv4Address(data[pos:rdata_end]))
-                    answers.append((name, A, address, ttl))
+                    answers.append((name, A, _ntoa(data[pos:rdata_end]), ttl))
                 elif rtype == AAAA and rdlen == 16:
                     address = str(ipaddress.IPv6Address(data[pos:rdata_end]))
                     answers.append((name, AAAA, address, ttl))

@@ -7,26 +7,17 @@ it was run, without reading a row.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from prtip_nb._scanid import new_scan_id
 from prtip_nb._version import __version__
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import schema
 
 __all__ = ["ScanMeta", "new_scan_id", "parse_time"]
-
-
-def new_scan_id() -> str:
-    """A new scan id, e.g. ``20261128T101500Z-ab12cd``.
-
-    The UTC time first so that ids (and the ``scan_id=`` directories) sort by start time;
-    the random suffix keeps two scans started in the same second apart.
-    """
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def parse_time(value: datetime | str, *, what: str = "time") -> datetime:

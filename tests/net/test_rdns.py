@@ -160,6 +160,31 @@ def test_list_scan_names_equal_nmaps(dnslab: object, tmp_path: Path,
     assert len(ev) == 1 and '"timeout": 3' in ev[0]["payload"]
 
 
+def test_lean_list_scan_skips_confirmation_without_spoiling_the_cache(
+        dnslab: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """-sL with no output file prints the same names without the forward lookups (nothing
+    shows ``confirmed``); a confirming lookup after it is not served those entries."""
+    from prtip_nb.cli import main
+    from prtip_nb.lab.dnslab import DnsLab
+    from prtip_nb.net.rdns import clear_cache, resolve_names
+
+    lab = dnslab
+    assert isinstance(lab, DnsLab)
+    clear_cache()
+    spec = "198.51.100.0/28"
+    assert main(["scan", "-sL", "--dns-servers", lab.server, spec]) == 0
+    text = capsys.readouterr().out
+    assert "Scan report for h7.lab.test (198.51.100.7)" in text
+    assert "Scan report for 198.51.100.5\n" in text
+    found = resolve_names([f"198.51.100.{n}" for n in range(16)], [lab.server])
+    truth = lab.expected()
+    for addr, h in found.items():
+        name, confirmed = truth[addr]
+        if name is not None:
+            assert (h.name, h.confirmed) == (name, confirmed), addr
+            assert f"Scan report for {name} ({addr})" in text
+
+
 def test_scan_names_hosts_up_like_nmap(dnslab: object) -> None:
     """A scan names the hosts that are up (nmap -sn's names); -n names none; -R names all;
     IPv6 reverse names come from ip6.arpa."""
