@@ -55,6 +55,9 @@ class ScanRuns:
     def _on_batch(self, batch: Any) -> None:
         raise NotImplementedError
 
+    def flush_failed(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
     def _run_connect(self) -> None:
         from ..net.connect import ConnectEngine
         from ..probes.records import RecordBuffer

@@ -10,8 +10,8 @@ import numpy as np
 
 from prtip_nb.engine.events import EventBus, PortFound, Progress
 from prtip_nb.engine.sink import BEHIND, RecordSink
-from prtip_nb.net.counters import Counters
 from prtip_nb.engine.syn import verdict
+from prtip_nb.net.counters import Counters
 from prtip_nb.probes.records import DTYPE
 from prtip_nb.targets import parse_ports, parse_targets
 
