@@ -171,9 +171,16 @@ def prewarm(families: set[int] | list[int], *, block_size: int = 1 << 17, blocks
     t.start()
 
 
-def _take_warm(fam: int, bs: int, nr: int, tov: int) -> tuple[socket.socket, mmap.mmap] | None:
-    while _WARMING:  # a ring still being set up is sooner ready than a new one
+def settle_warm() -> None:
+    """Wait for the rings still being set up (kept for a ``Capture`` to take). Dropping root
+    calls it first: a prewarm thread running across the drop would lose its ring to EPERM
+    and leave a thread whose credentials changed under it."""
+    while _WARMING:
         _WARMING.pop().join()
+
+
+def _take_warm(fam: int, bs: int, nr: int, tov: int) -> tuple[socket.socket, mmap.mmap] | None:
+    settle_warm()  # a ring still being set up is sooner ready than a new one
     with _WARM_LOCK:
         left = _WARM.get((fam, bs, nr, tov))
         return left.pop() if left else None
@@ -182,8 +189,7 @@ def _take_warm(fam: int, bs: int, nr: int, tov: int) -> tuple[socket.socket, mma
 def discard_warm() -> None:
     """Release the warm rings nobody took, on a daemon thread (each close waits for the
     kernel, as ``Capture.close`` says)."""
-    while _WARMING:
-        _WARMING.pop().join()
+    settle_warm()
     with _WARM_LOCK:
         rings = [r for left in _WARM.values() for r in left]
         _WARM.clear()

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from ..config import set_raw_sockets_check
 from ..errors import PrivilegeError
+from .capture import settle_warm
 
 __all__ = ["CAPTURE", "Dropped", "SocketPool", "become", "drop_privileges", "dropped",
            "install_paths", "neigh_delete", "open_pool", "pool", "proc_status",
@@ -385,6 +386,7 @@ def become(user: str | int | None = None) -> Dropped:
         name, uid, gid = pw.pw_name, pw.pw_uid, pw.pw_gid
     if uid == 0:
         raise PrivilegeError("drop_privileges(): the target user is root")
+    settle_warm()  # no ring set-up in flight across the drop (see net.capture)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
     for cap in range(_last_cap() + 1):  # the bounding set: gone for this process and its children
@@ -414,7 +416,10 @@ def _last_cap() -> int:
 def _verify(uid: int, gid: int) -> None:
     """Every thread: the new ids, no capability in any set, no_new_privs; and no way back."""
     for tid in os.listdir("/proc/self/task"):
-        st = proc_status(f"self/task/{tid}")
+        try:
+            st = proc_status(f"self/task/{tid}")
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended since the listing
+            continue  # (a short-lived helper, e.g. the capture prewarm): nothing left to check
         ids = {int(x) for x in st["Uid"].split()} | {int(x) for x in st["Gid"].split()}
         caps = [int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb") if k in st]
         if int(tid) == os.getpid():  # ours: the bounding set and no_new_privs too
