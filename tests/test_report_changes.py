@@ -3,7 +3,7 @@ data's four scans (data/sample/README.md tells what changed between them). Files
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import prtip_nb as pn
@@ -37,10 +37,13 @@ def test_certificates_expired_or_expiring_soon() -> None:
     last = _series()[-1]
     ends = last.open_ports["tls_not_after"].dropna()
     assert len(ends) == 3  # the lab's https on three hosts
+    # The sample's certificates: two valid for 90 days, 203.0.113.5's for 10 (made once, with
+    # the scans: data/sample/README.md), so "now" is set from the data, not the clock.
     end = ends.min().to_pydatetime()
-    assert len(expiring_certificates(last, now=end.replace(year=end.year - 1))) == 0
-    soon = expiring_certificates(last, now=end.replace(day=1) if end.day > 1 else end)
-    assert len(soon) == 3 and (soon["days_left"] >= 0).all()
+    assert len(expiring_certificates(last, now=end - timedelta(days=400))) == 0
+    soon = expiring_certificates(last, now=end - timedelta(days=10))
+    assert list(soon["host"].astype(str)) == ["203.0.113.5"] and (soon["days_left"] >= 0).all()
+    assert len(expiring_certificates(last, now=ends.max().to_pydatetime() - timedelta(days=5))) == 3
     late = expiring_certificates(last, now=datetime(2100, 1, 1, tzinfo=UTC))
     assert len(late) == 3 and (late["days_left"] < 0).all()
     lines, _rows, _certs = change_facts(last, _series()[-2], now=datetime(2100, 1, 1, tzinfo=UTC))

@@ -1,11 +1,12 @@
 """The poller: one thread turns the hot loops' counters into telemetry rows.
 
-It samples every ``interval`` seconds (250 ms by default): probes sent, replies, open
-ports, retries, the send and reply rates since the last sample, the RSS and CPU share
-(100 = one core) of the *process tree* (this process and every descendant: a connect scan's
-worker processes, a LocalCluster's Dask workers; see ``ProcessTree``), this process's thread
-count, and the send rate in force with its reason (see net.ratectl). Each worker's own
-peak RSS is also reported apart, in the EngineStats event.
+It samples once at the start, at least every 100 ms for the scan's first 2 s (so a short
+scan's chart starts near 0), then every ``interval`` seconds (250 ms by default): probes
+sent, replies, open ports, retries, the send and reply rates since the last sample, the RSS
+and CPU share (100 = one core) of the *process tree* (this process and every descendant: a
+connect scan's worker processes, a LocalCluster's Dask workers; see ``ProcessTree``), this
+process's thread count, and the send rate in force with its reason (see net.ratectl). Each
+worker's own peak RSS is also reported apart, in the EngineStats event.
 The hot loops never call into it; they only bump ``Counters``.
 """
 

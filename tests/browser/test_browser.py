@@ -246,6 +246,8 @@ def test_panel_paces_measures_its_workers_and_predicts_the_end(
 
     # Pacing: the chart's points (one per 50 ms sample) from the first on.
     t, pps = paced[0]["x"], paced[0]["y"]
+    if t[0] < 0.05:  # the poller's sample at the start may come before the first send
+        t, pps = t[1:], pps[1:]
     assert t[0] <= 0.15 and pps[0] > 0, (t[:3], pps[:3])
     assert all(y > 0 for y in pps[:-1]), list(zip(t, pps, strict=True))  # no 50 ms without
     first_second = sum(y * (b - a) for a, b, y in zip([0.0, *t], t, pps, strict=False)

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import prtip_nb as pn
@@ -115,16 +116,20 @@ def test_cancel_gives_scan_cancelled_and_keeps_dataset(tmp_path: Path) -> None:
 
 
 @pytest.mark.serial
-def test_telemetry_rows_every_250_ms() -> None:
-    res = pn.scan("127.0.0.1", ports="1-3000", method="connect", rate=2000, workers=1)
+def test_telemetry_rows_every_100_ms_then_every_250_ms() -> None:
+    """The poller's rows: one at the start, at least every 100 ms for the first 2 s (a short
+    scan's chart starts near 0), then every 250 ms (the default interval)."""
+    res = pn.scan("127.0.0.1", ports="1-7000", method="connect", rate=2000, workers=1)
     tel = res.telemetry
-    t = tel["t"].astype(float).to_numpy()
-    gaps = (t[1:-1] - t[:-2]) * 1000  # the last row is the closing sample
-    assert len(gaps) >= 4
-    within = ((gaps > 200) & (gaps < 300)).mean()
-    assert within >= 0.9, gaps
+    t = tel["t"].astype(float).to_numpy()[:-1]  # the last row is the closing sample
+    assert t[0] < 0.1, t[:3]
+    gaps = np.diff(t) * 1000
+    dense, later = gaps[t[1:] < 1.9], gaps[t[:-1] > 2.1]
+    assert len(dense) >= 15 and len(later) >= 4, gaps
+    assert ((dense > 80) & (dense < 150)).mean() >= 0.9, dense
+    assert ((later > 200) & (later < 300)).mean() >= 0.9, later
     assert (tel["rss_bytes"].astype(int) > 0).all()
-    assert int(tel["sent"].iloc[-1]) == 3000
+    assert int(tel["sent"].iloc[-1]) == 7000
     assert float(tel["pps"].iloc[2]) > 500  # about 2000/s mid-scan
     assert (tel["threads"].astype(int) >= 2).all()
 

@@ -113,16 +113,18 @@ def test_process_tree_survives_unreadable_proc_files(monkeypatch: pytest.MonkeyP
     bare OSError rather than psutil's errors. The poller's thread must not die of it: the
     sample counts this process alone and the scan goes on."""
     tree = ProcessTree()
-    _rss, cpu0, _n = tree.sample()
-
-    def unreadable(*_a: object, **_k: object) -> list[psutil.Process]:
-        raise PermissionError(13, "Permission denied", "/proc/4242/stat")
-
-    monkeypatch.setattr(tree._me, "children", unreadable)
-    rss, cpu, n = tree.sample()
-    assert n == 1 and rss > 10 << 20 and cpu >= cpu0
+    # With no child the tree does not touch psutil at all; a child makes it list /proc.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
+        _rss, cpu0, n0 = tree.sample()
+        assert n0 == 2 and tree._me is not None
+
+        def unreadable(*_a: object, **_k: object) -> list[psutil.Process]:
+            raise PermissionError(13, "Permission denied", "/proc/4242/stat")
+
+        monkeypatch.setattr(tree._me, "children", unreadable)
+        rss, cpu, n = tree.sample()
+        assert n == 1 and rss > 10 << 20 and cpu >= cpu0
         kid = psutil.Process(child.pid)
 
         def broken_oneshot() -> object:

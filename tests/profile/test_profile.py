@@ -69,6 +69,7 @@ def test_flamegraphs_are_svg_files_listed_in_the_table(tmp_path: Path) -> None:
     assert (svg.parent / "results.json").exists()
 
 
+@pytest.mark.serial  # a memory figure: measured alone, not beside four busy workers
 @pytest.mark.usefixtures("netns")
 def test_marginal_memory_is_under_100_bytes_per_port() -> None:
     """Issue 3's figure, whole process: (peak RSS at 65,535 ports - at 100) / 65,435."""
