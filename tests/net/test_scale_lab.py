@@ -130,12 +130,13 @@ def test_a_held_scan_records_no_port_found_events_but_publishes_them(
 
 def test_the_cli_report_comes_in_chunks_with_the_same_text(
         held: tuple[Path, pn.ScanResult], monkeypatch: pytest.MonkeyPatch) -> None:
+    from prtip_nb import _textreport as textreport
     from prtip_nb import cli
 
     _, res = held
     whole = cli.format_report(res, only_open=True)
     assert whole.count("Scan report for") == HOSTS
-    monkeypatch.setattr(cli, "REPORT_HOSTS", 100)
+    monkeypatch.setattr(textreport, "REPORT_HOSTS", 100)
     chunks = list(cli.report_chunks(res, only_open=True))
     assert len(chunks) == HOSTS // 100 + 1
     # The same text, but for the last line: the process's peak RSS, read as it is now.
