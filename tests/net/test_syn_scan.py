@@ -176,7 +176,7 @@ def _wait_sent(s: Scan, n: int) -> None:
 def test_forged_replies_with_random_acks_give_no_false_opens(drop_syns: str) -> None:
     sport = 47001
     s = Scan("127.0.0.1", drop_syns, method="syn", max_retries=0, timeout=3.0,
-             extra={"source_port": sport}).start()
+             source_port=sport).start()
     _wait_sent(s, 100)
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     rng = random.Random(5)
