@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print a status line (progress, rate in force and why) this often")
     s.add_argument("--concurrency", type=int, metavar="N", help="connects in flight at once")
     s.add_argument("--seed", type=int, help="seed of the target order (reproducible runs)")
+    s.add_argument("-g", "--source-port", type=int, metavar="PORT",
+                   help="send the -sS and -sU probes from this source port")
     s.add_argument("--shard", metavar="K/N", help="scan only shard K of N")
     s.add_argument("--dask", metavar="ADDRESS",
                    help="run the scan as shards on a Dask cluster (tcp://scheduler:8786)")
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="service and version detection on the open TCP ports (TLS included)")
     s.add_argument("--version-intensity", type=int, choices=range(10), default=7, metavar="0-9",
                    help="-sV: send probes up to this rarity (default 7; hinted ones always)")
+    s.add_argument("--versiondb", dest="service_probes", metavar="FILE|nmap",
+                   help="-sV: match with this nmap-service-probes file ('nmap': the installed "
+                        "nmap's) instead of prtip_nb's probes")
     s.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check that open TCP ports speak (ports.verified) and flag hosts that "
                         "accept every port (hosts.pseudo_services); default: on with -sV")
@@ -303,6 +308,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         "max_rate": args.max_rate,
         "concurrency": args.concurrency,
         "seed": args.seed,
+        "source_port": args.source_port,
+        "service_probes": args.service_probes,
         "output": args.output,
         "hold": args.hold,
         "service": args.service,

@@ -11,8 +11,8 @@ import ipaddress
 import math
 import os
 import resource
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -139,7 +139,17 @@ class ScanConfig:
     scripts: tuple[Any, ...] = ()
     script_args: str | dict[str, Any] | None = None  # --script-args
     script_timeout: float | None = None  # --script-timeout: caps each script's own budget
-    extra: dict[str, Any] = field(default_factory=dict)
+    # -sV with nmap's own probes: "nmap" (the installed nmap's nmap-service-probes) or the
+    # path of such a file (nmap's --versiondb); None: prtip_nb's database (service.nmapdb).
+    service_probes: str | None = None
+    # -g / --source-port: the source port of the SYN (-sS) and UDP (-sU) probes; None: a free
+    # one from 40000-59999. udp_source_port: the UDP probes' own, when it must differ.
+    source_port: int | None = None
+    udp_source_port: int | None = None
+    # What kind of run this config records: -sn (a ping sweep, pn.discover) or -sL (a list
+    # scan); pn.discover and the CLI set them, a port scan (pn.scan) refuses them.
+    ping_only: bool = False
+    list_only: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -233,6 +243,7 @@ class ScanConfig:
                 hint="None (the default) checks the open TCP ports when service=True",
             )
         self._check_resolve()
+        self._check_side_options()
         k, n = self.shard
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
             raise ConfigError(f"shard must be k/n with 1 <= k <= n, not {k}/{n}")
@@ -255,6 +266,53 @@ class ScanConfig:
             if not isinstance(servers, list | tuple):
                 raise ConfigError(f"dns_servers must be a list of addresses, not {servers!r}")
             object.__setattr__(self, "dns_servers", check_dns_servers(servers))
+        else:  # [] from a stored config's JSON: a tuple, as the field says (and hashable)
+            object.__setattr__(self, "dns_servers", ())
+
+    def _check_side_options(self) -> None:
+        """service_probes, the source ports and the -sn / -sL flags (once ``extra``)."""
+        probes = self.service_probes
+        if isinstance(probes, os.PathLike):
+            probes = os.fspath(probes)
+            object.__setattr__(self, "service_probes", probes)
+        if probes is not None and (not isinstance(probes, str) or not probes.strip()):
+            raise ConfigError(
+                f"service_probes must be 'nmap' or the path of an nmap-service-probes file, "
+                f"not {probes!r}",
+                hint="'nmap' reads the installed nmap's file; None uses prtip_nb's own probes",
+            )
+        if probes not in (None, "nmap") and not os.path.isfile(probes):
+            raise ConfigError(
+                f"service_probes file {probes!r} does not exist",
+                token=probes,
+                hint="give the path of an nmap-service-probes file (nmap's --versiondb), or "
+                "'nmap' for the installed nmap's",
+            )
+        for name in ("source_port", "udp_source_port"):
+            port = getattr(self, name)
+            if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                                     or not 1 <= port <= 65535):
+                raise ConfigError(
+                    f"{name} must be a port number 1-65535, not {port!r}",
+                    token=str(port),
+                    hint="e.g. 53 (-g 53); None lets the scan pick a free port",
+                )
+        if (self.source_port is not None or self.udp_source_port is not None) \
+                and self.method == "connect":
+            raise ConfigError(
+                "a source port (-g) needs a SYN (-sS) or UDP (-sU) scan: a connect scan "
+                "(-sT) sends from ports the kernel picks",
+                hint="use method='syn' or 'udp' (needs root or CAP_NET_RAW), or drop the "
+                "source port",
+            )
+        for name in ("ping_only", "list_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.ping_only and self.list_only:
+            raise ConfigError(
+                "ping_only (-sn) and list_only (-sL) exclude each other",
+                hint="-sn pings the targets; -sL only lists them and sends nothing",
+            )
 
     @property
     def template(self) -> Timing:
@@ -292,6 +350,47 @@ class ScanConfig:
 
     def replace(self, **changes: Any) -> ScanConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: What the ``extra`` dict of configs stored before its fields existed (Parquet footers,
+#: checkpoints, Dask jobs) held, as (key, value written, field, value now). A value of None
+#: is copied as it is.
+_EXTRA_FIELDS: tuple[tuple[str, Any, str, Any], ...] = (
+    ("discovery", "-sn", "ping_only", True),
+    ("list", "-sL", "list_only", True),
+    ("service_probes", None, "service_probes", None),
+    ("source_port", None, "source_port", None),
+    ("udp_source_port", None, "udp_source_port", None),
+)
+
+_FIELDS_OF_EXTRA = frozenset(name for _, _, name, _ in _EXTRA_FIELDS)
+
+
+def upgrade_json(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``ScanConfig.to_json()`` dict in today's shape: the ``extra`` dict that
+    configs written before issue 14 (2026-12) carried becomes its fields (``{"discovery":
+    "-sn"}`` -> ``ping_only=True``, ``{"list": "-sL"}`` -> ``list_only=True``, the
+    source ports and service_probes as they were) and the fields it lacks take their
+    defaults, so an old config has today's keys. A field already present wins. Keys of
+    ``extra`` it does not know stay under ``extra`` (``resume.config_from_json`` names them
+    and refuses the config; a reader of metadata ignores them). A dict without ``extra``
+    (today's shape, or an import's) is returned as it is."""
+    out = dict(doc)
+    if "extra" not in out:
+        return out
+    extra = out.pop("extra")
+    rest = dict(extra) if isinstance(extra, Mapping) else {}
+    for key, written, name, value in _EXTRA_FIELDS:
+        if key in rest and (written is None or rest[key] == written):
+            got = rest.pop(key)
+            if got is not None:
+                out.setdefault(name, got if value is None else value)
+    for f in dataclasses.fields(ScanConfig):
+        if f.name in _FIELDS_OF_EXTRA:
+            out.setdefault(f.name, f.default)
+    if rest:
+        out["extra"] = rest
+    return out
 
 
 # net.privileges installs its check here when it opens raw sockets before dropping root:

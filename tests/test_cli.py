@@ -46,6 +46,10 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         (["scan", "-p", "80", "127.0.0.1", "-oG", "/"], "directory"),
         (["scan", "-p", "80", "127.0.0.1", "--event-log", "/proc/x/y"], "--event-log"),
         (["scan", "-p", "80", "127.0.0.1", "-o", "/dev/null/scans"], "-o folder"),
+        (["scan", "-p", "80", "127.0.0.1", "-g", "53"], "source port (-g) needs"),
+        (["scan", "-sS", "-p", "80", "127.0.0.1", "-g", "0"], "1-65535"),
+        (["scan", "-sV", "-p", "80", "127.0.0.1", "--versiondb", "/nonexistent/probes"],
+         "does not exist"),
     ],
 )
 def test_bad_input_exits_2_and_names_the_problem(args: list[str], token: str) -> None:

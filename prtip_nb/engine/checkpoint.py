@@ -57,10 +57,7 @@ SECRET_KEYS = ("seed", "secret", "engine_state")
 
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` without the seed and secrets: what reports and Parquet footers carry."""
-    out = {k: v for k, v in config.items() if k not in SECRET_KEYS}
-    if isinstance(out.get("extra"), Mapping):
-        out["extra"] = {k: v for k, v in out["extra"].items() if k not in SECRET_KEYS}
-    return out
+    return {k: v for k, v in config.items() if k not in SECRET_KEYS}
 
 
 def checkpoint_name(tag: str = "") -> str:

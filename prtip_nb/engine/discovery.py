@@ -60,7 +60,7 @@ def discover(
     cfg = ScanConfig(
         targets=targets, exclude=exclude, family=family, timing=timing,  # type: ignore[arg-type]
         max_retries=max_retries, timeout=timeout, rate=rate, output=output,
-        extra={"discovery": "-sn"}, **options,
+        ping_only=True, **options,
     )
     tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
                          exclude_file=cfg.exclude_file, input_file=cfg.input_file,
@@ -166,7 +166,7 @@ def format_sweep(res: ScanResult, elapsed: float) -> str:
 def _sweep_config(targets: Sequence[str], options: dict[str, Any]) -> ScanConfig:
     keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries",
             "resolve", "dns_servers", "traceroute")
-    return ScanConfig(targets=tuple(targets), extra={"discovery": "-sn"},
+    return ScanConfig(targets=tuple(targets), ping_only=True,
                       **{k: options[k] for k in keep if options.get(k) is not None})
 
 

@@ -116,7 +116,7 @@ def list_scan(targets: Sequence[str], options: dict[str, Any], *, result: bool =
 
     keep = ("exclude", "exclude_file", "input_file", "family", "dns_servers", "output")
     resolve = "never" if options.get("resolve") == "never" else "all"
-    cfg = ScanConfig(targets=tuple(targets), resolve=resolve, extra={"list": "-sL"},
+    cfg = ScanConfig(targets=tuple(targets), resolve=resolve, list_only=True,
                      **{k: options[k] for k in keep if options.get(k)})
     tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
                          exclude_file=cfg.exclude_file, input_file=cfg.input_file,

@@ -107,11 +107,14 @@ def space_digest(space: TargetSpace) -> dict[str, Any]:
 
 
 def config_from_json(doc: dict[str, Any]) -> ScanConfig:
-    """ScanConfig from ``ScanConfig.to_json()`` output."""
-    from ..config import ScanConfig
+    """ScanConfig from ``ScanConfig.to_json()`` output, of this version or an earlier one
+    (whose ``extra`` dict ``config.upgrade_json`` turns into fields)."""
+    from ..config import ScanConfig, upgrade_json
 
+    doc = upgrade_json(doc)
     names = {f.name for f in dataclasses.fields(ScanConfig)}
-    unknown = sorted(set(doc) - names)
+    unknown = sorted(set(doc) - names - {"extra"})
+    unknown += [f"extra.{k}" for k in sorted(doc.get("extra") or {})]
     if unknown:
         raise DatasetError(
             f"the scan's config has unknown option(s) {', '.join(map(repr, unknown))}: it was "

@@ -165,7 +165,7 @@ class ScanRuns:
             rate=rate_plan(cfg, loopback=self.targets.is_loopback, kind="udp"),
             retries=cfg.retries, counters=self.counters, cancel=self._cancel,
             rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-            source_port=state.get("udp_sport") or cfg.extra.get("udp_source_port"),
+            source_port=state.get("udp_sport") or cfg.udp_source_port or cfg.source_port,
             secret=secret, index_offset=self.ports.count("tcp") * self.targets.size,
         )
         state["udp_secret"], state["udp_sport"] = engine.secret.hex(), engine.source_port
@@ -201,7 +201,7 @@ class ScanRuns:
             rate=rate_plan(cfg, loopback=self.targets.is_loopback),
             retries=cfg.retries, counters=self.counters, cancel=self._cancel,
             rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-            source_port=state.get("syn_sport") or cfg.extra.get("source_port"), secret=secret,
+            source_port=state.get("syn_sport") or cfg.source_port, secret=secret,
         )
         self._rate_source = engine.rate_state
         state["syn_secret"], state["syn_sport"] = engine.secret.hex(), engine.source_port

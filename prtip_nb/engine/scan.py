@@ -102,7 +102,16 @@ def build_space(config: ScanConfig) -> tuple[TargetSet, PortSet, TargetSpace]:
     """The targets, ports and index space of ``config`` (method already resolved), checked.
 
     One place for what a Scan and a DistributedScan must agree on: a UDP scan (-sU) reads
-    unprefixed ports as UDP, -sS scans U: ports too (-sS -sU), -sT refuses them."""
+    unprefixed ports as UDP, -sS scans U: ports too (-sS -sU), -sT refuses them; a ping
+    sweep's or list scan's config is not a port scan's."""
+    if config.ping_only or config.list_only:
+        flag, run = ("-sn", "pn.discover(targets)") if config.ping_only else \
+            ("-sL", "prtip-nb scan -sL")
+        raise ConfigError(
+            f"a {flag} config ({'ping_only' if config.ping_only else 'list_only'}=True) "
+            "records a run that scans no ports: a port scan cannot run it",
+            hint=f"use {run}, or drop {'ping_only' if config.ping_only else 'list_only'}",
+        )
     method = config.method
     targets = parse_targets(
         list(config.targets),

@@ -20,7 +20,7 @@ port number); a sampled port that did speak keeps what it said. Every port check
 ``handshakes`` (connections opened). ``verify=True`` without -sV runs only that check,
 with NULL, GetRequest and the TLS handshake as the hellos.
 
-``extra={"service_probes": "nmap"}`` (or a path) matches with an installed nmap's
+``service_probes="nmap"`` (or a path; the CLI's ``--versiondb``) matches with an installed nmap's
 ``nmap-service-probes`` instead of prtip_nb's own database (see ``nmapdb``).
 """
 
@@ -138,7 +138,7 @@ def run_service_stage(scan: Scan) -> None:
             ))  # fmt: skip
 
     db = None
-    source = cfg.extra.get("service_probes")  # "nmap", or a path to nmap's file
+    source = cfg.service_probes  # "nmap", or a path to nmap's file
     if source:
         from ..service.nmapdb import DEFAULT_PATH, load_nmap_service_probes
 

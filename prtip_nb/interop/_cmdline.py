@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from prtip_nb.config import upgrade_json
+
 __all__ = ["asked", "command_line", "is_discovery"]
 
 
 def is_discovery(cfg: dict[str, Any]) -> bool:
-    """True for a ping sweep's config: ours (``extra.discovery``) or an imported ``-sn``."""
+    """True for a ping sweep's config: ours (``ping_only``, or ``extra.discovery`` in one
+    stored before that field) or an imported ``-sn``."""
     if cfg.get("source") == "nmap-xml":
         return not cfg.get("scaninfo") and any(
             w in ("-sn", "-sP") for w in str(cfg.get("args") or "").split())
-    return (cfg.get("extra") or {}).get("discovery") == "-sn"
+    return upgrade_json(cfg).get("ping_only") is True
 
 
 def asked(cfg: dict[str, Any]) -> Any:
@@ -36,6 +39,8 @@ def command_line(cfg: dict[str, Any]) -> str:
     words = ["prtip-nb", "scan"]
     if is_discovery(cfg):
         words.append("-sn")
+    elif upgrade_json(cfg).get("list_only") is True:
+        words.append("-sL")
     else:
         try:
             udp = bool(asked(cfg).udp)

@@ -14,6 +14,7 @@ from typing import Any
 
 from prtip_nb._scanid import new_scan_id
 from prtip_nb._version import __version__
+from prtip_nb.config import upgrade_json
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import schema
 
@@ -87,9 +88,12 @@ class ScanMeta:
                 f"{schema.SCHEMA_VERSION}: upgrade prtip_nb"
             )
         ended = md.get(schema.META_ENDED, b"").decode()
+        config = json.loads(md.get(schema.META_CONFIG, b"{}"))
+        if isinstance(config, dict):  # an older footer's ``extra`` becomes today's fields
+            config = upgrade_json(config)
         return cls(
             scan_id=md[schema.META_SCAN_ID].decode(),
-            config=json.loads(md.get(schema.META_CONFIG, b"{}")),
+            config=config,
             started=datetime.fromisoformat(md[schema.META_STARTED].decode()),
             ended=datetime.fromisoformat(ended) if ended else None,
             tool_version=md.get(schema.META_TOOL_VERSION, b"").decode(),

@@ -71,7 +71,7 @@ def test_syn_scan_survives_malformed_icmp_and_tcp(silent_ports: None, family: in
     listeners = [tcp_listener(p, host) for p in OPEN]
     try:
         s = Scan(host, SPEC, method="syn", max_retries=1, timeout=0.6,
-                 extra={"source_port": sport}).start()
+                 source_port=sport).start()
         _wait_sent(s, 1)
         with hostile.Firer(family, lambda: stream(sport, PORTS, rng), host) as firer:
             df = s.wait(30).ports  # raised "scan failed: unpack_from requires ..." before
@@ -93,7 +93,7 @@ def test_udp_scan_survives_malformed_icmp_and_udp(silent_ports: None, family: in
     sport, rng = 47311 + family, random.Random(10 + family)
     with udp_service(host, OPEN):
         s = Scan(host, SPEC, method="udp", max_retries=1, timeout=0.6,
-                 extra={"udp_source_port": sport}).start()
+                 udp_source_port=sport).start()
         _wait_sent(s, 1)
         with hostile.Firer(family, lambda: stream(sport, PORTS, rng), host) as firer:
             df = s.wait(30).ports
@@ -173,7 +173,7 @@ def test_a_parser_bug_is_one_warning_not_a_failed_scan(silent_ports: None,
     listeners = [tcp_listener(p, hostile.LO4) for p in OPEN]
     try:
         s = Scan(hostile.LO4, SPEC, method="syn", max_retries=1, timeout=0.6,
-                 extra={"source_port": sport}).start()
+                 source_port=sport).start()
         _wait_sent(s, 1)
         with hostile.Firer(4, lambda: hostile.syn_stream4(sport, PORTS, rng), hostile.LO4):
             res = s.wait(30)

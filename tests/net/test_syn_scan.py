@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,6 +120,23 @@ def test_shards_partition_the_scan_and_cli_flags_reach_the_engine() -> None:
     assert cli_open == sorted(p for p, s in rows[1].items() if s == "open")
 
 
+def test_source_port_flag_reaches_the_syn_and_udp_engines(tmp_path: Path) -> None:
+    """-g (ScanConfig.source_port): the SYN and the UDP probes of a -sS -sU scan leave from
+    it; the checkpoint records the ports the engines used."""
+    import json
+
+    from prtip_nb.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["scan", "-sS", "-sU", "-p", "T:80,U:53", "-g", "47555", "--privileged",
+                     "--max-retries", "0", "--no-progress", "-o", str(tmp_path), "127.0.0.1"])
+    assert code == 0
+    (ck,) = tmp_path.glob("scan_id=*/_checkpoint.json")
+    doc = json.loads(ck.read_text())
+    assert doc["config"]["source_port"] == 47555 and "extra" not in doc["config"]
+    assert (doc["engine_state"]["syn_sport"], doc["engine_state"]["udp_sport"]) == (47555, 47555)
+
+
 def test_cancel_stops_within_a_second_and_keeps_what_it_found() -> None:
     with listening("127.0.0.1", OPEN):
         s = Scan("127.0.0.1", "-", method="syn", rate=2000).start()  # 33 s at this rate
@@ -176,7 +194,7 @@ def _wait_sent(s: Scan, n: int) -> None:
 def test_forged_replies_with_random_acks_give_no_false_opens(drop_syns: str) -> None:
     sport = 47001
     s = Scan("127.0.0.1", drop_syns, method="syn", max_retries=0, timeout=3.0,
-             extra={"source_port": sport}).start()
+             source_port=sport).start()
     _wait_sent(s, 100)
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     rng = random.Random(5)

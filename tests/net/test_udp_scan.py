@@ -117,7 +117,7 @@ table inet prtipudp {
 
     try:
         s = Scan(V4, "7100-7120", method="udp", max_retries=1,
-                 extra={"udp_source_port": sport})
+                 udp_source_port=sport)
         s.engine_state["udp_secret"] = secret.hex()
         t = threading.Thread(target=forger, daemon=True)
         t.start()
@@ -239,7 +239,7 @@ table inet prtipudp6 {
 
     try:
         s = Scan(V6, "7200-7205", method="udp", max_retries=1,
-                 extra={"udp_source_port": sport})
+                 udp_source_port=sport)
         s.engine_state["udp_secret"] = secret.hex()
         t = threading.Thread(target=forger, daemon=True)
         t.start()
