@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -114,7 +115,12 @@ class RecordSink:
         self.max_age = max_age
         self.on_flushed = on_flushed
         self.oldest = 0.0  # monotonic time the first record now buffered arrived
-        self.buffer = bytearray()
+        # Records fed and not yet flushed: full CHUNK-row blocks, then ``_tail`` (its first
+        # ``_filled`` rows); ``buffered`` bytes in all. See _append and _convert.
+        self._blocks: deque[np.ndarray] = deque()
+        self._tail: np.ndarray | None = None
+        self._filled = 0
+        self.buffered = 0
         self.lock = threading.Lock()
         self.worker_values: dict[tuple[int, int], int] = {}  # (worker, kind) -> value
         self.peak_rss: list[int] = []
@@ -132,7 +138,7 @@ class RecordSink:
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
         """Whole records (len a multiple of RECORD.size), from an engine or a worker's pipe."""
-        recs = np.frombuffer(data, dtype=DTYPE)  # copied into self.buffer below
+        recs = np.frombuffer(data, dtype=DTYPE)  # copied into the buffer below
         control = recs["code"] < NO_RESPONSE
         if control.any():
             for rec in recs[control].tolist():
@@ -146,10 +152,10 @@ class RecordSink:
         c.received += int((codes != NO_RESPONSE).sum())
         c.open += int((codes == 0).sum())
         with self.lock:
-            if not self.buffer:
+            if not self.buffered:
                 self.oldest = time.monotonic()
-            self.buffer += recs.tobytes()
-            due = len(self.buffer) >= self.batch_rows * DTYPE.itemsize or (
+            self._append(recs)
+            due = self.buffered >= self.batch_rows * DTYPE.itemsize or (
                 self.max_age is not None and time.monotonic() - self.oldest >= self.max_age
             )
             if not due:
@@ -157,11 +163,31 @@ class RecordSink:
             flusher = self._flusher
             # BACKPRESSURE: a flusher that falls behind gets help from the feeder, so the
             # buffer stays bounded (BEHIND batches) whatever the disk does.
-            if flusher is not None and len(self.buffer) < BEHIND * self.batch_rows * DTYPE.itemsize:
+            if flusher is not None and self.buffered < BEHIND * self.batch_rows * DTYPE.itemsize:
                 with self._due:
                     self._due.notify()
                 return
         self.flush()
+
+    def _append(self, recs: np.ndarray) -> None:
+        """``recs`` into the buffer (hold ``lock``), a block of CHUNK rows at a time.
+
+        BLOCKS, NOT ONE GROWING BUFFER: a block is one allocation of its final size (above
+        the mmap threshold: pages resident only once written, all returned at its free),
+        and _convert frees each as soon as its batch exists. A growing bytearray is
+        reallocated as it grows, lands on the heap, and is held whole until converted."""
+        at, n = 0, len(recs)
+        while at < n:
+            if self._tail is None:
+                self._tail, self._filled = np.empty(CHUNK, DTYPE), 0
+            k = min(CHUNK - self._filled, n - at)
+            self._tail[self._filled : self._filled + k] = recs[at : at + k]
+            self._filled += k
+            at += k
+            if self._filled == CHUNK:
+                self._blocks.append(self._tail)
+                self._tail = None
+        self.buffered += recs.nbytes
 
     def _control(self, worker: int, value: int, kind: int) -> None:
         if kind == PEAK_RSS:
@@ -182,11 +208,15 @@ class RecordSink:
         # update (tally, vocabularies, the builder behind ``on_batch``).
         with self._writing:
             with self.lock:
-                if not self.buffer:
+                if not self.buffered:
                     return
                 # Hand the buffer over rather than copy it: it is the biggest thing held.
-                data, self.buffer = self.buffer, bytearray()
-            self._convert(data)
+                blocks, self._blocks = self._blocks, deque()
+                if self._tail is not None:
+                    blocks.append(self._tail[: self._filled])
+                    self._tail = None
+                self.buffered = 0
+            self._convert(blocks)
 
     def flush_if_older(self, age: float | None = None) -> None:
         """Flush when the oldest buffered record is ``age`` (default ``max_age``) seconds
@@ -196,7 +226,7 @@ class RecordSink:
                 return
             age = self.max_age
         with self.lock:
-            due = bool(self.buffer) and time.monotonic() - self.oldest >= age
+            due = bool(self.buffered) and time.monotonic() - self.oldest >= age
         if not due:
             return
         flusher = self._flusher
@@ -250,7 +280,7 @@ class RecordSink:
                     return
             try:
                 with self.lock:
-                    full = len(self.buffer) >= self.batch_rows * DTYPE.itemsize
+                    full = self.buffered >= self.batch_rows * DTYPE.itemsize
                 if full:
                     self.flush()
                 else:
@@ -261,20 +291,36 @@ class RecordSink:
                     self._on_error(exc)
                 return
 
-    def _convert(self, data: bytearray) -> None:
-        recs = done = np.frombuffer(data, dtype=DTYPE)
-        if self.tally is not None:
-            self._tally(done)
-        if self.keep == "open":
-            recs = recs[recs["code"] == 0]
-        elif self.keep == "responsive":
-            recs = recs[recs["code"] != NO_RESPONSE]
-        # Converted CHUNK rows at a time: numpy's temporaries stay bounded by a chunk, not
-        # by the flush (~100 B a row while a batch is built, against ~40 B once built).
-        for at in range(0, len(recs), CHUNK):
-            self.on_batch(self.to_batch(recs[at : at + CHUNK]))
+    def _convert(self, blocks: deque[np.ndarray]) -> None:
+        """``blocks`` (CHUNK rows each, the last maybe fewer) to batches of CHUNK rows.
+
+        FREED AS CONVERTED: each block of records is dropped once its batch exists, so a
+        flush holds its batches and one block, not its batches and every record (a 65,535-
+        port scan flushes once, at its end: the records were ~25 B a port at that peak).
+        Converted a block at a time, numpy's temporaries stay bounded by a block, not by
+        the flush (~100 B a row while a batch is built, against ~40 B once built)."""
+        done: list[np.ndarray] = []  # the indices for on_flushed
+        kept: list[np.ndarray] = []  # rows that ``keep`` keeps, when it drops some
+        while blocks:
+            recs = blocks.popleft()  # the block's last reference
+            if self.tally is not None:
+                self._tally(recs)
+            if self.on_flushed is not None:
+                done.append(recs["index"].copy())
+            if self.keep == "all":
+                self.on_batch(self.to_batch(recs))
+            elif self.keep == "open":
+                kept.append(recs[recs["code"] == 0])
+            else:  # "responsive"
+                kept.append(recs[recs["code"] != NO_RESPONSE])
+            del recs
+        if kept:  # (few rows) batches of CHUNK kept rows, as unfiltered ones
+            rows = np.concatenate(kept)
+            del kept
+            for at in range(0, len(rows), CHUNK):
+                self.on_batch(self.to_batch(rows[at : at + CHUNK]))
         if self.on_flushed is not None:
-            self.on_flushed(done["index"])
+            self.on_flushed(np.concatenate(done) if done else np.zeros(0, np.int64))
 
     def _tally(self, recs: np.ndarray) -> None:
         assert self.tally is not None
