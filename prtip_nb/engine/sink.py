@@ -128,6 +128,7 @@ class RecordSink:
         self._states = _Vocab(schema.STATES)  # nmap's order: what the result table uses
         self._reasons = _Vocab()  # in the order met
         self._v4 = V4Text(targets) if targets.families == {4} else None
+        self._one_host_cols: tuple[pa.Array, pa.Array | None, pa.Array] | None = None
         self._writing = threading.Lock()  # see flush()
         self._due = threading.Condition()
         self._flusher: threading.Thread | None = None
@@ -347,14 +348,11 @@ class RecordSink:
         """
         n = len(recs)
         zero = _arrow.zeros(n)
-        host_text: pa.Array | None = None
         host, pidx = self.map.split(recs["index"])
         if host is None:
-            addrs = [self.targets.address(0)]
-            fams = np.array([self.targets.family(0)], dtype=np.uint8)
-            take: pa.Array = pa.Array.from_buffers(pa.int32(), n, [None, zero])
-            family = _numeric(np.full(n, fams[0], np.uint8), pa.uint8())
+            host_col, name_col, family = self._one_host(n)
         else:
+            host_text: pa.Array | None = None
             uhost, hinv = np.unique(host, return_inverse=True)
             del host
             take = _index_array(hinv)
@@ -367,11 +365,12 @@ class RecordSink:
                 addrs = [self.targets.address(int(h)) for h in uhost]
                 fams = np.array([self.targets.family(int(h)) for h in uhost], dtype=np.uint8)
                 family = _numeric(fams[hinv], pa.uint8())
+                host_text = cv.plain_strings(addrs)
             del hinv
-        if host_text is None:
-            host_text = cv.plain_strings(addrs)
-        names = ([self.targets.hostname(a) for a in host_text.to_pylist()]
-                 if self.targets.has_hostnames else [None])
+            names = ([self.targets.hostname(a) for a in host_text.to_pylist()]
+                     if self.targets.has_hostnames else [None])
+            host_col = host_text.take(take)
+            name_col = cv.plain_strings(names).take(take) if any(names) else None
         proto, port = self.map.port_of(pidx)
         del pidx
         proto_idx = (
@@ -383,12 +382,9 @@ class RecordSink:
         ttl = recs["ttl"]
         cols = {
             "scan_id": _arrow.constant_dict(self.scan_id, n, zero),
-            "host": host_text.take(take),
-            "hostname": (
-                cv.plain_strings(names).take(take)
-                if any(names)
-                else _arrow.null_array(pa.string(), n, zero)
-            ),
+            "host": host_col,
+            "hostname": name_col if name_col is not None else _arrow.null_array(
+                pa.string(), n, zero),
             "family": family,
             "proto": pa.DictionaryArray.from_arrays(proto_idx, _PROTOS),
             "port": _numeric(port, pa.uint16()),
@@ -405,6 +401,25 @@ class RecordSink:
             for f in schema.PORTS
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema.PORTS)
+
+    def _one_host(self, n: int) -> tuple[pa.Array, pa.Array | None, pa.Array]:
+        """host, hostname (None: it has none) and family columns of ``n`` rows of a scan's
+        one host: slices of arrays built once.
+
+        ONE HOST: its address as a plain string per row (the schema's) costs 13 B a row in
+        every batch held until the scan ends, the biggest column of a 65,535-port scan;
+        slices of one array share its buffers, so every batch costs none of it."""
+        cached = self._one_host_cols
+        if cached is None or len(cached[0]) < n:
+            idx = pa.Array.from_buffers(pa.int32(), n, [None, _arrow.zeros(n)])
+            text = cv.plain_strings([self.targets.address(0)])
+            name = self.targets.hostname(text[0].as_py()) if self.targets.has_hostnames else None
+            fam = np.full(n, self.targets.family(0), np.uint8)
+            cached = self._one_host_cols = (
+                text.take(idx), cv.plain_strings([name]).take(idx) if name else None,
+                _numeric(fam, pa.uint8()))
+        host, name, family = cached
+        return host.slice(0, n), None if name is None else name.slice(0, n), family.slice(0, n)
 
     def _verdict_indices(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per record, the index of its state and of its reason in this sink's dictionaries,
