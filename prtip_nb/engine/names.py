@@ -89,7 +89,8 @@ def run_names_stage(scan: Scan) -> None:
     if scan.config.resolve == "never":
         return
     scan.bus.publish(StageChanged(time.monotonic() - scan.started_at, scan.scan_id or "", "dns"))
-    addresses = wanted(scan.config, builder.snapshot().tables["hosts"], scan.targets)
+    # host_states, not snapshot(): a sorted copy of every row was this stage's whole cost
+    addresses = wanted(scan.config, builder.host_states(), scan.targets)
     if not addresses:
         return
     found, elapsed = lookup(scan.config, addresses)

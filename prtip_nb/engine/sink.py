@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -114,7 +115,12 @@ class RecordSink:
         self.max_age = max_age
         self.on_flushed = on_flushed
         self.oldest = 0.0  # monotonic time the first record now buffered arrived
-        self.buffer = bytearray()
+        # Records fed and not yet flushed: full CHUNK-row blocks, then ``_tail`` (its first
+        # ``_filled`` rows); ``buffered`` bytes in all. See _append and _convert.
+        self._blocks: deque[np.ndarray] = deque()
+        self._tail: np.ndarray | None = None
+        self._filled = 0
+        self.buffered = 0
         self.lock = threading.Lock()
         self.worker_values: dict[tuple[int, int], int] = {}  # (worker, kind) -> value
         self.peak_rss: list[int] = []
@@ -122,6 +128,7 @@ class RecordSink:
         self._states = _Vocab(schema.STATES)  # nmap's order: what the result table uses
         self._reasons = _Vocab()  # in the order met
         self._v4 = V4Text(targets) if targets.families == {4} else None
+        self._one_host_cols: tuple[pa.Array, pa.Array | None, pa.Array] | None = None
         self._writing = threading.Lock()  # see flush()
         self._due = threading.Condition()
         self._flusher: threading.Thread | None = None
@@ -132,7 +139,7 @@ class RecordSink:
     # -- producers -------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray, worker: int = 0) -> None:
         """Whole records (len a multiple of RECORD.size), from an engine or a worker's pipe."""
-        recs = np.frombuffer(data, dtype=DTYPE)  # copied into self.buffer below
+        recs = np.frombuffer(data, dtype=DTYPE)  # copied into the buffer below
         control = recs["code"] < NO_RESPONSE
         if control.any():
             for rec in recs[control].tolist():
@@ -146,10 +153,10 @@ class RecordSink:
         c.received += int((codes != NO_RESPONSE).sum())
         c.open += int((codes == 0).sum())
         with self.lock:
-            if not self.buffer:
+            if not self.buffered:
                 self.oldest = time.monotonic()
-            self.buffer += recs.tobytes()
-            due = len(self.buffer) >= self.batch_rows * DTYPE.itemsize or (
+            self._append(recs)
+            due = self.buffered >= self.batch_rows * DTYPE.itemsize or (
                 self.max_age is not None and time.monotonic() - self.oldest >= self.max_age
             )
             if not due:
@@ -157,11 +164,31 @@ class RecordSink:
             flusher = self._flusher
             # BACKPRESSURE: a flusher that falls behind gets help from the feeder, so the
             # buffer stays bounded (BEHIND batches) whatever the disk does.
-            if flusher is not None and len(self.buffer) < BEHIND * self.batch_rows * DTYPE.itemsize:
+            if flusher is not None and self.buffered < BEHIND * self.batch_rows * DTYPE.itemsize:
                 with self._due:
                     self._due.notify()
                 return
         self.flush()
+
+    def _append(self, recs: np.ndarray) -> None:
+        """``recs`` into the buffer (hold ``lock``), a block of CHUNK rows at a time.
+
+        BLOCKS, NOT ONE GROWING BUFFER: a block is one allocation of its final size (above
+        the mmap threshold: pages resident only once written, all returned at its free),
+        and _convert frees each as soon as its batch exists. A growing bytearray is
+        reallocated as it grows, lands on the heap, and is held whole until converted."""
+        at, n = 0, len(recs)
+        while at < n:
+            if self._tail is None:
+                self._tail, self._filled = np.empty(CHUNK, DTYPE), 0
+            k = min(CHUNK - self._filled, n - at)
+            self._tail[self._filled : self._filled + k] = recs[at : at + k]
+            self._filled += k
+            at += k
+            if self._filled == CHUNK:
+                self._blocks.append(self._tail)
+                self._tail = None
+        self.buffered += recs.nbytes
 
     def _control(self, worker: int, value: int, kind: int) -> None:
         if kind == PEAK_RSS:
@@ -182,11 +209,15 @@ class RecordSink:
         # update (tally, vocabularies, the builder behind ``on_batch``).
         with self._writing:
             with self.lock:
-                if not self.buffer:
+                if not self.buffered:
                     return
                 # Hand the buffer over rather than copy it: it is the biggest thing held.
-                data, self.buffer = self.buffer, bytearray()
-            self._convert(data)
+                blocks, self._blocks = self._blocks, deque()
+                if self._tail is not None:
+                    blocks.append(self._tail[: self._filled])
+                    self._tail = None
+                self.buffered = 0
+            self._convert(blocks)
 
     def flush_if_older(self, age: float | None = None) -> None:
         """Flush when the oldest buffered record is ``age`` (default ``max_age``) seconds
@@ -196,7 +227,7 @@ class RecordSink:
                 return
             age = self.max_age
         with self.lock:
-            due = bool(self.buffer) and time.monotonic() - self.oldest >= age
+            due = bool(self.buffered) and time.monotonic() - self.oldest >= age
         if not due:
             return
         flusher = self._flusher
@@ -250,7 +281,7 @@ class RecordSink:
                     return
             try:
                 with self.lock:
-                    full = len(self.buffer) >= self.batch_rows * DTYPE.itemsize
+                    full = self.buffered >= self.batch_rows * DTYPE.itemsize
                 if full:
                     self.flush()
                 else:
@@ -261,20 +292,36 @@ class RecordSink:
                     self._on_error(exc)
                 return
 
-    def _convert(self, data: bytearray) -> None:
-        recs = done = np.frombuffer(data, dtype=DTYPE)
-        if self.tally is not None:
-            self._tally(done)
-        if self.keep == "open":
-            recs = recs[recs["code"] == 0]
-        elif self.keep == "responsive":
-            recs = recs[recs["code"] != NO_RESPONSE]
-        # Converted CHUNK rows at a time: numpy's temporaries stay bounded by a chunk, not
-        # by the flush (~100 B a row while a batch is built, against ~40 B once built).
-        for at in range(0, len(recs), CHUNK):
-            self.on_batch(self.to_batch(recs[at : at + CHUNK]))
+    def _convert(self, blocks: deque[np.ndarray]) -> None:
+        """``blocks`` (CHUNK rows each, the last maybe fewer) to batches of CHUNK rows.
+
+        FREED AS CONVERTED: each block of records is dropped once its batch exists, so a
+        flush holds its batches and one block, not its batches and every record (a 65,535-
+        port scan flushes once, at its end: the records were ~25 B a port at that peak).
+        Converted a block at a time, numpy's temporaries stay bounded by a block, not by
+        the flush (~100 B a row while a batch is built, against ~40 B once built)."""
+        done: list[np.ndarray] = []  # the indices for on_flushed
+        kept: list[np.ndarray] = []  # rows that ``keep`` keeps, when it drops some
+        while blocks:
+            recs = blocks.popleft()  # the block's last reference
+            if self.tally is not None:
+                self._tally(recs)
+            if self.on_flushed is not None:
+                done.append(recs["index"].copy())
+            if self.keep == "all":
+                self.on_batch(self.to_batch(recs))
+            elif self.keep == "open":
+                kept.append(recs[recs["code"] == 0])
+            else:  # "responsive"
+                kept.append(recs[recs["code"] != NO_RESPONSE])
+            del recs
+        if kept:  # (few rows) batches of CHUNK kept rows, as unfiltered ones
+            rows = np.concatenate(kept)
+            del kept
+            for at in range(0, len(rows), CHUNK):
+                self.on_batch(self.to_batch(rows[at : at + CHUNK]))
         if self.on_flushed is not None:
-            self.on_flushed(done["index"])
+            self.on_flushed(np.concatenate(done) if done else np.zeros(0, np.int64))
 
     def _tally(self, recs: np.ndarray) -> None:
         assert self.tally is not None
@@ -301,14 +348,11 @@ class RecordSink:
         """
         n = len(recs)
         zero = _arrow.zeros(n)
-        host_text: pa.Array | None = None
         host, pidx = self.map.split(recs["index"])
         if host is None:
-            addrs = [self.targets.address(0)]
-            fams = np.array([self.targets.family(0)], dtype=np.uint8)
-            take: pa.Array = pa.Array.from_buffers(pa.int32(), n, [None, zero])
-            family = _numeric(np.full(n, fams[0], np.uint8), pa.uint8())
+            host_col, name_col, family = self._one_host(n)
         else:
+            host_text: pa.Array | None = None
             uhost, hinv = np.unique(host, return_inverse=True)
             del host
             take = _index_array(hinv)
@@ -321,11 +365,12 @@ class RecordSink:
                 addrs = [self.targets.address(int(h)) for h in uhost]
                 fams = np.array([self.targets.family(int(h)) for h in uhost], dtype=np.uint8)
                 family = _numeric(fams[hinv], pa.uint8())
+                host_text = cv.plain_strings(addrs)
             del hinv
-        if host_text is None:
-            host_text = cv.plain_strings(addrs)
-        names = ([self.targets.hostname(a) for a in host_text.to_pylist()]
-                 if self.targets.has_hostnames else [None])
+            names = ([self.targets.hostname(a) for a in host_text.to_pylist()]
+                     if self.targets.has_hostnames else [None])
+            host_col = host_text.take(take)
+            name_col = cv.plain_strings(names).take(take) if any(names) else None
         proto, port = self.map.port_of(pidx)
         del pidx
         proto_idx = (
@@ -337,12 +382,9 @@ class RecordSink:
         ttl = recs["ttl"]
         cols = {
             "scan_id": _arrow.constant_dict(self.scan_id, n, zero),
-            "host": host_text.take(take),
-            "hostname": (
-                cv.plain_strings(names).take(take)
-                if any(names)
-                else _arrow.null_array(pa.string(), n, zero)
-            ),
+            "host": host_col,
+            "hostname": name_col if name_col is not None else _arrow.null_array(
+                pa.string(), n, zero),
             "family": family,
             "proto": pa.DictionaryArray.from_arrays(proto_idx, _PROTOS),
             "port": _numeric(port, pa.uint16()),
@@ -359,6 +401,25 @@ class RecordSink:
             for f in schema.PORTS
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema.PORTS)
+
+    def _one_host(self, n: int) -> tuple[pa.Array, pa.Array | None, pa.Array]:
+        """host, hostname (None: it has none) and family columns of ``n`` rows of a scan's
+        one host: slices of arrays built once.
+
+        ONE HOST: its address as a plain string per row (the schema's) costs 13 B a row in
+        every batch held until the scan ends, the biggest column of a 65,535-port scan;
+        slices of one array share its buffers, so every batch costs none of it."""
+        cached = self._one_host_cols
+        if cached is None or len(cached[0]) < n:
+            idx = pa.Array.from_buffers(pa.int32(), n, [None, _arrow.zeros(n)])
+            text = cv.plain_strings([self.targets.address(0)])
+            name = self.targets.hostname(text[0].as_py()) if self.targets.has_hostnames else None
+            fam = np.full(n, self.targets.family(0), np.uint8)
+            cached = self._one_host_cols = (
+                text.take(idx), cv.plain_strings([name]).take(idx) if name else None,
+                _numeric(fam, pa.uint8()))
+        host, name, family = cached
+        return host.slice(0, n), None if name is None else name.slice(0, n), family.slice(0, n)
 
     def _verdict_indices(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per record, the index of its state and of its reason in this sink's dictionaries,

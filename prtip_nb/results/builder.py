@@ -352,9 +352,23 @@ class ResultBuilder:
         with self._lock:  # while finish() runs, this waits for its result
             if self._result is not None:
                 return self._result
-            n = min(len(values) for values in self._cols.values())
-            batches = list(self._batches) + ([self._batch(n)] if n else [])
+            batches = self._rows_now()
         return ScanResult(self._tables(batches), self.meta)
+
+    def host_states(self) -> pa.Table:
+        """``host`` and ``state`` ("up"/"unknown") of the hosts in the rows so far, in IP
+        order: the hosts table's verdicts without a sorted copy of the rows (snapshot's)."""
+        with self._lock:
+            if self._result is not None:
+                hosts = self._result.tables["hosts"]
+                return pa.table({"host": hosts["host"], "state": hosts["state"].cast(pa.string())})
+            batches = self._rows_now()
+        return _hosts.host_states(batches)
+
+    def _rows_now(self) -> list[pa.RecordBatch]:
+        """The held batches and the appended rows not yet flushed (hold ``_lock``)."""
+        n = min(len(values) for values in self._cols.values())
+        return list(self._batches) + ([self._batch(n)] if n else [])
 
     def finish(
         self, *, ended: datetime, hosts: pa.Table | None = None, complete: bool = True

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from prtip_nb.engine.events import EventBus, PortFound, Progress
-from prtip_nb.engine.sink import BEHIND, RecordSink
+from prtip_nb.engine.sink import BEHIND, CHUNK, RecordSink
 from prtip_nb.engine.syn import verdict
 from prtip_nb.net.counters import Counters
 from prtip_nb.probes.records import DTYPE
@@ -38,7 +38,7 @@ def test_the_flush_thread_writes_every_record_in_order_off_the_feeder() -> None:
     peak = 0
     for k in range(0, 102_400, 1024):  # the whole /22 x 100 space, as a receiver feeds
         sink.feed(_records(k, 1024))
-        peak = max(peak, len(sink.buffer))
+        peak = max(peak, sink.buffered)
     sink.stop_flusher()
     sink.flush()  # what the thread left: on the caller
     rows = sum(b.num_rows for b in batches)
@@ -51,6 +51,27 @@ def test_the_flush_thread_writes_every_record_in_order_off_the_feeder() -> None:
     hosts = np.concatenate([np.asarray(b["host"].to_pylist(), object) for b in batches])
     assert len(set(zip(hosts.tolist(), np.concatenate(
         [b["port"].to_numpy() for b in batches]).tolist(), strict=True))) == 102_400
+
+
+def test_kept_rows_of_many_blocks_come_in_full_batches_and_every_index_is_done() -> None:
+    """A flush converts its records a CHUNK-row block at a time (each freed once its batch
+    exists); rows that ``keep`` keeps still come in batches of CHUNK rows, in order, and
+    ``on_flushed`` hears every record's index, kept or not."""
+    targets, ports = parse_targets(["198.18.0.0/22"]), parse_ports("1-100")
+    batches: list[object] = []
+    done: list[np.ndarray] = []
+    n = 3 * CHUNK + 5
+    sink = RecordSink(targets=targets, ports=ports, scan_id="t", decode=verdict,
+                      on_batch=batches.append, counters=Counters(), keep="responsive",
+                      batch_rows=4 * CHUNK, max_age=None, on_flushed=done.append)
+    for k in range(0, n, 1000):
+        sink.feed(_records(k, min(1000, n - k)))
+    assert sink.buffered == n * DTYPE.itemsize
+    sink.flush()
+    assert sink.buffered == 0
+    assert np.array_equal(np.concatenate(done), np.arange(n))
+    # (every record answered: "responsive" keeps them all, in CHUNK-row batches)
+    assert [b.num_rows for b in batches] == [CHUNK, CHUNK, CHUNK, 5]  # type: ignore[attr-defined]
 
 
 def test_a_failing_flush_reaches_on_error() -> None:

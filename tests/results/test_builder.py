@@ -254,6 +254,21 @@ def test_normalize_takes_over_a_batch_list() -> None:
     assert got.schema.equals(schema.PORTS)
 
 
+def test_host_states_tells_the_hosts_up_without_a_snapshot() -> None:
+    """What the reverse-DNS stage asks mid-scan: every host in IP order, "up" when any of
+    its rows answered; the same verdicts as the hosts table (rows appended and flushed)."""
+    b = ResultBuilder(make_meta(), flush_rows=3)
+    fill(b)  # 10.0.0.10 only silent; a few rows still appended, not flushed
+    states = b.host_states()
+    assert states.to_pydict() == {"host": ["10.0.0.1", "10.0.0.2", "10.0.0.10"],
+                                  "state": ["up", "up", "unknown"]}
+    hosts = b.snapshot().tables["hosts"]
+    assert states["host"].to_pylist() == hosts["host"].to_pylist()
+    assert states["state"].to_pylist() == hosts["state"].cast(pa.string()).to_pylist()
+    b.finish(ended=T0 + timedelta(seconds=1))
+    assert b.host_states().to_pydict() == states.to_pydict()  # from the final hosts table
+
+
 @pytest.mark.serial
 def test_null_columns_take_no_resident_memory() -> None:
     """All-null columns share one never-written mapping: 10M rows of them cost ~nothing."""
