@@ -73,11 +73,13 @@ def test_flamegraphs_are_svg_files_listed_in_the_table(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("netns")
 def test_marginal_memory_is_under_100_bytes_per_port() -> None:
     """Issue 3's figure, whole process: (peak RSS at 65,535 ports - at 100) / 65,435, the
-    median of three pairs (one pair read 90-100 B/port on this box from run to run)."""
+    median of three pairs (a single pair swings about +-5 B/port run to run). Issue 3 asks
+    for 100; the guard is 80 so that a regression such as the 8 B/port index table or the
+    names stage's second copy of the rows (15 B/port) fails here: 60-66 measured."""
     figures = []
     for _ in range(3):
         df = profile.run(["syn-100", "syn-65k"], nmap=False, strace=False)
         row = df.set_index("scenario").loc["syn-65k"]
         assert row["exact"]
         figures.append(float(row["marginal_bytes_per_port"]))
-    assert sorted(figures)[1] <= 100, figures
+    assert sorted(figures)[1] <= 80, figures
