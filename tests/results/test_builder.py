@@ -16,7 +16,7 @@ import pytest
 from prtip_nb.errors import DatasetError
 from prtip_nb.results import ResultBuilder, ScanResult, list_scans, read_scans, schema
 
-from .scans import T0, T0_US, fill, make_meta
+from .scans import T0, T0_US, fill, make_meta, ports_batch
 
 # parse-only hosts: rows fed to ResultBuilder; nothing is sent to them
 H1 = "10.0.0.1"  # parse-only
@@ -84,13 +84,17 @@ def test_summary_open_ports_and_repr(result: ScanResult) -> None:
 
 
 def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
-    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=2)  # duplicates span part files
-    b.append(H1, None, 4, "tcp", 80, "filtered", "no-response", None, None, None)
-    b.append("10.0.0.1", None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9)  # parse-only
-    b.append("10.0.0.1", None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10)  # parse-only
-    b.append(H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1)
-    b.append(H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2)
-    b.append(H1, None, 4, "udp", 80, "open|filtered", "no-response", None, None, None)
+    b = ResultBuilder(make_meta(), sink=tmp_path)
+    rows = [
+        (H1, None, 4, "tcp", 80, "filtered", "no-response", None, None, None),
+        (H1, None, 4, "tcp", 80, "open", "syn-ack", 64, 1.0, T0_US + 9),
+        (H1, None, 4, "tcp", 80, "closed", "reset", 64, 0.5, T0_US + 10),
+        (H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 1),
+        (H1, None, 4, "tcp", 443, "filtered", "no-response", None, None, T0_US + 2),
+        (H1, None, 4, "udp", 80, "open|filtered", "no-response", None, None, None),
+    ]
+    for start in range(0, 6, 2):  # two rows a batch: duplicates span part files
+        b.add_batch(ports_batch(rows[start:start + 2]))
     assert b.rows == 6
     res = b.finish(ended=T0 + timedelta(seconds=1))
     ports = res.ports
@@ -100,18 +104,19 @@ def test_duplicates_keep_the_first_responsive_row(tmp_path: Path) -> None:
         ("udp", 80, "open|filtered"),
     ]
     assert ports["first_seen"][1] == pd.Timestamp(T0_US + 1, unit="us", tz="UTC")
-    # On disk too: the parts of appended rows were replaced by the deduplicated table.
+    # On disk too: the parts of the added rows were replaced by the deduplicated table.
     again = read_scans(tmp_path)
     assert again.tables["ports"].equals(res.tables["ports"])
     assert len(list((tmp_path / f"scan_id={res.scan_id}" / "ports").glob("*.parquet"))) == 1
 
 
 def test_parts_are_written_while_running(tmp_path: Path) -> None:
-    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=10)
-    for port in range(35):
-        b.append(H1, None, 4, "tcp", port, "closed", "reset", 64, 0.1, T0_US + port)
+    b = ResultBuilder(make_meta(), sink=tmp_path)
+    for start in range(0, 35, 10):  # a part per batch, as the scan's sink hands them over
+        b.add_batch(ports_batch([(H1, None, 4, "tcp", port, "closed", "reset", 64, 0.1,
+                                  T0_US + port) for port in range(start, min(start + 10, 35))]))
     parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").iterdir())
-    assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(3)]
+    assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(4)]
     for part in parts:
         file = pq.ParquetFile(part)
         assert "scan_id" not in file.schema_arrow.names  # the directory carries it
@@ -119,40 +124,42 @@ def test_parts_are_written_while_running(tmp_path: Path) -> None:
         md = file.schema_arrow.metadata
         assert md[schema.META_ENDED] == b""  # not ended yet
         assert md[schema.META_SCAN_ID] == b"20261128T101500Z-aaaaaa"
-    # The builder is dropped without finish(), as by a crash: the flushed rows are there.
+    # The builder is dropped without finish(), as by a crash: every row given is there.
     res = read_scans(tmp_path)
-    assert len(res.ports) == 30 and res.ended is None
+    assert len(res.ports) == 35 and res.ended is None
     assert res.hosts["state"].tolist() == ["up"]
 
 
-def test_kill_9_keeps_every_flushed_row(tmp_path: Path) -> None:
+def test_kill_9_keeps_every_added_row(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from tests.results.scans import make_meta
+        from tests.results.scans import make_meta, ports_batch
         from prtip_nb.results import ResultBuilder
-        b = ResultBuilder(make_meta(), sink={str(tmp_path)!r}, flush_rows=10)
-        for port in range(35):
-            b.append({H1!r}, None, 4, "tcp", port, "open", "syn-ack", 64, 0.1, None)
+        b = ResultBuilder(make_meta(), sink={str(tmp_path)!r})
+        for start in range(0, 35, 10):
+            b.add_batch(ports_batch([({H1!r}, None, 4, "tcp", port, "open", "syn-ack", 64, 0.1,
+                                      None) for port in range(start, min(start + 10, 35))]))
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=60)
     assert proc.returncode == -9
     res = read_scans(tmp_path)
-    assert len(res.ports) == 30 and res.open_ports["port"].tolist() == list(range(30))
+    assert len(res.ports) == 35 and res.open_ports["port"].tolist() == list(range(35))
     listed = list_scans(tmp_path)
     assert listed["complete"].tolist() == [False]
-    assert listed["n_ports"].tolist() == [30] and listed["n_open"].tolist() == [30]
+    assert listed["n_ports"].tolist() == [35] and listed["n_open"].tolist() == [35]
 
 
 def test_snapshot_does_not_disturb_the_builder(tmp_path: Path) -> None:
-    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=3)
-    fill(b)
+    b = ResultBuilder(make_meta(), sink=tmp_path)
+    fill(b, per_batch=3)
     snap = b.snapshot()
     assert len(snap.ports) == 7 and snap.ended is None and "running" in repr(snap)
-    b.append("10.0.0.3", None, 4, "tcp", 443, "open", "syn-ack", 64, 2.0, T0_US + 50)  # parse-only
+    h3 = "10.0.0.3"  # parse-only
+    b.add_batch(ports_batch([(h3, None, 4, "tcp", 443, "open", "syn-ack", 64, 2.0, T0_US + 50)]))
     res = b.finish(ended=T0 + timedelta(seconds=2))
     assert len(res.ports) == 8 and len(res.hosts) == 4 and len(snap.ports) == 7
     assert b.finish(ended=T0) is res  # idempotent
@@ -201,9 +208,11 @@ def test_existing_scan_dir_is_refused(tmp_path: Path) -> None:
 
 def test_bytes_per_row_of_a_full_port_range() -> None:
     b = ResultBuilder(make_meta())
+    rows = []
     for port in range(1, 65536):
         state, reason = ("open", "syn-ack") if port % 1000 == 0 else ("closed", "reset")
-        b.append(H200, None, 4, "tcp", port, state, reason, 64, 0.25, T0_US + port)
+        rows.append((H200, None, 4, "tcp", port, state, reason, 64, 0.25, T0_US + port))
+    b.add_batch(ports_batch(rows))
     table = b.finish(ended=T0).tables["ports"]
     per_row = table.get_total_buffer_size() / table.num_rows
     print(f"ports table: {per_row:.1f} B per row over {table.num_rows} rows")
@@ -218,8 +227,8 @@ def test_scanning_path_does_not_import_pandas(tmp_path: Path) -> None:
         from datetime import timedelta
         from tests.results.scans import T0, fill, make_meta
         from prtip_nb.results import ResultBuilder
-        b = ResultBuilder(make_meta(), sink={str(tmp_path / "a")!r}, flush_rows=2)
-        fill(b)
+        b = ResultBuilder(make_meta(), sink={str(tmp_path / "a")!r})
+        fill(b, per_batch=2)
         b.snapshot()
         res = b.finish(ended=T0 + timedelta(seconds=1))
         res.to_parquet({str(tmp_path / "b")!r})
@@ -241,10 +250,10 @@ def test_normalize_takes_over_a_batch_list() -> None:
     can be freed as its sorted copy is made) and gives what the table form gives."""
     from prtip_nb.results import _arrow
 
-    b = ResultBuilder(make_meta(), flush_rows=3)
-    fill(b)
-    b.append(H1, None, 4, "tcp", 22, "filtered", "no-response", None, None, T0_US)
-    b.flush()
+    b = ResultBuilder(make_meta())
+    fill(b, per_batch=3)
+    b.add_batch(ports_batch([(H1, None, 4, "tcp", 22, "filtered", "no-response", None, None,
+                              T0_US)]))
     batches = list(b._batches)
     assert len(batches) > 1
     expected = _arrow.normalize_ports(pa.Table.from_batches(batches, schema=schema.PORTS))
@@ -256,9 +265,9 @@ def test_normalize_takes_over_a_batch_list() -> None:
 
 def test_host_states_tells_the_hosts_up_without_a_snapshot() -> None:
     """What the reverse-DNS stage asks mid-scan: every host in IP order, "up" when any of
-    its rows answered; the same verdicts as the hosts table (rows appended and flushed)."""
-    b = ResultBuilder(make_meta(), flush_rows=3)
-    fill(b)  # 10.0.0.10 only silent; a few rows still appended, not flushed
+    its rows answered; the same verdicts as the hosts table (rows in several batches)."""
+    b = ResultBuilder(make_meta())
+    fill(b, per_batch=3)  # 10.0.0.10 only silent; its row in the second batch of three
     states = b.host_states()
     assert states.to_pydict() == {"host": ["10.0.0.1", "10.0.0.2", "10.0.0.10"],
                                   "state": ["up", "up", "unknown"]}
@@ -285,19 +294,19 @@ def test_null_columns_take_no_resident_memory() -> None:
 
 
 def test_held_open_rows_are_merged_into_few_batches(tmp_path: Path) -> None:
-    """hold="open" keeps each flush's open rows; past COMPACT_HELD small batches they are
+    """hold="open" keeps each batch's open rows; past COMPACT_HELD small batches they are
     merged into one (all-null columns stay zero-copy), and the result is the same rows."""
     from prtip_nb.results import builder as builder_mod
 
     b = ResultBuilder(make_meta(), sink=tmp_path, hold="open")
     n_batches = builder_mod.COMPACT_HELD * 2 + 3
     for k in range(n_batches):
-        for port in (80, 81):  # one open, one closed row a batch  # parse-only rows below
-            b.append(f"198.18.{k // 256}.{k % 256}", None, 4, "tcp", port,  # parse-only
-                     "open" if port == 80 else "closed", "syn-ack" if port == 80 else "reset",
-                     64, 0.5, T0_US + k)
-        b.flush()
-    assert len(b._batches) <= 2 + builder_mod.COMPACT_HELD  # merged, not one per flush
+        host = f"198.18.{k // 256}.{k % 256}"  # parse-only
+        b.add_batch(ports_batch([  # one open, one closed row a batch
+            (host, None, 4, "tcp", 80, "open", "syn-ack", 64, 0.5, T0_US + k),
+            (host, None, 4, "tcp", 81, "closed", "reset", 64, 0.5, T0_US + k),
+        ]))
+    assert len(b._batches) <= 2 + builder_mod.COMPACT_HELD  # merged, not one per batch
     res = b.finish(ended=T0 + timedelta(seconds=1))
     ports = res.tables["ports"]
     assert ports.num_rows == n_batches  # the open rows only, every one of them
@@ -329,13 +338,16 @@ def test_streamed_parts_hold_a_row_group_per_state(tmp_path: Path) -> None:
     """Parts written while a scan runs group their rows by state, a row group each, so
     read_scans(state=...) skips the other states' row groups by their statistics; what it
     returns is exactly the full read filtered."""
-    b = ResultBuilder(make_meta(), sink=tmp_path, flush_rows=50)
+    b = ResultBuilder(make_meta(), sink=tmp_path)
     states = ["closed", "open", "filtered", "closed", "closed"]
+    rows = []
     for port in range(1, 201):
         state = states[port % len(states)]
-        b.append("198.18.0.1", None, 4, "tcp", port, state,  # parse-only
-                 {"open": "syn-ack", "closed": "reset"}.get(state, "no-response"),
-                 None if state == "filtered" else 64, None, T0_US + port)
+        rows.append(("198.18.0.1", None, 4, "tcp", port, state,  # parse-only
+                     {"open": "syn-ack", "closed": "reset"}.get(state, "no-response"),
+                     None if state == "filtered" else 64, None, T0_US + port))
+    for start in range(0, 200, 50):  # a part per batch
+        b.add_batch(ports_batch(rows[start:start + 50]))
     parts = sorted((tmp_path / "scan_id=20261128T101500Z-aaaaaa" / "ports").glob("*.parquet"))
     assert len(parts) == 4
     for part in parts:

@@ -17,12 +17,10 @@ from .scans import T0, fill, make_meta
 
 def _scan(root: Path, *, finish: bool = True) -> str:
     meta = make_meta()
-    b = ResultBuilder(meta, sink=root, flush_rows=2)  # 7 rows -> 4 ports parts
-    fill(b)
+    b = ResultBuilder(meta, sink=root)
+    fill(b, per_batch=2)  # 7 rows -> 4 ports parts
     if finish:
         b.finish(ended=T0 + timedelta(seconds=2))
-    else:
-        b.flush()
     return meta.scan_id
 
 

@@ -109,11 +109,11 @@ def test_list_scans(root: Path) -> None:
 
 def test_finished_and_cut_short_scans_read_together(root: Path) -> None:
     c = "20261130T000000Z-cccccc"
-    b = ResultBuilder(make_meta(c, T0 + timedelta(days=2)), sink=root, flush_rows=2)
-    fill(b)  # 7 rows: 6 flushed in 3 parts, 1 still buffered when the process "dies"
+    b = ResultBuilder(make_meta(c, T0 + timedelta(days=2)), sink=root)
+    fill(b, per_batch=2)  # 7 rows in 4 parts, then the process "dies" before finish
     res = read_scans(root)
     assert [m.scan_id for m in res.scans] == [A, B, c] and res.ended is None
-    assert len(res.ports) == 20 and len(res.hosts) == 9
+    assert len(res.ports) == 21 and len(res.hosts) == 9
     assert res.tables["hosts"].schema.equals(schema.HOSTS)
     assert list_scans(root)["complete"].tolist() == [True, True, False]
 
