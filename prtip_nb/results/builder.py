@@ -1,12 +1,12 @@
 """ResultBuilder: the receive loop's sink for results.
 
-The hot path (``append``) only appends to Python lists. Every ``flush_rows`` rows they become
-one Arrow record batch, and, with a sink, one complete Parquet part file: a cancelled or
-killed scan keeps every flushed row. Dedup, sorting and the hosts table happen once, at
-``snapshot``/``finish``, on whole columns.
+Ports rows arrive as schema.PORTS record batches (``add_batch``: engine/sink.py's
+RecordSink builds them from verdict records with numpy). With a sink each batch becomes one
+complete Parquet part file at once: a cancelled or killed scan keeps every row it was given.
+Dedup, sorting and the hosts table happen once, at ``snapshot``/``finish``, on whole columns.
 
-Threads: ``append``, ``add_*``, ``flush`` and ``finish`` belong to the scanning thread;
-``snapshot`` may be called from any thread (a live view).
+Threads: ``add_*`` and ``finish`` belong to the scanning thread; ``snapshot`` and
+``host_states`` may be called from any thread (a live view).
 
 Imports: pyarrow and the stdlib only (pyarrow.parquet once writing) — never pandas.
 """
@@ -31,8 +31,6 @@ from prtip_nb.results.result import ScanResult
 __all__ = ["ResultBuilder", "ScanMeta", "new_scan_id"]
 
 COMPACT_HELD = 64  # held batches merged into one (hold="open")
-_CORE = ("host", "hostname", "family", "proto", "port", "state", "reason", "ttl", "rtt_ms",
-         "first_seen")  # fmt: skip
 # Rows as the builder collects them: the file schema less ``shard`` (one value per builder).
 _TELEMETRY = schema.file_schema("telemetry").remove(schema.TELEMETRY.get_field_index("shard") - 1)
 _EVENTS = schema.file_schema("events").remove(schema.EVENTS.get_field_index("shard") - 1)
@@ -56,17 +54,13 @@ class ResultBuilder:
         meta: ScanMeta,
         *,
         sink: str | os.PathLike[str] | None = None,
-        flush_rows: int = 65536,
         resume: bool = False,
         tag: str = "",
         shard: int | None = None,
         write_hosts: bool = True,
         hold: str = "all",
     ) -> None:
-        if flush_rows < 1:
-            raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
         self.meta = meta
-        self.flush_rows = flush_rows
         self._dir = _files.scan_dir(sink, meta.scan_id) if sink is not None else None
         self._tag, self._shard, self._write_hosts = tag, shard, write_hosts
         if self._dir is not None and self._dir.exists() and not (resume or tag):
@@ -81,13 +75,9 @@ class ResultBuilder:
         #: "open": memory holds the open rows only, the parts every row (flat memory).
         self.hold = hold
         self._lock = threading.Lock()
-        self._cols: dict[str, list[Any]] = {name: [] for name in _CORE}
-        # Bound list.append methods: the hot path then does no attribute or dict lookups.
-        self._appends = tuple(self._cols[name].append for name in _CORE)
-        self._last_col = self._cols[_CORE[-1]]  # appended last: its length is the row count
         self._batches: list[pa.RecordBatch] = []
         self._compacted = 0  # leading held batches already merged (hold="open")
-        self._flushed = 0
+        self._added = 0  # ports rows given, before dedup (what the parts hold)
         self._parts_written: list[str] = []
         self._services: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._os_rows: list[dict[str, Any]] = []  # -O: os table rows, host columns
@@ -105,51 +95,22 @@ class ResultBuilder:
             self._prior = prior = _resume.load_prior(self._dir, tag, meta.scan_id)
             self._t_offset = prior.t_offset
             self._batches = [_held(b, hold) for b in prior.ports.to_batches()]
-            self._flushed = prior.ports.num_rows
+            self._added = prior.ports.num_rows
             self._parts_written = list(prior.ports_parts)
             self._next = dict(prior.next_number)
 
-    # --- hot path -----------------------------------------------------------------------
-
-    def append(
-        self,
-        host: str,
-        hostname: str | None,
-        family: int,
-        proto: str,
-        port: int,
-        state: str,
-        reason: str,
-        ttl: int | None,
-        rtt_ms: float | None,
-        first_seen_us: int | None,
-    ) -> None:
-        """Record one probed port. ``first_seen_us``: microseconds since the Unix epoch."""
-        a = self._appends
-        a[0](host)
-        a[1](hostname)
-        a[2](family)
-        a[3](proto)
-        a[4](port)
-        a[5](state)
-        a[6](reason)
-        a[7](ttl)
-        a[8](rtt_ms)
-        a[9](first_seen_us)
-        if len(self._last_col) >= self.flush_rows:
-            self.flush()
+    # --- ports rows ---------------------------------------------------------------------
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        """Ports rows built elsewhere, in bulk (``probes.records``): schema.PORTS exactly.
+        """Ports rows in bulk: schema.PORTS exactly (RecordSink's, from ``probes.records``).
 
-        With a sink the batch becomes a Parquet part at once, like a flush.
+        With a sink the batch becomes a Parquet part at once.
         """
         if not batch.schema.equals(schema.PORTS):
             raise ValueError(f"add_batch needs schema.PORTS, got {batch.schema}")
-        self.flush()  # keep appended rows ahead of this batch
-        with self._lock:
+        with self._lock:  # snapshot() copies the list on its thread; compaction rewrites it
             self._batches.append(_held(batch, self.hold))
-            self._flushed += batch.num_rows
+            self._added += batch.num_rows
             if self.hold == "open":
                 self._compact_held()
         if self._dir is not None:
@@ -249,47 +210,10 @@ class ResultBuilder:
 
     @property
     def rows(self) -> int:
-        """Ports rows appended so far (before dedup)."""
-        return self._flushed + len(self._last_col)
+        """Ports rows added so far (before dedup)."""
+        return self._added
 
-    # --- batches ------------------------------------------------------------------------
-
-    def _batch(self, n: int) -> pa.RecordBatch:
-        """The first ``n`` buffered rows as one record batch of schema.PORTS."""
-        c = {name: values[:n] for name, values in self._cols.items()}
-        zero = _arrow.zeros(n)
-        core = {"scan_id": _arrow.constant_dict(self.meta.scan_id, n, zero)}
-        for name, values in c.items():
-            typ = schema.PORTS.field(name).type
-            if values[0] is None and values.count(None) == n:  # e.g. no hostnames at all
-                core[name] = _arrow.null_array(typ, n, zero)
-                continue
-            try:
-                core[name] = cv.column(values, typ)
-            except (TypeError, ValueError, OverflowError, pa.ArrowInvalid) as exc:
-                # Found at flush, not append (the hot path does not check): say which column.
-                raise ValueError(f"ports column {name!r} got a bad value: {exc}") from exc
-        arrays = [
-            core[f.name] if f.name in core else _arrow.null_array(f.type, n, zero)
-            for f in schema.PORTS
-        ]
-        return pa.RecordBatch.from_arrays(arrays, schema=schema.PORTS)
-
-    def flush(self) -> None:
-        """Turn the buffered rows into a record batch; with a sink, write it as a part file."""
-        with self._lock:  # snapshot() must see the rows either buffered or batched, never both
-            n = min(len(values) for values in self._cols.values())
-            if n == 0:
-                return
-            batch = self._batch(n)
-            for values in self._cols.values():
-                del values[:n]
-            self._batches.append(_held(batch, self.hold))
-            self._flushed += n
-            if self.hold == "open":
-                self._compact_held()
-        if self._dir is not None:
-            self._write("ports", pa.Table.from_batches([batch]), by_state=True)
+    # --- parts --------------------------------------------------------------------------
 
     def _write(self, table: str, data: pa.Table, *, ended: datetime | None = None,
                by_state: bool = False) -> None:
@@ -348,11 +272,11 @@ class ResultBuilder:
         return tables
 
     def snapshot(self) -> ScanResult:
-        """Everything so far as a ScanResult (ended=None), without flushing or writing."""
+        """Everything so far as a ScanResult (ended=None), without writing."""
         with self._lock:  # while finish() runs, this waits for its result
             if self._result is not None:
                 return self._result
-            batches = self._rows_now()
+            batches = list(self._batches)
         return ScanResult(self._tables(batches), self.meta)
 
     def host_states(self) -> pa.Table:
@@ -362,24 +286,18 @@ class ResultBuilder:
             if self._result is not None:
                 hosts = self._result.tables["hosts"]
                 return pa.table({"host": hosts["host"], "state": hosts["state"].cast(pa.string())})
-            batches = self._rows_now()
+            batches = list(self._batches)
         return _hosts.host_states(batches)
-
-    def _rows_now(self) -> list[pa.RecordBatch]:
-        """The held batches and the appended rows not yet flushed (hold ``_lock``)."""
-        n = min(len(values) for values in self._cols.values())
-        return list(self._batches) + ([self._batch(n)] if n else [])
 
     def finish(
         self, *, ended: datetime, hosts: pa.Table | None = None, complete: bool = True
     ) -> ScanResult:
-        """Flush, build the final tables (hosts derived unless given), write them; return them.
+        """Build the final tables (hosts derived unless given), write them; return them.
 
         ``complete=False`` (a cancelled or failed scan) writes no hosts part: its absence is
         what tells readers, ``list_scans`` and ``resume`` that the scan was cut short."""
         if self._result is not None:
             return self._result
-        self.flush()
         meta = self.meta.with_ended(ended)
         with self._lock:
             # The rows move to the result: normalize_ports frees each batch column as soon
@@ -396,21 +314,21 @@ class ResultBuilder:
         if self.hold != "open":
             return None
         root = self._dir.parent if self._dir is not None else "?"
-        return (f"in memory: open ports only, and no PortFound events; all {self._flushed:,} "
+        return (f"in memory: open ports only, and no PortFound events; all {self._added:,} "
                 f"rows are in {self._dir} "
                 f"(pn.read_scans({str(root)!r}, scan_id={self.meta.scan_id!r}))")
 
     def _write_final(self, tables: dict[str, pa.Table], ended: datetime, complete: bool) -> None:
         assert self._dir is not None
         ports = tables["ports"]
-        # The parts hold rows as appended. If dedup dropped some, or services were merged,
+        # The parts hold rows as added. If dedup dropped some, or services were merged,
         # replace them by the final table: new part first, then delete the old ones (a crash
         # in between leaves duplicates on disk, which read_scans removes).
         many = len(self._parts_written) > 64  # a checkpointed scan writes a part every 0.3 s
         if self.hold == "open":
             # STREAMED: the parts are the only copy of the rows not held; leave them be.
             pass
-        elif ports.num_rows != self._flushed or self._services or not self._parts_written or many:
+        elif ports.num_rows != self._added or self._services or not self._parts_written or many:
             old, self._parts_written = self._parts_written, []
             self._write("ports", ports, ended=ended)
             for name in old:
