@@ -125,9 +125,13 @@ class ProcessTree:
             if has_children() is False:
                 self._cpu = max(self._cpu, cpu)
                 return rss, self._cpu, n
-            import psutil
+            try:
+                import psutil
 
-            self._psutil, self._me = psutil, psutil.Process()
+                self._psutil, self._me = psutil, psutil.Process()
+            except OSError:  # EMFILE under a low fd limit (ulimit -n 8): the import opens
+                self._cpu = max(self._cpu, cpu)  # files; count this process alone and try
+                return rss, self._cpu, n  # again at the next sample
         ps = self._psutil
         try:
             kids = self._me.children(recursive=True)

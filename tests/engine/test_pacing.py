@@ -138,6 +138,30 @@ def test_process_tree_survives_unreadable_proc_files(monkeypatch: pytest.MonkeyP
         child.wait(5)
 
 
+def test_process_tree_survives_psutil_failing_to_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``ulimit -n 8`` the lazy ``import psutil`` itself fails with EMFILE (seen in
+    tests/engine/test_faults.py, 1 run in 6): the sample counts this process alone, and the
+    next sample tries again."""
+    import builtins
+
+    from prtip_nb.engine import telemetry
+
+    real_import = builtins.__import__
+
+    def no_fds(name: str, *args: object, **kwargs: object) -> object:
+        if name == "psutil":
+            raise OSError(24, "Too many open files")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(telemetry, "has_children", lambda: None)  # /proc unreadable too
+    monkeypatch.setattr(builtins, "__import__", no_fds)
+    tree = ProcessTree()
+    rss, cpu, n = tree.sample()
+    assert n == 1 and rss > 10 << 20 and cpu > 0 and tree._psutil is None
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert tree.sample()[2] >= 1 and tree._psutil is not None  # the next sample: psutil
+
+
 @pytest.mark.serial
 def test_telemetry_covers_the_worker_processes() -> None:
     """A connect scan with two worker processes: memory and CPU include theirs (CPU read
