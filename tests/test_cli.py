@@ -113,10 +113,10 @@ def test_the_program_flushes_everything_before_its_fast_exit() -> None:
     """Run as the program, prtip-nb leaves by os._exit once its outputs are written (the
     interpreter's teardown of pyarrow and numpy is skipped): every line still arrives
     through a pipe, with the command's exit code."""
-    out = run("scan", "-sL", "-n", "192.0.2.0/24")
+    out = run("scan", "-sL", "-n", "192.0.2.0/24")  # parse-only: -sL -n lists, sends nothing
     assert out.returncode == 0, out.stderr
     reports = [line for line in out.stdout.splitlines() if line.startswith("Scan report for ")]
-    assert len(reports) == 256 and reports[-1] == "Scan report for 192.0.2.255"
+    assert len(reports) == 256 and reports[-1] == "Scan report for 192.0.2.255"  # parse-only
     assert out.stdout.rstrip().splitlines()[-1].startswith("Done: 256 IP addresses")
     bad = run("scan", "-p", "80abc", "127.0.0.1")
     assert bad.returncode == 2

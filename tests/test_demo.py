@@ -55,4 +55,4 @@ def test_summary_text_cuts_only_the_open_ports_and_says_how_many_more() -> None:
     shown, more = first.split(", … +")
     n_shown = len(shown.split(", "))
     assert shown.split(", ") == labels[:n_shown] and more == f"{55 - n_shown} more"
-    assert lines[2].endswith(" 22/tcp") and lines[3].split() == ["10.0.0.3", "0"]
+    assert lines[2].endswith(" 22/tcp") and lines[3].split() == ["10.0.0.3", "0"]  # parse-only

@@ -68,7 +68,7 @@ def test_report_without_charts(stored: dict[str, Any], tmp_path: Path) -> None:
 
 def _hostile() -> ScanResult:
     cols: dict[str, list[Any]] = {
-        "scan_id": ["evil"] * 2, "host": ["10.0.0.1", "10.0.0.1"], "family": [4, 4],
+        "scan_id": ["evil"] * 2, "host": ["10.0.0.1", "10.0.0.1"], "family": [4, 4],  # parse-only
         "proto": ["tcp", "tcp"], "port": [21, 80], "state": ["open", "open"],
         "reason": ["syn-ack", "syn-ack"],
         "banner": ["</script><script>alert(1)</script>", "<img src=x onerror=alert(2)>"],

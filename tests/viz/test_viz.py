@@ -81,7 +81,7 @@ def _open_frame(hosts: list[str], ports: list[int], **cols: list[Any]) -> pd.Dat
 
 def test_port_map_scales_and_says_what_is_cut() -> None:
     # One host with 10,000 open ports: counted in bins of 1,024, nothing silently dropped.
-    many = _open_frame(["10.0.0.1"] * 10_000, list(range(20_000, 30_000)))
+    many = _open_frame(["10.0.0.1"] * 10_000, list(range(20_000, 30_000)))  # parse-only
     fig = pn.plot.ports(many)
     heat = fig.data[0]
     assert heat.type == "heatmap" and np.nansum(np.array(heat.z, dtype=float)) == 10_000
@@ -93,7 +93,7 @@ def test_port_map_scales_and_says_what_is_cut() -> None:
     ports = [22 if k % 2 == 0 else 80 for k in range(len(hosts))]
     fig = pn.plot.ports(_open_frame(hosts, ports))
     shown = {y for t in fig.data for y in t.y}
-    assert len(shown) == 60 and "10.0.1.7" in shown
+    assert len(shown) == 60 and "10.0.1.7" in shown  # parse-only
     assert "showing the 60 hosts with most, 40 left out" in fig.layout.title.text
 
 
@@ -102,7 +102,7 @@ def test_ports_and_services_name_ports_as_a_guess_until_service_detection() -> N
 
     names = port_names()
     nameless = next(p for p in range(40_000, 65_535) if ("tcp", p) not in names)
-    df = _open_frame(["10.0.0.1"] * 4, [22, 80, 443, nameless],
+    df = _open_frame(["10.0.0.1"] * 4, [22, 80, 443, nameless],  # parse-only
                      service=[None, "http", None, None])
     fig = pn.plot.services(df)
     bars = dict(zip(fig.data[0].y, fig.data[0].x, strict=True))
@@ -123,7 +123,7 @@ def test_every_chart_of_nothing_has_no_invented_axes() -> None:
 
 
 def test_rtt_draws_open_ports_on_top() -> None:
-    df = pd.DataFrame({"host": ["10.0.0.1"] * 1003, "port": range(1, 1004),
+    df = pd.DataFrame({"host": ["10.0.0.1"] * 1003, "port": range(1, 1004),  # parse-only
                        "state": ["open"] * 3 + ["closed"] * 1000,
                        "rtt_ms": [0.5, 0.6, 0.7] + [0.5] * 1000})
     fig = pn.plot.rtt(df)
@@ -140,7 +140,7 @@ def test_states_counts_match_the_result(scans: dict[str, Any]) -> None:
 
 
 def test_states_go_log_when_counts_span_orders_of_magnitude() -> None:
-    df = pd.DataFrame({"host": ["10.0.0.1"] * 1003, "proto": ["tcp"] * 1003,
+    df = pd.DataFrame({"host": ["10.0.0.1"] * 1003, "proto": ["tcp"] * 1003,  # parse-only
                        "port": range(1, 1004), "state": ["open"] * 3 + ["closed"] * 1000})
     fig = pn.plot.states(df)
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.range[0] < 0  # bars from 1
