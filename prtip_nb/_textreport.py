@@ -16,7 +16,7 @@ from .osdetect import text as os_text
 if TYPE_CHECKING:
     from .results import ScanResult
 
-__all__ = ["REPORT_HOSTS", "format_report", "report_chunks"]
+__all__ = ["REPORT_HOSTS", "format_report", "memory_line", "report_chunks"]
 
 FOLD_OVER = 25  # nmap lists a state's ports one by one up to about this many
 
@@ -127,7 +127,7 @@ def report_chunks(res: ScanResult, *, only_open: bool = False,
     n_open = int(pc.sum(pc.equal(states, scalar_str("open"))).as_py() or 0)
     took = f" in {elapsed:.2f} s" if elapsed is not None else ""
     lines.append(f"\nDone: {n_hosts} host(s), {ports.num_rows} port rows, {n_open} open{took}.")
-    lines.append(_memory_line(res))
+    lines.append(memory_line(res))
     # Fields of imported files and hostnames are not escaped at their source, as banners
     # are: a terminal escape sequence among them must reach the screen as text.
     yield printable("\n".join(lines) + "\n")
@@ -245,7 +245,7 @@ def _service_lines(shown: Any) -> list[str]:
     return out
 
 
-def _memory_line(res: ScanResult) -> str:
+def memory_line(res: ScanResult) -> str:
     """Peak RSS of this process and of each worker process (their sum is the scan's cost)."""
     import json
 

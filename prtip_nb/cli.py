@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import __version__
 from . import _cliguard as guard
 from ._termsafe import printable
-from ._textreport import _memory_line, format_report, report_chunks
+from ._textreport import format_report, memory_line, report_chunks
 from .errors import PrtipError, SpecError
 from .interop import commands as interop_commands
 from .osdetect import text as os_text
@@ -339,7 +339,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         if args.ping_only:  # -sn: discovery is the whole scan
             res, text = discovery.cmd_ping_sweep(args.targets, options)
             text = printable(text)  # hostnames come from DNS: no escape sequence gets through
-            sys.stdout.write(text + _memory_line(res) + "\n")
+            sys.stdout.write(text + memory_line(res) + "\n")
             guard.write_normal(args.normal_output, text)
             interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
             if args.output:

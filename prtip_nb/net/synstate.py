@@ -240,10 +240,11 @@ class PortIndex:
         # PORT LOOKUP: port -> index in one 64K table (512 KiB), and index -> port, so
         # the receive side maps a block's ports in one gather, not a mask per range
         # (the top 100 ports are 90 ranges: that loop was a tenth of the receive thread).
-        # One range (-p-, 1-1000) needs no index -> port table: an offset does it. Ports
-        # are kept as uint16 (2 B a port; as uint64 it was 8, issue 3's memory per port).
+        # One range (-p-, 1-1000) needs no index -> port table: an offset does it (the table
+        # was 8 B a port of issue 3's memory figure). Several ranges keep it as uint64, the
+        # dtype the receive side wants: no conversion per block on the hot path.
         self._index_of = np.full(65536, -1, np.int64)
-        self._port_of = np.zeros(n if len(self.lows) > 1 else 0, np.uint16)
+        self._port_of = np.zeros(n if len(self.lows) > 1 else 0, np.uint64)
         for lo, hi, start in zip(self.lows, self.highs, self.starts, strict=True):
             self._index_of[lo : hi + 1] = np.arange(start, start + hi - lo + 1)
             if len(self._port_of):
@@ -262,7 +263,7 @@ class PortIndex:
     def ports(self, pidx: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         if len(self.lows) == 1:
             return pidx + self._lows[0]
-        return self._port_of[pidx.astype(np.intp, copy=False)].astype(np.uint64)
+        return self._port_of[pidx.astype(np.intp, copy=False)]
 
 
 class Answered:
