@@ -46,6 +46,12 @@ class Kernel:
                 out.append(msg["content"]["text"])
 
         reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        if reply["content"]["status"] == "aborted":
+            # After an error reply the kernel aborts what was queued behind it (Run All stops
+            # there); a request sent the moment the reply arrived can still be caught by that
+            # flush. An aborted request never ran, so sending it once more is safe.
+            time.sleep(0.2)
+            reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
         return {"status": reply["content"]["status"], "ename": reply["content"].get("ename"),
                 "out": "".join(out)}
 
