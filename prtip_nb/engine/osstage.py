@@ -3,10 +3,10 @@ sends, through ``net.osscan``; the other modules of this package are).
 
 ``Scan._run`` calls ``run_os_stage(scan)`` after the port scan (and after -sV) when
 ``config.os`` is set. For each host: pick the ports (``detect.plan_hosts``), probe
-(``net.osscan.probe_hosts``, all hosts in parallel), compute the fingerprint and match it
-against the installed nmap's nmap-os-db (``detect.analyze``); results go to the ``os``
-table and the hosts' OS columns (``ResultBuilder.add_os``), and a ``ScanWarning`` notes each
-host whose fingerprint nmap would call unreliable.
+(``net.osscan.OsProber`` driven by ``engine.probeloop``, all hosts in parallel), compute
+the fingerprint and match it against the installed nmap's nmap-os-db (``detect.analyze``);
+results go to the ``os`` table and the hosts' OS columns (``ResultBuilder.add_os``), and a
+``ScanWarning`` notes each host whose fingerprint nmap would call unreliable.
 """
 
 from __future__ import annotations
@@ -60,12 +60,15 @@ def detect_hosts(rows: list[tuple[str, str, int, str]], *, limit: bool = False,
                  seed: int | None = None, timeout: float = 0.5) -> list[HostOs]:
     """Fingerprint and match every host of ``rows`` (see ``detect.plan_hosts``)."""
     from .._version import __version__
-    from ..net.osscan import OsTarget, probe_hosts
+    from ..net.osscan import OsProber, OsTarget
+    from .probeloop import run_probes
 
     db = load_db(os_db)  # before a packet: a missing nmap-os-db is a clear error
     plans = plan_hosts(rows, limit=limit, seed=seed)
-    runs = probe_hosts([OsTarget(p.host, p.open_port, p.closed_port, p.closed_udp)
-                        for p in plans], cancelled=cancelled, timeout=timeout)
+    with OsProber([OsTarget(p.host, p.open_port, p.closed_port, p.closed_udp)
+                   for p in plans], timeout=timeout) as prober:
+        run_probes(prober, budget=prober.budget, cancelled=cancelled)
+    runs = prober.runs
     return [analyze(p.host, r.probes, r.replies, r.sent, db, open_port=p.open_port,
                     closed_port=p.closed_port, closed_udp=p.closed_udp, on_link=r.on_link,
                     reliable=p.reliable, version=__version__)

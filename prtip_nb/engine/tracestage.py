@@ -71,13 +71,15 @@ def run_traces(config: ScanConfig, ports: pa.Table, hosts: Sequence[str], *,
                cancelled: Any = lambda: False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Trace ``hosts`` with the probes ``ports`` suggest; (trace rows, stats)."""
     from ..net.traceroute import Tracer
+    from .probeloop import run_probes
 
     probes = choose_probes(ports, hosts)
     worst = max((rtt_ms or {}).values(), default=0.0) or 0.0
     timeout = min(MAX_TIMEOUT, max(MIN_TIMEOUT, 3 * worst / 1000))
     t0 = time.monotonic()
-    tracer = Tracer(probes, timeout=timeout, cancelled=cancelled)
-    traces = tracer.run()
+    with Tracer(probes, timeout=timeout) as tracer:
+        run_probes(tracer, budget=tracer.budget, cancelled=cancelled)
+    traces = tracer.hops()
     names: dict[str, str | None] = {}
     if config.resolve != "never":
         from ..net.rdns import resolve_names

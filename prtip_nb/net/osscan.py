@@ -6,29 +6,28 @@ pure (``prtip_nb.osdetect``); this module is the one that touches sockets.
 
 Hosts run in parallel: each has its own source ports, so a reply names its host and probe.
 Sending goes through one IPPROTO_RAW socket (we write the IP header: DF, TOS, TTL and ids
-are part of the probes); replies are read from two raw sockets (IPPROTO_TCP and
-IPPROTO_ICMP), which get a copy of every TCP and ICMP packet this namespace receives. Every
-loop is bounded: the schedule's probes per host, and a deadline.
+are part of the probes); replies come from net.rawrecv's raw TCP and ICMP sockets. The loop
+is engine.probeloop's (bounded: the schedule's probes per host, and a deadline).
 """
 
 from __future__ import annotations
 
 import random
-import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import PrivilegeError, ScanError
+from ..errors import ScanError
 from ..osdetect.probes import ProbeSet, build_probes
 from ..osdetect.replies import Reply, ReplyMatcher, parse_reply
 from ..osdetect.schedule import OS_SEQ_GAP, OsSchedule
-from .rawsock import PRIVILEGE_FIX, open_raw_socket
+from .rawrecv import Packet, RawReceivers
+from .rawsock import open_raw_socket
 from .synstate import route_source
 
-__all__ = ["OS_SEQ_GAP", "OsProbeRun", "OsTarget", "on_link", "probe_hosts"]
+__all__ = ["OS_SEQ_GAP", "OsProbeRun", "OsProber", "OsTarget", "on_link"]
 
 
 
@@ -73,95 +72,86 @@ def on_link(dst: str) -> bool:
     return best >= 0 and gateway == 0
 
 
-def _receivers() -> list[socket.socket]:
-    socks = []
-    try:
-        for proto in (socket.IPPROTO_TCP, socket.IPPROTO_ICMP):
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
-            s.setblocking(False)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            socks.append(s)
-    except PermissionError as exc:
-        for s in socks:
-            s.close()
-        raise PrivilegeError(f"OS detection needs raw sockets ({exc.strerror}): "
-                             f"{PRIVILEGE_FIX}") from None
-    return socks
+class OsProber:
+    """The OS probes of ``targets`` (IPv4), all hosts in parallel: the sockets and the
+    matching; ``OsSchedule`` says when each probe goes, engine.probeloop runs the loop.
+    ``runs`` holds one OsProbeRun per target, in order. Use as a context manager (it owns
+    its sockets); ``budget`` is the deadline the loop is given."""
 
+    def __init__(self, targets: Sequence[OsTarget], *, timeout: float = 0.5, retries: int = 1,
+                 seq_gap: float = OS_SEQ_GAP, rng: random.Random | None = None) -> None:
+        rng = rng or random.Random()
+        self.runs: list[OsProbeRun] = []
+        for k, t in enumerate(targets):
+            try:
+                dst = socket.inet_aton(t.host)
+            except OSError:
+                raise ScanError(f"OS detection is IPv4 only for now; cannot probe {t.host!r}") \
+                    from None
+            src = route_source(4, dst)
+            base = 20000 + (k * 32 + rng.randrange(0, 32)) % 40000
+            probes = build_probes(
+                src, dst, open_port=t.open_port or 1, closed_port=t.closed_port or 1,
+                closed_udp=t.closed_udp, sport_base=base, seq_base=rng.getrandbits(32),
+                ack=rng.getrandbits(32), icmp_id=rng.getrandbits(16) & 0xFFFE,
+                ip_id=rng.getrandbits(16))
+            self.runs.append(OsProbeRun(t, probes, on_link=on_link(t.host)))
+        self.sched = OsSchedule([(r.target.open_port is not None,
+                                  r.target.closed_port is not None) for r in self.runs],
+                                seq_gap=seq_gap, timeout=timeout, retries=retries)
+        # The schedule ends after its last round; this holds whatever happens.
+        self.budget = 6 * seq_gap + (1 + max(0, retries)) * timeout + 5.0
+        self._matchers = [(ReplyMatcher(r.probes.probes["SEQ1"].packet[16:20], r.probes), k)
+                          for k, r in enumerate(self.runs)]
+        self._send: socket.socket | None = None
+        self._recv: RawReceivers | None = None
 
-def probe_hosts(targets: Sequence[OsTarget], *, timeout: float = 0.5, retries: int = 1,
-                seq_gap: float = OS_SEQ_GAP, cancelled: Callable[[], bool] = lambda: False,
-                rng: random.Random | None = None) -> list[OsProbeRun]:
-    """Probe every target (IPv4) in parallel; one OsProbeRun per target, in order."""
-    rng = rng or random.Random()
-    runs: list[OsProbeRun] = []
-    for k, t in enumerate(targets):
-        try:
-            dst = socket.inet_aton(t.host)
-        except OSError:
-            raise ScanError(f"OS detection is IPv4 only for now; cannot probe {t.host!r}") \
-                from None
-        src = route_source(4, dst)
-        base = 20000 + (k * 32 + rng.randrange(0, 32)) % 40000
-        probes = build_probes(
-            src, dst, open_port=t.open_port or 1, closed_port=t.closed_port or 1,
-            closed_udp=t.closed_udp, sport_base=base, seq_base=rng.getrandbits(32),
-            ack=rng.getrandbits(32), icmp_id=rng.getrandbits(16) & 0xFFFE,
-            ip_id=rng.getrandbits(16))
-        runs.append(OsProbeRun(t, probes, on_link=on_link(t.host)))
-    if not runs:
-        return runs
-    send = open_raw_socket(4)
-    recv = _receivers()
-    matchers = [(ReplyMatcher(r.probes.probes["SEQ1"].packet[16:20], r.probes), k)
-                for k, r in enumerate(runs)]
-    sched = OsSchedule([(r.target.open_port is not None, r.target.closed_port is not None)
-                        for r in runs], seq_gap=seq_gap, timeout=timeout, retries=retries)
-    # BOUNDED: the schedule ends after its last round; this deadline holds whatever happens.
-    stop_at = time.monotonic() + 6 * seq_gap + (1 + max(0, retries)) * timeout + 5.0
+    def __enter__(self) -> OsProber:
+        if self.runs:
+            self._recv = RawReceivers([4], what="OS detection")
+            try:
+                self._send = open_raw_socket(4)
+            except BaseException:
+                self._recv.close()
+                raise
+        return self
 
-    def transmit(run: OsProbeRun, name: str) -> None:
-        p = run.probes[name]
-        run.sent[name] = time.monotonic()
-        run.tries[name] = run.tries.get(name, 0) + 1
-        try:
-            send.sendto(p.packet, (run.target.host, 0))
-        except OSError:
-            pass  # unreachable now: the probe goes unanswered, as a filtered one would
+    def __exit__(self, *exc: object) -> None:
+        if self._send is not None:
+            self._send.close()
+        if self._recv is not None:
+            self._recv.close()
 
-    def drain(until: float) -> None:
-        while not cancelled():
-            left = until - time.monotonic()
-            if left <= 0:
+    # -- engine.probeloop.Prober ------------------------------------------------------------
+    def finished(self) -> bool:
+        return self.sched.finished or self._send is None
+
+    def send_due(self, now: float) -> None:
+        assert self._send is not None
+        for k, name in self.sched.due(now):
+            run = self.runs[k]
+            run.sent[name] = time.monotonic()
+            run.tries[name] = run.tries.get(name, 0) + 1
+            try:
+                self._send.sendto(run.probes[name].packet, (run.target.host, 0))
+            except OSError:
+                pass  # unreachable now: the probe goes unanswered, as a filtered one would
+
+    def wakeup(self, now: float) -> float:
+        # Every reply in: the schedule ends at once (its ``due`` says finished).
+        return now if self.sched.all_answered() else self.sched.wakeup()
+
+    def poll(self, timeout: float) -> list[Packet]:
+        assert self._recv is not None
+        return self._recv.poll(timeout)
+
+    def receive(self, packet: Packet) -> None:
+        r = parse_reply(packet.data, packet.t)
+        if r is None:
+            return
+        for m, k in self._matchers:
+            name = m.match(r)
+            if name is not None:
+                self.runs[k].replies.setdefault(name, r)
+                self.sched.replied(k, name)
                 return
-            ready, _, _ = select.select(recv, [], [], min(left, 0.05))
-            now = time.monotonic()
-            for s in ready:
-                for _ in range(256):  # bounded: the next select picks up the rest
-                    try:
-                        pkt = s.recv(65535)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    r = parse_reply(pkt, now)
-                    if r is None:
-                        continue
-                    for m, k in matchers:
-                        name = m.match(r)
-                        if name is not None:
-                            runs[k].replies.setdefault(name, r)
-                            sched.replied(k, name)
-                            break
-            if sched.all_answered():
-                return
-
-    try:
-        while not sched.finished and not cancelled() and time.monotonic() < stop_at:
-            for k, name in sched.due(time.monotonic()):
-                transmit(runs[k], name)
-            if not sched.finished:
-                drain(min(sched.wakeup(), stop_at))
-    finally:
-        send.close()
-        for s in recv:
-            s.close()
-    return runs

@@ -9,23 +9,22 @@ with (the starting distance). Every wait is bounded (``timeout`` per probe, ``tr
 hop, ``MAX_TTL`` hops, ``deadline`` for the whole run).
 
 Sending goes through IPPROTO_RAW sockets (net.rawsock, layer 3: the kernel routes);
-answers come from raw ICMP and TCP sockets, which the kernel hands a copy of every ICMP
-and TCP packet to this host: ``probes.trace`` parses them.
+answers come from net.rawrecv's raw ICMP and TCP sockets, which get a copy of every ICMP
+and TCP packet to this host: ``probes.trace`` parses them. The loop is engine.probeloop's.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import secrets
-import select
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import ScanError
 from ..probes import trace as tp
 from ..probes.tracewalk import MAX_TTL, Hop, TtlWalk, distance_from_ttl
+from .rawrecv import Packet, RawReceivers
 from .rawsock import open_raw_socket
 from .synstate import route_source
 
@@ -44,13 +43,15 @@ class TraceTarget:
 
 
 class Tracer:
-    """Trace ``targets`` (see the module docstring); ``run()`` -> {host: [Hop, ...]}."""
+    """Trace ``targets`` (see the module docstring). A context manager (it owns its
+    sockets) that engine.probeloop.run_probes drives; then ``hops()`` -> {host: [Hop, ...]}.
+    ``budget`` is the deadline the loop is given."""
 
     def __init__(self, targets: Sequence[TraceTarget], *, timeout: float = 0.25,
-                 tries: int = 2, deadline: float = 60.0,
-                 cancelled: Callable[[], bool] = lambda: False) -> None:
+                 tries: int = 2, deadline: float = 60.0) -> None:
         self.timeout, self.budget = timeout, deadline
-        self.cancelled = cancelled
+        self._send_socks: dict[int, socket.socket] = {}
+        self._recv: RawReceivers | None = None
         self.targets = {t.host: t for t in targets}
         self.family: dict[str, int] = {}
         self.src: dict[str, str] = {}
@@ -67,31 +68,58 @@ class Tracer:
         self._icmp_id = secrets.randbelow(0x10000)
         self.sent = 0
 
-    # -- the loop ---------------------------------------------------------------------------------
-    def run(self) -> dict[str, list[Hop]]:
+    # -- engine.probeloop.Prober ----------------------------------------------------------------
+    def __enter__(self) -> Tracer:
         families = set(self.family.values())
-        if not self.targets:
-            return {}
-        send = {f: open_raw_socket(f) for f in families}
-        recv: dict[socket.socket, tuple[int, str]] = {}
+        self._recv = RawReceivers(families, what="traceroute")
         try:
-            for f in families:
-                af = socket.AF_INET if f == 4 else socket.AF_INET6
-                icmp = socket.IPPROTO_ICMP if f == 4 else socket.IPPROTO_ICMPV6
-                for proto, kind in ((icmp, "icmp"), (socket.IPPROTO_TCP, "tcp")):
-                    try:
-                        s = socket.socket(af, socket.SOCK_RAW, proto)
-                    except OSError as exc:
-                        raise ScanError(f"traceroute cannot open a raw socket: {exc}") from exc
-                    s.setblocking(False)
-                    recv[s] = (f, kind)
-            self._loop(send, recv)
-        finally:
-            for s in [*send.values(), *recv]:
-                s.close()
+            for f in sorted(families):
+                self._send_socks[f] = open_raw_socket(f)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self._send_socks.values():
+            s.close()
+        self._send_socks = {}
+        if self._recv is not None:
+            self._recv.close()
+
+    def finished(self) -> bool:
+        return self.walk.done or not self._send_socks
+
+    def send_due(self, now: float) -> None:
+        for host in self.walk.expire(now):
+            self._by_key.pop(self._key.pop(host, ("", 0, 0)), None)
+        for host, ttl in self.walk.due():
+            self._send(host, ttl, now)
+
+    def wakeup(self, now: float) -> float:
+        nxt = self.walk.next_deadline()
+        return now if nxt is None else nxt
+
+    def poll(self, timeout: float) -> list[Packet]:
+        assert self._recv is not None
+        return self._recv.poll(timeout)
+
+    def receive(self, packet: Packet) -> None:
+        parse = tp.parse_icmp if packet.kind == "icmp" else tp.parse_tcp
+        ans = parse(packet.family, packet.data, packet.source)
+        if ans is None:
+            return
+        owner = self._by_key.pop(ans.key, None)
+        if owner is None or self._key.get(owner) != ans.key:
+            return  # late: the hop was already given up on
+        del self._key[owner]
+        self.walk.answer(owner, ans.responder, final=ans.final, reply_ttl=ans.ttl,
+                         now=time.monotonic())
+
+    def hops(self) -> dict[str, list[Hop]]:
         return self.walk.hops()
 
-    def _send(self, host: str, ttl: int, send: dict[int, socket.socket], now: float) -> None:
+    def _send(self, host: str, ttl: int, now: float) -> None:
         t = self.targets[host]
         family = self.family[host]
         n = self.sent
@@ -110,48 +138,9 @@ class Tracer:
         self._by_key[key] = host
         self.walk.sent(host, now, self.timeout)
         try:
-            send[family].sendto(pkt, (t.host, 0))
+            self._send_socks[family].sendto(pkt, (t.host, 0))
         except OSError:
             pass  # no route now: the hop stays silent, as an unanswered probe
-
-    def _loop(self, send: dict[int, socket.socket], recv: dict[socket.socket, tuple[int, str]]
-              ) -> None:
-        stop_at = time.monotonic() + self.budget
-        buf = bytearray(2048)
-        walk = self.walk
-        while not self.cancelled():
-            now = time.monotonic()
-            if now >= stop_at:
-                break
-            for host in walk.expire(now):
-                self._by_key.pop(self._key.pop(host, ("", 0, 0)), None)
-            if walk.done:
-                break
-            for host, ttl in walk.due():
-                self._send(host, ttl, send, now)
-            nxt = walk.next_deadline()
-            wait = max(0.0, (now if nxt is None else nxt) - time.monotonic())
-            ready, _, _ = select.select(list(recv), [], [], min(wait, 0.05))
-            for s in ready:
-                family, kind = recv[s]
-                for _ in range(512):  # drain, bounded
-                    try:
-                        nbytes, addr = s.recvfrom_into(buf)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        break
-                    data = bytes(buf[:nbytes])
-                    parse = tp.parse_icmp if kind == "icmp" else tp.parse_tcp
-                    ans = parse(family, data, addr[0])
-                    if ans is None:
-                        continue
-                    owner = self._by_key.pop(ans.key, None)
-                    if owner is None or self._key.get(owner) != ans.key:
-                        continue  # late: the hop was already given up on
-                    del self._key[owner]
-                    walk.answer(owner, ans.responder, final=ans.final, reply_ttl=ans.ttl,
-                                now=time.monotonic())
 
     def stats(self) -> dict[str, int]:
         """Probes sent per host (to check that a shared prefix was probed once)."""
