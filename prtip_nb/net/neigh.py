@@ -24,6 +24,8 @@ import socket
 import struct
 from collections.abc import Iterator
 
+from ..errors import ScanError
+
 __all__ = ["RESOLVED", "NeighWatch", "Routes", "is_local", "local_addresses"]
 
 NETLINK_ROUTE = 0
@@ -87,15 +89,24 @@ class NeighWatch:
     """Neighbour events as they happen (``events()``), plus dump and delete requests."""
 
     def __init__(self) -> None:
-        self.events_sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self.events_sock.bind((0, RTMGRP_NEIGH))
-        self.events_sock.setblocking(False)
+        opened: list[socket.socket] = []
         try:
-            self.events_sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
-        except OSError:
-            pass
-        self.req = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self.req.bind((0, 0))
+            events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            opened.append(events)
+            events.bind((0, RTMGRP_NEIGH))
+            events.setblocking(False)
+            try:
+                events.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
+            except OSError:
+                pass  # the default buffer; an overrun is caught up by dump()
+            req = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            opened.append(req)
+            req.bind((0, 0))
+        except OSError as exc:  # out of descriptors, or netlink refused: not a bare OSError
+            for s in opened:
+                s.close()
+            raise ScanError(f"host discovery cannot watch the neighbour table: {exc}") from exc
+        self.events_sock, self.req = events, req
         self._seq = 0
         self.overrun = False  # events were lost (ENOBUFS): dump() to catch up
 
