@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ..results import ScanResult
     from .pingsweep import HostVerdict
 
-__all__ = ["discover", "up_hosts"]
+__all__ = ["DISCOVER_BY_DEFAULT", "Discovered", "discover", "discover_then", "up_hosts"]
 
 DEFAULT_RETRIES = 1
 
@@ -182,6 +183,55 @@ def cmd_ping_sweep(targets: Sequence[str], options: dict[str, Any]) -> tuple[Sca
                    exclude_file=cfg.exclude_file, input_file=cfg.input_file,
                    resolve=cfg.resolve, dns_servers=cfg.dns_servers, traceroute=cfg.traceroute)
     return res, format_sweep(res, time.monotonic() - t0)
+
+
+#: Discover-then-scan, decided by ``discover_then`` for both ways in. The command line
+#: discovers first unless -Pn (nmap's default, and what its users type); ``pn.scan()``
+#: does only with ``discover=True``. WHY THEY DIFFER: ``pn.scan(t, p)`` is
+#: ``pn.Scan(t, p).start().wait()``, and a ``Scan`` fixes its index space (and with it
+#: checkpoints, shards and resume) from its targets when it is made, before any packet:
+#: Python keeps "scan() scans what Scan scans", the CLI keeps nmap's command line.
+DISCOVER_BY_DEFAULT = {"cli": True, "python": False}
+
+
+@dataclass
+class Discovered:
+    """What discover-then-scan leaves to scan: ``targets`` and ``options`` for the port
+    scan, and ``found``, the discovery result (None when discovery did not apply)."""
+
+    targets: str | Sequence[str]
+    options: dict[str, Any]
+    found: ScanResult | None = None
+
+    @property
+    def nothing_up(self) -> bool:
+        """Discovery ran and found no host up: there is no port scan to run."""
+        return self.found is not None and not self.targets
+
+
+def discover_then(targets: str | Sequence[str], options: dict[str, Any], *, discover: bool,
+                  distributed: bool = False) -> Discovered:
+    """The one place that decides discover-then-scan, for ``pn.scan`` and ``prtip-nb scan``.
+
+    With ``discover`` (``DISCOVER_BY_DEFAULT`` says each caller's default), ping the
+    targets (``discover_first``) and keep those up: their addresses become the targets
+    (exclusions and -iL already applied), and every one is named (nmap's -sn then -sS
+    resolves the hosts up: resolve "up" becomes "all"). Discovery does not apply, and every
+    target is scanned as with -Pn, when it cannot run (loopback or own addresses only, no
+    raw sockets) or to a shard: a ``shard=`` run and a scan split into shards
+    (``distributed``) must see the same targets as their sibling shards, which may run on
+    other machines, at other times, or on Dask workers whose network is not the caller's.
+    """
+    sharded = tuple(options.get("shard") or (1, 1)) != (1, 1)
+    if not discover or distributed or sharded:
+        return Discovered(targets, options)  # as given: the scan's config records them so
+    found = discover_first([targets] if isinstance(targets, str) else list(targets), options)
+    if found is None:
+        return Discovered(targets, options)
+    narrowed = {**options, "exclude": (), "exclude_file": None, "input_file": None}
+    if narrowed.get("resolve", "up") in ("up", True):
+        narrowed["resolve"] = "all"  # every target left is up: nmap names them all
+    return Discovered(up_hosts(found), narrowed, found)
 
 
 def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResult | None:

@@ -26,6 +26,7 @@ from ..net.counters import Counters
 from ..net.ratectl import RateState
 from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets, shard_len
 from .checkpoint import RunPlan
+from .discovery import DISCOVER_BY_DEFAULT
 from .events import (
     Event,
     PortFound,
@@ -425,14 +426,16 @@ def scan(
     *,
     cluster: Any = None,
     shards: int | None = None,
-    discover: bool = False,
+    discover: bool = DISCOVER_BY_DEFAULT["python"],
     **options: Any,
 ) -> ScanResult:
     """Scan ``targets`` on ``ports`` and return the result; blocks until done.
 
     ``discover=True`` pings the targets first (``pn.discover``) and scans only those up,
-    as nmap does without -Pn (loopback, own addresses or no privileges: everything is
-    scanned); with none up, the discovery result is returned.
+    as nmap does without -Pn (loopback, own addresses, no privileges, ``shard=`` or
+    ``cluster=``/``shards=``: everything is scanned); with none up, the discovery result
+    is returned. The default differs from the command line's, for a reason that
+    ``engine.discovery.DISCOVER_BY_DEFAULT`` gives.
 
     Options are ScanConfig's: ``method``, ``top_ports``, ``exclude``, ``timing``,
     ``max_retries``, ``timeout``, ``concurrency``, ``seed``, ``keep``, ``output`` …
@@ -443,17 +446,14 @@ def scan(
 
     >>> res = scan("127.0.0.1", ports="22,80", method="connect")   # doctest: +SKIP
     """
-    if discover:
-        from .discovery import discover_first, up_hosts
+    from .discovery import discover_then
 
-        found = discover_first([targets] if isinstance(targets, str) else targets, options)
-        if found is not None:
-            if not up_hosts(found):
-                return found
-            targets = up_hosts(found)  # exclusions and input_file are already applied
-            options.update(exclude=(), exclude_file=None, input_file=None)
-            if options.get("resolve", "up") in ("up", True):
-                options["resolve"] = "all"  # every target left is up: nmap names them all
+    todo = discover_then(targets, options, discover=discover,
+                         distributed=cluster is not None or shards is not None)
+    if todo.nothing_up:
+        assert todo.found is not None
+        return todo.found
+    targets, options = todo.targets, todo.options
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 

@@ -205,3 +205,25 @@ def test_scan_with_discover_scans_only_the_hosts_up(lab: VethLab) -> None:
     # Default: no discovery, every target scanned (today's behaviour).
     every = pn.scan("203.0.113.4-7", ports="443", method="syn", timing=4, max_retries=0)
     assert every.ports["host"].nunique() == 4
+
+
+def test_discover_then_is_the_one_rule_for_python_and_the_cli(lab: VethLab) -> None:
+    """pn.scan(discover=True) and the CLI without -Pn both go through discover_then: the
+    hosts up become the targets, named; a shard or a split scan, loopback, or
+    discover=False scan every target as given (nothing is sent for them)."""
+    from prtip_nb.engine.discovery import DISCOVER_BY_DEFAULT, discover_then
+
+    opts = {"timing": 4, "max_retries": 0, "resolve": "up", "exclude": ("203.0.113.9",)}
+    todo = discover_then("203.0.113.4-7", opts, discover=True)
+    assert list(todo.targets) == [R4[5], R4[6]] and not todo.nothing_up
+    assert todo.found is not None and todo.found.hosts["host"].nunique() == 4
+    assert todo.options["resolve"] == "all" and todo.options["exclude"] == ()
+    assert opts["resolve"] == "up"  # the caller's options are not changed under it
+    assert discover_then(R4[7], opts, discover=True).nothing_up
+    for skipped in (discover_then("203.0.113.4-7", opts, discover=False),
+                    discover_then("203.0.113.4-7", opts, discover=True, distributed=True),
+                    discover_then("203.0.113.4-7", {**opts, "shard": (1, 2)}, discover=True),
+                    discover_then("127.0.0.1", opts, discover=True)):
+        assert skipped.found is None and skipped.options["resolve"] == "up"
+        assert skipped.targets in ("203.0.113.4-7", "127.0.0.1")  # as given
+    assert DISCOVER_BY_DEFAULT == {"cli": True, "python": False}  # why: the constant's note
