@@ -334,10 +334,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
         preflight(family=args.family, os_db=args.os_db)
     if args.ping_only:  # -sn: discovery is the whole scan
-        from .engine import discovery
+        from ._textreport import format_sweep
+        from .engine.discovery import discover, sweep_options
 
-        res, text = discovery.cmd_ping_sweep(args.targets, options)
-        text = printable(text)  # hostnames come from DNS: no escape sequence gets through
+        t0 = time.monotonic()
+        res = discover(list(args.targets), output=options.get("output"),
+                       **sweep_options(options))
+        # Hostnames come from DNS: no escape sequence gets through.
+        text = printable(format_sweep(res, time.monotonic() - t0))
         sys.stdout.write(text + memory_line(res) + "\n")
         guard.write_normal(args.normal_output, text)
         interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG

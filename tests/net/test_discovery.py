@@ -227,3 +227,32 @@ def test_discover_then_is_the_one_rule_for_python_and_the_cli(lab: VethLab) -> N
         assert skipped.found is None and skipped.options["resolve"] == "up"
         assert skipped.targets in ("203.0.113.4-7", "127.0.0.1")  # as given
     assert DISCOVER_BY_DEFAULT == {"cli": True, "python": False}  # why: the constant's note
+
+
+def test_discovery_runs_on_the_scan_lifecycle(lab: VethLab) -> None:
+    """A ping sweep is a run like any scan (engine.lifecycle): events from ScanStarted to
+    its terminal event, Progress and telemetry from the poller, and cancel keeps what it
+    found so far."""
+    from prtip_nb.config import ScanConfig
+    from prtip_nb.engine.discovery import Discovery
+    from prtip_nb.targets import parse_targets
+
+    cfg = ScanConfig(targets=tuple(TARGETS4), ping_only=True, timing=4, max_retries=0,
+                     resolve="never", telemetry_interval=0.05)
+    sweep = Discovery(cfg, parse_targets(TARGETS4))
+    seen = sweep.events()
+    res = sweep.start().wait(60)
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted" and "Progress" in kinds
+    assert sweep.status == "completed" and sweep.progress.done == 32 == len(res.hosts)
+    assert {"ScanStarted", "StageChanged", "DiscoveryCompleted", "ScanCompleted"} <= set(
+        res.events["kind"])
+    assert len(res.telemetry) >= 1 and int(res.telemetry["sent"].iloc[-1]) > 0
+    assert sorted(res.hosts.query("state == 'up'")["host"]) == sorted(
+        pn.discover(TARGETS4, timing=4, max_retries=0, resolve="never").hosts.query(
+            "state == 'up'")["host"])
+
+    stopped = Discovery(cfg, parse_targets(TARGETS4)).start()
+    stopped.cancel()
+    part = stopped.wait(10)
+    assert stopped.status == "cancelled" and len(part.hosts) <= 32
