@@ -156,8 +156,10 @@ def test_raise_failure_is_the_one_rule() -> None:
     assert isinstance(info.value.__cause__, KeyError)
 
 
-def test_scan_and_distributed_scan_share_the_lifecycle() -> None:
-    for cls in (Scan, DistributedScan):
+def test_scan_distributed_scan_and_discovery_share_the_lifecycle() -> None:
+    from prtip_nb.engine.discovery import Discovery
+
+    for cls in (Scan, DistributedScan, Discovery):
         assert issubclass(cls, Lifecycle)
         for name in ("start", "cancel", "wait", "join", "result", "events", "subscribe",
                      "progress", "cancel_event", "started_at", "_main", "_terminal"):
