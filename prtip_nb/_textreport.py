@@ -262,3 +262,22 @@ def memory_line(res: ScanResult) -> str:
         line += f" + {len(workers)} workers {' + '.join(f'{w / 2**20:.1f}' for w in workers)} MiB"
         line += f" = {(peak_rss_bytes() + sum(workers)) / 2**20:.1f} MiB"
     return line
+
+
+def format_sweep(res: ScanResult, elapsed: float) -> str:
+    """nmap's ``-sn`` text: a report line for each host that is up, then the totals."""
+    hosts = res.tables["hosts"]
+    cols = hosts.select(["host", "hostname", "state", "reason", "rtt_ms"]).to_pydict()
+    lines = [f"prtip-nb {__version__} ping sweep {res.scan_id}"]
+    up = 0
+    for host, name, state, reason, rtt in zip(*cols.values(), strict=True):
+        if state != "up":
+            continue
+        up += 1
+        lines.append(f"Scan report for {f'{name} ({host})' if name else host}")
+        latency = f" ({rtt / 1000:.6f}s latency)" if rtt is not None else ""
+        lines.append(f"Host is up, received {reason}{latency}.")
+    n = hosts.num_rows
+    lines.append(f"Done: {n} IP address{'' if n == 1 else 'es'} ({up} host{'' if up == 1 else 's'}"
+                 f" up) scanned in {elapsed:.2f} s.")
+    return "\n".join(lines) + "\n"

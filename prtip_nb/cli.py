@@ -333,28 +333,30 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         from .engine.osstage import preflight
 
         preflight(family=args.family, os_db=args.os_db)
-    if args.ping_only or not (args.Pn or args.shard or args.dask or args.shards):
-        from .engine import discovery
+    if args.ping_only:  # -sn: discovery is the whole scan
+        from ._textreport import format_sweep
+        from .engine.discovery import discover, sweep_options
 
-        if args.ping_only:  # -sn: discovery is the whole scan
-            res, text = discovery.cmd_ping_sweep(args.targets, options)
-            text = printable(text)  # hostnames come from DNS: no escape sequence gets through
-            sys.stdout.write(text + memory_line(res) + "\n")
-            guard.write_normal(args.normal_output, text)
-            interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
-            if args.output:
-                print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
-            return EXIT_OK
-        found = discovery.discover_first(args.targets, options)  # None: not applicable
-        if found is not None:
-            up = discovery.up_hosts(found)
-            if not up:
-                print("Note: no host seems up. If they are, but block ping probes, try -Pn.")
-                return EXIT_OK
-            args.targets = up  # exclusions and -iL are already applied
-            options.update(exclude=(), exclude_file=None, input_file=None)
-            if options["resolve"] == "up":
-                options["resolve"] = "all"  # every target left is up: nmap names them all
+        t0 = time.monotonic()
+        res = discover(list(args.targets), output=options.get("output"),
+                       **sweep_options(options))
+        # Hostnames come from DNS: no escape sequence gets through.
+        text = printable(format_sweep(res, time.monotonic() - t0))
+        sys.stdout.write(text + memory_line(res) + "\n")
+        guard.write_normal(args.normal_output, text)
+        interop_commands.write_scan_outputs(res, args)  # -oX, -oJ, -oG
+        if args.output:
+            print(f"Parquet dataset: {os.path.join(args.output, f'scan_id={res.scan_id}')}")
+        return EXIT_OK
+    from .engine.discovery import DISCOVER_BY_DEFAULT, discover_then
+
+    # Discover first as nmap does (-Pn: not); the rule is engine.discovery's, as pn.scan's.
+    todo = discover_then(args.targets, options, discover=DISCOVER_BY_DEFAULT["cli"] and not args.Pn,
+                         distributed=bool(args.dask or args.shards))
+    if todo.nothing_up:
+        print("Note: no host seems up. If they are, but block ping probes, try -Pn.")
+        return EXIT_OK
+    args.targets, options = todo.targets, todo.options
     from .engine.scan import Scan  # not before: -sL and -sn do without it (and pyarrow's load)
 
     sc: Any

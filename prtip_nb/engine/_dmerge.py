@@ -58,7 +58,7 @@ def run_on_dask(ds: DistributedScan, jobs: list[dict[str, Any]]) -> list[dict[st
                 if error is None and f.status == "error":
                     error = f.exception()
                     ds.cancel()  # one shard failed: stop the others, keep their rows
-            if ds._cancel.is_set() and not relayed:
+            if ds.cancel_event.is_set() and not relayed:
                 cancel.set()
                 relayed = True
             if len(finished) == len(futures):
@@ -66,7 +66,7 @@ def run_on_dask(ds: DistributedScan, jobs: list[dict[str, Any]]) -> list[dict[st
             time.sleep(0.02)  # f.done() is local state: polling it costs nothing
             if time.monotonic() - last_tick >= POLL:
                 last_tick = time.monotonic()
-                ds._tick()
+                ds.tick()
         if relayed:
             cancel.clear()  # every shard has seen it; the scheduler may forget the event
         if error is not None:
@@ -89,7 +89,7 @@ def _meta(ds: DistributedScan, ended: datetime | None) -> Any:
 
 def _events(ds: DistributedScan) -> pa.Table:
     """The caller's own events (lifecycle), with a null shard."""
-    rows = list(ds._events)
+    rows = ds.driver_events
     cols: dict[str, list[Any]] = {
         "t": [r[0] for r in rows], "kind": [r[1] for r in rows], "payload": [r[2] for r in rows]
     }
@@ -100,8 +100,7 @@ def _events(ds: DistributedScan) -> pa.Table:
 
 def _telemetry(ds: DistributedScan) -> pa.Table:
     """Telemetry rows forwarded live by the shards (shard column last)."""
-    with ds._lock:
-        rows = list(ds._telemetry)
+    rows = ds.telemetry_rows()
     fields = schema.file_schema("telemetry")
     cols = {f.name: [r[i] for r in rows] for i, f in enumerate(fields)}
     return _with_id(cv.table(cols, fields), ds.scan_id or "", "telemetry")
@@ -121,7 +120,7 @@ def _next_number(directory: Any, table: str, tag: str) -> int:
 def _shard_tables(ds: DistributedScan) -> dict[str, list[pa.Table]]:
     """The tables the shards sent back (all of them without output, else their hosts)."""
     tables: dict[str, list[pa.Table]] = {name: [] for name in schema.TABLES}
-    for s in ds._summaries:
+    for s in ds.shard_reports:
         for name, data in (s.get("tables") or {}).items():
             with pa.ipc.open_stream(data) as reader:
                 tables[name].append(schema.conform(reader.read_all(), name))
@@ -133,7 +132,7 @@ def merge(ds: DistributedScan) -> ScanResult:
     from ..results import ScanResult, read_scans
 
     c = ds.counters
-    done = [s for s in ds._summaries if "done" in s]
+    done = [s for s in ds.shard_reports if "done" in s]
     if done:
         c.done = sum(int(s["done"]) for s in done)
         c.open = sum(int(s["open"]) for s in done)
@@ -153,7 +152,7 @@ def merge(ds: DistributedScan) -> ScanResult:
         if ds.status == "completed":  # a cut-short scan has no hosts part: not complete
             path = _files.part_path(directory, "hosts", _next_number(directory, "hosts", ""))
             _files.write_part(path, hosts, md)  # last: marks the scan complete
-        ds._write_manifest(ds.status)
+        write_manifest(ds, ds.status)
         return ScanResult(res.tables, meta)
     tables = _shard_tables(ds)
     ports = _arrow.normalize_ports(pa.concat_tables([schema.empty("ports"), *tables["ports"]]))
@@ -198,7 +197,7 @@ def write_manifest(ds: DistributedScan, status: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     shards = {
         f"{k}/{n}": {"index": i, "total": ds.totals[i], "tag": f"s{i:03d}-",
-                     "low_water": 0, "status": "pending", **ds._resume.get(i, {})}
+                     "low_water": 0, "status": "pending", **ds.resume_entry(i)}
         for i, (k, n) in ds.shards.items()
     }
     write_atomic(directory / checkpoint_name(), {

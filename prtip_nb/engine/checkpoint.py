@@ -32,7 +32,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +80,8 @@ def write_atomic(path: Path, doc: Mapping[str, Any]) -> None:
 
 @dataclass
 class RunPlan:
-    """How a Scan writes: a fresh scan (the default), a resumed one, or one Dask shard."""
+    """Where a run begins and how it writes: a fresh scan (the default), a resumed one, or
+    one Dask shard. ``Scan.apply_plan`` takes it (engine.resume, engine.shardtask)."""
 
     scan_id: str | None = None  # None: a new id
     started: datetime | None = None  # the first run's start, kept by a resume
@@ -89,6 +90,8 @@ class RunPlan:
     tag: str = ""  # part-file tag of this writer ("s003-" for a Dask shard)
     shard: int | None = None  # value of the telemetry/events shard column
     write_hosts: bool = True  # False: the Dask driver writes hosts after merging
+    #: What the engines reuse to continue identically (cookie secret, source port).
+    engine_state: dict[str, Any] = field(default_factory=dict)
 
 
 class Watermark:

@@ -16,20 +16,24 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, is_privileged
-from ..errors import PrivilegeError, TargetSpecError
+from ..errors import PrivilegeError, ScanError, TargetSpecError
 from ..net.counters import Counters, RttEstimator
 from ..net.ratectl import rate_plan
 from ..targets import TargetSet, parse_targets
+from .events import Event, ScanStarted, ScanWarning, StageChanged
+from .lifecycle import Lifecycle
 
 if TYPE_CHECKING:
-    from ..results import ScanResult
+    from ..results import ResultBuilder, ScanResult
     from .pingsweep import HostVerdict
+    from .telemetry import Poller
 
-__all__ = ["discover", "up_hosts"]
+__all__ = ["DISCOVER_BY_DEFAULT", "Discovered", "discover", "discover_then", "up_hosts"]
 
 DEFAULT_RETRIES = 1
 
@@ -75,62 +79,130 @@ def discover(
     return run_discovery(cfg, tset)
 
 
-def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = None
-                  ) -> ScanResult:
+def run_discovery(cfg: ScanConfig, tset: TargetSet) -> ScanResult:
     """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
-    from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
-    from ..results import _convert as cv
-    from .checkpoint import public_config
-    from .pingsweep import DiscoverEngine
+    sweep = Discovery(cfg, tset).start()
+    result = sweep.wait()
+    for message in sweep.warnings:  # on the caller's thread, where pytest and users look
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return result
 
-    tmpl = cfg.template
-    meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),
-                    started=datetime.now(UTC))
-    builder = ResultBuilder(meta, sink=cfg.output)
-    t0 = time.monotonic()
-    rows: list[HostVerdict] = []
-    engine = DiscoverEngine(
-        tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-        retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
-        rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"), counters=counters,
-    )
-    builder.add_event(0.0, "ScanStarted", {"scan_id": meta.scan_id, "total": tset.size,
-                                           "targets": list(cfg.targets), "method": "discovery"})
-    engine.run(rows.extend)
-    elapsed = time.monotonic() - t0
-    up = sum(1 for r in rows if r.state == "up")
-    builder.add_event(elapsed, "DiscoveryCompleted",
-                      {"scan_id": meta.scan_id, "hosts": len(rows), "up": up,
-                       "elapsed": elapsed, **engine.stats})
-    for message in engine.warnings():  # a ScanWarning event in the result, and a warning
-        builder.add_event(elapsed, "ScanWarning", {"scan_id": meta.scan_id, "message": message})
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-    cols: dict[str, list[Any]] = {
-        "host": [r.host for r in rows],
-        "hostname": [tset.hostname(r.host) for r in rows],
-        "family": [r.family for r in rows],
-        "state": [r.state for r in rows],
-        "reason": [r.reason for r in rows],
-        "rtt_ms": [r.rtt_ms for r in rows],
-        **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
-    }
-    hosts = cv.table(cols, schema.file_schema("hosts"))
-    if cfg.resolve != "never":  # reverse DNS of the hosts up (-n: none, -R: every target)
-        from .names import lookup, record, wanted
 
-        found, took = lookup(cfg, wanted(cfg, hosts, tset))
-        if found:
-            record(builder, found, took, time.monotonic() - t0)
-    if cfg.traceroute:  # -sn --traceroute: ICMP echo probes, as nmap's
-        from .names import up_addresses
-        from .tracestage import run_traces
+class Discovery(Lifecycle):
+    """A ping sweep on the one scan lifecycle (engine.lifecycle): ``start``, ``cancel``,
+    ``wait``, ``events``, the poller's telemetry and Progress, like a port scan's. Its
+    result's hosts table has every target (up or down); ``ports`` is empty.
 
-        hops, stats = run_traces(cfg, schema.empty("ports"), up_addresses(hosts),
-                                 rtt_ms={r.host: r.rtt_ms for r in rows if r.rtt_ms})
-        builder.add_rows("trace", hops)
-        builder.add_event(time.monotonic() - t0, "TracerouteCompleted",
-                          {"scan_id": meta.scan_id, **stats})
-    return builder.finish(ended=datetime.now(UTC), hosts=hosts)
+    ``cfg`` is a ``ping_only`` config and ``tset`` its parsed targets (``discover`` checks
+    both, and the privilege, before making one)."""
+
+    def __init__(self, cfg: ScanConfig, tset: TargetSet) -> None:
+        super().__init__()
+        self.config, self.targets = cfg, tset
+        self.counters = Counters(total=tset.size)
+        #: The engine's warnings (also ScanWarning events): ``run_discovery`` raises them
+        #: as Python warnings on the caller's thread.
+        self.warnings: list[str] = []
+        self._builder: ResultBuilder | None = None
+        self._poller: Poller | None = None
+        self._rows: list[HostVerdict] = []
+        self._hosts: Any = None  # the hosts table, once the sweep has run
+
+    @property
+    def scan_id(self) -> str | None:
+        return None if self._builder is None else self._builder.meta.scan_id
+
+    def _begin(self) -> ScanStarted:
+        from ..results import ResultBuilder, ScanMeta, new_scan_id
+        from .checkpoint import public_config
+
+        cfg = self.config
+        meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),
+                        started=datetime.now(UTC))
+        self._builder = ResultBuilder(meta, sink=cfg.output)
+        self._t0 = time.monotonic()
+        return ScanStarted(0.0, meta.scan_id, self.targets.size, cfg.targets, "", "discovery")
+
+    def _record(self, ev: Event) -> None:
+        if self._builder is not None:
+            self._builder.add_event(ev.t, ev.kind, ev.payload())
+
+    def _execute(self) -> None:
+        from .pingsweep import DiscoverEngine
+        from .telemetry import Poller
+
+        cfg, tset, builder = self.config, self.targets, self._builder
+        assert builder is not None
+        sid = builder.meta.scan_id
+        self._poller = Poller(self.counters, builder, self._t0, cfg.telemetry_interval,
+                              on_sample=lambda: self.bus.publish(self.progress, record=False))
+        self._poller.start()
+        self.bus.publish(StageChanged(0.0, sid, "discovery"))
+        tmpl = cfg.template
+        engine = DiscoverEngine(
+            tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+            retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
+            rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"),
+            cancel=self._cancel, counters=self.counters,
+        )
+        engine.run(self._rows.extend)
+        elapsed = time.monotonic() - self._t0
+        up = sum(1 for r in self._rows if r.state == "up")
+        builder.add_event(elapsed, "DiscoveryCompleted",
+                          {"scan_id": sid, "hosts": len(self._rows), "up": up,
+                           "elapsed": elapsed, **engine.stats})
+        for message in engine.warnings():  # a ScanWarning event in the result, and a warning
+            self.warnings.append(message)
+            self.bus.publish(ScanWarning(elapsed, sid, message))
+        self._hosts = hosts = self._hosts_table()
+        if self._cancel.is_set():
+            return
+        if cfg.resolve != "never":  # reverse DNS of the hosts up (-n: none, -R: every target)
+            from .names import lookup, record, wanted
+
+            found, took = lookup(cfg, wanted(cfg, hosts, tset))
+            if found:
+                record(builder, found, took, time.monotonic() - self._t0)
+        if cfg.traceroute and not self._cancel.is_set():  # -sn --traceroute: ICMP echo probes
+            from ..results import schema
+            from .names import up_addresses
+            from .tracestage import run_traces
+
+            hops, stats = run_traces(cfg, schema.empty("ports"), up_addresses(hosts),
+                                     rtt_ms={r.host: r.rtt_ms for r in self._rows if r.rtt_ms})
+            builder.add_rows("trace", hops)
+            builder.add_event(time.monotonic() - self._t0, "TracerouteCompleted",
+                              {"scan_id": sid, **stats})
+
+    def _hosts_table(self) -> Any:
+        from ..results import _convert as cv
+        from ..results import schema
+
+        rows, tset = self._rows, self.targets
+        cols: dict[str, list[Any]] = {
+            "host": [r.host for r in rows],
+            "hostname": [tset.hostname(r.host) for r in rows],
+            "family": [r.family for r in rows],
+            "state": [r.state for r in rows],
+            "reason": [r.reason for r in rows],
+            "rtt_ms": [r.rtt_ms for r in rows],
+            **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
+        }
+        return cv.table(cols, schema.file_schema("hosts"))
+
+    def _wind_down(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
+
+    def _conclude(self) -> ScanResult:
+        assert self._builder is not None
+        hosts = self._hosts if self._hosts is not None else self._hosts_table()
+        return self._builder.finish(ended=datetime.now(UTC), hosts=hosts)
+
+    def _snapshot(self) -> ScanResult:
+        if self._builder is None:
+            raise ScanError("the sweep has not started; call start() first")
+        return self._builder.snapshot()
 
 
 def up_hosts(result: ScanResult) -> list[str]:
@@ -141,47 +213,68 @@ def up_hosts(result: ScanResult) -> list[str]:
             if s == "up"]
 
 
-# -- the command line: ``prtip-nb scan -sn`` and discovery before a port scan ----------------
-def format_sweep(res: ScanResult, elapsed: float) -> str:
-    """nmap's ``-sn`` text: a report line for each host that is up, then the totals."""
-    from .._version import __version__
+# -- discovery from the options of a port scan (the CLI's -sn, and discover_then) -----------
+#: The scan options a ping sweep takes from a port scan's (the rest concern ports).
+SWEEP_OPTIONS = ("exclude", "exclude_file", "input_file", "family", "timing", "rate",
+                 "max_retries", "resolve", "dns_servers", "traceroute")
 
-    hosts = res.tables["hosts"]
-    cols = hosts.select(["host", "hostname", "state", "reason", "rtt_ms"]).to_pydict()
-    lines = [f"prtip-nb {__version__} ping sweep {res.scan_id}"]
-    up = 0
-    for host, name, state, reason, rtt in zip(*cols.values(), strict=True):
-        if state != "up":
-            continue
-        up += 1
-        lines.append(f"Scan report for {f'{name} ({host})' if name else host}")
-        latency = f" ({rtt / 1000:.6f}s latency)" if rtt is not None else ""
-        lines.append(f"Host is up, received {reason}{latency}.")
-    n = hosts.num_rows
-    lines.append(f"Done: {n} IP address{'' if n == 1 else 'es'} ({up} host{'' if up == 1 else 's'}"
-                 f" up) scanned in {elapsed:.2f} s.")
-    return "\n".join(lines) + "\n"
+
+def sweep_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``discover()`` from a port scan's ``options`` (those given)."""
+    return {k: options[k] for k in SWEEP_OPTIONS if options.get(k) is not None}
 
 
 def _sweep_config(targets: Sequence[str], options: dict[str, Any]) -> ScanConfig:
-    keep = ("exclude", "exclude_file", "input_file", "family", "timing", "rate", "max_retries",
-            "resolve", "dns_servers", "traceroute")
-    return ScanConfig(targets=tuple(targets), ping_only=True,
-                      **{k: options[k] for k in keep if options.get(k) is not None})
+    return ScanConfig(targets=tuple(targets), ping_only=True, **sweep_options(options))
 
 
-def cmd_ping_sweep(targets: Sequence[str], options: dict[str, Any]) -> tuple[ScanResult, str]:
-    """``prtip-nb scan -sn``: (result, nmap-like text). ``options`` are the scan options
-    the command line gathered; pacing, exclusions and ``output`` apply."""
-    cfg = _sweep_config(targets, options)
-    if options.get("output"):
-        cfg = cfg.replace(output=options["output"])
-    t0 = time.monotonic()
-    res = discover(list(cfg.targets), exclude=cfg.exclude, family=cfg.family, timing=cfg.timing,
-                   max_retries=cfg.max_retries, rate=cfg.rate, output=cfg.output,
-                   exclude_file=cfg.exclude_file, input_file=cfg.input_file,
-                   resolve=cfg.resolve, dns_servers=cfg.dns_servers, traceroute=cfg.traceroute)
-    return res, format_sweep(res, time.monotonic() - t0)
+#: Discover-then-scan, decided by ``discover_then`` for both ways in. The command line
+#: discovers first unless -Pn (nmap's default, and what its users type); ``pn.scan()``
+#: does only with ``discover=True``. WHY THEY DIFFER: ``pn.scan(t, p)`` is
+#: ``pn.Scan(t, p).start().wait()``, and a ``Scan`` fixes its index space (and with it
+#: checkpoints, shards and resume) from its targets when it is made, before any packet:
+#: Python keeps "scan() scans what Scan scans", the CLI keeps nmap's command line.
+DISCOVER_BY_DEFAULT = {"cli": True, "python": False}
+
+
+@dataclass
+class Discovered:
+    """What discover-then-scan leaves to scan: ``targets`` and ``options`` for the port
+    scan, and ``found``, the discovery result (None when discovery did not apply)."""
+
+    targets: str | Sequence[str]
+    options: dict[str, Any]
+    found: ScanResult | None = None
+
+    @property
+    def nothing_up(self) -> bool:
+        """Discovery ran and found no host up: there is no port scan to run."""
+        return self.found is not None and not self.targets
+
+
+def discover_then(targets: str | Sequence[str], options: dict[str, Any], *, discover: bool,
+                  distributed: bool = False) -> Discovered:
+    """The one place that decides discover-then-scan, for ``pn.scan`` and ``prtip-nb scan``.
+
+    With ``discover`` (``DISCOVER_BY_DEFAULT`` says each caller's default), ping the
+    targets (``discover_first``) and keep those up: their addresses become the targets
+    (exclusions and -iL already applied), and every one is named (nmap's -sn then -sS
+    resolves the hosts up: resolve "up" becomes "all"). Discovery does not apply, and every
+    target is scanned as with -Pn, when it cannot run (loopback or own addresses only, no
+    raw sockets) or to a shard: a ``shard=`` run and a scan split into shards
+    (``distributed``) must see the same targets as their sibling shards, which may run on
+    other machines, at other times, or on Dask workers whose network is not the caller's.
+    """
+    sharded = tuple(options.get("shard") or (1, 1)) != (1, 1)
+    if not discover or distributed or sharded:
+        return Discovered(targets, options)  # as given: the scan's config records them so
+    found = discover_first([targets] if isinstance(targets, str) else list(targets), options)
+    if found is None:
+        return Discovered(targets, options)
+    narrowed = {**options, "exclude": (), "exclude_file": None, "input_file": None}
+    if narrowed.get("resolve", "up") in ("up", True):
+        narrowed["resolve"] = "all"  # every target left is up: nmap names them all
+    return Discovered(up_hosts(found), narrowed, found)
 
 
 def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResult | None:

@@ -15,6 +15,9 @@ its own EventBus and republishes the events, so one panel shows one scan. Cancel
 
 Without a cluster the shards run one after another in this process (the same code path:
 the resume of a Dask scan on a laptop, or tests).
+
+Start, cancel, wait, events and the terminal event are engine.lifecycle's, as for a
+``Scan``: this class fills its hooks (plan the shard jobs, run them, merge).
 """
 
 from __future__ import annotations
@@ -23,38 +26,37 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ScanConfig, is_privileged
 from ..errors import ConfigError, ScanError
 from ..net.counters import Counters
 from ..targets import shard_len
 from . import events as ev_mod
-from .checkpoint import public_config
-from .events import (
-    Event,
-    EventBus,
-    Progress,
-    ScanCancelled,
-    ScanCompleted,
-    ScanFailed,
-    ScanStarted,
-    Subscription,
-)
-from .scan import build_space, join_scan_thread, make_config, segments
+from .checkpoint import RunPlan, public_config
+from .events import Event, ScanStarted
+from .lifecycle import Lifecycle
+from .scan import build_space, make_config, segments
 from .shardtask import LocalLink, run_shard
+
+if TYPE_CHECKING:
+    from ..results import ScanResult
 
 __all__ = ["DistributedScan"]
 
 DRIVER_TAG = "d-"  # the caller's own events parts
 
 
-class DistributedScan:
-    """A scan split into ``shards`` Dask tasks; the API of ``Scan`` (start/cancel/wait/bus)."""
+class DistributedScan(Lifecycle):
+    """A scan split into ``shards`` Dask tasks; the lifecycle of ``Scan`` (engine.lifecycle:
+    start/cancel/wait/join/result/events), with each shard an ordinary Scan."""
+
+    STOP_GRACE = 5.0  # every shard must see the cancel: ~0.5 s each, queued ones at once
+    THREAD_NAME = "prtip-dask"
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class DistributedScan:
         config: ScanConfig | None = None,
         **options: Any,
     ) -> None:
+        Lifecycle.__init__(self)
         config = make_config(targets, ports, config, options)
         if config.method == "auto":  # decided here, so every shard scans the same way
             config = config.replace(method="syn" if is_privileged() else "connect")
@@ -83,79 +86,51 @@ class DistributedScan:
         self.totals = {i: sum(shard_len(size, kn) for _, size in segments(self.space))
                        for i, kn in self.shards.items()}
         self.counters = Counters(total=sum(self.totals.values()))
-        self.bus = EventBus(record=self._record)
-        self.status = "created"
-        self.scan_id: str | None = None
+        self._scan_id: str | None = None
         self.started: datetime | None = None
         self._resume: dict[int, dict[str, Any]] = {}  # index -> checkpoint entry
-        self._cancel = threading.Event()
+        self._resuming = False
         self._run_id = secrets.token_hex(4)
+        self._jobs: list[dict[str, Any]] = []
         self._progress: dict[int, list[float]] = {}
         self._telemetry: list[list[Any]] = []
         self._events: list[tuple[float, str, str]] = []
         self._summaries: list[dict[str, Any]] = []
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-        self._t_end: float | None = None
         self._lock = threading.Lock()
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def resume_from(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Before ``start()``: the checkpoint's shard entries (index, status, low_water, ...):
+    # -- hooks for what composes it (engine.resume, _dmerge) ----------------------------
+    def apply_plan(self, plan: RunPlan, shards: Iterable[Mapping[str, Any]] = ()) -> None:
+        """Before ``start()``: continue scan ``plan.scan_id`` (begun at ``plan.started``)
+        from its checkpoint's shard entries (index, status, low_water, engine_state, ...):
         completed shards are skipped, the others continue from their low-water mark."""
-        self._resume = {int(e["index"]): dict(e) for e in entries}
-
-    def start(self) -> DistributedScan:
-        from ..results import new_scan_id
-
         if self._thread is not None:
-            raise ScanError("this scan was already started; create a new one to scan again")
-        self.scan_id = self.scan_id or new_scan_id()
-        self.started = self.started or datetime.now(UTC)
-        self._t0 = time.monotonic()
-        jobs = [self._job(i) for i in self.shards if self._todo(i)]
-        self.counters.total = sum(
-            self.totals[i] - int(self._resume.get(i, {}).get("low_water", 0))
-            for i in self.shards if self._todo(i)
-        )
-        if self.config.output is not None:
-            self._write_manifest("running")
-        self.status = "running"
-        cfg = self.config
-        self.bus.publish(ScanStarted(0.0, self.scan_id, self.counters.total, cfg.targets,
-                                     self.space.ports.to_spec(), cfg.method))
-        self._thread = threading.Thread(target=self._run, args=(jobs,), name="prtip-dask",
-                                        daemon=True)
-        self._thread.start()
-        return self
+            raise ScanError("apply_plan() comes before start()")
+        self._scan_id, self.started = plan.scan_id, plan.started
+        self._resuming = plan.resume
+        self._resume = {int(e["index"]): dict(e) for e in shards}
 
-    def cancel(self) -> None:
-        """Stop every shard (each within about 0.5 s); the result keeps what they found."""
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> Any:
-        if self._thread is None:
-            self.start()
-        assert self._thread is not None
-        join_scan_thread(self._thread, self.cancel, timeout, grace=5.0)
-        if self._error is not None:
-            raise self._error
-        return self._result
+    def resume_entry(self, index: int) -> dict[str, Any]:
+        """The checkpoint entry shard ``index`` resumes from ({} for a fresh scan)."""
+        return dict(self._resume.get(index, {}))
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def scan_id(self) -> str | None:
+        return self._scan_id
 
     @property
-    def result(self) -> Any:
-        """The merged result, or while shards run, what their parts on disk hold so far."""
-        if self._result is not None:
-            return self._result
-        from . import _dmerge
+    def shard_reports(self) -> list[dict[str, Any]]:
+        """What each finished shard returned (``shard_summaries`` plus its tables)."""
+        return list(self._summaries)
 
-        return _dmerge.snapshot(self)
+    @property
+    def driver_events(self) -> list[tuple[float, str, str]]:
+        """The caller's own lifecycle events, (t, kind, payload JSON), as recorded."""
+        return list(self._events)
+
+    def telemetry_rows(self) -> list[list[Any]]:
+        """Telemetry rows the shards forwarded so far (their shard index last)."""
+        with self._lock:
+            return list(self._telemetry)
 
     @property
     def shard_summaries(self) -> list[dict[str, Any]]:
@@ -164,22 +139,60 @@ class DistributedScan:
         from an earlier attempt's checkpoint."""
         return [{k: v for k, v in s.items() if k != "tables"} for s in self._summaries]
 
-    @property
-    def progress(self) -> Progress:
-        c = self.counters
-        end = self._t_end if self._t_end is not None else time.monotonic()
-        elapsed = max(1e-9, end - self._t0) if self._t0 else 0.0
-        rate = c.done / elapsed if elapsed else 0.0
-        return Progress(elapsed, self.scan_id or "", c.done, c.total, c.sent, c.open, elapsed,
-                        rate)
+    # -- lifecycle hooks (engine.lifecycle) ---------------------------------------------
+    def _begin(self) -> ScanStarted:
+        from ..results import new_scan_id
 
-    def subscribe(self, callback: Callable[[Event], Any], types: Any = None) -> Subscription:
-        return self.bus.subscribe(callback, types)
+        self._scan_id = self._scan_id or new_scan_id()
+        self.started = self.started or datetime.now(UTC)
+        self._t0 = time.monotonic()
+        self._jobs = [self._job(i) for i in self.shards if self._todo(i)]
+        self.counters.total = sum(
+            self.totals[i] - int(self._resume.get(i, {}).get("low_water", 0))
+            for i in self.shards if self._todo(i)
+        )
+        if self.config.output is not None:
+            if self._resuming:
+                self._forget_hosts()
+            self._write_manifest("running")
+        cfg = self.config
+        return ScanStarted(0.0, self._scan_id, self.counters.total, cfg.targets,
+                           self.space.ports.to_spec(), cfg.method)
 
-    def events(self, types: Any = None, *, maxsize: int = 1024) -> Subscription:
-        return self.bus.subscribe(None, types, maxsize=maxsize)
+    def _execute(self) -> None:
+        from . import _dmerge
+
+        if self.cluster is None:
+            self._summaries = self._run_local(self._jobs)
+        else:
+            self._summaries = _dmerge.run_on_dask(self, self._jobs)
+
+    def _stopped(self) -> bool:
+        return any(s.get("status") == "cancelled" for s in self._summaries)
+
+    def _wind_down(self) -> None:
+        self.tick()  # the shards' last progress into the final counters
+
+    def _conclude(self) -> ScanResult:
+        from . import _dmerge
+
+        return _dmerge.merge(self)
+
+    def _snapshot(self) -> ScanResult:
+        """While shards run: what their parts on disk hold so far, and live telemetry."""
+        from . import _dmerge
+
+        return _dmerge.snapshot(self)
 
     # -- the caller's thread -------------------------------------------------------------
+    def _forget_hosts(self) -> None:
+        """A resumed scan runs again: not complete until the merge writes its hosts anew."""
+        from ..results._files import parts, scan_dir
+
+        assert self.config.output is not None and self._scan_id is not None
+        for path in parts(scan_dir(self.config.output, self._scan_id), "hosts"):
+            path.unlink()
+
     def _todo(self, index: int) -> bool:
         return self._resume.get(index, {}).get("status") != "completed"
 
@@ -197,39 +210,12 @@ class DistributedScan:
             "cancel": f"prtip_nb-cancel/{self.scan_id}/{self._run_id}",
         }
 
-    def _run(self, jobs: list[dict[str, Any]]) -> None:
-        from . import _dmerge
-
-        try:
-            if self.cluster is None:
-                self._summaries = self._run_local(jobs)
-            else:
-                self._summaries = _dmerge.run_on_dask(self, jobs)
-            stopped = any(s.get("status") == "cancelled" for s in self._summaries)
-            self.status = "cancelled" if self._cancel.is_set() or stopped else "completed"
-        except BaseException as exc:  # re-raised by wait()
-            self._error = exc
-            self.status = "failed"
-        finally:
-            self._t_end = time.monotonic()
-            self._tick()
-            terminal = self._terminal()
-            self._record(terminal)
-            try:
-                self._result = _dmerge.merge(self)
-            except BaseException as exc:
-                if self._error is None:
-                    self._error, self.status = exc, "failed"
-                    terminal = self._terminal()
-            self.bus.publish(terminal, record=False)
-            self.bus.close(timeout=0)
-
     def _run_local(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         link = LocalLink(self.deliver, self._cancel)
         with ThreadPoolExecutor(1, thread_name_prefix="prtip-shard") as pool:
             futures = [pool.submit(run_shard, job, link) for job in jobs]
             while futures_wait(futures, timeout=0.25).not_done:
-                self._tick()
+                self.tick()
             return [f.result() for f in futures]
 
     def deliver(self, msg: dict[str, Any]) -> None:
@@ -246,7 +232,8 @@ class DistributedScan:
                 # recorded by the shard itself (its events part, with its shard column)
                 self.bus.publish(cls(t, sid, **item["payload"]), record=False)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Sum the shards' latest progress into ``counters``; publish it as one Progress."""
         with self._lock:
             rows = list(self._progress.values())
         c = self.counters
@@ -254,15 +241,6 @@ class DistributedScan:
             int(sum(r[i] for r in rows)) for i in (0, 2, 3, 4, 5)
         )
         self.bus.publish(self.progress, record=False)
-
-    def _terminal(self) -> Event:
-        sid, t = self.scan_id or "", (self._t_end or time.monotonic()) - self._t0
-        c = self.counters
-        if self.status == "completed":
-            return ScanCompleted(t, sid, c.done, c.open, t)
-        if self.status == "cancelled":
-            return ScanCancelled(t, sid, c.done, c.open, t)
-        return ScanFailed(t, sid, repr(self._error))
 
     def _record(self, ev: Event) -> None:
         self._events.append((ev.t, ev.kind, json.dumps(ev.payload(), default=str)))

@@ -1,5 +1,9 @@
 """Resume a scan after a stop, a cancel or a crash: ``pn.resume(root, scan_id)``.
 
+One way in: ``resumed`` (``Scan.resume``) reads the checkpoint and returns the run that
+continues it, a ``Scan`` or, for a Dask scan, a ``DistributedScan``, planned through their
+public ``apply_plan``; ``resume`` (``pn.resume``) starts it and waits.
+
 The scan is rebuilt from its checkpoint (engine.checkpoint): the same config, seed, shard
 and engine state (cookie secret), so the order and cookies are those of the first run.
 Each shard restarts at its low-water mark and appends parts to the same ``scan_id=``
@@ -19,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DatasetError, ScanError
 from .checkpoint import FORMAT, RunPlan, checkpoint_name
@@ -29,12 +33,10 @@ if TYPE_CHECKING:
     from ..config import ScanConfig
     from ..results import ScanResult
     from ..targets import TargetSpace
+    from .distributed import DistributedScan
     from .scan import Scan
 
-__all__ = ["Checkpoint", "config_from_json", "load", "resume", "resume_distributed",
-           "space_digest"]
-
-S = TypeVar("S", bound="Scan")
+__all__ = ["Checkpoint", "config_from_json", "load", "resume", "resumed", "space_digest"]
 
 #: What defines the scan's index space and rows: a resume cannot change these.
 FIXED = ("targets", "ports", "top_ports", "exclude", "exclude_file", "input_file", "family",
@@ -144,29 +146,13 @@ def _check_options(options: dict[str, Any]) -> None:
         )
 
 
-def shard_scan(
-    cls: type[S], root: str | os.PathLike[str], ck: Checkpoint, key: str, options: dict[str, Any]
-) -> S:
-    """A Scan (not started) that continues shard ``key`` of checkpoint ``ck``."""
-    _check_options(options)
-    state = ck.shards[key]
-    k, n = (int(v) for v in key.split("/"))
-    tag = str(state.get("tag", ""))
-    cfg = config_from_json(ck.config).replace(output=os.fspath(root), shard=(k, n), **options)
-    scan = cls(config=cfg)
-    if ck.space and space_digest(scan.space) != ck.space:
+def _check_space(ck: Checkpoint, space: TargetSpace) -> None:
+    if ck.space and space_digest(space) != ck.space:
         raise ScanError(
             f"the targets of scan {ck.scan_id} no longer give the same index space "
-            f"(was {ck.space}, now {space_digest(scan.space)}): a changed -iL file or a hostname "
+            f"(was {ck.space}, now {space_digest(space)}): a changed -iL file or a hostname "
             "that resolves elsewhere. Start a new scan instead"
         )
-    scan.apply_plan(RunPlan(
-        scan_id=ck.scan_id, started=ck.started, start=int(state.get("low_water", 0)),
-        resume=True, tag=tag, shard=k if ck.distributed else None,
-        write_hosts=not ck.distributed,
-    ))
-    scan.engine_state.update(state.get("engine_state") or ck.engine_state)
-    return scan
 
 
 def remove_debris(directory: Path) -> list[Path]:
@@ -182,19 +168,59 @@ def remove_debris(directory: Path) -> list[Path]:
     return gone
 
 
-def resumed_scan(
-    cls: type[S], root: str | os.PathLike[str], scan_id: str, **options: Any
-) -> S:
+def resumed(
+    root: str | os.PathLike[str], scan_id: str, *, cluster: Any = None, **options: Any
+) -> Scan | DistributedScan:
+    """The scan (not started) that continues ``scan_id`` under ``root``: ``Scan.resume``.
+
+    The one place that turns a checkpoint into a run: a scan of one process comes back as
+    a ``Scan`` planned to continue its shard (``Scan.apply_plan``), a Dask scan as a
+    ``DistributedScan`` planned to continue its unfinished shards on ``cluster`` (or in
+    turn in this process). Both have the same lifecycle (engine.lifecycle)."""
     from ..results._files import scan_dir
 
-    ck = load(scan_dir(root, scan_id))
-    remove_debris(scan_dir(root, scan_id))  # a kill -9 mid-write leaves its temp file
-    if ck.distributed or len(ck.shards) != 1:
-        raise ScanError(
-            f"scan {scan_id} ran as {len(ck.shards)} shards: resume it with "
-            "pn.resume(root, scan_id) (cluster=client to run them on Dask)"
+    directory = scan_dir(root, scan_id)
+    ck = load(directory)
+    _check_options(options)
+    if ck.distributed:
+        scan: Scan | DistributedScan = _distributed(root, ck, cluster, options)
+    else:
+        scan = _single(root, ck, options)
+    remove_debris(directory)  # a kill -9 mid-write leaves its temp file
+    return scan
+
+
+def _single(root: str | os.PathLike[str], ck: Checkpoint, options: dict[str, Any]) -> Scan:
+    from .scan import Scan
+
+    if len(ck.shards) != 1:
+        raise DatasetError(
+            f"scan {ck.scan_id}'s checkpoint lists {len(ck.shards)} shards but is not a Dask "
+            "scan's: it was edited, or written by another version; start a new scan"
         )
-    return shard_scan(cls, root, ck, next(iter(ck.shards)), options)
+    key, state = next(iter(ck.shards.items()))
+    k, n = (int(v) for v in key.split("/"))
+    cfg = config_from_json(ck.config).replace(output=os.fspath(root), shard=(k, n), **options)
+    scan = Scan(config=cfg)
+    _check_space(ck, scan.space)
+    scan.apply_plan(RunPlan(
+        scan_id=ck.scan_id, started=ck.started, start=int(state.get("low_water", 0)),
+        resume=True, tag=str(state.get("tag", "")),
+        engine_state=dict(state.get("engine_state") or ck.engine_state),
+    ))
+    return scan
+
+
+def _distributed(root: str | os.PathLike[str], ck: Checkpoint, cluster: Any,
+                 options: dict[str, Any]) -> DistributedScan:
+    from .distributed import DistributedScan
+
+    cfg = config_from_json(ck.config).replace(output=os.fspath(root), **options)
+    ds = DistributedScan(config=cfg, cluster=cluster, shards=len(ck.shards))
+    _check_space(ck, ds.space)
+    ds.apply_plan(RunPlan(scan_id=ck.scan_id, started=ck.started, resume=True),
+                  ck.shards.values())
+    return ds
 
 
 def resume(
@@ -205,42 +231,13 @@ def resume(
     Works after ``cancel()``, Ctrl-C or kill -9 of a scan run with ``output=root``. A scan
     that had completed is read back as it is. A Dask scan's shards resume on ``cluster``
     (or one after another in this process without it). ``options`` may change the pacing.
+    ``Scan.resume`` gives the same scan without starting it (to watch or cancel it).
 
     >>> res = pn.resume("data/scans", "20261128T101500Z-ab12cd")   # doctest: +SKIP
     """
     from ..results import read_scans
     from ..results._files import scan_dir
-    from .scan import Scan
 
-    ck = load(scan_dir(root, scan_id))
-    if ck.distributed:
-        return resume_distributed(root, ck, cluster=cluster, **options)
-    if ck.complete:
+    if load(scan_dir(root, scan_id)).complete:
         return read_scans(root, scan_id)
-    return Scan.resume(root, scan_id, **options).start().wait()
-
-
-def resume_distributed(
-    root: str | os.PathLike[str], ck: Checkpoint, *, cluster: Any = None, **options: Any
-) -> ScanResult:
-    """Continue a Dask scan from its checkpoints: unfinished shards restart at their marks."""
-    from ..results import read_scans
-    from ..results._files import parts, scan_dir
-    from .distributed import DistributedScan
-
-    if ck.complete:
-        return read_scans(root, ck.scan_id)
-    _check_options(options)
-    cfg = config_from_json(ck.config).replace(output=str(root), **options)
-    ds = DistributedScan(config=cfg, cluster=cluster, shards=len(ck.shards))
-    if ck.space and space_digest(ds.space) != ck.space:
-        raise ScanError(
-            f"the targets of scan {ck.scan_id} no longer give the same index space: "
-            "start a new scan instead"
-        )
-    ds.scan_id, ds.started = ck.scan_id, ck.started
-    ds.resume_from(ck.shards.values())
-    remove_debris(scan_dir(root, ck.scan_id))  # before any shard writes again
-    for path in parts(scan_dir(root, ck.scan_id), "hosts"):
-        path.unlink()  # running again: not complete until the merge writes it anew
-    return ds.start().wait()
+    return resumed(root, scan_id, cluster=cluster, **options).start().wait()

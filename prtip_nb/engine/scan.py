@@ -5,13 +5,15 @@ port raises there, before any socket exists. ``start()`` runs the engine on a da
 thread; ``cancel()`` makes it stop within one poll interval (50 ms) and keeps what was
 found; ``wait()`` returns the ``ScanResult``. Because the scan runs on its own thread,
 ``scan()`` works the same inside a notebook, whose event loop is already running.
+
+Start, cancel, wait, events and the terminal event are engine.lifecycle's, shared with
+``DistributedScan``; this module says what one process's scan does inside them.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,30 +26,27 @@ from ..net.counters import Counters
 from ..net.ratectl import RateState
 from ..targets import PortSet, TargetSet, TargetSpace, parse_ports, parse_targets, shard_len
 from .checkpoint import RunPlan
+from .discovery import DISCOVER_BY_DEFAULT
 from .events import (
     Event,
-    EventBus,
     PortFound,
     Progress,
     RateLimited,
     RetryScheduled,
-    ScanCancelled,
-    ScanCompleted,
-    ScanFailed,
     ScanStarted,
     StageChanged,
-    Subscription,
 )
+from .lifecycle import Lifecycle
 from .runs import ScanRuns
 from .telemetry import Poller, release_free_memory
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
     from .checkpoint import Checkpointer
+    from .distributed import DistributedScan
     from .sink import RecordSink
+    from .telemetry import Poller as PollerT
     from .workers import WorkerPool
-
-
 
 _AUTO_WARNED: set[str] = set()
 
@@ -149,21 +148,9 @@ def segments(space: TargetSpace) -> tuple[tuple[int, int], ...]:
     return ((0, space.size),)
 
 
-def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
-                     grace: float) -> None:
-    """Wait for a scan's thread; Ctrl-C cancels the scan, waits ``grace`` s, re-raises."""
-    try:
-        thread.join(timeout)
-    except KeyboardInterrupt:
-        cancel()
-        thread.join(grace)
-        raise
-    if thread.is_alive():
-        raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
-
-
-class Scan(ScanRuns):
-    """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``.
+class Scan(ScanRuns, Lifecycle):
+    """A scan on a background thread: ``start()``, ``cancel()``, ``wait()``, ``result``
+    (engine.lifecycle), in this process.
 
     >>> s = Scan("127.0.0.1", ports="22,80,443").start()   # doctest: +SKIP
     >>> s.wait().ports                                      # doctest: +SKIP
@@ -177,6 +164,7 @@ class Scan(ScanRuns):
         config: ScanConfig | None = None,
         **options: Any,
     ) -> None:
+        Lifecycle.__init__(self)
         config = make_config(targets, ports, config, options)
         self.config = config.replace(method=_resolve_method(config.method))
         self.targets, self.ports, self.space = build_space(self.config)
@@ -208,23 +196,12 @@ class Scan(ScanRuns):
         self._live_sink: RecordSink | None = None  # the poller age-flushes it
         self._flush_error: BaseException | None = None  # a live flush failed (disk full)
         self._seen: tuple[int, float | None] = (0, None)  # retries, rate at the last tick
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
         self._builder: ResultBuilder | None = None
         self._pool: WorkerPool | None = None
-        self._result: ScanResult | None = None
-        self._error: BaseException | None = None
-        self._t0 = 0.0
-        self._t_end: float | None = None
-        self.status = "created"
-        #: Subscribe before or during the scan: ``scan.bus.subscribe(callback, PortFound)``.
-        self.bus = EventBus(record=self._record)
+        self._poller: PollerT | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> Scan:
-        """Start scanning on a background thread and return self at once."""
-        if self._thread is not None:
-            raise ScanError("this Scan was already started; create a new Scan to scan again")
+    # -- lifecycle (engine.lifecycle calls these) ---------------------------------------
+    def _begin(self) -> ScanStarted:
         if self.config.output is not None:  # before a packet: a scan must be able to save
             from .._fileio import check_output_dir
 
@@ -251,45 +228,25 @@ class Scan(ScanRuns):
             # already send meanwhile (the first 0.3 s of a kernel's pyarrow import): their
             # probes belong to the scan's time, or its first sample reads as a burst.
             self._t0 = time.monotonic()
-        self.status = "running"
         cfg = self.config
-        self.bus.publish(ScanStarted(
+        return ScanStarted(
             0.0, meta.scan_id, self.counters.total, cfg.targets, self.ports.to_spec(), cfg.method
-        ))
-        self._thread = threading.Thread(target=self._run, name="prtip-scan", daemon=True)
-        self._thread.start()
-        return self
-
-    def cancel(self) -> None:
-        """Ask the scan to stop; it does within 50 ms and keeps every result so far."""
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> ScanResult:
-        """Block until the scan ends; return its result (partial if it was cancelled).
-
-        A failure raises ``ScanError`` (its cause attached), except a ``PrivilegeError``
-        (a raw socket refused while running), which is raised as it is."""
-        if self._thread is None:
-            self.start()
-        assert self._thread is not None
-        join_scan_thread(self._thread, self.cancel, timeout, grace=2.0)
-        if isinstance(self._error, PrivilegeError):
-            raise self._error  # it says how to fix it; DistributedScan.wait keeps it too
-        if self._error is not None:
-            raise ScanError(f"scan failed: {self._error}") from self._error
-        assert self._result is not None
-        return self._result
+        )
 
     @classmethod
-    def resume(cls, root: str | os.PathLike[str], scan_id: str, **options: Any) -> Scan:
-        """A Scan (not started) that continues ``scan_id`` under ``root`` from its checkpoint.
+    def resume(cls, root: str | os.PathLike[str], scan_id: str, *, cluster: Any = None,
+               **options: Any) -> Scan | DistributedScan:
+        """The scan (not started) that continues ``scan_id`` under ``root`` from its
+        checkpoint: the one way to resume (``pn.resume`` starts and waits for it).
 
         Same seed, targets, ports and method; each shard restarts at its low-water mark and
         appends to the same directory. ``options`` may change pacing (rate, timing, ...).
+        A scan that ran as Dask shards comes back as a ``DistributedScan`` (same API), its
+        shards run on ``cluster`` (or in turn in this process without one).
         """
-        from .resume import resumed_scan
+        from .resume import resumed
 
-        return resumed_scan(cls, root, scan_id, **options)
+        return resumed(root, scan_id, cluster=cluster, **options)
 
     # -- hooks for what composes a Scan: checkpoints, resume, shards, the -sV stage -----------
     @property
@@ -298,40 +255,26 @@ class Scan(ScanRuns):
         return self._plan
 
     def apply_plan(self, plan: RunPlan) -> None:
-        """Before ``start()``: continue a scan or run one shard of it (resume, shardtask)."""
+        """Before ``start()``: continue a scan or run one shard of it (resume, shardtask).
+
+        The plan's ``engine_state`` (cookie secret, source port) is what the engines reuse,
+        so late replies to the earlier run still match."""
         if self._thread is not None:
             raise ScanError("apply_plan() comes before start()")
         self._plan = plan
         self.counters.total = max(0, self.counters.total - plan.start)
+        self.engine_state.update(plan.engine_state)
 
     @property
     def builder(self) -> ResultBuilder | None:
         """The result being built (None before ``start()``): stages add rows to it."""
         return self._builder
 
-    @property
-    def started_at(self) -> float:
-        """``time.monotonic()`` when the scan started (0.0 before): events' time origin."""
-        return self._t0
-
-    @property
-    def cancel_event(self) -> threading.Event:
-        """Set once the scan is cancelled: what a stage polls to stop early."""
-        return self._cancel
-
     def watch_sink(self, sink: RecordSink) -> None:
         """Have the poller age-flush ``sink``, so live views get rows while replies pause."""
         self._live_sink = sink
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def result(self) -> ScanResult:
-        """The final result, or while the scan runs, a snapshot of what was found so far."""
-        if self._result is not None:
-            return self._result
+    def _snapshot(self) -> ScanResult:
         if self._builder is None:
             raise ScanError("the scan has not started; call start() first")
         return self._builder.snapshot()
@@ -339,17 +282,6 @@ class Scan(ScanRuns):
     @property
     def scan_id(self) -> str | None:
         return None if self._builder is None else self._builder.meta.scan_id
-
-    @property
-    def progress(self) -> Progress:
-        """A Progress event for now: done, total, rate and ETA."""
-        total, done, sent, _recv, n_open, _retries = self.counters.snapshot()
-        end = self._t_end if self._t_end is not None else time.monotonic()
-        elapsed = max(1e-9, end - self._t0) if self._t0 else 0.0
-        rate = done / elapsed if elapsed else 0.0
-        limit = self.rate_state()
-        return Progress(elapsed, self.scan_id or "", done, total, sent, n_open, elapsed, rate,
-                        limit.rate, limit.reason)
 
     def rate_state(self) -> RateState:
         """The send rate in force and why (adaptive, pinned or unlimited), live."""
@@ -359,23 +291,6 @@ class Scan(ScanRuns):
         if self.config.rate is not None:
             return RateState(self.config.rate, "pinned")
         return RateState(None, "")
-
-    def subscribe(
-        self, callback: Callable[[Event], Any], types: type[Event] | tuple[type[Event], ...] | None
-        = None,
-    ) -> Subscription:
-        """Call ``callback(event)`` for each event (of ``types``), on the bus's own thread."""
-        return self.bus.subscribe(callback, types)
-
-    def events(
-        self, types: type[Event] | tuple[type[Event], ...] | None = None, *, maxsize: int = 1024
-    ) -> Subscription:
-        """Iterate events as they happen (``for ev in scan.events(): ...``, or ``async for``).
-
-        Subscribe before ``start()`` to see every event; iteration ends after the terminal
-        event. A slow reader loses old Progress events, never results.
-        """
-        return self.bus.subscribe(None, types, maxsize=maxsize)
 
     def _record(self, ev: Event) -> None:
         if self._builder is not None:
@@ -409,7 +324,7 @@ class Scan(ScanRuns):
         """A flush on a helper thread (poller, checkpointer) could not save its rows.
 
         The helper must not die with a traceback, and the scan must not go on sending what
-        it cannot save: stop it; ``_run`` then fails it with this error (exit 1, not 130)."""
+        it cannot save: stop it; ``_execute`` then fails it with this error (exit 1, not 130)."""
         if self._flush_error is None:
             self._flush_error = exc
             self._cancel.set()
@@ -432,72 +347,63 @@ class Scan(ScanRuns):
         for row in opened.select(["host", "proto", "port", "state", "reason"]).to_pylist():
             self.bus.publish(PortFound(t, sid, **row), record=record)
 
-    # -- the scan thread -----------------------------------------------------------------
-    def _run(self) -> None:
+    # -- the scan thread (engine.lifecycle runs these in order) --------------------------
+    def _execute(self) -> None:
         builder = self._builder
         assert builder is not None
-        sid = builder.meta.scan_id
-        poller = Poller(
+        self._poller = Poller(
             self.counters, builder, self._t0, self.config.telemetry_interval, on_sample=self._tick,
             rate=self.rate_state,
         )
-        poller.start()
-        self.bus.publish(StageChanged(0.0, sid, "scan"))
-        try:
-            if self.config.method in ("syn", "udp"):
-                self._run_syn()
-            else:
-                self._run_connect()
-            if self._flush_error is not None:  # the cancel was ours: the scan failed
-                raise self._flush_error
-            if self.config.resolve != "never" and not self._cancel.is_set():
-                from .names import run_names_stage
+        self._poller.start()
+        self.bus.publish(StageChanged(0.0, builder.meta.scan_id, "scan"))
+        if self.config.method in ("syn", "udp"):
+            self._run_syn()
+        else:
+            self._run_connect()
+        if self._flush_error is not None:  # the cancel was ours: the scan failed
+            raise self._flush_error
+        if self.config.resolve != "never" and not self._cancel.is_set():
+            from .names import run_names_stage
 
-                run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
-            if self.config.traceroute and not self._cancel.is_set():
-                from .tracestage import run_trace_stage
+            run_names_stage(self)  # reverse DNS of the hosts up (-n: none, -R: all)
+        if self.config.traceroute and not self._cancel.is_set():
+            from .tracestage import run_trace_stage
 
-                run_trace_stage(self)  # --traceroute: the path to each host up
-            if (self.config.service or self.config.verify) and not self._cancel.is_set():
-                from .svstage import run_service_stage
+            run_trace_stage(self)  # --traceroute: the path to each host up
+        if (self.config.service or self.config.verify) and not self._cancel.is_set():
+            from .svstage import run_service_stage
 
-                run_service_stage(self)  # -sV/--verify: after the port scan, on open TCP ports
-            if self.config.os and not self._cancel.is_set():
-                from .osstage import run_os_stage
+            run_service_stage(self)  # -sV/--verify: after the port scan, on open TCP ports
+        if self.config.os and not self._cancel.is_set():
+            from .osstage import run_os_stage
 
-                run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
-            if self._scripts and not self._cancel.is_set():
-                from ..nse.engine import Limits
-                from .nsestage import run_script_stage
+            run_os_stage(self)  # -O: after the port scan and -sV, on the hosts found
+        if self._scripts and not self._cancel.is_set():
+            from ..nse.engine import Limits
+            from .nsestage import run_script_stage
 
-                # SCRIPTS: the one hook of prtip_nb.nse; they see -sV's columns.
-                run_script_stage(self, self._scripts, self._script_args,
-                                 Limits(timeout=self.config.script_timeout,
-                                        named=self._named_scripts))
-            self.status = "cancelled" if self._cancel.is_set() else "completed"
-        except BaseException as exc:  # reported through wait(); the thread must not die silently
-            self._error = exc
-            self.status = "failed"
-        finally:
-            self._t_end = time.monotonic()
-            poller.stop()
-            terminal = self._terminal()
-            self._record(terminal)  # into the events table before it is finished
-            release_free_memory()  # the scan's freed buffers, before finish allocates anew
-            try:
-                self._result = builder.finish(ended=datetime.now(UTC), hosts=self._tallied(),
-                                              complete=self.status == "completed")
-                release_free_memory()  # finish's temporaries, before the caller's report
-            except BaseException as exc:
-                if self._error is None:
-                    self._error = exc
-                    self.status = "failed"
-                    terminal = self._terminal()
-            if self._ckpt is not None:
-                self._ckpt.close(self.status)
-            # Delivered last, so a subscriber that sees it can read the final result.
-            self.bus.publish(terminal, record=False)
-            self.bus.close(timeout=0)  # let callbacks drain on their thread; don't wait
+            # SCRIPTS: the one hook of prtip_nb.nse; they see -sV's columns.
+            run_script_stage(self, self._scripts, self._script_args,
+                             Limits(timeout=self.config.script_timeout,
+                                    named=self._named_scripts))
+
+    def _wind_down(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()  # its closing telemetry row, at the scan's end time
+
+    def _conclude(self) -> ScanResult:
+        builder = self._builder
+        assert builder is not None
+        release_free_memory()  # the scan's freed buffers, before finish allocates anew
+        result = builder.finish(ended=datetime.now(UTC), hosts=self._tallied(),
+                                complete=self.status == "completed")
+        release_free_memory()  # finish's temporaries, before the caller's report
+        return result
+
+    def _closed(self) -> None:
+        if self._ckpt is not None:
+            self._ckpt.close(self.status)
 
     def _tallied(self) -> Any:
         """The hosts table from the sink's tally when memory holds only open rows (the
@@ -507,15 +413,6 @@ class Scan(ScanRuns):
             return None
         sink.flush()
         return sink.hosts_table()
-
-    def _terminal(self) -> Event:
-        sid, t = self.scan_id or "", (self._t_end or time.monotonic()) - self._t0
-        c = self.counters
-        if self.status == "completed":
-            return ScanCompleted(t, sid, c.done + c.skipped, c.open, t)
-        if self.status == "cancelled":
-            return ScanCancelled(t, sid, c.done + c.skipped, c.open, t)
-        return ScanFailed(t, sid, repr(self._error))
 
     def _on_batch(self, batch: Any) -> None:
         assert self._builder is not None
@@ -529,14 +426,16 @@ def scan(
     *,
     cluster: Any = None,
     shards: int | None = None,
-    discover: bool = False,
+    discover: bool = DISCOVER_BY_DEFAULT["python"],
     **options: Any,
 ) -> ScanResult:
     """Scan ``targets`` on ``ports`` and return the result; blocks until done.
 
     ``discover=True`` pings the targets first (``pn.discover``) and scans only those up,
-    as nmap does without -Pn (loopback, own addresses or no privileges: everything is
-    scanned); with none up, the discovery result is returned.
+    as nmap does without -Pn (loopback, own addresses, no privileges, ``shard=`` or
+    ``cluster=``/``shards=``: everything is scanned); with none up, the discovery result
+    is returned. The default differs from the command line's, for a reason that
+    ``engine.discovery.DISCOVER_BY_DEFAULT`` gives.
 
     Options are ScanConfig's: ``method``, ``top_ports``, ``exclude``, ``timing``,
     ``max_retries``, ``timeout``, ``concurrency``, ``seed``, ``keep``, ``output`` …
@@ -547,17 +446,14 @@ def scan(
 
     >>> res = scan("127.0.0.1", ports="22,80", method="connect")   # doctest: +SKIP
     """
-    if discover:
-        from .discovery import discover_first, up_hosts
+    from .discovery import discover_then
 
-        found = discover_first([targets] if isinstance(targets, str) else targets, options)
-        if found is not None:
-            if not up_hosts(found):
-                return found
-            targets = up_hosts(found)  # exclusions and input_file are already applied
-            options.update(exclude=(), exclude_file=None, input_file=None)
-            if options.get("resolve", "up") in ("up", True):
-                options["resolve"] = "all"  # every target left is up: nmap names them all
+    todo = discover_then(targets, options, discover=discover,
+                         distributed=cluster is not None or shards is not None)
+    if todo.nothing_up:
+        assert todo.found is not None
+        return todo.found
+    targets, options = todo.targets, todo.options
     if cluster is not None or shards is not None:
         from .distributed import DistributedScan
 

@@ -2,8 +2,10 @@
 
 The job is plain data (msgpack/pickle-safe): the shard's config as JSON (seed included:
 the shards of one scan share its order), the shared scan_id, where to start and how to tag
-its parts. The shard runs an ordinary ``Scan`` in the worker process and writes its own
-Parquet parts (``part-s003-NNNNN``) and checkpoint under the shared ``scan_id=`` directory.
+its parts. The shard runs an ordinary ``Scan`` in the worker process, planned through its
+public hook (``apply_plan(RunPlan(...))``, as a resume is) and watched through its
+lifecycle (``join``, ``wait``, ``subscribe``, ``builder``), and writes its own Parquet
+parts (``part-s003-NNNNN``) and checkpoint under the shared ``scan_id=`` directory.
 
 A ``Link`` carries what the caller's panel needs (progress, telemetry rows, result events)
 back every 0.25 s, and tells the shard when the caller cancelled: on Dask through the
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..errors import PrivilegeError, ScanError
+from ..errors import PrivilegeError
 from . import events as ev_mod
 from .checkpoint import RunPlan
 
@@ -121,8 +123,8 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
     scan.apply_plan(RunPlan(
         scan_id=job["scan_id"], started=datetime.fromisoformat(job["started"]),
         start=start, resume=resume, tag=job["tag"], shard=index, write_hosts=False,
+        engine_state=engine_state,
     ))
-    scan.engine_state.update(engine_state)
     pending: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -134,7 +136,7 @@ def run_shard(job: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
     scan.start()
     sent_rows = 0
     while True:
-        stopping = _ended(scan, TICK)
+        stopping = scan.join(TICK)  # ended, failed or not: wait() below raises a failure
         if not stopping and link.cancelled():
             scan.cancel()
         with lock:
@@ -189,17 +191,6 @@ def _earlier_attempt(output: str | None, job: dict[str, Any]) -> dict[str, Any] 
         return None
     entries = list((doc.get("shards") or {}).values())
     return entries[0] if len(entries) == 1 and isinstance(entries[0], dict) else None
-
-
-def _ended(scan: Any, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the scan to end; True once it has (failed or not)."""
-    try:
-        scan.wait(timeout)
-    except TimeoutError:
-        return False
-    except ScanError:
-        pass  # raised again by the final wait()
-    return True
 
 
 def _progress(scan: Any) -> list[float]:

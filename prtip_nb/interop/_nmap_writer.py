@@ -261,7 +261,7 @@ def _host_ranges(ports: pa.Table) -> dict[str, tuple[int, int]]:
     """host -> (first row, end row) in ``ports``, whose rows are grouped by host."""
     if ports.num_rows == 0:
         return {}
-    _, starts = _hosts._runs([ports["host"].combine_chunks()])
+    _, starts = _hosts.group_runs([ports["host"].combine_chunks()])
     first = starts.to_pylist()
     ends = first[1:] + [ports.num_rows]
     names = ports["host"].take(starts).to_pylist()

@@ -34,7 +34,7 @@ def _codes(col: pa.ChunkedArray) -> pa.Array:
     return unified.chunk(0).indices if unified.num_chunks else pa.nulls(0, pa.int32())
 
 
-def _runs(keys: Sequence[pa.Array]) -> tuple[pa.Array, pa.Array]:
+def group_runs(keys: Sequence[pa.Array]) -> tuple[pa.Array, pa.Array]:
     """(group id of each row, start row of each group) for rows sorted by ``keys``."""
     n = len(keys[0])
     change = None
@@ -114,7 +114,7 @@ def derive_hosts(ports: pa.Table) -> pa.Table:
     few = _few_hosts(ports)
     if few is not None:
         return few
-    gid, starts = _runs([_codes(ports["scan_id"]), ports["host"].combine_chunks()])
+    gid, starts = group_runs([_codes(ports["scan_id"]), ports["host"].combine_chunks()])
     m = len(starts)
     state = ports["state"]
     first_rows = ports.select(["scan_id", "host", "family"]).take(starts)
@@ -232,7 +232,7 @@ def summary_table(ports: pa.Table, hosts: pa.Table, *, with_scan_id: bool) -> pa
         return hosts.select(names).append_column(
             "open_ports", pc.fill_null(pa.nulls(hosts.num_rows, pa.string()), empty)
         )
-    _, starts = _runs([_codes(open_rows["scan_id"]), open_rows["host"].combine_chunks()])
+    _, starts = group_runs([_codes(open_rows["scan_id"]), open_rows["host"].combine_chunks()])
     label = pc.binary_join_element_wise(
         pc.cast(open_rows["port"], pa.string()),
         pc.cast(open_rows["proto"], pa.string()),

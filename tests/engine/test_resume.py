@@ -69,7 +69,7 @@ import sys, time, prtip_nb as pn
 root, sid = sys.argv[1], sys.argv[2]
 s = (pn.Scan("127.0.0.1", ports="1-65535", output=root, rate={rate}) if sid == "-"
      else pn.Scan.resume(root, sid)).start()
-print("ID", s.scan_id, s._plan.start, flush=True)
+print("ID", s.scan_id, s.plan.start, flush=True)
 while s.running:
     print("P", s.progress.done, flush=True)
     time.sleep(0.02)

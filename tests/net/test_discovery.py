@@ -205,3 +205,54 @@ def test_scan_with_discover_scans_only_the_hosts_up(lab: VethLab) -> None:
     # Default: no discovery, every target scanned (today's behaviour).
     every = pn.scan("203.0.113.4-7", ports="443", method="syn", timing=4, max_retries=0)
     assert every.ports["host"].nunique() == 4
+
+
+def test_discover_then_is_the_one_rule_for_python_and_the_cli(lab: VethLab) -> None:
+    """pn.scan(discover=True) and the CLI without -Pn both go through discover_then: the
+    hosts up become the targets, named; a shard or a split scan, loopback, or
+    discover=False scan every target as given (nothing is sent for them)."""
+    from prtip_nb.engine.discovery import DISCOVER_BY_DEFAULT, discover_then
+
+    opts = {"timing": 4, "max_retries": 0, "resolve": "up", "exclude": ("203.0.113.9",)}
+    todo = discover_then("203.0.113.4-7", opts, discover=True)
+    assert list(todo.targets) == [R4[5], R4[6]] and not todo.nothing_up
+    assert todo.found is not None and todo.found.hosts["host"].nunique() == 4
+    assert todo.options["resolve"] == "all" and todo.options["exclude"] == ()
+    assert opts["resolve"] == "up"  # the caller's options are not changed under it
+    assert discover_then(R4[7], opts, discover=True).nothing_up
+    for skipped in (discover_then("203.0.113.4-7", opts, discover=False),
+                    discover_then("203.0.113.4-7", opts, discover=True, distributed=True),
+                    discover_then("203.0.113.4-7", {**opts, "shard": (1, 2)}, discover=True),
+                    discover_then("127.0.0.1", opts, discover=True)):
+        assert skipped.found is None and skipped.options["resolve"] == "up"
+        assert skipped.targets in ("203.0.113.4-7", "127.0.0.1")  # as given
+    assert DISCOVER_BY_DEFAULT == {"cli": True, "python": False}  # why: the constant's note
+
+
+def test_discovery_runs_on_the_scan_lifecycle(lab: VethLab) -> None:
+    """A ping sweep is a run like any scan (engine.lifecycle): events from ScanStarted to
+    its terminal event, Progress and telemetry from the poller, and cancel keeps what it
+    found so far."""
+    from prtip_nb.config import ScanConfig
+    from prtip_nb.engine.discovery import Discovery
+    from prtip_nb.targets import parse_targets
+
+    cfg = ScanConfig(targets=tuple(TARGETS4), ping_only=True, timing=4, max_retries=0,
+                     resolve="never", telemetry_interval=0.05)
+    sweep = Discovery(cfg, parse_targets(TARGETS4))
+    seen = sweep.events()
+    res = sweep.start().wait(60)
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "ScanStarted" and kinds[-1] == "ScanCompleted" and "Progress" in kinds
+    assert sweep.status == "completed" and sweep.progress.done == 32 == len(res.hosts)
+    assert {"ScanStarted", "StageChanged", "DiscoveryCompleted", "ScanCompleted"} <= set(
+        res.events["kind"])
+    assert len(res.telemetry) >= 1 and int(res.telemetry["sent"].iloc[-1]) > 0
+    assert sorted(res.hosts.query("state == 'up'")["host"]) == sorted(
+        pn.discover(TARGETS4, timing=4, max_retries=0, resolve="never").hosts.query(
+            "state == 'up'")["host"])
+
+    stopped = Discovery(cfg, parse_targets(TARGETS4)).start()
+    stopped.cancel()
+    part = stopped.wait(10)
+    assert stopped.status == "cancelled" and len(part.hosts) <= 32
