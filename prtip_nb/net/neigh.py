@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from ..errors import ScanError
 
-__all__ = ["RESOLVED", "NeighWatch", "Routes", "is_local", "local_addresses"]
+__all__ = ["RESOLVED", "NeighRequests", "NeighWatch", "Routes", "is_local", "local_addresses"]
 
 NETLINK_ROUTE = 0
 RTMGRP_NEIGH = 0x4
@@ -85,53 +85,23 @@ def _parse(data: bytes) -> Iterator[tuple[int, Neighbour | None]]:
         off += (length + 3) & ~3
 
 
-class NeighWatch:
-    """Neighbour events as they happen (``events()``), plus dump and delete requests."""
+class NeighRequests:
+    """The request side of the neighbour table: dump and delete (one netlink socket)."""
 
     def __init__(self) -> None:
-        opened: list[socket.socket] = []
         try:
-            events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-            opened.append(events)
-            events.bind((0, RTMGRP_NEIGH))
-            events.setblocking(False)
-            try:
-                events.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
-            except OSError:
-                pass  # the default buffer; an overrun is caught up by dump()
-            req = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-            opened.append(req)
-            req.bind((0, 0))
+            self.req = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         except OSError as exc:  # out of descriptors, or netlink refused: not a bare OSError
-            for s in opened:
-                s.close()
-            raise ScanError(f"host discovery cannot watch the neighbour table: {exc}") from exc
-        self.events_sock, self.req = events, req
+            raise ScanError(f"host discovery cannot reach the neighbour table: {exc}") from exc
+        try:
+            self.req.bind((0, 0))
+        except OSError as exc:
+            self.req.close()
+            raise ScanError(f"host discovery cannot reach the neighbour table: {exc}") from exc
         self._seq = 0
-        self.overrun = False  # events were lost (ENOBUFS): dump() to catch up
-
-    def fileno(self) -> int:
-        return self.events_sock.fileno()
 
     def close(self) -> None:
-        self.events_sock.close()
         self.req.close()
-
-    def events(self) -> Iterator[Neighbour]:
-        """New or changed entries since the last call (non-blocking)."""
-        while True:
-            try:
-                data = self.events_sock.recv(1 << 16)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.overrun = True
-                    continue
-                raise
-            for typ, n in _parse(data):
-                if typ == RTM_NEWNEIGH and n is not None:
-                    yield n
 
     def _request(self, typ: int, flags: int, body: bytes) -> Iterator[tuple[int, Neighbour | None]]:
         self._seq += 1
@@ -152,20 +122,72 @@ class NeighWatch:
         return [n for typ, n in self._request(RTM_GETNEIGH, NLM_F_DUMP, body)
                 if typ == RTM_NEWNEIGH and n is not None]
 
+    def remove(self, family: int, ifindex: int, addr: bytes) -> int:
+        """Ask the kernel to forget ``addr`` (4 or 16 bytes) on ``ifindex``: 0, or the
+        errno it answered (ENOENT: there was no entry)."""
+        attr = _RTA.pack(_RTA.size + len(addr), NDA_DST) + addr
+        body = _NDMSG.pack(_AF[family], 0, 0, ifindex, 0, 0, 0) + attr
+        for typ, n in self._request(RTM_DELNEIGH, NLM_F_ACK, body):
+            if typ == NLMSG_ERROR:
+                return 0 if n is None else n[0]
+        return 0
+
     def delete(self, family: int, ifindex: int, addr: bytes) -> bool:
         """Forget the entry for ``addr`` on ``ifindex``; False if there was none. After
         root was dropped, the root helper of net.privileges sends the request."""
         from .privileges import neigh_delete
 
         err = neigh_delete(family, ifindex, addr)
-        if err is not None:
-            return err == 0
-        attr = _RTA.pack(_RTA.size + len(addr), NDA_DST) + addr
-        body = _NDMSG.pack(_AF[family], 0, 0, ifindex, 0, 0, 0) + attr
-        for typ, n in self._request(RTM_DELNEIGH, NLM_F_ACK, body):
-            if typ == NLMSG_ERROR:
-                return n is None
-        return True
+        return (self.remove(family, ifindex, addr) if err is None else err) == 0
+
+
+
+
+class NeighWatch(NeighRequests):
+    """Neighbour events as they happen (``events()``), plus dump and delete requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            self.events_sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                             NETLINK_ROUTE)
+        except OSError as exc:
+            self.req.close()
+            raise ScanError(f"host discovery cannot watch the neighbour table: {exc}") from exc
+        try:
+            self.events_sock.bind((0, RTMGRP_NEIGH))
+            self.events_sock.setblocking(False)
+        except OSError as exc:
+            self.close()
+            raise ScanError(f"host discovery cannot watch the neighbour table: {exc}") from exc
+        try:
+            self.events_sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
+        except OSError:
+            pass  # the default buffer; an overrun is caught up by dump()
+        self.overrun = False  # events were lost (ENOBUFS): dump() to catch up
+
+    def fileno(self) -> int:
+        return self.events_sock.fileno()
+
+    def close(self) -> None:
+        self.events_sock.close()
+        super().close()
+
+    def events(self) -> Iterator[Neighbour]:
+        """New or changed entries since the last call (non-blocking)."""
+        while True:
+            try:
+                data = self.events_sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.overrun = True
+                    continue
+                raise
+            for typ, n in _parse(data):
+                if typ == RTM_NEWNEIGH and n is not None:
+                    yield n
 
 
 # -- routes ------------------------------------------------------------------------------

@@ -248,13 +248,9 @@ def _start_neigh_helper(p: SocketPool) -> tuple[socket.socket, int]:
 
 
 def _serve_neigh(chan: socket.socket) -> None:
-    from .neigh import _AF as _AFN
-    from .neigh import _NDMSG, _RTA, NDA_DST, NLM_F_ACK, NLMSG_ERROR, RTM_DELNEIGH, NeighWatch
+    from .neigh import NeighRequests
 
-    nl = NeighWatch.__new__(NeighWatch)  # the request side only: no event subscription
-    nl.req = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-    nl.req.bind((0, 0))
-    nl._seq = 0
+    nl = NeighRequests()  # the request side only: no event subscription
     while True:
         msg = chan.recv(64)
         if len(msg) != _NEIGH_REQ.size:
@@ -262,14 +258,8 @@ def _serve_neigh(chan: socket.socket) -> None:
         fam, ifindex, addr = _NEIGH_REQ.unpack(msg)
         if fam not in (4, 6):
             return
-        err = 0
         try:
-            dst = addr[:4] if fam == 4 else addr
-            body = _NDMSG.pack(_AFN[fam], 0, 0, ifindex, 0, 0, 0)
-            body += _RTA.pack(_RTA.size + len(dst), NDA_DST) + dst
-            for typ, n in nl._request(RTM_DELNEIGH, NLM_F_ACK, body):
-                if typ == NLMSG_ERROR and n is not None:
-                    err = n[0]
+            err = nl.remove(fam, ifindex, addr[:4] if fam == 4 else addr)
         except OSError as exc:
             err = exc.errno or errno.EIO
         chan.sendall(struct.pack("=i", err))
