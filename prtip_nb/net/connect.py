@@ -33,6 +33,13 @@ Emit = Callable[[int, int, "float | None"], None]
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _UNLIMITED = 1 << 62
+#: New connects per pass before the loop collects completions (without waiting). On a LAN
+#: the kernel answers inside connect() itself, so the window never fills: a pass that opened
+#: all 2,048 sockets of -T4's window before reading any completion held 2,048 sockets (out
+#: of the CPU's caches) for nothing. Measured on a RangeLab /24 x 100 ports: 0.46-0.49 s
+#: with the whole window per pass, 0.34-0.39 s with 64 (in flight then: 64). A slow path
+#: still fills the whole window, 64 connects per pass.
+FILL_BURST = 64
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # l_onoff=1, l_linger=0: close() sends RST
 
@@ -125,8 +132,12 @@ class ConnectEngine:
                     # several times the rate (measured: 8,700/s at a 3,000/s limit).
                     t_start = now - (c.sent + credit) / rate
                     budget = credit
-            # 1. Fill the window: retries first (they are older), then new probes.
-            while len(pending) < limit and budget > 0:
+            # 1. Fill the window: retries first (they are older), then new probes; at most
+            # FILL_BURST of them before the completions are read.
+            burst = FILL_BURST
+            timeout = rtt.timeout  # the estimate changes only when completions are read
+            while len(pending) < limit and budget > 0 and burst > 0:
+                burst -= 1
                 if again:
                     index, addr, fam, port, tries = again.popleft()
                 elif not exhausted:
@@ -164,7 +175,7 @@ class ConnectEngine:
                 if err == errno.EINPROGRESS:
                     fd = s.fileno()
                     pending[fd] = [s, index, addr, fam, port, tries + 1, now]
-                    timers.append((now + rtt.timeout, fd, s))
+                    timers.append((now + timeout, fd, s))
                     ep.register(fd, select.EPOLLOUT)
                     continue
                 if err in _BACKOFF:
@@ -197,6 +208,8 @@ class ConnectEngine:
             # 2. Wait for completions, at most until the oldest probe times out.
             now = clock()
             wait = 0.05 if rate is None else min(0.05, max(0.0005, 1.0 / rate))
+            if burst <= 0:
+                wait = 0.0  # more to send at once: only collect what has completed
             if timers:
                 wait = min(wait, max(0.0, timers[0][0] - now))
             for fd, _events in ep.poll(wait, 4096):
