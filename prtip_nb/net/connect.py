@@ -1,4 +1,4 @@
-"""TCP connect() scanning with non-blocking sockets and epoll.
+"""TCP connect() scanning with non-blocking sockets and poll().
 
 This is the only place that opens the sockets of a connect scan. The loop keeps at most
 ``concurrency`` connects in flight; every probe's timeout starts when its connect() was
@@ -87,13 +87,14 @@ class ConnectEngine:
 
     def run(self, probes: Iterator[Probe]) -> None:
         """Send every probe; returns when all have a verdict or the scan is cancelled."""
-        ep = select.epoll()
-        try:
-            self._loop(iter(probes), ep)
-        finally:
-            ep.close()
+        # poll(), not epoll: registering a socket with poll() is no system call, with
+        # epoll it is one (epoll_ctl) and closing the socket another behind the scenes;
+        # a pass hands the kernel at most the window's fds, and on a LAN only
+        # FILL_BURST of them. Measured (RangeLab /24 x 100 ports, -T4, in process):
+        # 320-355 ms against 333-386 ms with epoll, alternating runs.
+        self._loop(iter(probes), select.poll())
 
-    def _loop(self, probes: Iterator[Probe], ep: select.epoll) -> None:
+    def _loop(self, probes: Iterator[Probe], ep: select.poll) -> None:
         c = self.counters
         emit = self.emit
         rtt = self.rtt
@@ -176,7 +177,7 @@ class ConnectEngine:
                     fd = s.fileno()
                     pending[fd] = [s, index, addr, fam, port, tries + 1, now]
                     timers.append((now + timeout, fd, s))
-                    ep.register(fd, select.EPOLLOUT)
+                    ep.register(fd, select.POLLOUT)
                     continue
                 if err in _BACKOFF:
                     s.close()
@@ -212,8 +213,9 @@ class ConnectEngine:
                 wait = 0.0  # more to send at once: only collect what has completed
             if timers:
                 wait = min(wait, max(0.0, timers[0][0] - now))
-            for fd, _events in ep.poll(wait, 4096):
+            for fd, _events in ep.poll(wait * 1000.0):
                 entry = pending.pop(fd)
+                ep.unregister(fd)
                 s = entry[0]
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 now = clock()
@@ -224,7 +226,7 @@ class ConnectEngine:
                     continue
                 if err == 0:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                s.close()  # also removes fd from the epoll set
+                s.close()
                 if connect_answer(err) is None:
                     self._expire(entry, again, max_tries)
                     continue
@@ -242,6 +244,7 @@ class ConnectEngine:
                 if late is None or late[0] is not s:
                     continue  # answered already; fd number may have been reused
                 del pending[fd]
+                ep.unregister(fd)
                 s.close()
                 self._expire(late, again, max_tries)
 
