@@ -1,4 +1,4 @@
-"""TCP connect() scanning with non-blocking sockets and epoll.
+"""TCP connect() scanning with non-blocking sockets and poll().
 
 This is the only place that opens the sockets of a connect scan. The loop keeps at most
 ``concurrency`` connects in flight; every probe's timeout starts when its connect() was
@@ -33,6 +33,13 @@ Emit = Callable[[int, int, "float | None"], None]
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _UNLIMITED = 1 << 62
+#: New connects per pass before the loop collects completions (without waiting). On a LAN
+#: the kernel answers inside connect() itself, so the window never fills: a pass that opened
+#: all 2,048 sockets of -T4's window before reading any completion held 2,048 sockets (out
+#: of the CPU's caches) for nothing. Measured on a RangeLab /24 x 100 ports: 0.46-0.49 s
+#: with the whole window per pass, 0.34-0.39 s with 64 (in flight then: 64). A slow path
+#: still fills the whole window, 64 connects per pass.
+FILL_BURST = 64
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # l_onoff=1, l_linger=0: close() sends RST
 
@@ -80,13 +87,21 @@ class ConnectEngine:
 
     def run(self, probes: Iterator[Probe]) -> None:
         """Send every probe; returns when all have a verdict or the scan is cancelled."""
-        ep = select.epoll()
+        # poll(), not epoll: registering a socket with poll() is no system call, with
+        # epoll it is one (epoll_ctl) and closing the socket another behind the scenes;
+        # a pass hands the kernel at most the window's fds, and on a LAN only
+        # FILL_BURST of them. Measured (RangeLab /24 x 100 ports, -T4, in process):
+        # 320-355 ms against 333-386 ms with epoll, alternating runs.
+        spare: dict[int, list[_socket.socket]] = {4: [], 6: []}
         try:
-            self._loop(iter(probes), ep)
+            self._loop(iter(probes), select.poll(), spare)
         finally:
-            ep.close()
+            for pool in spare.values():
+                for s in pool:
+                    s.close()
 
-    def _loop(self, probes: Iterator[Probe], ep: select.epoll) -> None:
+    def _loop(self, probes: Iterator[Probe], ep: select.poll,
+              spare: dict[int, list[_socket.socket]]) -> None:
         c = self.counters
         emit = self.emit
         rtt = self.rtt
@@ -94,7 +109,9 @@ class ConnectEngine:
         max_tries = self.retries + 1
         # fd -> [sock, index, addr, family, port, tries, t_sent]
         pending: dict[int, list] = {}
-        timers: deque[tuple[float, int, _socket.socket]] = deque()  # in send order
+        # (deadline, fd, pending entry), in send order: the entry, not the socket, tells
+        # a timer from its probe's successor (a socket and its fd are used again).
+        timers: deque[tuple[float, int, list]] = deque()
         again: deque[tuple[int, str, int, int, int]] = deque()  # (index, addr, fam, port, tries)
         limit = self.concurrency
         exhausted = False
@@ -125,8 +142,12 @@ class ConnectEngine:
                     # several times the rate (measured: 8,700/s at a 3,000/s limit).
                     t_start = now - (c.sent + credit) / rate
                     budget = credit
-            # 1. Fill the window: retries first (they are older), then new probes.
-            while len(pending) < limit and budget > 0:
+            # 1. Fill the window: retries first (they are older), then new probes; at most
+            # FILL_BURST of them before the completions are read.
+            burst = FILL_BURST
+            timeout = rtt.timeout  # the estimate changes only when completions are read
+            while len(pending) < limit and budget > 0 and burst > 0:
+                burst -= 1
                 if again:
                     index, addr, fam, port, tries = again.popleft()
                 elif not exhausted:
@@ -148,9 +169,10 @@ class ConnectEngine:
                     if wait > 0 and cancel.wait(wait):
                         break
                 budget -= 1
+                pool = spare[fam]
                 try:
                     # The C socket type: socket.socket's Python __init__/close cost ~1.3 µs.
-                    s = _socket.socket(_AF[fam], _STREAM_NONBLOCK)
+                    s = pool.pop() if pool else _socket.socket(_AF[fam], _STREAM_NONBLOCK)
                 except OSError as exc:
                     if exc.errno in _BACKOFF and pending:
                         limit = max(1, len(pending))  # the fd budget was smaller than thought
@@ -160,12 +182,14 @@ class ConnectEngine:
                 now = clock()
                 last_send = now
                 err = s.connect_ex((addr, port))
+                if err == errno.ECONNABORTED:  # a refused socket, used again: see _reuse
+                    err = s.connect_ex((addr, port))
                 c.sent += 1
                 if err == errno.EINPROGRESS:
                     fd = s.fileno()
-                    pending[fd] = [s, index, addr, fam, port, tries + 1, now]
-                    timers.append((now + rtt.timeout, fd, s))
-                    ep.register(fd, select.EPOLLOUT)
+                    entry = pending[fd] = [s, index, addr, fam, port, tries + 1, now]
+                    timers.append((now + timeout, fd, entry))
+                    ep.register(fd, select.POLLOUT)
                     continue
                 if err in _BACKOFF:
                     s.close()
@@ -181,7 +205,7 @@ class ConnectEngine:
                     continue
                 if err == 0:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                s.close()
+                _reuse(s, err, pool)
                 if connect_answer(err) is None:
                     again.append((index, addr, fam, port, tries + 1))
                     continue
@@ -197,10 +221,13 @@ class ConnectEngine:
             # 2. Wait for completions, at most until the oldest probe times out.
             now = clock()
             wait = 0.05 if rate is None else min(0.05, max(0.0005, 1.0 / rate))
+            if burst <= 0:
+                wait = 0.0  # more to send at once: only collect what has completed
             if timers:
                 wait = min(wait, max(0.0, timers[0][0] - now))
-            for fd, _events in ep.poll(wait, 4096):
+            for fd, _events in ep.poll(wait * 1000.0):
                 entry = pending.pop(fd)
+                ep.unregister(fd)
                 s = entry[0]
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 now = clock()
@@ -211,7 +238,7 @@ class ConnectEngine:
                     continue
                 if err == 0:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                s.close()  # also removes fd from the epoll set
+                _reuse(s, err, spare[entry[3]])
                 if connect_answer(err) is None:
                     self._expire(entry, again, max_tries)
                     continue
@@ -224,12 +251,13 @@ class ConnectEngine:
             # 3. Expire probes whose deadline passed; the deque is in deadline order.
             now = clock()
             while timers and timers[0][0] <= now:
-                _deadline, fd, s = timers.popleft()
+                _deadline, fd, entry = timers.popleft()
                 late = pending.get(fd)
-                if late is None or late[0] is not s:
-                    continue  # answered already; fd number may have been reused
+                if late is not entry:
+                    continue  # answered already; the fd (or socket) may be in use again
                 del pending[fd]
-                s.close()
+                ep.unregister(fd)
+                late[0].close()
                 self._expire(late, again, max_tries)
 
     def _expire(self, entry: list, again: deque, max_tries: int) -> None:
@@ -245,6 +273,24 @@ class ConnectEngine:
             again.append((entry[1], entry[2], entry[3], entry[4], tries))
         else:
             self.emit(entry[1], NO_RESPONSE, None)
+
+
+def _reuse(s: _socket.socket, err: int, pool: list[_socket.socket]) -> None:
+    """Close ``s``, or keep it for the next probe of its family when a reset refused it.
+
+    SOCKETS USED AGAIN. A connect scan's usual answer is a reset (every closed port), and
+    a socket refused by one is closed on our side (TCP_CLOSE, its port released): Linux
+    connects it again. Its next connect() returns ECONNABORTED at once, resetting it,
+    no packet sent, and the one after that connects (net/ipv4/af_inet.c,
+    __inet_stream_connect). That saves socket() and close() a probe, the costliest system
+    calls after connect() (25% and 12% of the loop's samples): a RangeLab /24 x 100 ports
+    at -T4 took 200-235 ms in the engine against 250-290 ms. Only a refused socket is
+    kept: one that connected, timed out or drew an ICMP error is closed. The pool holds
+    at most the window's sockets (the fill takes from it before opening new ones)."""
+    if err == errno.ECONNREFUSED:
+        pool.append(s)
+    else:
+        s.close()
 
 
 def _is_self_connect(s: _socket.socket) -> bool:
