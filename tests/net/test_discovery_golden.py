@@ -1,0 +1,88 @@
+"""Golden verdicts of host discovery (issue 14: discovery moved onto the one round engine).
+
+``golden/discovery.json`` holds the (host, state, reason) rows that the old window loop
+(engine/pingsweep.py before the move) decided on this lab, recorded by this test with
+``PRTIP_RECORD_GOLDEN=1``. The round engine must decide the same, host by host: on-link
+hosts up and down (ARP / NDP), one dropping every IP packet, routed hosts answering one
+probe kind each or nothing (nftables), IPv4 and IPv6, one family at a time and both in one
+sweep, and the discovery phase a port scan runs first (``discover_first``).
+
+Hosts that answer every probe (``ANY_REASON``) are up with whichever answer came first:
+only their state is compared (the nmap-oracle tests in test_discovery treat them alike).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import prtip_nb as pn
+from prtip_nb.engine.discovery import discover_first
+from prtip_nb.lab.veth import VethLab
+from tests.conftest import need
+
+from .test_discovery import ANY_REASON, ON4, ON6, R4, R6, TARGETS4, TARGETS6, _rules
+
+pytestmark = pytest.mark.usefixtures("netns", "root")
+
+GOLDEN = Path(__file__).parent / "golden" / "discovery.json"
+RECORD = os.environ.get("PRTIP_RECORD_GOLDEN") == "1"
+
+SWEEPS: dict[str, list[str]] = {
+    "ipv4": TARGETS4,
+    "ipv6": TARGETS6,
+    "both": [*TARGETS4, *TARGETS6],
+    # one of each probe's answers, a dropping host, an absent one and a broadcast address
+    "reasons": [ON4[0], ON4[3], R4[6], R4[8], R4[9], R4[7], "198.51.100.200", R6[9],
+                "198.51.100.255", ON6[2], R6[7]],
+}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[VethLab]:
+    need(shutil.which("nft") is not None and shutil.which("nsenter") is not None,
+         "needs nftables and nsenter")
+    with VethLab(up=ON4 + ON6, routed_up=list(R4.values()) + list(R6.values()),
+                 tcp=[443]) as lab:
+        lab.nft(_rules())
+        yield lab
+
+
+def _rows(hosts) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    return [[h, str(s), str(r)] for h, s, r in zip(hosts["host"], hosts["state"],
+                                                   hosts["reason"], strict=True)]
+
+
+def _decided(name: str) -> list[list[str]]:
+    if name == "first":  # the discovery phase of a port scan (cli, pn.scan(discover=True))
+        res = discover_first(["203.0.113.0/29", "2001:db8:1::/125"], {"timing": 4})
+        assert res is not None
+        return _rows(res.hosts)
+    return _rows(pn.discover(SWEEPS[name]).hosts)
+
+
+def _check(name: str, got: list[list[str]], want: list[list[str]]) -> None:
+    assert [r[0] for r in got] == [r[0] for r in want], f"{name}: hosts or their order"
+    for (host, state, reason), (_h, w_state, w_reason) in zip(got, want, strict=True):
+        assert state == w_state, f"{name} {host}: {state}/{reason}, golden {w_state}/{w_reason}"
+        if host not in ANY_REASON:
+            assert reason == w_reason, f"{name} {host}: {reason}, golden {w_reason}"
+
+
+@pytest.mark.parametrize("name", [*SWEEPS, "first"])
+def test_discovery_decides_as_recorded(lab: VethLab, name: str) -> None:
+    got = _decided(name)
+    if RECORD:
+        table = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        table[name] = got
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    want = json.loads(GOLDEN.read_text())[name]
+    _check(name, got, want)
+    again = _decided(name)  # a second sweep decides the same (neighbour entries forgotten)
+    _check(name, again, want)
