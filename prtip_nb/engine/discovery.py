@@ -2,8 +2,8 @@
 
 The result's ``hosts`` table has one row per target (up or down) with nmap's reason
 words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet dataset like any
-scan. The probing itself is engine.pingsweep's; this module parses, checks privileges,
-picks the pacing and builds the result.
+scan. The probing itself is engine.pingsweep's (on the round engine); this module
+parses, checks privileges, picks the pacing and builds the result.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
 loopback the rate adapts (net.ratectl) from the template's start rate
@@ -27,7 +27,6 @@ from ..targets import TargetSet, parse_targets
 
 if TYPE_CHECKING:
     from ..results import ScanResult
-    from .pingsweep import HostVerdict
 
 __all__ = ["discover", "up_hosts"]
 
@@ -78,25 +77,30 @@ def discover(
 def run_discovery(cfg: ScanConfig, tset: TargetSet, counters: Counters | None = None
                   ) -> ScanResult:
     """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
+    from ..probes.records import RecordBuffer
     from ..results import ResultBuilder, ScanMeta, new_scan_id, schema
     from ..results import _convert as cv
     from .checkpoint import public_config
-    from .pingsweep import DiscoverEngine
+    from .pingsweep import DiscoverEngine, host_verdicts
 
     tmpl = cfg.template
     meta = ScanMeta(scan_id=new_scan_id(), config=public_config(cfg.to_json()),
                     started=datetime.now(UTC))
     builder = ResultBuilder(meta, sink=cfg.output)
     t0 = time.monotonic()
-    rows: list[HostVerdict] = []
+    records: list[bytes] = []
+    out = RecordBuffer(records.append)
     engine = DiscoverEngine(
-        tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+        tset, out=out,
+        rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
         retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
         rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"), counters=counters,
     )
     builder.add_event(0.0, "ScanStarted", {"scan_id": meta.scan_id, "total": tset.size,
                                            "targets": list(cfg.targets), "method": "discovery"})
-    engine.run(rows.extend)
+    engine.run()
+    out.flush()
+    rows = host_verdicts(tset, b"".join(records))
     elapsed = time.monotonic() - t0
     up = sum(1 for r in rows if r.state == "up")
     builder.add_event(elapsed, "DiscoveryCompleted",
