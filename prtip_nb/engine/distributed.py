@@ -45,8 +45,9 @@ from .events import (
     ScanStarted,
     Subscription,
 )
-from .scan import build_space, join_scan_thread, make_config, segments
+from .scan import build_space, make_config, segments
 from .shardtask import LocalLink, run_shard
+from .telemetry import join_scan_thread
 
 __all__ = ["DistributedScan"]
 

@@ -29,17 +29,16 @@ from .events import (
     EventBus,
     PortFound,
     Progress,
-    RateLimited,
-    RetryScheduled,
     ScanCancelled,
     ScanCompleted,
     ScanFailed,
     ScanStarted,
     StageChanged,
     Subscription,
+    publish_diagnostics,
 )
 from .runs import ScanRuns
-from .telemetry import Poller, release_free_memory
+from .telemetry import Poller, join_scan_thread, release_free_memory
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
@@ -147,19 +146,6 @@ def segments(space: TargetSpace) -> tuple[tuple[int, int], ...]:
     if tcp and udp:
         return ((0, tcp), (tcp, udp))
     return ((0, space.size),)
-
-
-def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
-                     grace: float) -> None:
-    """Wait for a scan's thread; Ctrl-C cancels the scan, waits ``grace`` s, re-raises."""
-    try:
-        thread.join(timeout)
-    except KeyboardInterrupt:
-        cancel()
-        thread.join(grace)
-        raise
-    if thread.is_alive():
-        raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
 
 
 class Scan(ScanRuns):
@@ -392,18 +378,10 @@ class Scan(ScanRuns):
         self._diagnose(progress)
 
     def _diagnose(self, now: Progress) -> None:
-        """On the poller's tick: ``RetryScheduled`` when the engine sent retries since the
-        last tick (its count so far), ``RateLimited`` when the adaptive rate went down since
-        the last tick (the rate it went to: a loss backed it off). Both land in the events
-        table; a scan without retries or losses publishes neither."""
-        retries, limit = self.counters.retries, now.rate_limit
-        seen_retries, seen_limit = self._seen
-        if retries > seen_retries:
-            self.bus.publish(RetryScheduled(now.t, now.scan_id, retries))
-        if limit is not None and seen_limit is not None and limit < seen_limit \
-                and now.rate_reason != "pinned":
-            self.bus.publish(RateLimited(now.t, now.scan_id, float(limit)))
-        self._seen = (max(retries, seen_retries), limit)
+        """On the poller's tick: RetryScheduled / RateLimited (events.publish_diagnostics,
+        shared with discovery). Both land in the events table; a scan without retries or
+        losses publishes neither."""
+        self._seen = publish_diagnostics(self.bus, now, self.counters.retries, self._seen)
 
     def flush_failed(self, exc: BaseException) -> None:
         """A flush on a helper thread (poller, checkpointer) could not save its rows.

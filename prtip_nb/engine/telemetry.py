@@ -221,3 +221,16 @@ class Poller:
             if time.monotonic() >= next_trim:
                 release_free_memory()
                 next_trim = time.monotonic() + TRIM_EVERY
+
+
+def join_scan_thread(thread: threading.Thread, cancel: Any, timeout: float | None,
+                     grace: float) -> None:
+    """Wait for a scan's thread; Ctrl-C cancels the scan, waits ``grace`` s, re-raises."""
+    try:
+        thread.join(timeout)
+    except KeyboardInterrupt:
+        cancel()
+        thread.join(grace)
+        raise
+    if thread.is_alive():
+        raise TimeoutError(f"scan still running after {timeout} s; call wait() again")
