@@ -106,6 +106,7 @@ class _Receiver:
 
     def join(self) -> None:
         self._stop.set()
+        self.engine.sockets.wake()  # out of its select now, not at the timeout
         self.thread.join()
 
     def _run(self) -> None:

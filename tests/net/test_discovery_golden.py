@@ -86,3 +86,34 @@ def test_discovery_decides_as_recorded(lab: VethLab, name: str) -> None:
     _check(name, got, want)
     again = _decided(name)  # a second sweep decides the same (neighbour entries forgotten)
     _check(name, again, want)
+
+
+def test_windows_of_a_few_hosts_decide_the_same(lab: VethLab) -> None:
+    """The round engine's parts: the IPv4 + IPv6 sweep in windows of 5 hosts (13 windows,
+    each with its own rounds, neighbour deletions and silent records) decides as the
+    golden rows say, and the counters add up."""
+    from prtip_nb.config import ScanConfig
+    from prtip_nb.engine.pingsweep import DiscoverEngine, host_verdicts
+    from prtip_nb.net.counters import Counters, RttEstimator
+    from prtip_nb.net.ratectl import rate_plan
+    from prtip_nb.probes.records import RecordBuffer
+    from prtip_nb.targets import parse_targets
+
+    cfg = ScanConfig(targets=tuple(SWEEPS["both"]), ping_only=True)
+    tmpl, tset = cfg.template, parse_targets(SWEEPS["both"])
+    records: list[bytes] = []
+    out = RecordBuffer(records.append)
+    counters = Counters()
+    engine = DiscoverEngine(
+        tset, out=out, window=5, counters=counters,
+        rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+        rate=rate_plan(cfg, loopback=False, kind="discovery"))
+    engine.run()
+    out.flush()
+    rows = host_verdicts(tset, b"".join(records))
+    got = [[r.host, r.state, r.reason] for r in rows]
+    _check("both, windows of 5", got, json.loads(GOLDEN.read_text())["both"])
+    assert counters.done == tset.size == len(rows)
+    assert counters.open == sum(1 for r in rows if r.state == "up"
+                                and r.reason != "localhost-response")
+    assert engine.stats["sent"] == counters.sent > 0 and engine.stats["rounds"] == 2
