@@ -1,5 +1,5 @@
 """The round loop that every stateless scan kind runs: written once, with hooks for what
-differs (SYN's retry rule, UDP's ICMP rate-limit pacing).
+differs (SYN's retry rule, UDP's ICMP rate-limit pacing, discovery's windows of hosts).
 
 A scan kind (engine.syn.SynEngine, engine.udp.UdpEngine, engine.pingsweep.DiscoverEngine)
 opens its sockets and receive thread, sends a round, and closes them; ``RoundScan`` owns
@@ -104,7 +104,8 @@ class RoundScan:
         raise NotImplementedError
 
     def send_round(self, rnd: int, limiter: Any) -> None:
-        """Send round ``rnd``; an exception is kept in ``_error`` (and cancels the scan)."""
+        """Send round ``rnd``. An exception on a transmit thread of its own is kept in
+        ``_error`` (and cancels the scan); one raised here closes the kind and goes up."""
         raise NotImplementedError
 
     def after_round(self, rnd: int, result: RoundResult) -> float | None:
