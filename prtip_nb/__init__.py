@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from . import nse, profile
     from . import viz as plot
     from .config import ScanConfig, Timing
-    from .engine.discovery import discover
+    from .engine.discovery import Discovery, discover
     from .engine.events import Progress
     from .engine.resume import resume
     from .engine.scan import Scan, scan
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "Discovery",
     "FileFormatError",
     "Lab",
     "Output",
@@ -90,6 +91,7 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
+    "Discovery": ".engine.discovery",
     "Lab": ".lab",
     "PortSet": ".targets",
     "Progress": ".engine.events",

@@ -2,8 +2,14 @@
 
 The result's ``hosts`` table has one row per target (up or down) with nmap's reason
 words and the RTT; ``ports`` is empty. ``output=`` writes it as a Parquet dataset like any
-scan. The probing itself is engine.pingsweep's; this module parses, checks privileges,
-picks the pacing and builds the result.
+scan. The probing is engine.pingsweep's (on the round engine); ``Discovery`` here gives a
+sweep the lifecycle of any scan: like ``Scan`` (engine.scan) it runs on a background
+thread (``start()``, ``cancel()``, ``wait()``, ``result``, ``progress``), publishes events
+on an ``EventBus`` (``subscribe`` / ``events``; recorded in the result's events table) and
+writes telemetry rows from the same ``Poller``. Its events: ScanStarted (method
+"discovery"), StageChanged ("discovery"), HostDiscovered for each host found up (as it is
+found), Progress on each tick, RetryScheduled / RateLimited (events.publish_diagnostics, as
+a port scan's), ScanWarning, and ScanCompleted / ScanCancelled / ScanFailed last.
 
 PACING. Discovery sends one to four packets a host, spread over many hosts. Beyond
 loopback the rate adapts (net.ratectl) from the template's start rate
@@ -23,17 +29,19 @@ from typing import TYPE_CHECKING, Any
 from ..config import ScanConfig, is_privileged
 from ..errors import PrivilegeError, ScanError, TargetSpecError
 from ..net.counters import Counters, RttEstimator
-from ..net.ratectl import rate_plan
-from ..targets import TargetSet, parse_targets
-from .events import Event, ScanStarted, ScanWarning, StageChanged
+from ..net.ratectl import RateState, rate_plan
+from ..targets import parse_targets
+from .events import HostDiscovered, ScanStarted, ScanWarning, StageChanged, publish_diagnostics
 from .lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from ..results import ResultBuilder, ScanResult
-    from .pingsweep import HostVerdict
+    from .events import Event
+    from .pingsweep import DiscoverEngine
     from .telemetry import Poller
 
-__all__ = ["DISCOVER_BY_DEFAULT", "Discovered", "discover", "discover_then", "up_hosts"]
+__all__ = ["DEFAULT_RETRIES", "DISCOVER_BY_DEFAULT", "Discovered", "Discovery", "discover",
+           "discover_then", "up_hosts"]
 
 DEFAULT_RETRIES = 1
 
@@ -56,62 +64,91 @@ def discover(
     On-link targets are found through the kernel's ARP / NDP ("arp-response",
     "nd-response"); others with ICMP echo, TCP SYN to 443, TCP ACK to 80 and ICMP
     timestamp. Needs root or CAP_NET_RAW (PrivilegeError says how) unless every target
-    is one of this machine's own addresses.
+    is one of this machine's own addresses. ``pn.Discovery`` is the same sweep on a
+    background thread, with events (HostDiscovered, Progress, ...) to subscribe to.
 
     >>> res = discover("198.51.100.0/28")          # doctest: +SKIP
     >>> res.hosts.query("state == 'up'")           # doctest: +SKIP
     """
-    cfg = ScanConfig(
-        targets=targets, exclude=exclude, family=family, timing=timing,  # type: ignore[arg-type]
-        max_retries=max_retries, timeout=timeout, rate=rate, output=output,
-        ping_only=True, **options,
-    )
-    tset = parse_targets(list(cfg.targets), exclude=list(cfg.exclude) or None,
-                         exclude_file=cfg.exclude_file, input_file=cfg.input_file,
-                         family=cfg.family)
-    if not tset:
-        raise TargetSpecError("no targets to discover", hint="name hosts, e.g. 198.51.100.0/28")
-    from .pingsweep import DISCOVERY_FIX
-
-    if not tset.is_loopback and not is_privileged():
-        raise PrivilegeError(f"host discovery (-sn) sends raw ICMP and TCP probes: "
-                             f"{DISCOVERY_FIX}")
-    return run_discovery(cfg, tset)
+    return _sweep(Discovery(
+        targets, exclude=exclude, family=family, timing=timing, max_retries=max_retries,
+        timeout=timeout, rate=rate, output=output, **options,
+    ))
 
 
-def run_discovery(cfg: ScanConfig, tset: TargetSet) -> ScanResult:
-    """Discover ``tset`` with ``cfg``'s pacing; the result (written under cfg.output)."""
-    sweep = Discovery(cfg, tset).start()
-    result = sweep.wait()
+def run_discovery(cfg: ScanConfig, counters: Counters | None = None) -> ScanResult:
+    """Discover ``cfg``'s targets with its pacing; the result (written under cfg.output)."""
+    return _sweep(Discovery(config=cfg, counters=counters))
+
+
+def _sweep(sweep: Discovery) -> ScanResult:
+    result = sweep.start().wait()
     for message in sweep.warnings:  # on the caller's thread, where pytest and users look
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return result
 
 
 class Discovery(Lifecycle):
-    """A ping sweep on the one scan lifecycle (engine.lifecycle): ``start``, ``cancel``,
-    ``wait``, ``events``, the poller's telemetry and Progress, like a port scan's. Its
-    result's hosts table has every target (up or down); ``ports`` is empty.
+    """A ping sweep on the one scan lifecycle (engine.lifecycle; see the module docstring):
+    ``start``, ``cancel``, ``wait``, ``result``, ``progress``, ``subscribe``/``events``, the
+    poller's telemetry, like a port scan's. Its result's hosts table has every target (up
+    or down); ``ports`` is empty. Give targets and options as to ``discover()``, or a
+    ``ping_only`` ScanConfig as ``config=``.
 
-    ``cfg`` is a ``ping_only`` config and ``tset`` its parsed targets (``discover`` checks
-    both, and the privilege, before making one)."""
+    >>> d = Discovery("198.51.100.0/28")                      # doctest: +SKIP
+    >>> d.subscribe(print, HostDiscovered)                    # doctest: +SKIP
+    >>> d.start().wait().hosts                                # doctest: +SKIP
+    """
 
-    def __init__(self, cfg: ScanConfig, tset: TargetSet) -> None:
+    THREAD_NAME = "prtip-discovery"
+
+    def __init__(self, targets: str | Sequence[str] | None = None, *,
+                 config: ScanConfig | None = None, counters: Counters | None = None,
+                 **options: Any) -> None:
+        if config is None:
+            config = ScanConfig(targets=() if targets is None else targets,  # type: ignore[arg-type]
+                                ping_only=True, **options)
+        elif targets is not None or options:
+            from ..errors import ConfigError
+
+            raise ConfigError("give either config= or targets/options, not both")
+        self.config = config
+        self.targets = parse_targets(list(config.targets), exclude=list(config.exclude) or None,
+                                     exclude_file=config.exclude_file,
+                                     input_file=config.input_file, family=config.family)
+        if not self.targets:
+            raise TargetSpecError("no targets to discover",
+                                  hint="name hosts, e.g. 198.51.100.0/28")
+        if not self.targets.is_loopback and not is_privileged():
+            from ..net.pingsock import DISCOVERY_FIX
+
+            raise PrivilegeError(f"host discovery (-sn) sends raw ICMP and TCP probes: "
+                                 f"{DISCOVERY_FIX}")
         super().__init__()
-        self.config, self.targets = cfg, tset
-        self.counters = Counters(total=tset.size)
-        #: The engine's warnings (also ScanWarning events): ``run_discovery`` raises them
-        #: as Python warnings on the caller's thread.
+        self.counters = counters if counters is not None else Counters()
+        self.counters.total = self.targets.size
+        #: What the engine reports about its run (replies, invalid, rounds, ...).
+        self.engine_stats: dict[str, Any] = {}
+        #: The engine's warnings (also ScanWarning events); ``discover()`` raises them as
+        #: Python warnings on the caller's thread.
         self.warnings: list[str] = []
+        self._engine: DiscoverEngine | None = None
         self._builder: ResultBuilder | None = None
         self._poller: Poller | None = None
-        self._rows: list[HostVerdict] = []
-        self._hosts: Any = None  # the hosts table, once the sweep has run
+        self._hosts: Any = None  # the hosts table, once the sweep has decided every host
+        self._seen: tuple[int, float | None] = (0, None)
 
     @property
     def scan_id(self) -> str | None:
         return None if self._builder is None else self._builder.meta.scan_id
 
+    def rate_state(self) -> RateState:
+        """The send rate in force and why, live."""
+        if self._engine is not None:
+            return self._engine.rate_state()
+        return RateState(self.config.rate, "pinned" if self.config.rate else "")
+
+    # -- lifecycle hooks ------------------------------------------------------------------
     def _begin(self) -> ScanStarted:
         from ..results import ResultBuilder, ScanMeta, new_scan_id
         from .checkpoint import public_config
@@ -127,58 +164,61 @@ class Discovery(Lifecycle):
         if self._builder is not None:
             self._builder.add_event(ev.t, ev.kind, ev.payload())
 
+    def _tick(self) -> None:
+        progress = self.progress
+        self.bus.publish(progress, record=False)  # telemetry rows already record it
+        self._seen = publish_diagnostics(self.bus, progress, self.counters.retries, self._seen)
+
     def _execute(self) -> None:
-        from .pingsweep import DiscoverEngine
         from .telemetry import Poller
 
-        cfg, tset, builder = self.config, self.targets, self._builder
+        builder = self._builder
         assert builder is not None
-        sid = builder.meta.scan_id
-        self._poller = Poller(self.counters, builder, self._t0, cfg.telemetry_interval,
-                              on_sample=lambda: self.bus.publish(self.progress, record=False))
+        self._poller = Poller(self.counters, builder, self._t0, self.config.telemetry_interval,
+                              on_sample=self._tick, rate=self.rate_state)
         self._poller.start()
-        self.bus.publish(StageChanged(0.0, sid, "discovery"))
-        tmpl = cfg.template
-        engine = DiscoverEngine(
-            tset, rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
-            retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
-            rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"),
-            cancel=self._cancel, counters=self.counters,
-        )
-        engine.run(self._rows.extend)
-        elapsed = time.monotonic() - self._t0
-        up = sum(1 for r in self._rows if r.state == "up")
-        builder.add_event(elapsed, "DiscoveryCompleted",
-                          {"scan_id": sid, "hosts": len(self._rows), "up": up,
-                           "elapsed": elapsed, **engine.stats})
-        for message in engine.warnings():  # a ScanWarning event in the result, and a warning
-            self.warnings.append(message)
-            self.bus.publish(ScanWarning(elapsed, sid, message))
-        self._hosts = hosts = self._hosts_table()
-        if self._cancel.is_set():
-            return
-        if cfg.resolve != "never":  # reverse DNS of the hosts up (-n: none, -R: every target)
-            from .names import lookup, record, wanted
+        self.bus.publish(StageChanged(0.0, builder.meta.scan_id, "discovery"))
+        self._sweep(builder)
 
-            found, took = lookup(cfg, wanted(cfg, hosts, tset))
-            if found:
-                record(builder, found, took, time.monotonic() - self._t0)
-        if cfg.traceroute and not self._cancel.is_set():  # -sn --traceroute: ICMP echo probes
-            from ..results import schema
-            from .names import up_addresses
-            from .tracestage import run_traces
-
-            hops, stats = run_traces(cfg, schema.empty("ports"), up_addresses(hosts),
-                                     rtt_ms={r.host: r.rtt_ms for r in self._rows if r.rtt_ms})
-            builder.add_rows("trace", hops)
-            builder.add_event(time.monotonic() - self._t0, "TracerouteCompleted",
-                              {"scan_id": sid, **stats})
-
-    def _hosts_table(self) -> Any:
+    def _sweep(self, builder: ResultBuilder) -> None:
+        from ..probes.records import RecordBuffer
         from ..results import _convert as cv
         from ..results import schema
+        from .pingsweep import DiscoverEngine, host_verdicts
 
-        rows, tset = self._rows, self.targets
+        cfg, tset, tmpl = self.config, self.targets, self.config.template
+        sid = builder.meta.scan_id
+        records: list[bytes] = []
+
+        def found(chunk: bytes) -> None:  # on the receive thread: publish, never wait
+            records.append(chunk)
+            t = time.monotonic() - self._t0
+            for r in host_verdicts(tset, chunk):
+                if r.state == "up":
+                    self.bus.publish(HostDiscovered(t, sid, r.host, r.family, r.reason,
+                                                    r.rtt_ms))
+
+        out = RecordBuffer(found)
+        engine = self._engine = DiscoverEngine(
+            tset, out=out, cancel=self._cancel, counters=self.counters,
+            rtt=RttEstimator(cfg.probe_timeout, tmpl.min_rtt_timeout, tmpl.max_rtt_timeout),
+            retries=DEFAULT_RETRIES if cfg.max_retries is None else cfg.max_retries,
+            rate=rate_plan(cfg, loopback=tset.is_loopback, kind="discovery"),
+        )
+        try:
+            engine.run()
+        finally:
+            out.flush()
+            self.engine_stats = dict(engine.stats)
+        rows = host_verdicts(tset, b"".join(records))
+        elapsed = time.monotonic() - self._t0
+        up = sum(1 for r in rows if r.state == "up")
+        builder.add_event(elapsed, "DiscoveryCompleted",
+                          {"scan_id": sid, "hosts": len(rows), "up": up, "elapsed": elapsed,
+                           **engine.stats})
+        for message in engine.warnings():  # a ScanWarning event, and a warning (_sweep)
+            self.bus.publish(ScanWarning(elapsed, sid, message))
+            self.warnings.append(message)
         cols: dict[str, list[Any]] = {
             "host": [r.host for r in rows],
             "hostname": [tset.hostname(r.host) for r in rows],
@@ -188,7 +228,22 @@ class Discovery(Lifecycle):
             "rtt_ms": [r.rtt_ms for r in rows],
             **{c: [0] * len(rows) for c in ("open", "closed", "filtered", "other")},
         }
-        return cv.table(cols, schema.file_schema("hosts"))
+        self._hosts = hosts = cv.table(cols, schema.file_schema("hosts"))
+        if cfg.resolve != "never" and not self._cancel.is_set():  # names of the hosts up
+            from .names import lookup, record, wanted
+
+            names, took = lookup(cfg, wanted(cfg, hosts, tset))
+            if names:
+                record(builder, names, took, time.monotonic() - self._t0)
+        if cfg.traceroute and not self._cancel.is_set():  # -sn --traceroute: ICMP echo probes
+            from .names import up_addresses
+            from .tracestage import run_traces
+
+            hops, stats = run_traces(cfg, schema.empty("ports"), up_addresses(hosts),
+                                     rtt_ms={r.host: r.rtt_ms for r in rows if r.rtt_ms})
+            builder.add_rows("trace", hops)
+            builder.add_event(time.monotonic() - self._t0, "TracerouteCompleted",
+                              {"scan_id": sid, **stats})
 
     def _wind_down(self) -> None:
         if self._poller is not None:
@@ -196,8 +251,7 @@ class Discovery(Lifecycle):
 
     def _conclude(self) -> ScanResult:
         assert self._builder is not None
-        hosts = self._hosts if self._hosts is not None else self._hosts_table()
-        return self._builder.finish(ended=datetime.now(UTC), hosts=hosts)
+        return self._builder.finish(ended=datetime.now(UTC), hosts=self._hosts)
 
     def _snapshot(self) -> ScanResult:
         if self._builder is None:
@@ -294,4 +348,4 @@ def discover_first(targets: Sequence[str], options: dict[str, Any]) -> ScanResul
         return None
     if not tset or tset.is_loopback or not is_privileged():
         return None
-    return run_discovery(cfg, tset)
+    return run_discovery(cfg)

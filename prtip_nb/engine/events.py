@@ -3,7 +3,7 @@
     Event (t: seconds since the scan started, scan_id)
     ├── lifecycle:   ScanStarted, StageChanged, ScanCompleted, ScanCancelled, ScanFailed
     ├── progress:    Progress (done, total, rate, eta)
-    ├── results:     PortFound, ServiceDetected, CertificateFound
+    ├── results:     PortFound, HostDiscovered, ServiceDetected, CertificateFound
     └── diagnostics: ScanWarning, RateLimited, RetryScheduled, EngineStats
 
 Delivery rules (the scanner's hot loops never see a subscriber):
@@ -31,6 +31,7 @@ __all__ = [
     "EngineStats",
     "Event",
     "EventBus",
+    "HostDiscovered",
     "PortFound",
     "Progress",
     "RateLimited",
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceDetected",
     "StageChanged",
     "Subscription",
+    "publish_diagnostics",
 ]
 
 
@@ -167,6 +169,17 @@ class PortFound(Event):
 
 
 @dataclass(frozen=True)
+class HostDiscovered(Event):
+    """Host discovery (``-sn``, or the discovery before a port scan) found ``host`` up:
+    nmap's reason (echo-reply, arp-response, ...) and the RTT (None: our own address)."""
+
+    host: str
+    family: int
+    reason: str
+    rtt_ms: float | None
+
+
+@dataclass(frozen=True)
 class ServiceDetected(Event):
     host: str
     proto: str
@@ -215,6 +228,22 @@ class RetryScheduled(Event):
     """The engine sent retries since the last telemetry tick: ``retries`` so far."""
 
     retries: int
+
+
+def publish_diagnostics(bus: EventBus, now: Progress, retries: int,
+                        seen: tuple[int, float | None]) -> tuple[int, float | None]:
+    """On a telemetry tick of any scan kind: ``RetryScheduled`` when the engine sent retries
+    since the last tick (its count so far), ``RateLimited`` when the adaptive rate went
+    down since the last tick (the rate it went to: a loss backed it off). ``seen`` is what
+    the last tick saw (retries, rate limit); the return value is this tick's."""
+    seen_retries, seen_limit = seen
+    limit = now.rate_limit
+    if retries > seen_retries:
+        bus.publish(RetryScheduled(now.t, now.scan_id, retries))
+    if limit is not None and seen_limit is not None and limit < seen_limit \
+            and now.rate_reason != "pinned":
+        bus.publish(RateLimited(now.t, now.scan_id, float(limit)))
+    return max(retries, seen_retries), limit
 
 
 EventFilter = type[Event] | tuple[type[Event], ...] | None

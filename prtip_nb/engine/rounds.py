@@ -1,27 +1,33 @@
 """The round loop that every stateless scan kind runs: written once, with hooks for what
-differs (SYN's retry rule, UDP's ICMP rate-limit pacing).
+differs (SYN's retry rule, UDP's ICMP rate-limit pacing, discovery's windows of hosts).
 
-A scan kind (engine.syn.SynEngine, engine.udp.UdpEngine) opens its capture ring, senders and
-receive thread, sends a round, and closes them; ``RoundScan`` owns the rest:
+A scan kind (engine.syn.SynEngine, engine.udp.UdpEngine, engine.pingsweep.DiscoverEngine)
+opens its sockets and receive thread, sends a round, and closes them; ``RoundScan`` owns
+the rest:
 
-    for each round r = 0 .. retries:
-        limiter = kind.round_limiter(r)        # the rate for this round (hook)
-        kind.send_round(r, limiter)            # round 0: every index; r > 0: the silent ones
+    for each part of the shard (kind.parts(); default: the whole shard at once)
+      for each round r = 0 .. retries:
+        limiter = kind.round_limiter(r)      # the rate for this round (hook)
+        kind.send_round(r, limiter)          # round 0: every index; r > 0: the silent ones
         stop if cancelled or every index answered
-        wait the quiet period                  # srtt + 4·rttvar after the last probe
-        pause = kind.after_round(r, result)    # None: no more rounds (hook)
+        wait the quiet period                # srtt + 4·rttvar after the last probe
+        pause = kind.after_round(r, result)  # None: no more rounds (hook)
         stop if every index answered; else wait ``pause`` more
-    close; then filtered/no-response (UDP: open|filtered) records for every silent index.
+    close; then filtered/no-response (UDP: open|filtered, discovery: down) records for
+    every silent index (``write_silent``).
 
 The receive thread dedups (the answered bitmap) and times replies (the RTT estimator);
-the rate limiter is a token bucket or the adaptive controller (net.ratectl). Discovery
-(engine.pingsweep) probes window by window and does not run on this loop yet.
+the rate limiter is a token bucket or the adaptive controller (net.ratectl). Discovery's
+hooks: windows of hosts as parts (the neighbour entries in flight stay bounded), the
+neighbour table forgotten before a retry round (``send_round``) and read once more after
+each quiet period (``after_round``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,7 +70,8 @@ class RoundScan:
     """The base of a stateless scan kind: ``run()`` drives the rounds through the hooks.
 
     Subclasses set the attributes below in ``__init__`` and implement ``_open``,
-    ``_close``, ``round_limiter``, ``send_round`` and ``after_round``.
+    ``_close``, ``round_limiter``, ``send_round`` and ``after_round``; ``parts`` is
+    optional.
     """
 
     total: int  # probes of round 0: the shard's positions from ``start`` on
@@ -97,12 +104,24 @@ class RoundScan:
         raise NotImplementedError
 
     def send_round(self, rnd: int, limiter: Any) -> None:
-        """Send round ``rnd``; an exception is kept in ``_error`` (and cancels the scan)."""
+        """Send round ``rnd``. An exception on a transmit thread of its own is kept in
+        ``_error`` (and cancels the scan); one raised here closes the kind and goes up."""
         raise NotImplementedError
 
     def after_round(self, rnd: int, result: RoundResult) -> float | None:
         """After the quiet period: None ends the retries, else extra seconds to wait."""
         raise NotImplementedError
+
+    def parts(self) -> Iterator[object]:
+        """The parts of the shard that run their rounds one after another, between one
+        ``_open`` and one ``_close`` (default: one part, the whole shard).
+
+        Why a hook: host discovery probes a window of hosts at a time, so that the
+        neighbour entries in flight (the kernel's table holds 1,024 by default) and its
+        per-host state stay bounded. A kind sets a part up before yielding it, and after
+        the yield (its rounds are over) may record its silent indices (``write_silent``);
+        a part whose indices all have a verdict then leaves nothing to ``_emit_silent``."""
+        yield None
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -118,26 +137,32 @@ class RoundScan:
     def _rounds(self) -> None:
         rx = self._open()
         try:
-            for rnd in range(self.retries + 1):
-                before, sent_before = rx.count, self.counters.sent
-                t0 = time.monotonic()
-                self.send_round(rnd, self.round_limiter(rnd))
-                t_sent = time.monotonic()
-                if self.cancel.is_set() or rx.all_answered.is_set():
+            for _part in self.parts():
+                if self.cancel.is_set():
                     break
-                self._quiet(rx, 0.0)
-                pause = self.after_round(rnd, RoundResult(
-                    self.counters.sent - sent_before, rx.count - before, t0, t_sent))
-                if pause is None or rx.all_answered.is_set():
-                    break
-                if pause > 0:
-                    self._quiet(rx, pause)
+                self._part_rounds(rx)
         finally:
             self._close()
         if self._error is not None:
             raise self._error
         if not self.cancel.is_set() and rx.count < self.total:
             self._emit_silent()
+
+    def _part_rounds(self, rx: _Rx) -> None:
+        for rnd in range(self.retries + 1):
+            before, sent_before = rx.count, self.counters.sent
+            t0 = time.monotonic()
+            self.send_round(rnd, self.round_limiter(rnd))
+            t_sent = time.monotonic()
+            if self.cancel.is_set() or rx.all_answered.is_set():
+                break
+            self._quiet(rx, 0.0)
+            pause = self.after_round(rnd, RoundResult(
+                self.counters.sent - sent_before, rx.count - before, t0, t_sent))
+            if pause is None or rx.all_answered.is_set():
+                break
+            if pause > 0:
+                self._quiet(rx, pause)
 
     def _quiet(self, rx: _Rx, at_least: float) -> None:
         """Wait until the last probe's timeout (and ``at_least``) has passed, or every
@@ -150,12 +175,14 @@ class RoundScan:
 
     def _emit_silent(self) -> None:
         """A NO_RESPONSE record for every index of the shard that never answered."""
-        now_us = time.time_ns() // 1000
         for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
                                batch=BATCH):
-            silent = js[self.answered.unanswered(js)]
-            if len(silent):
-                rec = np.zeros(len(silent), RECORD_DTYPE)
-                rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
-                rec["t_us"] = now_us
-                self.out.write(rec.tobytes())
+            self.write_silent(js[self.answered.unanswered(js)])
+
+    def write_silent(self, silent: np.ndarray) -> None:
+        """NO_RESPONSE records for the indices ``silent`` (they never answered)."""
+        if len(silent):
+            rec = np.zeros(len(silent), RECORD_DTYPE)
+            rec["index"], rec["code"], rec["rtt_ms"] = silent, NO_RESPONSE, np.nan
+            rec["t_us"] = time.time_ns() // 1000
+            self.out.write(rec.tobytes())

@@ -31,10 +31,9 @@ from .events import (
     Event,
     PortFound,
     Progress,
-    RateLimited,
-    RetryScheduled,
     ScanStarted,
     StageChanged,
+    publish_diagnostics,
 )
 from .lifecycle import Lifecycle
 from .runs import ScanRuns
@@ -307,18 +306,10 @@ class Scan(ScanRuns, Lifecycle):
         self._diagnose(progress)
 
     def _diagnose(self, now: Progress) -> None:
-        """On the poller's tick: ``RetryScheduled`` when the engine sent retries since the
-        last tick (its count so far), ``RateLimited`` when the adaptive rate went down since
-        the last tick (the rate it went to: a loss backed it off). Both land in the events
-        table; a scan without retries or losses publishes neither."""
-        retries, limit = self.counters.retries, now.rate_limit
-        seen_retries, seen_limit = self._seen
-        if retries > seen_retries:
-            self.bus.publish(RetryScheduled(now.t, now.scan_id, retries))
-        if limit is not None and seen_limit is not None and limit < seen_limit \
-                and now.rate_reason != "pinned":
-            self.bus.publish(RateLimited(now.t, now.scan_id, float(limit)))
-        self._seen = (max(retries, seen_retries), limit)
+        """On the poller's tick: RetryScheduled / RateLimited (events.publish_diagnostics,
+        shared with discovery). Both land in the events table; a scan without retries or
+        losses publishes neither."""
+        self._seen = publish_diagnostics(self.bus, now, self.counters.retries, self._seen)
 
     def flush_failed(self, exc: BaseException) -> None:
         """A flush on a helper thread (poller, checkpointer) could not save its rows.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from ..errors import ScanError
 from ..probes.verdicts import NO_RESPONSE, connect_answer
 from .counters import Counters, RttEstimator
-from .throttle import CREDIT_SECONDS
+from .throttle import TokenBucket
 
 #: A probe: (index in the scan's space, address text, family 4|6, port).
 Probe = tuple[int, str, int, int]
@@ -70,10 +70,13 @@ class ConnectEngine:
         t_start: float | None = None,
     ) -> None:
         self.rate = rate  # connect() calls per second, None = as fast as the window allows
-        # When the rate's clock starts (time.monotonic(), the same in every process): worker
-        # processes share the scan's, so one that started late catches up instead of
-        # trailing the others for the whole scan.
-        self.t_start = t_start
+        # RATE: the token bucket every scan kind is paced by (net.throttle), asked without
+        # waiting (``grant``) since this loop must go on polling. Its credit starts at
+        # ``t_start`` (time.monotonic(), the same in every process): worker processes share
+        # the scan's, so one that started late has its (capped) credit at once. No adaptive
+        # rate (net.ratectl) here: the window of connects in flight is the congestion
+        # control, as nmap's (a timeout holds its slot for the RTT timeout).
+        self.bucket = None if rate is None else TokenBucket(rate, max_batch=1, start=t_start)
         self.host_timeout = host_timeout  # seconds from a host's first probe; then give up
         self._first_probe: dict[str, float] = {}
         self.emit = emit
@@ -118,8 +121,7 @@ class ConnectEngine:
         clock = time.monotonic
         last_send = 0.0
         rate = self.rate
-        t_start = clock() if self.t_start is None else self.t_start
-        credit = 0 if rate is None else max(1, int(rate * CREDIT_SECONDS))
+        bucket = self.bucket
         host_timeout = self.host_timeout
         first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
 
@@ -128,22 +130,14 @@ class ConnectEngine:
                 for entry in pending.values():
                     entry[0].close()
                 return
-            # The rate limiter hands out a batch: whatever is due since the start, so a
-            # slow pass is made up in the next one and the mean rate holds.
-            if rate is None:
-                budget = _UNLIMITED
-            else:
-                now = clock()
-                budget = int((now - t_start) * rate) - c.sent
-                if budget > credit:
-                    # SMOOTH START: credit is capped at CREDIT_SECONDS of the rate (as the
-                    # token bucket's), so a late start (a worker's 0.1-0.5 s import, when
-                    # t_start is the scan's) or a stall is not made up in one burst of
-                    # several times the rate (measured: 8,700/s at a 3,000/s limit).
-                    t_start = now - (c.sent + credit) / rate
-                    budget = credit
+            # The rate limiter hands out what is due, so a slow pass is made up in the next
+            # one and the mean rate holds. SMOOTH START: the bucket's credit is capped at
+            # CREDIT_SECONDS of the rate, so a late start (a worker's 0.1-0.5 s import) or a
+            # stall is not made up in one burst (measured: 8,700/s at a 3,000/s limit).
+            budget = _UNLIMITED if bucket is None else bucket.grant(limit - len(pending))
             # 1. Fill the window: retries first (they are older), then new probes; at most
-            # FILL_BURST of them before the completions are read.
+            # FILL_BURST of them before the completions are read (what is granted and not
+            # sent goes back to the bucket below).
             burst = FILL_BURST
             timeout = rtt.timeout  # the estimate changes only when completions are read
             while len(pending) < limit and budget > 0 and burst > 0:
@@ -177,6 +171,7 @@ class ConnectEngine:
                     if exc.errno in _BACKOFF and pending:
                         limit = max(1, len(pending))  # the fd budget was smaller than thought
                         again.appendleft((index, addr, fam, port, tries))
+                        budget += 1  # not sent
                         break
                     raise ScanError(f"cannot open a socket: {exc}") from exc
                 now = clock()
@@ -194,6 +189,7 @@ class ConnectEngine:
                 if err in _BACKOFF:
                     s.close()
                     c.sent -= 1  # refused by our own kernel: no packet left the host
+                    budget += 1
                     again.appendleft((index, addr, fam, port, tries))
                     limit = max(1, len(pending))
                     break
@@ -211,6 +207,8 @@ class ConnectEngine:
                     continue
                 emit(index, err, clock() - now)
 
+            if bucket is not None:
+                bucket.refund(budget)  # granted, not sent: the next pass has it
             if not pending:
                 if exhausted and not again:
                     return

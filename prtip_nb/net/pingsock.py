@@ -101,6 +101,9 @@ class PingSockets:
 
     def __init__(self) -> None:
         self.socks: dict[str, socket.socket] = {}
+        # A socket pair that ``wake`` writes to: a receive thread blocked in ``wait`` returns
+        # at once when the sweep ends, instead of at its timeout (up to 50 ms a sweep).
+        self._wake: tuple[socket.socket, socket.socket] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.socks)
@@ -121,6 +124,8 @@ class PingSockets:
                 self.socks["tcp6"] = _raw(6, socket.IPPROTO_TCP)
             for name, s in self.socks.items():
                 _attach(s, _filter(name, sport, ident))
+            self._wake = socket.socketpair()
+            self._wake[0].setblocking(False)
         except OSError as exc:
             self.close()
             raise ScanError(f"cannot set up host discovery's raw sockets: {exc}") from exc
@@ -132,6 +137,18 @@ class PingSockets:
         for s in self.socks.values():
             s.close()
         self.socks = {}
+        if self._wake is not None:
+            for s in self._wake:
+                s.close()
+            self._wake = None
+
+    def wake(self) -> None:
+        """Make a ``wait`` under way (on another thread) return now."""
+        if self._wake is not None:
+            try:
+                self._wake[1].send(b"\0")
+            except OSError:
+                pass  # full (already woken) or closed
 
     def send(self, name: str, packet: bytes, host: str, family: int) -> bool:
         """Send ``packet`` to ``host``: True if it left; False if the queue was full or the
@@ -151,10 +168,16 @@ class PingSockets:
     def wait(self, extra: list[Any], timeout: float) -> bool:
         """Whether a socket (or one of ``extra``, e.g. the neighbour watch) is readable
         within ``timeout`` seconds."""
+        wake = [] if self._wake is None else [self._wake[0]]
         try:
-            ready, _, _ = select.select([*self.socks.values(), *extra], [], [], timeout)
+            ready, _, _ = select.select([*self.socks.values(), *extra, *wake], [], [], timeout)
         except InterruptedError:
             return False
+        if wake and wake[0] in ready:
+            try:
+                wake[0].recv(64)
+            except OSError:
+                pass
         return bool(ready)
 
     def replies(self, now: float, limit: int = 4096

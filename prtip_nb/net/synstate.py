@@ -272,17 +272,31 @@ class Answered:
     """One bit per index (bytearray for the receive thread's scalar updates, a numpy view
     of the same memory for the transmit side's vectorised checks) and send times."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, times: bool = True) -> None:
         if size > BITMAP_LIMIT:
             raise ConfigError(
-                f"a SYN scan of {size} probes needs {size >> 23} MiB of state",
+                f"a scan of {size} probes needs {size >> 23} MiB of state",
                 hint="scan fewer hosts or ports at a time",
             )
         self.bits = bytearray((size + 7) >> 3)
         self.view = np.frombuffer(self.bits, np.uint8)
+        # Host discovery keeps its few send times per host itself (times=False).
         self.sent_at: npt.NDArray[np.float32] | None = (
-            np.zeros(size, np.float32) if size <= SENT_AT_LIMIT else None
+            np.zeros(size, np.float32) if times and size <= SENT_AT_LIMIT else None
         )
+
+    def has(self, i: int) -> bool:
+        """Whether index ``i`` has its verdict (scalar; the receive paths of a few
+        packets a host, such as discovery's)."""
+        return bool(self.bits[i >> 3] >> (i & 7) & 1)
+
+    def mark(self, i: int) -> bool:
+        """Give index ``i`` its verdict; False if it had one already (a duplicate)."""
+        byte, bit = i >> 3, 1 << (i & 7)
+        if self.bits[byte] & bit:
+            return False
+        self.bits[byte] |= bit
+        return True
 
     def times(self) -> memoryview | None:
         """The send times as a memoryview: scalar reads from it are Python floats, 3x

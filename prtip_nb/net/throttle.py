@@ -27,14 +27,17 @@ class TokenBucket:
 
     def __init__(self, rate: float, *, max_batch: int = 256,
                  batch_seconds: float = BATCH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 start: float | None = None) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be positive, not {rate!r}")
         self.max_batch = max_batch
         self.batch_seconds = batch_seconds
         self.tokens = 0.0
         self.clock = clock
-        self.last = clock()
+        # ``start``: when credit begins (default now). Worker processes of one connect scan
+        # share the scan's, so one that started late has its (capped) credit at once.
+        self.last = clock() if start is None else min(start, clock())
         self.lock = threading.Lock()
         self._size(float(rate))
 
@@ -53,6 +56,24 @@ class TokenBucket:
             self.last = now
             self._size(float(rate))
             self.tokens = min(self.tokens, self.cap)
+
+    def grant(self, want: int) -> int:
+        """``take`` without waiting: the whole tokens there are now, at most ``want`` (0:
+        none yet). For a loop that must go on polling meanwhile (the connect engine's
+        epoll window); what it does not spend it gives back with ``refund``."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.cap, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            n = max(0, min(want, int(self.tokens + 1e-6)))
+            self.tokens -= n
+            return n
+
+    def refund(self, n: int) -> None:
+        """Tokens granted but not spent (or a probe our own kernel refused to send)."""
+        if n > 0:
+            with self.lock:
+                self.tokens = min(self.cap, self.tokens + n)
 
     def take(self, want: int, cancel: threading.Event) -> int:
         while True:

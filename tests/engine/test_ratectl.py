@@ -173,3 +173,36 @@ def test_a_rate_cut_during_a_wait_does_not_stall_take() -> None:
     now[0] += 1.0
     t.join(2.0)
     assert not t.is_alive() and got and got[0] <= 25
+
+
+def test_grant_hands_out_what_is_due_without_waiting() -> None:
+    """The connect engine's use of the bucket: ``grant`` never waits, ``refund`` gives
+    back what a pass did not send, and the mean rate holds over a polling loop."""
+    now = [10.0]
+    b = TokenBucket(3000.0, max_batch=1, clock=lambda: now[0])
+    assert b.grant(100) == 0  # no credit before time passes
+    now[0] += 0.01
+    assert b.grant(100) == 30
+    now[0] += 0.01
+    assert b.grant(5) == 5  # at most what is wanted; the rest stays
+    b.refund(3)  # granted but not sent
+    assert b.grant(100) == 28
+    sent = 0
+    for _ in range(1000):  # 1 s of 1 ms polls, each sending at most 7 probes
+        now[0] += 0.001
+        got = b.grant(7)
+        b.refund(got - min(got, 3 if _ % 2 else 7))  # some passes send fewer
+        sent += min(got, 3 if _ % 2 else 7)
+    assert 2990 <= sent <= 3010
+
+
+def test_credit_is_capped_and_may_start_before_the_bucket() -> None:
+    """A worker whose bucket is made 0.5 s after the scan's start gets the capped credit
+    (50 ms of the rate) at once, not a 0.5 s burst; refunds stay within the cap too."""
+    now = [20.5]
+    b = TokenBucket(3000.0, max_batch=1, clock=lambda: now[0], start=20.0)
+    assert b.grant(10_000) == 150
+    b.refund(10_000)
+    assert b.grant(10_000) == 150
+    late = TokenBucket(3000.0, clock=lambda: now[0], start=99.0)  # a start in the future
+    assert late.grant(10) == 0

@@ -235,11 +235,10 @@ def test_discovery_runs_on_the_scan_lifecycle(lab: VethLab) -> None:
     found so far."""
     from prtip_nb.config import ScanConfig
     from prtip_nb.engine.discovery import Discovery
-    from prtip_nb.targets import parse_targets
 
     cfg = ScanConfig(targets=tuple(TARGETS4), ping_only=True, timing=4, max_retries=0,
                      resolve="never", telemetry_interval=0.05)
-    sweep = Discovery(cfg, parse_targets(TARGETS4))
+    sweep = Discovery(config=cfg)
     seen = sweep.events()
     res = sweep.start().wait(60)
     kinds = [e.kind for e in seen]
@@ -252,7 +251,7 @@ def test_discovery_runs_on_the_scan_lifecycle(lab: VethLab) -> None:
         pn.discover(TARGETS4, timing=4, max_retries=0, resolve="never").hosts.query(
             "state == 'up'")["host"])
 
-    stopped = Discovery(cfg, parse_targets(TARGETS4)).start()
+    stopped = Discovery(config=cfg).start()
     stopped.cancel()
     part = stopped.wait(10)
     assert stopped.status == "cancelled" and len(part.hosts) <= 32

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from prtip_nb.engine.pingsweep import DiscoverEngine, HostVerdict
+from prtip_nb.engine.pingsweep import DiscoverEngine, host_verdicts
 from prtip_nb.engine.scan import Scan
 from prtip_nb.lab.veth import SCANNER4, SCANNER6, VethLab, host
 from prtip_nb.net.counters import RttEstimator
+from prtip_nb.probes.records import RecordBuffer
 from prtip_nb.targets import parse_targets
 from tests.conftest import need, tcp_listener
 from tests.net import hostile
@@ -112,10 +113,11 @@ def test_discovery_survives_malformed_replies() -> None:
     up4, down4 = host("routed", 5), host("routed", 7)
     up6, down6 = host("routed", 5, 6), host("routed", 7, 6)
     with VethLab(routed_up=[up4, up6], tcp=[443]):
-        engine = DiscoverEngine(parse_targets([up4, down4, up6, down6]),
-                                rtt=RttEstimator(1.0, 0.1, 1.0), retries=1)
-        rows: list[HostVerdict] = []
-        sweep = threading.Thread(target=engine.run, args=(rows.extend,), daemon=True)
+        tset = parse_targets([up4, down4, up6, down6])
+        records: list[bytes] = []
+        out = RecordBuffer(records.append)
+        engine = DiscoverEngine(tset, out=out, rtt=RttEstimator(1.0, 0.1, 1.0), retries=1)
+        sweep = threading.Thread(target=engine.run, daemon=True)
         sweep.start()
         deadline = time.monotonic() + 10
         while not engine.ident and time.monotonic() < deadline:  # the sockets are open
@@ -128,6 +130,8 @@ def test_discovery_survives_malformed_replies() -> None:
                               SCANNER6) as f6:
             sweep.join(30)
     assert not sweep.is_alive() and f4.sent > 0 and f6.sent > 0
+    out.flush()
+    rows = host_verdicts(tset, b"".join(records))
     assert {r.host: r.state for r in rows} == {up4: "up", down4: "down", up6: "up",
                                                down6: "down"}
     assert engine.stats["invalid"] > 0 and engine.stats["parse_errors"] == 0
