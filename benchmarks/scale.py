@@ -139,6 +139,7 @@ int main(int argc, char **argv) {
             uint32_t seq = (uint32_t)(k * 2654435761u);
             uint8_t *p = pkts[i];
             p[16] = d >> 24; p[17] = d >> 16; p[18] = d >> 8; p[19] = d;
+            p[4] = (seq >> 24) | 1; p[5] = seq >> 16;         /* id set, as the scan does */
             p[10] = p[11] = 0;
             uint16_t c = csum(p, 20, 0); p[10] = c >> 8; p[11] = c;
             p[22] = port >> 8; p[23] = port;

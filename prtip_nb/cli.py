@@ -277,13 +277,31 @@ def _lean_allocator() -> None:
     if "pyarrow" in sys.modules or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
         return
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    _mmap_threshold(65536)
+
+
+def _mmap_threshold(size: int) -> None:
+    """glibc's M_MMAP_THRESHOLD, unless the environment set it (or the libc is not glibc)."""
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
         import ctypes
 
         try:
-            ctypes.CDLL(None).mallopt(-3, 65536)  # M_MMAP_THRESHOLD (glibc); fixes it, too
+            ctypes.CDLL(None).mallopt(-3, size)  # M_MMAP_THRESHOLD (glibc); fixes it, too
         except (AttributeError, OSError):  # not glibc (musl): keep its defaults
             pass
+
+
+def _streaming_allocator(sc: Any) -> None:
+    """A scan that streams its rows to ``-o`` (holding only the open ones) converts and
+    frees ~100 B a probe in 16K-row batches: with the 64 KiB threshold every 128 KiB column
+    was a fresh mmap, page-faulted in and unmapped again (a TLB shootdown on each core).
+    Measured on a /18 x top 100 (1.6M probes): 0.5 us of CPU a probe of ~6.4, 8% of the
+    scan's speed, in the flush thread alone. Its peak RSS is not its rows (they are on
+    disk), and the poller's malloc_trim every 2 s returns what the heap frees, so these
+    buffers may come from the heap: same peak RSS measured (/18: 161 against 165 MiB)."""
+    config, total = getattr(sc, "config", None), getattr(sc, "counters", None)
+    if config is not None and total is not None and config.held_rows(total.total) == "open":
+        _mmap_threshold(4 << 20)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -367,6 +385,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                              **options)
     else:
         sc = Scan(args.targets, args.ports, **options)
+        _streaming_allocator(sc)
     log = open(args.event_log, "w") if args.event_log else None  # noqa: SIM115
     if log is not None:
         sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))

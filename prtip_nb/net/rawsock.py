@@ -137,7 +137,7 @@ class RawSender:
         self._msgs_at = self.msgs.ctypes.data
         # Field views: big-endian integers at the template's offsets, one row per slot.
         if family == 4:
-            pf = {"dst": (">u4", lay.dst), "src": (">u4", lay.src)}
+            pf = {"dst": (">u4", lay.dst), "src": (">u4", lay.src), "ident": (">u2", 4)}
             nf = {"dst": (">u4", 4)}
         else:
             pf = {"dst": (">u8", lay.dst), "dst_lo": (">u8", lay.dst + 8),
@@ -161,8 +161,10 @@ class RawSender:
         dst_lo: npt.NDArray[np.uint64] | int = 0,
         src: npt.NDArray[np.uint64] | int = 0,
         src_lo: npt.NDArray[np.uint64] | int = 0,
+        ident: npt.NDArray[np.uint64] | None = None,
     ) -> None:
-        """Patch slots [0, n): addresses (IPv6: high and low 64 bits), port, seq, csum."""
+        """Patch slots [0, n): addresses (IPv6: high and low 64 bits), port, seq, csum;
+        ``ident``: IPv4 identification fields (None: the template's)."""
         f, a = self.fields, self.addrs
         f["dst"][:n] = dst
         a["dst"][:n] = dst
@@ -174,6 +176,8 @@ class RawSender:
         f["dport"][:n] = dports
         f["seq"][:n] = seqs
         f["csum"][:n] = csums
+        if ident is not None and self.family == 4:
+            f["ident"][:n] = ident
 
     def send(self, start: int, count: int) -> int:
         """Send slots [start, start + count); returns how many the kernel accepted."""

@@ -1,10 +1,12 @@
 """TCP SYN probe templates: the bytes are built once; a scan patches four fields per probe.
 
-A SYN looks like nmap's: IPv4 (no options, DF clear, id 0 so the kernel picks one) or
-IPv6, then TCP with window 1024 and one option, MSS 1460 -- 44 or 64 bytes. Per probe
-only the destination address, destination port, sequence number (the cookie) and TCP
-checksum change; ``SynLayout`` says where they are. The IPv4 header checksum is left to
-the kernel, which always fills it in for IP_HDRINCL sockets (raw(7)).
+A SYN looks like nmap's: IPv4 (no options, DF clear, id 0 in the template) or IPv6,
+then TCP with window 1024 and one option, MSS 1460 -- 44 or 64 bytes. Per probe only the
+destination address, destination port, sequence number (the cookie) and TCP checksum
+change; ``SynLayout`` says where they are. The scan also sets each IPv4 probe's id
+(engine.syn: the kernel's own choice for a zero id is a slow path of a raw send). The IPv4
+header checksum is left to the kernel, which always fills it in for IP_HDRINCL sockets
+(raw(7)).
 
 CHECKSUMS. The TCP checksum is the folded one's-complement sum of the pseudo-header and
 the segment. Everything but dport and seq is fixed for a (source, destination) pair, so

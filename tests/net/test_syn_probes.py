@@ -197,3 +197,46 @@ def test_block_views_read_what_a_gather_reads(family: int) -> None:
     assert _frames(arr, first, 5, dt) is None
     assert list(_offsets(arr, first, 5)) == [first + o for o in (0, 144, 288, 560, 704)]
     assert _frames(arr, first, 1, dt) is not None and _frames(arr, first, 0, dt) is None
+
+
+@pytest.mark.usefixtures("netns")
+def test_host_constants_in_bulk_equal_one_host_at_a_time() -> None:
+    """HostTable fills new IPv4 hosts' key and checksum base in numpy (``_fill_v4``):
+    the same values as ``info``'s scalar forms, for hosts with a route (lo) and without
+    one (a zero source), in any order."""
+    from prtip_nb.net.synstate import HostTable
+    from prtip_nb.targets import parse_targets
+
+    targets = parse_targets(["127.0.0.0/26", "198.51.100.0/28"])
+    templates = {4: tcp.syn_template(4, bytes(4), 45678)}
+    key = cookie.CookieKey(bytes(range(16)))
+    bulk = HostTable(targets, key, 45678, templates)
+    h = np.random.default_rng(7).permutation(targets.size)
+    chunks = [bulk.constants(h[i : i + 17]) for i in range(0, len(h), 17)]
+    got = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+    for k, x in enumerate(h.tolist()):
+        info = HostTable(targets, key, 45678, templates).info(x)
+        src = int.from_bytes(info.src, "big")
+        assert (int(got[0][k]), int(got[1][k]), int(got[3][k])) == (info.key, info.base, src)
+        assert info.key == key.host_key(info.src, info.dst, 45678)
+    assert {bytes(4), socket.inet_pton(socket.AF_INET, "127.0.0.1")} <= set(bulk._sources)
+    assert bulk._base0 is not None  # the bulk path ran, not the per-host fallback
+
+
+@pytest.mark.usefixtures("netns", "root")
+def test_sender_writes_each_ipv4_id() -> None:
+    """The scan sets every IPv4 probe's id (never 0: the kernel's own pick is the slow
+    path of a raw send); the rest of the template is untouched."""
+    from prtip_nb.net.rawsock import RawSender
+
+    template = tcp.syn_template(4, bytes(4), 45678)
+    sender = RawSender(4, template, 8)
+    try:
+        ids = np.array([1, 0xFFFF, 0x1235], np.uint64)
+        z = np.zeros(3, np.uint64)
+        sender.load(3, z, z, z, z, ident=ids)
+        got = [int.from_bytes(bytes(sender.packets[i, 4:6]), "big") for i in range(3)]
+        assert got == [1, 0xFFFF, 0x1235]
+        assert bytes(sender.packets[3, :44]) == template  # not loaded: the template's id 0
+    finally:
+        sender.close()
