@@ -103,8 +103,16 @@ def test_kernel_answers_while_a_panel_scans(kernel: Kernel, rate: float | None) 
 def test_interrupting_the_kernel_leaves_nothing_behind(kernel: Kernel) -> None:
     before = kernel.value("leftovers()")
     kernel.run(f"p = pn.ScanPanel(targets='127.0.0.1', {_scan_args(20_000.0)})")
-    kernel.kc.execute("p.start(); p.wait()")  # blocks the kernel until interrupted
-    time.sleep(1.0)
+    # Blocks the kernel until interrupted. The interrupt goes once the scan runs and the
+    # cell is in wait() (under load, start() alone took over a second in CI).
+    msg_id = kernel.kc.execute("p.start(); print('waiting', flush=True); p.wait()")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = kernel.kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream" \
+                and "waiting" in msg["content"]["text"]:
+            break
+    time.sleep(0.5)
     kernel.km.interrupt_kernel()
     reply = kernel.kc.get_shell_msg(timeout=10)
     while reply["parent_header"].get("msg_type") != "execute_request":
