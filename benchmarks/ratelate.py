@@ -45,7 +45,7 @@ st = res.ports["state"].astype(str)
 tel = res.telemetry
 log = [e for c in made for e in c.log]
 print(json.dumps({
-    "s": took, "rows": len(st), "open": int((st == "open").sum()),
+    "file": pn.__file__, "s": took, "rows": len(st), "open": int((st == "open").sum()),
     "filtered": int((st == "filtered").sum()),
     "retries": int(tel["retries"].max()) if len(tel) else 0,
     "backoffs": sum(1 for e in log if e[2] == "backoff"),
@@ -85,10 +85,12 @@ def net_late(runs: int = 4) -> dict[str, Any]:
                 for _ in range(runs):
                     for tree, path in trees.items():
                         env = {**os.environ, "PYTHONPATH": path}
+                        # cwd too: ``python -c`` puts it first on sys.path.
                         out = subprocess.run([sys.executable, "-c", _CHILD, PREFIX], env=env,
-                                             capture_output=True, text=True, timeout=300,
-                                             check=True)
+                                             cwd=path, capture_output=True, text=True,
+                                             timeout=300, check=True)
                         r = json.loads(out.stdout.strip().splitlines()[-1])
+                        assert r["file"].startswith(path), (tree, r["file"])
                         r["exact"] = r["open"] == 512 and r["filtered"] == 0 and \
                             r["rows"] == 25_600
                         rows[tree][load].append(r)
