@@ -22,6 +22,10 @@ below the tolerance (a lossy link, netem) is not congestion and does not slow th
   where *delivered* is what the path carried in that window (replies / reference fraction).
   Snapping to the delivered rate settles near a bottleneck's capacity in one step; the
   multiplicative bound still falls when the reference itself was measured under loss.
+- **Late is not lost**: a window that fails the loss test is judged again with the epochs
+  sent after it (a batch stamped after its grant counts its replies there), and a cut's
+  window keeps taking replies for ``UNDO_KEEP``: if late replies clear it, the cut is
+  undone (see ``_Cut``).
 - **Probing**: after the first loss the rate creeps up by ``probe`` a window, so a path
   that frees up is found again, and a bottleneck is re-found without a deep sawtooth.
 - A window needs ``min_replies`` expected replies (up to ``max_window`` seconds) before it
