@@ -22,6 +22,10 @@ below the tolerance (a lossy link, netem) is not congestion and does not slow th
   where *delivered* is what the path carried in that window (replies / reference fraction).
   Snapping to the delivered rate settles near a bottleneck's capacity in one step; the
   multiplicative bound still falls when the reference itself was measured under loss.
+- **Late is not lost**: a window that fails the loss test is judged again with the epochs
+  sent after it (a batch stamped after its grant counts its replies there), and a cut's
+  window keeps taking replies for ``UNDO_KEEP``: if late replies clear it, the cut is
+  undone (see ``_Cut``).
 - **Probing**: after the first loss the rate creeps up by ``probe`` a window, so a path
   that frees up is found again, and a bottleneck is re-found without a deep sawtooth.
 - A window needs ``min_replies`` expected replies (up to ``max_window`` seconds) before it
@@ -58,6 +62,8 @@ __all__ = [
 ]
 
 MAX_EPOCHS = 20_000  # epochs kept waiting for their replies (40 s of send time)
+UNDO_KEEP = 0.5  # seconds a backoff's window still takes late replies (see _Cut)
+MAX_CUTS = 64  # backoffs under review at once (a longer run of cuts: the oldest is confirmed)
 GRACE = 0.006  # seconds: at least the capture ring's block timeout (2 ms) and a scheduling slice
 SLOW_START_STEPS = 3.0  # at most growth ** this per window in slow start (see _healthy)
 
@@ -166,10 +172,43 @@ class RateState:
     reason: str  # growing, probing, backoff, floor, ceiling, holding (adaptive); pinned, ...
 
 
+def _deficit_z(sent: int, got: int, ref: float) -> float:
+    """How significant a window's missing replies are against the reference fraction.
+
+    The variance is the binomial one, floored as if at most 90% answered: the reference is
+    itself an estimate, and near 100% the binomial alone would call a deficit of two
+    replies significant."""
+    expected = ref * sent
+    return (expected - got) / math.sqrt(max(expected * max(1.0 - ref, 0.1), 1.0))
+
+
+@dataclass
+class _Cut:
+    """A backoff under review: LATE IS NOT LOST (Linux TCP's undo, the Eifel idea).
+
+    A window is judged a fixed time after its sends; under CPU load the responder, the
+    kernel's receive path or the capture's block retire can hold replies past that, and the
+    window looks like loss although nothing was lost (measured: most -T4 scans of a /24
+    backed off on a busy box with every probe answered). So the judged window's epochs keep
+    taking replies for ``UNDO_KEEP`` seconds; if those that come late lift it out of the
+    loss test, the cut is undone (the rate and the slow-start state as before it). Real
+    loss never gets its replies: the cut stands."""
+
+    first: int  # the window's epochs, first ...
+    last: int  # ... to last (inclusive)
+    sent: int
+    got: int
+    ref: float  # the reference fraction the window was judged against
+    rate: float  # the state before the cut
+    ssthresh: float
+    at: float  # when it was cut (``clock``)
+
+
 class PinnedRate(TokenBucket):
     """A fixed rate (``--rate``, or a T0-T2 scan delay) with the controller's interface."""
 
     losses = 0
+    undone = 0
 
     def state(self) -> RateState:
         return RateState(self.rate, "pinned")
@@ -217,8 +256,12 @@ class AdaptiveRate:
         self.ssthresh = 0.0  # after a loss, grow as in slow start below this rate
         self.holding = False  # a retry round: the rate stays as round 0 left it
         self.ref: float | None = None  # the reference answer fraction of this round
-        self.losses = 0
+        self.losses = 0  # backoffs that stand (undone ones are taken off again)
+        self.undone = 0  # backoffs undone: their "missing" replies came late
         self.log: list[tuple[float, float, str]] = []  # (t, rate, reason) at each change
+        self._confirmed = False  # a backoff outlived its review: the path did lose probes
+        self._cuts: list[_Cut] = []  # backoffs under review, oldest first
+        self._late: dict[int, _Cut] = {}  # epoch of a cut's window -> that cut
         self._epochs: dict[int, list[int]] = {}  # epoch -> [sent, replied], not yet final
         self._next_epoch = int(clock() / self.EPOCH)  # the oldest epoch not yet final
         self._from = self._next_epoch  # epochs before this do not count (after a change)
@@ -264,10 +307,19 @@ class AdaptiveRate:
             return
         es, counts = np.unique((t / self.EPOCH).astype(np.int64), return_counts=True)
         with self.lock:
+            late: set[int] = set()
             for e, n in zip(es.tolist(), counts.tolist(), strict=True):
                 cell = self._epochs.get(e)
-                if cell is not None:  # an epoch already final takes no late replies
+                if cell is not None:
                     cell[1] += n
+                    continue
+                cut = self._late.get(e)  # a backed-off window's reply, late
+                if cut is not None:
+                    cut.got += n
+                    late.add(id(cut))
+                # any other epoch already final takes no late replies
+            if late:
+                self._review(self.clock(), late)
 
     def new_round(self, *, retry: bool = True) -> None:
         """A new round begins. ``retry``: it resends silent probes, and holds the rate.
@@ -284,6 +336,8 @@ class AdaptiveRate:
             if retry:
                 self.reason = "holding"
             self._restart(self.clock())
+            # Cuts under review stay so: a retry round starts after round 0's replies had
+            # their time, and an undo then restores the rate round 0 should have ended at.
 
     # -- control -------------------------------------------------------------------------
     def _settle(self, now: float) -> None:
@@ -316,18 +370,21 @@ class AdaptiveRate:
             enough = (expected >= p.min_replies or (span >= 0.1 and expected >= 16)
                       or (self.ref is None and not self.lossy and expected >= p.min_replies / 3))
             if (enough and span >= p.min_window) or span >= p.max_window:
-                self._judge(now, win[0], win[1], span, enough)
+                self._judge(now, win[0], win[1], span, enough, (self._win_start, e))
                 self._win = win = [0, 0, 0]
                 self._win_start = max(self._next_epoch, self._from)
         if len(self._epochs) > MAX_EPOCHS:  # an RTT timeout of minutes: bounded all the same
             self._forget(now)
+        if self._cuts and (now - self._cuts[0].at > UNDO_KEEP or len(self._cuts) > MAX_CUTS):
+            self._review(now, set())
 
     def _forget(self, now: float) -> None:
         self._epochs.clear()
         self._next_epoch = int(now / self.EPOCH)
         self._restart(now)
 
-    def _judge(self, now: float, sent: int, got: int, span: float, enough: bool) -> None:
+    def _judge(self, now: float, sent: int, got: int, span: float, enough: bool,
+               epochs: tuple[int, int] = (0, -1)) -> None:
         p = self.policy
         if sent <= 0 or not enough or self.holding:
             return  # too few replies to tell (a silent network): keep the rate
@@ -337,15 +394,12 @@ class AdaptiveRate:
             self.ref = min(1.0, ratio)
             self._healthy(now, sent / span, first=True, span=span)
             return
-        expected = ref * sent
-        deficit = expected - got
-        # The variance is the binomial one, floored as if at most 90% answered: the
-        # reference is itself an estimate, and near 100% the binomial alone would call a
-        # deficit of two replies significant.
-        z = deficit / math.sqrt(max(expected * max(1.0 - ref, 0.1), 1.0))
-        if z > 3.0 and ratio < ref * (1.0 - p.tolerance):
+        z = _deficit_z(sent, got, ref)
+        if self._lost(sent, got, ref) and self._lost(*self._after(epochs[1], now, sent, got),
+                                                     ref):
             delivered = got / ref / span  # what the path carried of what we sent
             rate = self.bucket.rate
+            self._cut(_Cut(epochs[0], epochs[1], sent, got, ref, rate, self.ssthresh, now), now)
             self.lossy = True
             self.losses += 1
             # At most a quarter per window: one window's collapse is more often a stall
@@ -363,6 +417,79 @@ class AdaptiveRate:
             self.ref = 0.75 * ref + 0.25 * ratio  # unbiased: a max would chase the noise
             self._healthy(now, sent / span, span=span)
         # else: neither clearly good nor bad; keep the rate and look again
+
+    def _lost(self, sent: int, got: int, ref: float) -> bool:
+        """The loss test: the fraction fell by more than the tolerance, and significantly."""
+        return (_deficit_z(sent, got, ref) > 3.0
+                and got < sent * ref * (1.0 - self.policy.tolerance))
+
+    def _after(self, last: int, now: float, sent: int, got: int) -> tuple[int, int]:
+        """The window's counts with those of the epochs sent after it (see _cut)."""
+        current = int(now / self.EPOCH)
+        for e, (s, g) in self._epochs.items():
+            if last < e < current:
+                sent += s
+                got += g
+        return sent, got
+
+    def _cut(self, cut: _Cut, now: float) -> None:
+        """Keep a backoff's window open to late replies (see _Cut), with the epochs sent
+        after it at the old rate (the cut's restart leaves them unjudged).
+
+        Those epochs matter: sends are counted when the bucket grants them, the engines
+        stamp them just after, and a transmit thread that waits for the GIL between the two
+        (the receive thread parsing a block) stamps a whole batch into a later epoch. Its
+        replies then count there, the window it was counted in looks short by that batch
+        (measured: one 256-probe batch of a 1,536-probe window, z > 3), and only the
+        epochs after it can show that nothing was lost."""
+        if cut.last < cut.first:
+            return
+        current = int(now / self.EPOCH)  # still being sent in (at the new rate, soon)
+        for e in sorted(k for k in self._epochs if cut.last < k < current):
+            sent, got = self._epochs.pop(e)
+            cut.sent += sent
+            cut.got += got
+            cut.last = e
+        self._cuts.append(cut)
+        for e in range(cut.first, cut.last + 1):
+            self._late[e] = cut
+
+    def _review(self, now: float, touched: set[int]) -> None:
+        """Undo the cuts that late replies cleared; confirm those past their review."""
+        keep: list[_Cut] = []
+        for i, cut in enumerate(self._cuts):
+            if id(cut) in touched and not self._lost(cut.sent, cut.got, cut.ref):
+                self._drop(cut)
+                self._undo(cut, now, pending=len(keep) + len(self._cuts) - i - 1)
+            elif now - cut.at > UNDO_KEEP or len(self._cuts) - i > MAX_CUTS:
+                self._drop(cut)
+                self._confirmed = True
+            else:
+                keep.append(cut)
+        self._cuts = keep
+
+    def _drop(self, cut: _Cut) -> None:
+        for e in range(cut.first, cut.last + 1):
+            if self._late.get(e) is cut:
+                del self._late[e]
+
+    def _undo(self, cut: _Cut, now: float, pending: int) -> None:
+        """The cut's window lost nothing: the rate and slow start as before it (TCP's undo:
+        the larger of the rate now and the rate before, the larger ssthresh)."""
+        self.losses -= 1
+        self.undone += 1
+        # Slow start again unless a loss stands or another cut is still under review.
+        self.lossy = self._confirmed or pending > 0
+        self.ssthresh = max(self.ssthresh, cut.ssthresh)
+        rate = max(self.bucket.rate, cut.rate)
+        if self.holding:
+            reason = "holding"
+        elif not self.lossy or rate < self.ssthresh:
+            reason = "growing"
+        else:
+            reason = "probing"
+        self.log.append((now, rate, "undo"))
+        self._set(rate, reason, now)
 
     def _healthy(self, now: float, used: float, first: bool = False, span: float = 0.0
                  ) -> None:

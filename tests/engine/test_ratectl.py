@@ -116,6 +116,63 @@ def test_random_loss_is_not_congestion() -> None:
     assert ctl.losses == 0
 
 
+class StalledPath(Path):
+    """Every reply arrives, but none is read from ``start`` to ``end``: the responder or
+    the receive path held them (a busy CPU), then they all come at once, late."""
+
+    def __init__(self, start: float, end: float, **kw: float) -> None:
+        super().__init__(**kw)
+        self.start, self.end = start, end
+
+    def tick(self, now: float, dt: float) -> None:
+        if self.start <= now < self.end:
+            self.backlog = max(0.0, self.backlog - self.capacity * dt)
+            return
+        super().tick(now, dt)
+
+
+def test_late_replies_undo_the_backoff() -> None:
+    """Late is not lost: a 40 ms stall of the replies cuts the rate, and the replies that
+    come after it undo the cut (the rate, and slow start, as before)."""
+    path = StalledPath(0.5, 0.54, answer=1.0)
+    ctl, sent = simulate(path, "aggressive", seconds=1.0, max_rate=200_000)
+    assert "backoff" in {why for _, _, why in ctl.log}  # the stall looked like loss ...
+    assert ctl.undone >= 1 and ctl.losses == 0 and not ctl.lossy  # ... until they came
+    assert ctl.rate == 200_000 and ctl.reason == "ceiling"
+    assert pps(sent, 0.7, 1.0) > 0.95 * 200_000
+
+
+def test_a_late_stamped_batch_is_not_loss() -> None:
+    """Sends count when the bucket grants them; an engine that stamps a batch a few ms
+    later (its thread waited for the GIL) charges that batch's replies to a later epoch.
+    The window it counted in looks short; the epochs after it show nothing was lost."""
+    clock = [0.0]
+    path = Path(answer=1.0)
+    ctl = AdaptiveRate(policy_for("aggressive", max_rate=200_000), timeout=path.timeout,
+                       srtt=path.srtt, clock=lambda: clock[0])
+    path.on_reply = lambda sent_at, n: ctl.replied([sent_at] * n)
+    never, batches = threading.Event(), 0
+    while clock[0] < 1.0:
+        clock[0] += 0.0005
+        path.tick(clock[0], 0.0005)
+        b = ctl.bucket
+        while b.tokens + (clock[0] - b.last) * b.rate >= min(256, b.batch):
+            got = ctl.take(256, never)
+            batches += 1
+            late = 0.004 if batches % 40 == 0 else 0.0  # one batch in 40, 4 ms late
+            path.send(got, clock[0] + late)
+    assert ctl.losses == 0 and not ctl.lossy, ctl.log
+    assert ctl.rate == 200_000
+
+
+def test_real_loss_is_not_undone() -> None:
+    """A bottleneck's drops never get their replies: the cuts stand (see settles_near)."""
+    path = Path(capacity=20_000.0, queue=64, answer=1.0)
+    ctl, _ = simulate(path, "aggressive", seconds=2.0)
+    assert ctl.losses >= 1 and ctl.lossy
+    assert ctl.losses > ctl.undone
+
+
 def test_silence_keeps_the_initial_rate_and_no_history() -> None:
     path = Path(answer=0.0)
     ctl, sent = simulate(path, "normal", seconds=2.0)
