@@ -4,8 +4,9 @@ masscan's shape: transmit threads walk the shuffled index space and send; one re
 thread (engine.synrx) parses, checks the cookie, dedups and reports. They share only the
 answered bitmap (written by the receiver, read by the transmitters when they resend).
 
-TRANSMIT. For a batch of up to 4096 indices numpy computes ports, cookies (probes.cookie)
-and checksums (probes.tcp) and writes them into preallocated packet slots
+TRANSMIT. For a batch of up to 4096 indices numpy computes ports, and the probe module
+(probes.tcpsyn.SYN: ``prepare`` the template once, ``make`` each batch's cookies,
+checksums and IPv4 ids) the per-probe fields, written into preallocated packet slots
 (net.rawsock); sendmmsg then sends them in runs of at most 256, each run granted by the
 rate limiter (net.throttle). No Python code runs per probe on this side.
 
@@ -40,9 +41,9 @@ from ..net.counters import Counters, RttEstimator
 from ..net.ratectl import AdaptiveRate, PinnedRate, RatePolicy, RateState
 from ..net.rawsock import RawSender
 from ..net.synstate import Answered, HostTable, PortIndex, reserve_port
-from ..probes.cookie import CookieKey, cookies
+from ..probes.cookie import CookieKey
 from ..probes.records import DTYPE as RECORD_DTYPE
-from ..probes.tcp import fill_checksums, syn_template
+from ..probes.tcpsyn import SYN
 from ..probes.verdicts import CLOSED, NO_RESPONSE, OPEN
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
@@ -93,7 +94,7 @@ class SynEngine(RoundScan):
         self.stats: dict[str, float] = {}
         self.sport = self.source_port
         self.families = {4, 6} & {fam for fam, _, _ in targets.ranges}
-        self.templates = {fam: syn_template(fam, bytes(4 if fam == 4 else 16), self.sport)
+        self.templates = {fam: SYN.prepare(fam, bytes(4 if fam == 4 else 16), self.sport)
                           for fam in self.families}
         self.hosts = HostTable(targets, CookieKey(self.secret), self.sport, self.templates)
         self.answered = Answered(self.space.size)
@@ -292,15 +293,11 @@ class SynEngine(RoundScan):
         hi, lo = self.hosts.destinations(h)
         if sender.family == 4:  # an IPv4 address is all in the low half
             hi, shi = lo, slo
-        seqs = cookies(key, ports)
-        csums = fill_checksums(base, ports, seqs)
-        # IPv4 IDENTIFICATION, ours and never 0: for a zero id the kernel picks one
-        # (ip_select_ident: a keyed hash and atomics on tables both transmit threads
-        # share): 5.56 -> 5.21 us of CPU a probe on a /18 x top 100. Any value does; nmap
-        # sends a random one. Odd: never 0.
-        ident = (seqs >> np.uint64(16)) | np.uint64(1) if sender.family == 4 else None
-        sender.load(len(js), hi, ports, seqs, csums, dst_lo=lo, src=shi, src_lo=slo,
-                    ident=ident)
+        # The probe module's per-probe fields (cookie, checksum, IPv4 id). Its dict costs
+        # nothing measurable: 42 us a 4096-probe batch either way, as the direct calls.
+        probe = SYN.make(sender.family, key, base, ports)
+        sender.load(len(js), hi, ports, probe["seq"], probe["csum"], dst_lo=lo, src=shi,
+                    src_lo=slo, ident=probe.get("ident"))
 
     def _send(self, sender: RawSender, js: np.ndarray, rnd: int, limiter: Limiter | None,
               sent_at: np.ndarray | None) -> None:
