@@ -34,6 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -78,26 +79,26 @@ _HDR = _dtype([("next", "<u4", 0), ("sec", "<u4", 4), ("nsec", "<u4", 8),
                ("snap", "<u4", 12), ("net", "<u2", 26)], 28)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Receiver:
-    """Drains ``capture`` on its own thread until ``stop`` is set."""
+    """Drains ``capture`` on its own thread until ``stop`` is set. The fields are what the
+    engine hands it; ``__post_init__`` adds the thread, its events and its counters."""
 
-    def __init__(self, *, capture: Capture, hosts: HostTable, ports: PortIndex,
-                 answered: Answered, sport: int, out: Out, rtt: RttEstimator,
-                 total: int, t_base: float, record_dtype: np.dtype,
-                 on_replies: Callable[[np.ndarray], None] | None = None) -> None:
-        self.capture = capture
-        # Called with the send times (seconds after t_base) of each block's new replies:
-        # the adaptive rate charges them to the epochs they were sent in.
-        self.on_replies = on_replies
-        self.hosts = hosts
-        self.ports = ports
-        self.answered = answered
-        self.sport = sport
-        self.out = out
-        self.rtt = rtt
-        self.total = total
-        self.t_base = t_base  # time.time() at the start; send times are relative to it
-        self.record_dtype = record_dtype
+    capture: Capture
+    hosts: HostTable
+    ports: PortIndex
+    answered: Answered
+    sport: int
+    out: Out
+    rtt: RttEstimator
+    total: int
+    t_base: float  # time.time() at the start; send times are relative to it
+    record_dtype: np.dtype
+    # Called with the send times (seconds after t_base) of each block's new replies:
+    # the adaptive rate charges them to the epochs they were sent in.
+    on_replies: Callable[[np.ndarray], None] | None = None
+
+    def __post_init__(self) -> None:
         self.stop = threading.Event()
         self.all_answered = threading.Event()
         self.count = 0  # indices with a verdict
@@ -109,8 +110,9 @@ class Receiver:
         self.parse_error = ""  # the first parser exception, for warnings()
         self.thread = threading.Thread(target=self._run, name="prtip-syn-rx", daemon=True)
         self.error: BaseException | None = None
-        self._arrays = {r.family: np.frombuffer(r.mm, np.uint8) for r in capture.rings}
-        self._block_size = {r.family: r.block_size for r in capture.rings}
+        rings = self.capture.rings
+        self._arrays = {r.family: np.frombuffer(r.mm, np.uint8) for r in rings}
+        self._block_size = {r.family: r.block_size for r in rings}
 
     def start(self) -> None:
         self.thread.start()

@@ -66,8 +66,8 @@ def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.nd
 class UdpReceiver(Receiver):
     """engine.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.thread.name = "prtip-udp-rx"
         self.stats.update(icmp=0, udp=0)
         self.icmp = 0
