@@ -16,6 +16,13 @@ the rest:
     close; then filtered/no-response (UDP: open|filtered, discovery: down) records for
     every silent index (``write_silent``).
 
+The raw-socket kinds (SYN, UDP) also share the transmit side's walk and send loop:
+``round_batches`` (a round's indices, split into hosts and ports) and ``send_runs`` (runs
+of at most RUN probes, each granted by the limiter, behind the capture's backpressure;
+``before_run`` is UDP's pacer), the capture's interface and the warnings (each kind's
+wording as data). What a probe's bytes are is the kind's probe module (probes.tcpsyn,
+probes.udpprobe).
+
 The receive thread dedups (the answered bitmap) and times replies (the RTT estimator);
 the rate limiter is a token bucket or the adaptive controller (net.ratectl). Discovery's
 hooks: windows of hosts as parts (the neighbour entries in flight stay bounded), the
@@ -29,23 +36,27 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from ..net.capture import interface_of
 from ..probes.records import DTYPE as RECORD_DTYPE
 from ..probes.records import NO_RESPONSE
 from ..targets import iter_batches
+from ..targets.space import split_index
 
 if TYPE_CHECKING:
     from ..net.counters import Counters, RttEstimator
-    from ..net.synstate import Answered
-    from ..targets import Permutation, TargetSpace
+    from ..net.rawsock import RawSender
+    from ..net.synstate import Answered, HostTable, PortIndex
+    from ..targets import Permutation, TargetSet, TargetSpace
     from .synrx import Out
 
-__all__ = ["RoundResult", "RoundScan"]
+__all__ = ["RUN", "RoundResult", "RoundScan"]
 
-BATCH = 4096  # indices per batch of silent records
+BATCH = 4096  # indices per numpy batch (probes to send, silent records)
+RUN = 256  # probes per sendmmsg call when the rate is unlimited
 
 
 class _Rx(Protocol):
@@ -87,7 +98,21 @@ class RoundScan:
     out: Out
     _held: list
     _error: BaseException | None
+    _first_send: float
     _last_send: float
+    _lock: threading.Lock  # the counters and send times, shared by transmit threads
+    _capture: Any  # net.capture.Capture, once open
+    _rx: Any  # the receive thread (synrx.Receiver or a subclass), once open
+    stats: dict[str, float]
+    targets: TargetSet
+    hosts: HostTable
+    port_index: PortIndex
+    t_base: float  # time.time() at the start; send times are relative to it
+
+    #: A kind's words for its warnings: what its probes are called, and what a port whose
+    #: probe could not be sent is reported as.
+    PROBES: ClassVar[str] = "probes"
+    UNSENT: ClassVar[str] = "filtered"
 
     # -- hooks ---------------------------------------------------------------------------
     def _open(self) -> _Rx:
@@ -112,6 +137,13 @@ class RoundScan:
         """After the quiet period: None ends the retries, else extra seconds to wait."""
         raise NotImplementedError
 
+    def kind_warnings(self) -> list[str]:
+        """What only this kind has to say to a user (UDP: the target's ICMP limit)."""
+        return []
+
+    def before_run(self) -> None:
+        """Called before each run of probes is sent (UDP: the pacer's check)."""
+
     def parts(self) -> Iterator[object]:
         """The parts of the shard that run their rounds one after another, between one
         ``_open`` and one ``_close`` (default: one part, the whole shard).
@@ -122,6 +154,81 @@ class RoundScan:
         the yield (its rounds are over) may record its silent indices (``write_silent``);
         a part whose indices all have a verdict then leaves nothing to ``_emit_silent``."""
         yield None
+
+    # -- what every raw-socket kind shares -----------------------------------------------
+    def warnings(self) -> list[str]:
+        """What a user should hear about this run (lost packets, refused sends)."""
+        out = []
+        if self.stats.get("capture_drops"):
+            out.append(f"the packet capture dropped {self.stats['capture_drops']} replies "
+                       "(the receive thread fell behind); set a lower rate")
+        if self.stats.get("send_errors"):
+            out.append(f"{self.stats['send_errors']} {self.PROBES} could not be sent (no "
+                       f"route, or a local firewall); their ports are reported {self.UNSENT}")
+        out += self.kind_warnings()
+        if self._rx is not None:  # parser exceptions, said once
+            out += self._rx.warnings()
+        return out
+
+    def capture_interface(self) -> str | None:
+        """Where replies arrive: the interface that holds our source address. One target:
+        that interface; loopback: lo; several targets elsewhere: every interface (None;
+        the capture's filter still keeps only our port)."""
+        if self.targets.is_loopback:
+            return "lo"
+        if self.targets.size == 1:
+            first = self.hosts.info(0)
+            return interface_of(first.family, first.src, first.dst)
+        return None
+
+    def round_batches(self, rnd: int, shard: tuple[int, int] | None = None,
+                      start: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+        """(indices, host indices, ports) of round ``rnd``'s probes, BATCH at a time, in
+        the permuted order: every index of ``shard`` (default: the scan's) from ``start``
+        on in round 0, only the unanswered ones after; none once cancelled."""
+        for js in iter_batches(self.space, self.perm, shard=shard or self.shard,
+                               start=self.start if start is None else start, batch=BATCH):
+            if self.cancel.is_set():
+                return
+            if rnd:
+                js = js[self.answered.unanswered(js)]
+                if not len(js):
+                    continue
+            h, pidx = split_index(js, self.hosts.size)
+            yield js, h, self.port_index.ports(pidx)
+
+    def send_runs(self, sender: RawSender, js: np.ndarray, rnd: int, limiter: Any) -> int:
+        """Send the probes loaded into ``sender`` for indices ``js``, in runs of at most
+        RUN, each granted by ``limiter`` (None: unlimited); return how many were sent."""
+        total, off = len(js), 0
+        c, capture, rx = self.counters, self._capture, self._rx
+        assert capture is not None and rx is not None
+        sent_at = self.answered.sent_at
+        while off < total:
+            if self.cancel.is_set():
+                break
+            # BACKPRESSURE: half the capture ring waits for the receiver; let it catch up
+            # rather than have the kernel drop replies (a retry round costs far more).
+            while capture.congested() and rx.thread.is_alive():
+                time.sleep(0.0003)
+            self.before_run()
+            want = min(RUN, total - off)
+            count = limiter.take(want, self.cancel) if limiter is not None else want
+            if not count:
+                break
+            if sent_at is not None:
+                sent_at[js[off : off + count]] = time.time() - self.t_base
+            t = time.monotonic()
+            sender.send(off, count)
+            off += count
+            with self._lock:
+                c.sent += count
+                if rnd:
+                    c.retries += count
+                else:
+                    self._first_send = self._first_send or t
+                self._last_send = time.monotonic()
+        return off
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:

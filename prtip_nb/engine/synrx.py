@@ -5,7 +5,10 @@ name a probe, the cookie says we sent that probe, and one bit per index says whe
 already has a verdict. A SYN-ACK or RST counts only if ``ack - 1`` is the cookie (a reset
 to a SYN carries ACK, RFC 9293 3.10.7.1, so a RST without one cannot be tied to a probe
 and is ignored); an ICMP unreachable counts only if the header it quotes is a probe we
-sent, cookie included. Anything else is counted in ``stats`` and dropped.
+sent, cookie included. Anything else is counted in ``stats`` and dropped. What a reply
+proves is the probe module's (probes.tcpsyn.SYN: ``accept``, ``validate``, ``classify``,
+``parse_error``, ``validate_error``); this thread finds the probe a reply names (host and
+port index), dedups and writes the records.
 
 WHY WHOLE BLOCKS IN NUMPY. The transmit threads need the GIL for a moment between send
 calls; a receive loop that holds it for 2 µs a packet made them wait (CPython hands the
@@ -28,10 +31,10 @@ parsed again frame by frame, the frame that raises is dropped, and the scan goes
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -40,31 +43,24 @@ import numpy.typing as npt
 from ..net.capture import SNAPLEN, TP3_HDR, Capture
 from ..net.counters import RttEstimator
 from ..net.synstate import Answered, HostTable, PortIndex
-from ..probes.cookie import cookie, cookies
-from ..probes.rows import M32
 from ..probes.rows import TCP4 as _TCP4
 from ..probes.rows import TCP6 as _TCP6
 from ..probes.rows import dtype as _dtype
 from ..probes.rows import gather as _gather
-from ..probes.verdicts import (
-    CLOSED,
-    ICMP4,
-    ICMP4_CODES,
-    ICMP6,
-    ICMP6_CODES,
-    NO_RESPONSE,
-    OPEN,
-)
+from ..probes.tcpsyn import IGNORED, MALFORMED, SYN, parse_icmp_error
+from ..probes.verdicts import CLOSED, ICMP4, ICMP4_CODES, ICMP6, NO_RESPONSE, OPEN
 from ..probes.verdicts import syn_verdict as verdict
 from ..targets.space import join_index
 
-__all__ = ["CLOSED", "ICMP4", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE", "OPEN", "Out",
-           "Receiver", "parse_icmp_error", "verdict"]
+# The verdict names and the ICMP parser are re-exported: probes.verdicts and
+# probes.tcpsyn own them.
+__all__ = ["CLOSED", "ICMP4", "ICMP4_CODES", "ICMP6", "IGNORED", "MALFORMED", "NO_RESPONSE",
+           "OPEN", "Out", "Receiver", "parse_icmp_error", "verdict"]
 
 # VERDICT CODES: probes.verdicts owns them (and their words); ``verdict`` is its syn_verdict.
-# What ``parse_icmp_error`` returns for a packet it cannot use: not an error about a TCP
-# probe (counted ``ignored``), or one whose lengths lie (counted ``invalid``).
-IGNORED, MALFORMED = -1, -2
+# What the probe module's ``parse_icmp_error`` returns for a packet it cannot use: not an
+# error about a TCP probe (IGNORED, counted ``ignored``), or one whose lengths lie
+# (MALFORMED, counted ``invalid``).
 
 _M64 = (1 << 64) - 1
 U64 = npt.NDArray[np.uint64]
@@ -83,26 +79,26 @@ _HDR = _dtype([("next", "<u4", 0), ("sec", "<u4", 4), ("nsec", "<u4", 8),
                ("snap", "<u4", 12), ("net", "<u2", 26)], 28)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Receiver:
-    """Drains ``capture`` on its own thread until ``stop`` is set."""
+    """Drains ``capture`` on its own thread until ``stop`` is set. The fields are what the
+    engine hands it; ``__post_init__`` adds the thread, its events and its counters."""
 
-    def __init__(self, *, capture: Capture, hosts: HostTable, ports: PortIndex,
-                 answered: Answered, sport: int, out: Out, rtt: RttEstimator,
-                 total: int, t_base: float, record_dtype: np.dtype,
-                 on_replies: Callable[[np.ndarray], None] | None = None) -> None:
-        self.capture = capture
-        # Called with the send times (seconds after t_base) of each block's new replies:
-        # the adaptive rate charges them to the epochs they were sent in.
-        self.on_replies = on_replies
-        self.hosts = hosts
-        self.ports = ports
-        self.answered = answered
-        self.sport = sport
-        self.out = out
-        self.rtt = rtt
-        self.total = total
-        self.t_base = t_base  # time.time() at the start; send times are relative to it
-        self.record_dtype = record_dtype
+    capture: Capture
+    hosts: HostTable
+    ports: PortIndex
+    answered: Answered
+    sport: int
+    out: Out
+    rtt: RttEstimator
+    total: int
+    t_base: float  # time.time() at the start; send times are relative to it
+    record_dtype: np.dtype
+    # Called with the send times (seconds after t_base) of each block's new replies:
+    # the adaptive rate charges them to the epochs they were sent in.
+    on_replies: Callable[[np.ndarray], None] | None = None
+
+    def __post_init__(self) -> None:
         self.stop = threading.Event()
         self.all_answered = threading.Event()
         self.count = 0  # indices with a verdict
@@ -114,8 +110,9 @@ class Receiver:
         self.parse_error = ""  # the first parser exception, for warnings()
         self.thread = threading.Thread(target=self._run, name="prtip-syn-rx", daemon=True)
         self.error: BaseException | None = None
-        self._arrays = {r.family: np.frombuffer(r.mm, np.uint8) for r in capture.rings}
-        self._block_size = {r.family: r.block_size for r in capture.rings}
+        rings = self.capture.rings
+        self._arrays = {r.family: np.frombuffer(r.mm, np.uint8) for r in rings}
+        self._block_size = {r.family: r.block_size for r in rings}
 
     def start(self) -> None:
         self.thread.start()
@@ -222,11 +219,11 @@ class Receiver:
             self._tcp(fam, tcp, ts)
 
     def _tcp(self, fam: int, tcp: np.ndarray, ts: npt.NDArray[np.float64]) -> None:
+        # The probe module judges: which segments can answer a SYN (accept), which
+        # answer one of ours (validate: the cookie, our address), and the verdict
+        # (classify); the receiver only finds the probe (host, port) and dedups.
         st = self.stats
-        flags = tcp["flags"]
-        rst = (flags & 0x14) == 0x14  # RST+ACK
-        synack = ((flags & 0x12) == 0x12) & ((flags & 0x04) == 0)
-        keep = rst | synack
+        keep = SYN.accept(tcp)
         st["ignored"] += int((~keep).sum())  # our own SYNs looping back on lo, strays
         h = self.hosts.index_array(fam, tcp["src"], None if fam == 4 else tcp["src_lo"])
         pi = self.ports.index_array(tcp["tport"])
@@ -235,19 +232,13 @@ class Receiver:
             st["invalid"] += int(keep.sum())
             return
         if not ok.all():  # usually all are: skip the copies
-            tcp, ts, h, pi, rst = tcp[ok], ts[ok], h[ok], pi[ok], rst[ok]
-        key, src_hi, src_lo = self._host_constants(fam, h)
-        # SYN-COOKIE: the probe's sequence number, recomputed; the reply must ack it.
-        good = cookies(key, tcp["tport"]) == ((tcp["ack"].astype(np.uint64) - 1) & M32)
-        good &= tcp["dst"] == src_hi
-        if fam == 6:
-            good &= tcp["dst_lo"] == src_lo
+            tcp, ts, h, pi = tcp[ok], ts[ok], h[ok], pi[ok]
+        good = SYN.validate(fam, tcp, *self._host_constants(fam, h))
         st["invalid"] += int(keep.sum()) - int(good.sum())
         j = join_index(h, pi, self.hosts.size)
-        ttl = tcp["ttl"]
         if not good.all():
-            j, rst, ttl, ts = j[good], rst[good], ttl[good], ts[good]
-        self._record(j, np.where(rst, CLOSED, OPEN), ttl, ts)
+            j, tcp, ts = j[good], tcp[good], ts[good]
+        self._record(j, SYN.classify(fam, tcp), tcp["ttl"], ts)
 
     def _host_constants(self, fam: int, h: npt.NDArray[np.int64]) -> tuple[
             U64 | int, U64 | np.uint64, U64 | np.uint64]:
@@ -308,7 +299,7 @@ class Receiver:
 
     # -- ICMP errors -----------------------------------------------------------------------
     def _icmp(self, fam: int, data: bytes, ttl: int, t: float) -> None:
-        got = parse_icmp_error(fam, data)
+        got = SYN.parse_error(fam, data)
         if isinstance(got, int):
             self.stats["ignored" if got == IGNORED else "invalid"] += 1
             return
@@ -318,69 +309,11 @@ class Receiver:
             self.stats["invalid"] += 1
             return
         info = self.hosts.info(h)
-        if cookie(info.key, dport) != seq or src != info.src:  # not a probe we sent
+        if not SYN.validate_error(info.key, dport, seq, src, info.src):  # not our probe
             self.stats["invalid"] += 1
             return
         j = join_index(np.array([h]), np.array([pi]), self.hosts.size)
         self._record(j, np.array([verdict]), np.array([ttl], np.uint8), np.array([t]))
-
-
-def parse_icmp_error(fam: int, data: bytes) -> tuple[int, bytes, bytes, int, int, int] | int:
-    """(verdict code, quoted source, quoted destination, source port, destination port,
-    sequence number) of the TCP probe that an ICMP / ICMPv6 unreachable quotes; IGNORED
-    for any other packet; MALFORMED when a header length says more than ``data`` holds.
-
-    ``data`` starts at the IP header and ends at the snap length. Every length is checked
-    before a read: the outer and quoted IPv4 IHL (5-15 words each; a packet where both
-    claim 60 bytes needs 136, more than the capture keeps), the IPv4 total length and
-    the IPv6 payload length (bytes beyond them are link-layer padding, not the packet).
-    RFC 792 quotes the IP header and 8 bytes of the datagram: ports and sequence."""
-    n = len(data)
-    if fam == 4:
-        if n < 20:
-            return MALFORMED
-        ihl = (data[0] & 15) * 4
-        length = (data[2] << 8) | data[3]
-        if data[0] >> 4 != 4 or ihl < 20 or length < ihl:
-            return MALFORMED
-        if data[9] != 1:
-            return IGNORED
-        n = min(n, length)
-        if n < ihl + 8:
-            return MALFORMED
-        code = data[ihl + 1]
-        if data[ihl] != 3 or code not in ICMP4_CODES:
-            return IGNORED
-        q = ihl + 8
-        if n < q + 20:
-            return MALFORMED
-        qihl = (data[q] & 15) * 4
-        if data[q] >> 4 != 4 or qihl < 20:
-            return MALFORMED
-        if data[q + 9] != 6:
-            return IGNORED
-        if n < q + qihl + 8:
-            return MALFORMED
-        sport, dport, seq = struct.unpack_from("!HHI", data, q + qihl)
-        return ICMP4 + code, data[q + 12 : q + 16], data[q + 16 : q + 20], sport, dport, seq
-    if n < 48 or data[0] >> 4 != 6:
-        return MALFORMED
-    if data[6] != 58:  # extension headers before ICMPv6: the capture filter keeps none
-        return IGNORED
-    n = min(n, 40 + ((data[4] << 8) | data[5]))
-    if n < 48:
-        return MALFORMED
-    code = data[41]
-    if data[40] != 1 or code not in ICMP6_CODES:
-        return IGNORED
-    if n < 88:
-        return MALFORMED
-    if data[54] != 6:  # a quoted extension header: not one of our probes
-        return IGNORED
-    if n < 96:
-        return MALFORMED
-    sport, dport, seq = struct.unpack_from("!HHI", data, 88)
-    return ICMP6 + code, data[56:72], data[72:88], sport, dport, seq
 
 
 def _frames(arr: npt.NDArray[np.uint8], first: int, n: int, dt: np.dtype,

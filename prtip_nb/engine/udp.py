@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..net.capture import Capture, interface_of
+from ..net.capture import Capture
 from ..net.counters import Counters, RttEstimator
 from ..net.ratectl import AdaptiveRate, RatePolicy, RateState
 from ..net.rawsock import RawSender
@@ -78,7 +78,7 @@ from ..probes.udpprobe import UDP
 from ..probes.verdicts import udp_verdict
 from ..targets import Permutation, PortSet, TargetSet, TargetSpace, iter_batches, shard_len
 from ..targets.space import split_index
-from .rounds import RoundResult, RoundScan
+from .rounds import RUN, RoundResult, RoundScan
 from .synrx import Out
 from .udppace import (
     MAX_PACED_HOSTS,
@@ -95,7 +95,6 @@ from .udprx import UdpReceiver
 __all__ = ["UdpEngine", "udp_verdict"]
 
 BATCH = 4096
-RUN = 256
 class UdpHostTable(HostTable):
     """HostTable whose per-host checksum base is the addresses' share of a UDP checksum
     (the payload's share is per sender: probes.udp.payload_base)."""
@@ -202,35 +201,27 @@ class UdpEngine(RoundScan):
         self._rx: UdpReceiver | None = None
         self._pacer: Pacer | None = None
         self._first_send = self._last_send = 0.0
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._senders: dict[tuple[int, int], RawSender] = {}
         self._pace = _Pacing(None, None)
 
     # -- the rounds (engine.rounds runs them) ------------------------------------------------
-    def warnings(self) -> list[str]:
-        out = []
-        if self.stats.get("capture_drops"):
-            out.append(f"the packet capture dropped {self.stats['capture_drops']} replies; "
-                       "set a lower rate")
-        if self.stats.get("send_errors"):
-            out.append(f"{self.stats['send_errors']} UDP probes could not be sent (no route, "
-                       "or a local firewall); their ports are reported open|filtered")
-        if self.limit is not None:
-            out.append(f"the target rate-limits ICMP errors (about {self.limit:.0f}/s): "
-                       "retries were paced to it so closed ports are not taken for "
-                       "open|filtered; this is what makes UDP scans slow")
-        if self._rx is not None:  # parser exceptions, said once
-            out += self._rx.warnings()
-        return out
+    PROBES, UNSENT = "UDP probes", "open|filtered"  # (RoundScan.warnings)
+
+    def kind_warnings(self) -> list[str]:
+        if self.limit is None:
+            return []
+        return [f"the target rate-limits ICMP errors (about {self.limit:.0f}/s): retries "
+                "were paced to it so closed ports are not taken for open|filtered; this is "
+                "what makes UDP scans slow"]
+
+    def before_run(self) -> None:
+        if self._pacer is not None:
+            self._pacer.check()
 
     def _open(self) -> UdpReceiver:
-        if self.targets.is_loopback:
-            ifname: str | None = "lo"
-        elif self.targets.size == 1:
-            first = self.hosts.info(0)
-            ifname = interface_of(first.family, first.src, first.dst)
-        else:
-            ifname = None
+        ifname = self.capture_interface()
         # 16 blocks, not 8: an ICMP error takes three times a SYN-ACK's room in the ring.
         capture = self._capture = Capture(self.families, self.sport, self.sport,
                                           ifname=ifname, proto=17, blocks=16)
@@ -408,18 +399,9 @@ class UdpEngine(RoundScan):
 
     def _transmit(self, rnd: int, senders: dict[tuple[int, int], RawSender],
                   limiter: AdaptiveRate | TokenBucket | None) -> int:
-        n_hosts, answered, n4 = self.hosts.size, self.answered, self.hosts.n4
+        n_hosts, n4 = self.hosts.size, self.hosts.n4
         total = 0
-        for js in iter_batches(self.space, self.perm, shard=self.shard, start=self.start,
-                               batch=BATCH):
-            if self.cancel.is_set():
-                break
-            if rnd:
-                js = js[answered.unanswered(js)]
-                if not len(js):
-                    continue
-            h, pidx = split_index(js, n_hosts)
-            ports = self.port_index.ports(pidx)
+        for js, h, ports in self.round_batches(rnd):
             fam_of = np.where(h < np.uint64(n4), 4, 6) if 0 < n4 < n_hosts else None
             groups = self.group_of[ports.astype(np.int64)]
             for (fam, g), sender in senders.items():
@@ -437,7 +419,7 @@ class UdpEngine(RoundScan):
                 for at in range(0, len(pjs), sender.capacity):
                     sl = slice(at, at + sender.capacity)
                     self._load(sender, g, ph[sl], pports[sl])
-                    total += self._send(sender, pjs[sl], rnd, limiter)
+                    total += self.send_runs(sender, pjs[sl], rnd, limiter)
         return total
 
     def _load(self, sender: RawSender, g: int, h: np.ndarray, ports: np.ndarray) -> None:
@@ -456,34 +438,3 @@ class UdpEngine(RoundScan):
         probe = UDP.make(fam, key, abase + np.uint64(self.group_base[g]), ports)
         sender.load(len(h), hi, ports, probe["seq"], probe["csum"], dst_lo=lo, src=shi,
                     src_lo=slo)
-
-    def _send(self, sender: RawSender, js: np.ndarray, rnd: int,
-              limiter: AdaptiveRate | TokenBucket | None) -> int:
-        total, off, sent = len(js), 0, 0
-        c, capture, rx = self.counters, self._capture, self._rx
-        assert capture is not None and rx is not None
-        sent_at = self.answered.sent_at
-        while off < total:
-            if self.cancel.is_set():
-                break
-            while capture.congested() and rx.thread.is_alive():
-                time.sleep(0.0003)
-            if self._pacer is not None:
-                self._pacer.check()
-            want = min(RUN, total - off)
-            count = limiter.take(want, self.cancel) if limiter is not None else want
-            if not count:
-                break
-            if sent_at is not None:
-                sent_at[js[off : off + count]] = time.time() - self.t_base
-            t = time.monotonic()
-            sender.send(off, count)
-            off += count
-            sent += count
-            c.sent += count
-            if rnd:
-                c.retries += count
-            else:
-                self._first_send = self._first_send or t
-            self._last_send = time.monotonic()
-        return sent

@@ -38,21 +38,14 @@ from ..probes.rows import ICMP6_UDP as _ICMP6
 from ..probes.rows import UDP4 as _UDP4
 from ..probes.rows import UDP6 as _UDP6
 from ..probes.udpprobe import UDP
-from ..probes.verdicts import (
-    CLOSED,
-    ICMP4,
-    ICMP4_CODES,
-    ICMP6,
-    ICMP6_CODES,
-    NO_RESPONSE,
-    OPEN,
-    udp_verdict,
-)
+from ..probes.verdicts import CLOSED, ICMP4, ICMP4_CODES, ICMP6, NO_RESPONSE, OPEN, udp_verdict
 from ..targets.space import join_index
 from .synrx import _HDR as _TP_HDR
 from .synrx import Receiver, _gather, _offsets
 
-__all__ = ["CLOSED", "ICMP4", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver", "udp_verdict"]
+# The verdict names are re-exported: probes.verdicts owns them.
+__all__ = ["CLOSED", "ICMP4", "ICMP4_CODES", "ICMP6", "NO_RESPONSE", "OPEN", "UdpReceiver",
+           "udp_verdict"]
 
 # VERDICT CODES and their words (RecordSink looks them up through ``decode_udp``):
 # probes.verdicts.
@@ -73,8 +66,8 @@ def _safe_gather(arr: npt.NDArray[np.uint8], p: npt.NDArray[np.int64], ok: np.nd
 class UdpReceiver(Receiver):
     """engine.synrx.Receiver with UDP's parsing and validation (see the module docstring)."""
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.thread.name = "prtip-udp-rx"
         self.stats.update(icmp=0, udp=0)
         self.icmp = 0
@@ -123,20 +116,17 @@ class UdpReceiver(Receiver):
         pi = self.ports.index_array(port)
         return h, pi, (h >= 0) & (pi >= 0)
 
-    def _src_matches(self, fam: int, h: np.ndarray, hi: _U64, lo: _U64 | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(our source address for host ``h`` equals (hi, lo); host keys per row)."""
+    def _constants(self, fam: int, h: np.ndarray) -> tuple[_U64, _U64, _U64]:
+        """Each row's host key and our source address (high, low halves; IPv4: the
+        address in ``high``), as the probe module's ``validate`` wants them."""
         uh, inv = np.unique(h, return_inverse=True)
         infos = [self.hosts.info(int(x)) for x in uh.tolist()]
         keys = np.array([i.key for i in infos], np.uint64)[inv]
         srcs = [int.from_bytes(i.src, "big") for i in infos]
         if fam == 4:
-            ok = hi == np.array(srcs, np.uint64)[inv]
-        else:
-            assert lo is not None
-            ok = (hi == np.array([s >> 64 for s in srcs], np.uint64)[inv]) & (
-                lo == np.array([s & _M64 for s in srcs], np.uint64)[inv])
-        return ok, keys
+            return keys, np.array(srcs, np.uint64)[inv], np.zeros(len(h), np.uint64)
+        return (keys, np.array([s >> 64 for s in srcs], np.uint64)[inv],
+                np.array([s & _M64 for s in srcs], np.uint64)[inv])
 
     def _udp(self, fam: int, ip: np.ndarray, ts: np.ndarray) -> None:
         st = self.stats
@@ -154,21 +144,15 @@ class UdpReceiver(Receiver):
             st["invalid"] += len(ip)
             return
         ip, ts, h, pi = ip[ok], ts[ok], h[ok], pi[ok]
-        good, _keys = self._src_matches(fam, h, ip["dst"], None if fam == 4 else ip["dst_lo"])
+        good = UDP.validate(fam, ip, *self._constants(fam, h))
         st["invalid"] += len(ok) - int(good.sum())
         j = join_index(h[good], pi[good], self.hosts.size)
         self._record(j, UDP.classify(fam, ip[good]), ip["ttl"][good], ts[good])
 
     def _errors(self, fam: int, ip: np.ndarray, err: np.ndarray, ts: np.ndarray) -> None:
         st = self.stats
-        if fam == 4:
-            ok = (err["type"] == 3) & (err["qvhl"] == 0x45) & (err["qproto"] == 17)
-            ok &= np.isin(err["code"], list(ICMP4_CODES))
-            qlo = None
-        else:
-            ok = (err["type"] == 1) & (err["qproto"] == 17) & np.isin(err["code"],
-                                                                      list(ICMP6_CODES))
-            qlo = err["qdst_lo"]
+        ok = UDP.accept_error(fam, err)
+        qlo = None if fam == 4 else err["qdst_lo"]
         if fam == 4:  # a quoted header with an impossible version or IHL: malformed
             qbad = (err["type"] == 3) & ((err["qvhl"] >> 4 != 4) | ((err["qvhl"] & 15) < 5))
             st["invalid"] += int(qbad.sum())
@@ -181,9 +165,7 @@ class UdpReceiver(Receiver):
             st["invalid"] += int((err["qsport"] == self.sport).sum())
             return
         ip, err, ts, h, pi = ip[ok], err[ok], ts[ok], h[ok], pi[ok]
-        good, keys = self._src_matches(fam, h, err["qsrc"], None if fam == 4 else
-                                       err["qsrc_lo"])
-        good &= UDP.marked(fam, err, keys)  # the probe's marker, recomputed
+        good = UDP.validate_error(fam, err, *self._constants(fam, h))
         st["invalid"] += len(good) - int(good.sum())
         if not good.any():
             return

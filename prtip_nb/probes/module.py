@@ -7,7 +7,8 @@ sender, capture ring) are the same for every kind; what differs is here:
 - ``prepare(family, src, sport)``: the fixed bytes of every probe, built once (a template
   the sender patches);
 - ``make(family, keys, bases, ports)``: the per-probe fields for a whole batch, in numpy (``seq``:
-  the keyed value the reply must echo; ``csum``: the checksum), no Python object a probe;
+  the keyed value the reply must echo; ``csum``: the checksum; SYN over IPv4 also
+  ``ident``), no Python object a probe;
 - ``validate(family, rows, keys, src_hi, src_lo)``: which reply rows (probes.rows dtypes)
   answer a probe of ours (the keyed value, our own address);
 - ``classify(family, rows)``: each valid row's verdict code; ``verdict(code)`` turns a code
@@ -15,8 +16,11 @@ sender, capture ring) are the same for every kind; what differs is here:
 - ``fills``: the record fields (probes.records) the module's receive path fills.
 
 Modules: probes.tcpsyn (SYN scan) and probes.udpprobe (UDP scan, its payload groups) follow
-this protocol; probes.pingprobe (host discovery's ICMP / TCP pings) has the same parts per
-host rather than per numpy batch (a few packets a host, parsed one by one). None imports
+this protocol, and are the one definition their engines use: engine.syn / engine.udp build
+every probe with ``prepare`` and ``make``, engine.synrx / engine.udprx judge every reply
+with the module's ``validate`` / ``classify`` (and its checks of ICMP errors).
+probes.pingprobe (host discovery's ICMP / TCP pings) has the same parts per host rather
+than per numpy batch (a few packets a host, parsed one by one). None imports
 sockets, threads, event loops or the engine (the import-linter contract "pure-probes").
 """
 

@@ -7,7 +7,10 @@ the group's pre-summed bases plus the port). A UDP reply from the target port to
 source port and address is open (``validate`` / ``classify``). An ICMP error about a probe
 is ours only when the quoted header carries the marker (``marked``); it is closed when port
 unreachable comes from the target itself, else filtered with nmap's reason for its code
-(``classify_error``). Rows are probes.rows' UDP4/UDP6 and ICMP4_UDP/ICMP6_UDP.
+(``classify_error``); ``accept_error`` / ``validate_error`` say which errors can be about
+a probe and which are about ours. Rows are probes.rows' UDP4/UDP6 and ICMP4_UDP/ICMP6_UDP.
+engine.udp builds every probe with ``prepare`` / ``make`` and engine.udprx judges every
+reply with these; the receiver only finds the probe a reply names and dedups.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from .cookie import cookies
 from .rows import ICMP4_UDP, ICMP6_UDP, U64, UDP4, UDP6
 from .udp import fill_udp_checksums, markers, udp_template
-from .verdicts import CLOSED, ICMP4, ICMP6, OPEN, udp_verdict
+from .verdicts import CLOSED, ICMP4, ICMP4_CODES, ICMP6, ICMP6_CODES, OPEN, udp_verdict
 
 if TYPE_CHECKING:
     from .module import Batch
@@ -57,6 +60,25 @@ class UdpModule:
 
     def classify(self, family: int, rows: np.ndarray) -> np.ndarray:
         return np.full(len(rows), OPEN)
+
+    @staticmethod
+    def accept_error(family: int, err: np.ndarray) -> np.ndarray:
+        """ICMP errors that can be about a UDP probe: destination unreachable with one of
+        nmap's codes, quoting a UDP datagram (IPv4: a quoted header without options)."""
+        if family == 4:
+            ok = (err["type"] == 3) & (err["qvhl"] == 0x45) & (err["qproto"] == 17)
+            return ok & np.isin(err["code"], list(ICMP4_CODES))
+        return (err["type"] == 1) & (err["qproto"] == 17) & np.isin(err["code"],
+                                                                   list(ICMP6_CODES))
+
+    def validate_error(self, family: int, err: np.ndarray, keys: U64,
+                       src_hi: U64, src_lo: U64) -> np.ndarray:
+        """The quoted datagram is a probe we sent: from our source address, carrying the
+        marker of its cookie."""
+        good = err["qsrc"] == src_hi
+        if family == 6:
+            good &= err["qsrc_lo"] == src_lo
+        return good & self.marked(family, err, keys)
 
     @staticmethod
     def marked(family: int, err: np.ndarray, keys: U64) -> np.ndarray:
