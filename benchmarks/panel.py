@@ -11,8 +11,11 @@ Also the kernel's responsiveness: while a panel scan runs, how long a trivial
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .harness import save
@@ -100,3 +103,137 @@ def kernel_latency(runs: int = 20) -> dict[str, Any]:
                "final": status["content"]["status"]}
     save("kernel-latency", {"summary": summary})
     return {"summary": summary}
+
+
+# -- the panel at scale (issue 20, "Live at scale") ----------------------------------------
+# A /17 of the scale lab (benchmarks.scale: 198.18.0.0/15, 80 and 443 open everywhere,
+# seeded hosts that drop everything) x the top 100 ports: 3.3M SYN probes, 65K open ports,
+# past hold="auto"'s million (the in-memory result holds the open rows; -o has them all).
+SCALE_PREFIX = "198.18.0.0/17"
+SCALE_DROP = 32  # seeded dropping hosts: a quarter of scale-15's 128 for a quarter of it
+
+
+def panel_scale(runs: int = 3) -> dict[str, Any]:
+    """``pn.scan`` against a headless ``ScanPanel`` driving the same scan, each run in a
+    fresh process (its peak RSS is its own; the panel's imports are done before its clock
+    starts), alternating which goes first; the median of the per-pair time ratios."""
+    import shutil
+    import tempfile
+
+    from prtip_nb.lab import RangeLab
+
+    from .harness import timed
+    from .scale import OPEN, SEED
+
+    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "panel": []}
+    ratios = []
+    work = Path(tempfile.mkdtemp(prefix="prtip-panel-scale-"))
+    try:
+        with RangeLab(SCALE_PREFIX, tcp=OPEN, drop_count=SCALE_DROP, seed=SEED) as lab:
+            expected_open = lab.truth(OPEN).counts()["open"]
+            for i in range(runs):
+                pair: dict[str, dict[str, Any]] = {}
+                for mode in (("plain", "panel") if i % 2 == 0 else ("panel", "plain")):
+                    out = work / f"{mode}{i}"
+                    text: list[str] = []
+                    r = timed([sys.executable, "-m", "benchmarks.panel", mode, SCALE_PREFIX,
+                               str(out)], mode, timeout=1800, capture=text)
+                    row = json.loads(text[0].strip().splitlines()[-1])
+                    row["peak_rss_mib"] = r.peak_rss_bytes / 2**20
+                    row["exact_open"] = row["open"] == expected_open
+                    pair[mode] = row
+                    rows[mode].append(row)
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"  {mode:5s} {row['scan_s']:6.2f} s  {row['peak_rss_mib']:6.1f} MiB  "
+                          f"open {row['open']:,}  ticks max {row['tick_max_s']:.3f} s"
+                          + (f"  redraws {row['redraws']}  queue max {row['queue_max']}"
+                             if mode == "panel" else ""), flush=True)
+                ratios.append(pair["panel"]["scan_s"] / pair["plain"]["scan_s"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(mode: str, key: str) -> float:
+        return statistics.median(float(r[key]) for r in rows[mode])
+
+    summary = {
+        "prefix": SCALE_PREFIX, "probes": (1 << 15) * 100, "runs": runs,
+        "median_ratio": statistics.median(ratios), "ratios": [round(r, 3) for r in ratios],
+        "plain_median_s": med("plain", "scan_s"), "panel_median_s": med("panel", "scan_s"),
+        "plain_peak_rss_mib": med("plain", "peak_rss_mib"),
+        "panel_peak_rss_mib": med("panel", "peak_rss_mib"),
+        "plain_tick_max_s": max(r["tick_max_s"] for r in rows["plain"]),
+        "panel_tick_max_s": max(r["tick_max_s"] for r in rows["panel"]),
+        "panel_redraws": med("panel", "redraws"), "panel_queue_max": max(
+            r["queue_max"] for r in rows["panel"]),
+        "panel_dropped": max(r["dropped"] for r in rows["panel"]),
+        "panel_render_s": med("panel", "render_s"),
+        "exact": all(r["exact_open"] for m in rows for r in rows[m]),
+    }
+    save("panel-scale", {"scenario": "panel-scale", "summary": summary, "runs": rows})
+    return {"summary": summary}
+
+
+def _one(mode: str, prefix: str, out: str) -> dict[str, Any]:
+    """One scan of ``prefix`` x the top 100 ports, plain or through a ScanPanel (the child
+    process of ``panel_scale``)."""
+    import threading
+
+    import prtip_nb as pn
+
+    from .scale import N_PORTS, _ticks
+
+    opts: dict[str, Any] = dict(method="syn", timing=4, top_ports=N_PORTS, resolve="never",
+                                output=out)
+    extra: dict[str, Any] = {}
+    if mode == "plain":
+        t0 = time.perf_counter()
+        res = pn.scan(prefix, **opts)
+        scan_s = time.perf_counter() - t0
+    else:
+        panel = pn.ScanPanel(targets=prefix, **opts)
+        assert panel.chart is not None  # plotly imported and the chart built: not timed
+        renders: list[frozenset[str]] = []
+        busy = [0.0]
+        render = panel._render
+
+        def timed_render(state: Any, changed: frozenset[str]) -> None:
+            t = time.perf_counter()
+            render(state, changed)
+            busy[0] += time.perf_counter() - t
+            renders.append(changed)
+
+        panel.state.unobserve(render)
+        panel.state.observe(timed_render)
+        queue_max, stop = [0], threading.Event()
+
+        def watch() -> None:  # every subscription queue of the scan's bus, 20 times a second
+            while not stop.wait(0.05):
+                scan = panel.scan
+                if scan is not None:
+                    subs = list(scan.bus._subs)
+                    queue_max[0] = max([queue_max[0], *(len(s.queue) for s in subs)])
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
+        panel.start()
+        res = panel.wait()
+        scan_s = time.perf_counter() - t0
+        stop.set()
+        watcher.join()
+        assert panel.state.status == "completed", panel.state.status
+        sub = panel.state._sub
+        extra = {"redraws": sum("series" in c for c in renders), "renders": len(renders),
+                 "render_s": busy[0], "queue_max": queue_max[0],
+                 "dropped": sub.dropped if sub is not None else 0,
+                 "panel_open_ports": len(panel.state.open_ports),
+                 "series_points": len(panel.state.series.t)}
+        panel.close()
+    live = _ticks(Path(out) / f"scan_id={res.scan_id}")
+    return {"scan_s": scan_s, "open": int(res.tables["ports"].num_rows),
+            "tick_max_s": live["tick_max_s"], "tick_median_s": live["tick_median_s"],
+            "ticks_late": live["ticks_late_over_0_5s"], **extra}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_one(*sys.argv[1:4])), flush=True)

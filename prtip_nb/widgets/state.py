@@ -10,6 +10,7 @@ always delivered at once. Tests drive this object directly, with no browser.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import threading
 import time
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 
 Listener = Callable[["PanelState", frozenset[str]], None]
 ALL = frozenset({"form", "status", "progress", "series", "ports"})
+#: Open ports the panel keeps for its table: the first in (host, proto, port) order. The
+#: count covers every one; ``panel.result.open_ports`` has them all. BOUNDED AT SCALE: a
+#: /17 finds 65K open ports, and sorting them all again at each render (10 a second) cost
+#: 60 ms a render, a tenth of the scan's time (benchmarks/panel.py, panel-scale).
+TABLE_ROWS = 200
 _TERMINAL = {ScanCompleted: "completed", ScanCancelled: "cancelled", ScanFailed: "failed"}
 
 
@@ -101,7 +107,9 @@ class PanelState:
         self.message = ""
         self.progress: Progress | None = None
         self.series = Series()
-        self.open_ports: list[OpenPort] = []
+        self.open_ports: list[OpenPort] = []  # the table's: at most TABLE_ROWS, sorted
+        self.open_count = 0  # every open port found
+        self._table_keys: list[tuple[str, str, int]] = []  # open_ports' sort keys
         self.scan: Scan | None = None
         self.runs = 0
         self._listeners: list[Listener] = []
@@ -204,6 +212,7 @@ class PanelState:
         with self._lock:
             self.scan, self.runs = scan, self.runs + 1
             self.progress, self.series, self.open_ports = None, Series(), []
+            self.open_count, self._table_keys = 0, []
             self._last_point = (0.0, 0)
             self._tree = ProcessTree()
             self._last_cpu = (time.monotonic(), self._tree.sample()[1])
@@ -323,9 +332,7 @@ class PanelState:
                 self._changed({"progress", "series"})
             elif isinstance(ev, PortFound):
                 if ev.state == "open":
-                    with self._lock:
-                        self.open_ports.append(OpenPort(ev.host, ev.proto, ev.port, ev.reason,
-                                                        ev.t))
+                    self.add_open(OpenPort(ev.host, ev.proto, ev.port, ev.reason, ev.t))
                     self._changed({"ports"})
             else:
                 kind = _TERMINAL.get(type(ev), "failed")
@@ -333,6 +340,23 @@ class PanelState:
                 self._finish(kind, text)
         except Exception as exc:  # never let the bus detach the panel: show the error
             self.message = f"panel error: {exc!r}"
+
+    def add_open(self, port: OpenPort) -> None:
+        """Count an open port; keep it for the table if it is among the first TABLE_ROWS
+        in (host, proto, port) order. O(1) for most ports of a big scan: one comparison
+        with the table's last key once the table is full."""
+        key = (port.host, port.proto, port.port)
+        with self._lock:
+            self.open_count += 1
+            keys = self._table_keys
+            if len(keys) >= TABLE_ROWS and key >= keys[-1]:
+                return
+            i = bisect.bisect(keys, key)
+            keys.insert(i, key)
+            self.open_ports.insert(i, port)
+            if len(keys) > TABLE_ROWS:
+                keys.pop()
+                self.open_ports.pop()
 
     def _on_progress(self, ev: Progress) -> None:
         with self._lock:
