@@ -140,7 +140,8 @@ def panel_scale(runs: int = 3) -> dict[str, Any]:
                                str(out)], mode, timeout=1800, capture=text)
                     row = json.loads(text[0].strip().splitlines()[-1])
                     row["peak_rss_mib"] = r.peak_rss_bytes / 2**20
-                    row["exact_open"] = row["open"] == expected_open
+                    row["exact_open"] = row["open"] == expected_open == row.get(
+                        "panel_open_count", expected_open)
                     pair[mode] = row
                     rows[mode].append(row)
                     shutil.rmtree(out, ignore_errors=True)
@@ -176,6 +177,7 @@ def panel_scale(runs: int = 3) -> dict[str, Any]:
 def _one(mode: str, prefix: str, out: str) -> dict[str, Any]:
     """One scan of ``prefix`` x the top 100 ports, plain or through a ScanPanel (the child
     process of ``panel_scale``)."""
+    import gc
     import threading
 
     import prtip_nb as pn
@@ -185,7 +187,18 @@ def _one(mode: str, prefix: str, out: str) -> dict[str, Any]:
     opts: dict[str, Any] = dict(method="syn", timing=4, top_ports=N_PORTS, resolve="never",
                                 output=out)
     extra: dict[str, Any] = {}
-    if mode == "plain":
+    gc_s, gc_t = [0.0], [0.0]
+
+    def gc_clock(phase: str, info: dict[str, int]) -> None:  # time in the cyclic GC
+        if phase == "start":
+            gc_t[0] = time.perf_counter()
+        else:
+            gc_s[0] += time.perf_counter() - gc_t[0]
+
+    if mode == "imports":  # diagnosis: the panel's imports and widgets, then a plain scan
+        assert pn.ScanPanel(targets=prefix, **opts).chart is not None
+    gc.callbacks.append(gc_clock)
+    if mode in ("plain", "imports"):
         t0 = time.perf_counter()
         res = pn.scan(prefix, **opts)
         scan_s = time.perf_counter() - t0
@@ -226,11 +239,13 @@ def _one(mode: str, prefix: str, out: str) -> dict[str, Any]:
         extra = {"redraws": sum("series" in c for c in renders), "renders": len(renders),
                  "render_s": busy[0], "queue_max": queue_max[0],
                  "dropped": sub.dropped if sub is not None else 0,
-                 "panel_open_ports": len(panel.state.open_ports),
+                 "panel_table_rows": len(panel.state.open_ports),
+                 "panel_open_count": panel.state.open_count,
                  "series_points": len(panel.state.series.t)}
         panel.close()
     live = _ticks(Path(out) / f"scan_id={res.scan_id}")
-    return {"scan_s": scan_s, "open": int(res.tables["ports"].num_rows),
+    return {"scan_s": scan_s, "gc_s": gc_s[0], "gc_collections": [
+        g["collections"] for g in gc.get_stats()], "open": int(res.tables["ports"].num_rows),
             "tick_max_s": live["tick_max_s"], "tick_median_s": live["tick_median_s"],
             "ticks_late": live["ticks_late_over_0_5s"], **extra}
 

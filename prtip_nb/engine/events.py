@@ -279,6 +279,11 @@ class Subscription:
         if self._notify is not None:
             self._notify()
 
+    def narrow(self, types: EventFilter) -> None:
+        """Take only ``types`` from now on (events already queued stay): a producer that
+        asks ``EventBus.listens`` then stops building events no one hears any more."""
+        self.types = types
+
     def offer_many(self, evs: list[Event]) -> None:
         """``offer`` for a batch: one lock and one wake-up (a big scan's open ports come a
         flush at a time; one at a time they cost 15 us each on the scan's flush path)."""

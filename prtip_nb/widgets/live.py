@@ -82,9 +82,9 @@ def errors_html(state: PanelState) -> str:
 
 
 def ports_table_html(state: PanelState) -> str:
-    """The open ports found so far, the first MAX_ROWS by (host, proto, port), as an HTML
-    table (values escaped). ``state.open_ports`` holds just those, sorted (state.add_open):
-    the table costs the same at 65K open ports as at 50."""
+    """The open ports found so far as an HTML table (values escaped): the first MAX_ROWS
+    found, by (host, proto, port), and how many more. ``state.open_ports`` holds just those
+    (state.TABLE_ROWS): the table costs the same at 65K open ports as at 50."""
     rows, count = state.open_ports[:MAX_ROWS], state.open_count
     head = (f"{_TABLE_CSS}<div class='prtip-open-ports-title'><b>{count:,} open ports</b></div>"
             "<table class='prtip-open-ports-table' style='border-collapse:collapse'>"

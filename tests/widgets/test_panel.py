@@ -156,8 +156,8 @@ def test_text_helpers_escape_and_bound() -> None:
 
 def test_the_table_stays_bounded_at_scale() -> None:
     """A /17's 65,536 open ports, in a scan's shuffled order: the panel keeps the first
-    MAX_ROWS by (host, proto, port) and counts the rest, so a render costs the same as
-    at 50 (sorting them all at each render took 60 ms, a tenth of a big scan)."""
+    MAX_ROWS found (sorted) and counts the rest, so a render costs the same as at 50
+    (sorting them all at each render took 60 ms, a tenth of a big scan)."""
     import random
 
     from prtip_nb.widgets.state import OpenPort, PanelState
@@ -166,9 +166,9 @@ def test_the_table_stays_bounded_at_scale() -> None:
     found = [OpenPort(f"198.18.{i >> 8}.{i & 255}", "tcp", port, "syn-ack", 0.1)
              for i in range(32_768) for port in (80, 443)]
     random.Random(20).shuffle(found)
-    for p in found:
-        state.add_open(p)
-    first = sorted(found, key=lambda r: (r.host, r.proto, r.port))[:MAX_ROWS]
+    kept = [state.add_open(p) for p in found]
+    assert kept == [True] * (MAX_ROWS - 1) + [False] * (len(found) - MAX_ROWS + 1)
+    first = sorted(found[:MAX_ROWS], key=lambda r: (r.host, r.proto, r.port))
     assert state.open_count == len(found) and state.open_ports == first
     t0 = time.perf_counter()
     html = ports_table_html(state)
@@ -352,4 +352,43 @@ def test_eta_of_a_real_scan_after_ten_percent(comms: list[Any], target: Target,
     assert predictions, "no progress after 10%"
     off = [abs(pred - end) / end for _f, pred in predictions]
     assert max(off) <= 0.30, (end, predictions)
+    panel.close()
+
+
+def test_a_full_table_stops_the_port_events_and_the_count_stays_exact(
+        comms: list[Any]) -> None:
+    """A SYN scan of a /24 of the range lab (80 and 443 open on every host: 512 open
+    ports; rate-limited to 400/s, so its rows come in a few flushes): the table keeps its
+    first MAX_ROWS, the panel stops listening for PortFound (later flushes build none for
+    it), and the count it shows is the result's, from Progress."""
+    from prtip_nb.engine.events import PortFound
+    from prtip_nb.lab import RangeLab
+
+    from ..conftest import need_range_lab
+
+    need_range_lab()
+    panel = pn.ScanPanel(targets="198.18.0.0/24", ports="80,443", method="syn", timing=4,
+                         rate=400, resolve="never")
+    delivered, listening = [0], []
+    on_event = panel.state._on_event
+
+    def counting(ev: Any) -> None:
+        delivered[0] += isinstance(ev, PortFound)
+        on_event(ev)
+
+    def sample(state: Any, _changed: frozenset[str]) -> None:
+        if state.running and len(state.open_ports) == MAX_ROWS and state.scan is not None:
+            listening.append(state.scan.bus.listens(PortFound))
+
+    panel.state._on_event = counting  # type: ignore[method-assign]
+    panel.state.observe(sample)
+    with RangeLab("198.18.0.0/24", tcp=(80, 443)):
+        panel.start()
+        res = panel.wait(60)
+    assert panel.state.status == "completed"
+    assert len(res.open_ports) == 512 == panel.state.open_count
+    assert MAX_ROWS <= delivered[0] < 512 and listening and not any(listening)
+    assert len(panel.state.open_ports) == MAX_ROWS
+    assert "512 open ports" in panel.table.value and "312 more" in panel.table.value
+    assert panel.progress_label.value.endswith(" 512 open")
     panel.close()
