@@ -195,6 +195,10 @@ def _one(mode: str, prefix: str, out: str) -> dict[str, Any]:
         else:
             gc_s[0] += time.perf_counter() - gc_t[0]
 
+    # WARM-UP, both modes: the scan's own lazy imports (numpy, pyarrow, pandas: a second or
+    # two on a loaded machine) and its first sockets, outside the clock; the panel's
+    # ScanPanel() imports them too, so a cold plain scan would be timed with them.
+    pn.scan(prefix.split("/")[0], **{**opts, "output": None})
     if mode == "imports":  # diagnosis: the panel's imports and widgets, then a plain scan
         assert pn.ScanPanel(targets=prefix, **opts).chart is not None
     gc.callbacks.append(gc_clock)
