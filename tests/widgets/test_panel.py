@@ -392,3 +392,26 @@ def test_a_full_table_stops_the_port_events_and_the_count_stays_exact(
     assert "512 open ports" in panel.table.value and "312 more" in panel.table.value
     assert panel.progress_label.value.endswith(" 512 open")
     panel.close()
+
+
+def test_a_long_series_is_drawn_thinned_with_its_latest_point(comms: list[Any]) -> None:
+    """Five hours of ticks (72,000 points) draw at most MAX_POINTS a line, the latest
+    included; an unchanged series is not sent again."""
+    from prtip_nb.widgets.live import MAX_POINTS, draw_series, make_chart
+    from prtip_nb.widgets.state import PanelState
+
+    state = PanelState()
+    n = 72_000
+    s = state.series
+    s.t, s.pps, s.rss_mib, s.cpu = [i / 4 for i in range(n)], [1.0] * n, [2.0] * n, [3.0] * n
+    s.limit, s.reason = [4.0] * n, ["growing"] * n
+    chart = make_chart()
+    empty = len(comms)
+    draw_series(chart, state)
+    assert len(comms) > empty
+    x = chart.data[0].x
+    assert MAX_POINTS // 2 <= len(x) <= MAX_POINTS and x[-1] == s.t[-1]
+    assert all(len(d.x) == len(x) for d in chart.data)
+    before = len(comms)
+    draw_series(chart, state)
+    assert len(comms) == before
