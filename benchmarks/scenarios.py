@@ -127,6 +127,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "event-overhead": _event_overhead,
     "poller-overhead": _poller_overhead,
     "panel-overhead": _panel_overhead,
+    "panel-scale": _lazy("panel", "panel-scale"),
     "kernel-latency": _kernel_latency,
     "import": import_time,
     "syn-full": _lazy("syn", "syn-full"),

@@ -335,8 +335,10 @@ class Scan(ScanRuns, Lifecycle):
         # FLAT MEMORY: a scan holding only open rows does not copy each into the events
         # table too (~250 B of JSON and tuple an open port, against ~40 B as a ports row:
         # 65 MiB for a /15's 262K opens); subscribers still get every PortFound.
-        for row in opened.select(["host", "proto", "port", "state", "reason"]).to_pylist():
-            self.bus.publish(PortFound(t, sid, **row), record=record)
+        # ONE PUBLISH A BATCH: 15 us an event one at a time (a lock, a wake-up and a GIL
+        # hand-off each), 5% of a /17 scan's time with a panel watching its 65K opens.
+        rows = opened.select(["host", "proto", "port", "state", "reason"]).to_pylist()
+        self.bus.publish_many([PortFound(t, sid, **row) for row in rows], record=record)
 
     # -- the scan thread (engine.lifecycle runs these in order) --------------------------
     def _execute(self) -> None:

@@ -10,6 +10,7 @@ always delivered at once. Tests drive this object directly, with no browser.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import threading
 import time
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 
 Listener = Callable[["PanelState", frozenset[str]], None]
 ALL = frozenset({"form", "status", "progress", "series", "ports"})
+#: Open ports the panel keeps for its table: the first found (shown sorted). The count
+#: covers every one; ``panel.result.open_ports`` has them all. BOUNDED AT SCALE: a /17
+#: finds 65K open ports. Sorting them all again at each render (10 a second) cost 60 ms a
+#: render, and a PortFound event for each cost the scan's flush path ~10 us an open port
+#: (building, queueing, the dispatcher's callback, the garbage collector's passes): once
+#: the table is full the panel stops listening for PortFound, so a big scan builds none,
+#: and counts from Progress (benchmarks/panel.py, panel-scale).
+TABLE_ROWS = 200
 _TERMINAL = {ScanCompleted: "completed", ScanCancelled: "cancelled", ScanFailed: "failed"}
 
 
@@ -101,7 +110,9 @@ class PanelState:
         self.message = ""
         self.progress: Progress | None = None
         self.series = Series()
-        self.open_ports: list[OpenPort] = []
+        self.open_ports: list[OpenPort] = []  # the table's: the first TABLE_ROWS, sorted
+        self.open_count = 0  # every open port found so far
+        self._table_keys: list[tuple[str, str, int]] = []  # open_ports' sort keys
         self.scan: Scan | None = None
         self.runs = 0
         self._listeners: list[Listener] = []
@@ -204,6 +215,7 @@ class PanelState:
         with self._lock:
             self.scan, self.runs = scan, self.runs + 1
             self.progress, self.series, self.open_ports = None, Series(), []
+            self.open_count, self._table_keys = 0, []
             self._last_point = (0.0, 0)
             self._tree = ProcessTree()
             self._last_cpu = (time.monotonic(), self._tree.sample()[1])
@@ -323,9 +335,11 @@ class PanelState:
                 self._changed({"progress", "series"})
             elif isinstance(ev, PortFound):
                 if ev.state == "open":
-                    with self._lock:
-                        self.open_ports.append(OpenPort(ev.host, ev.proto, ev.port, ev.reason,
-                                                        ev.t))
+                    if not self.add_open(OpenPort(ev.host, ev.proto, ev.port, ev.reason,
+                                                  ev.t)) and self._sub is not None:
+                        # The table is full: the count comes from Progress from now on,
+                        # and the scan need not build a PortFound per open port for us.
+                        self._sub.narrow((Progress, *_TERMINAL))
                     self._changed({"ports"})
             else:
                 kind = _TERMINAL.get(type(ev), "failed")
@@ -334,9 +348,27 @@ class PanelState:
         except Exception as exc:  # never let the bus detach the panel: show the error
             self.message = f"panel error: {exc!r}"
 
+    def add_open(self, port: OpenPort) -> bool:
+        """Count an open port and keep it for the table (in (host, proto, port) order) if
+        the table is not full yet; False once it is full."""
+        with self._lock:
+            self.open_count += 1
+            keys = self._table_keys
+            if len(keys) >= TABLE_ROWS:
+                return False
+            key = (port.host, port.proto, port.port)
+            i = bisect.bisect(keys, key)
+            keys.insert(i, key)
+            self.open_ports.insert(i, port)
+            return len(keys) < TABLE_ROWS
+
     def _on_progress(self, ev: Progress) -> None:
         with self._lock:
             self.progress = ev
+            # Both count up to the scan's own count: the events received (exact while the
+            # table fills, so the table and its count agree) and the scan's counter (ahead
+            # of the events by a flush; alone once the panel stops listening).
+            self.open_count = max(self.open_count, ev.open)
             if not self._recent or ev.elapsed > self._recent[-1][0]:
                 self._recent.append((ev.elapsed, ev.done, ev.sent))
             last_t, last_sent = self._last_point

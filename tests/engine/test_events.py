@@ -101,6 +101,25 @@ def test_slow_subscriber_loses_progress_never_results(listening: list[int]) -> N
     assert len(got) <= 6 and sub.dropped >= 94
 
 
+def test_a_batch_is_queued_whole_in_order_and_trims_progress_only() -> None:
+    """publish_many (a flush's open ports at once): every result kept, in order, and the
+    queue over its bound loses its oldest Progress events, as one publish at a time does."""
+    bus = ev.EventBus()
+    sub = bus.subscribe(maxsize=5)
+    record: list[ev.Event] = []
+    bus._record = record.append
+    progress = [ev.Progress(i, "x", i, 100, i, 0, i, 1.0) for i in range(4)]
+    found = [ev.PortFound(10.0 + i, "x", "127.0.0.1", "tcp", i, "open", "syn-ack")
+             for i in range(8)]
+    bus.publish_many([*progress, *found[:4]])
+    bus.publish_many(found[4:])
+    bus.publish(ev.ScanCompleted(200.0, "x", 100, 8, 200.0))
+    got = list(sub)
+    assert [e for e in got if isinstance(e, ev.PortFound)] == found
+    assert sub.dropped == 4 and not any(isinstance(e, ev.Progress) for e in got)
+    assert record[:12] == [*progress, *found]
+
+
 def test_cancel_gives_scan_cancelled_and_keeps_dataset(tmp_path: Path) -> None:
     s = pn.Scan("127.0.0.1", ports="1-65535", method="connect", rate=20000, workers=1,
                 output=str(tmp_path))

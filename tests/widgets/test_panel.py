@@ -147,10 +147,34 @@ def test_text_helpers_escape_and_bound() -> None:
 
     state = PanelState()
     assert progress_text(state) == "not started"
-    state.open_ports = [OpenPort("<b>x</b>", "tcp", p, "syn-ack", 0.1) for p in range(300)]
+    for p in range(300):
+        state.add_open(OpenPort("<b>x</b>", "tcp", p, "syn-ack", 0.1))
     html = ports_table_html(state)
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert html.count("<tr data-port=") == MAX_ROWS and "100 more" in html
+
+
+def test_the_table_stays_bounded_at_scale() -> None:
+    """A /17's 65,536 open ports, in a scan's shuffled order: the panel keeps the first
+    MAX_ROWS found (sorted) and counts the rest, so a render costs the same as at 50
+    (sorting them all at each render took 60 ms, a tenth of a big scan)."""
+    import random
+
+    from prtip_nb.widgets.state import OpenPort, PanelState
+
+    state = PanelState()
+    found = [OpenPort(f"198.18.{i >> 8}.{i & 255}", "tcp", port, "syn-ack", 0.1)
+             for i in range(32_768) for port in (80, 443)]
+    random.Random(20).shuffle(found)
+    kept = [state.add_open(p) for p in found]
+    assert kept == [True] * (MAX_ROWS - 1) + [False] * (len(found) - MAX_ROWS + 1)
+    first = sorted(found[:MAX_ROWS], key=lambda r: (r.host, r.proto, r.port))
+    assert state.open_count == len(found) and state.open_ports == first
+    t0 = time.perf_counter()
+    html = ports_table_html(state)
+    took = time.perf_counter() - t0
+    assert html.count("<tr data-port=") == MAX_ROWS and f"{len(found) - MAX_ROWS:,} more" in html
+    assert "65,536 open ports" in html and took < 0.01, took
 
 
 def test_rate_in_force_and_its_reason_are_shown_live(comms: list[Any], target: Target,
@@ -329,3 +353,65 @@ def test_eta_of_a_real_scan_after_ten_percent(comms: list[Any], target: Target,
     off = [abs(pred - end) / end for _f, pred in predictions]
     assert max(off) <= 0.30, (end, predictions)
     panel.close()
+
+
+def test_a_full_table_stops_the_port_events_and_the_count_stays_exact(
+        comms: list[Any]) -> None:
+    """A SYN scan of a /24 of the range lab (80 and 443 open on every host: 512 open
+    ports; rate-limited to 400/s, so its rows come in a few flushes): the table keeps its
+    first MAX_ROWS, the panel stops listening for PortFound (later flushes build none for
+    it), and the count it shows is the result's, from Progress."""
+    from prtip_nb.engine.events import PortFound
+    from prtip_nb.lab import RangeLab
+
+    from ..conftest import need_range_lab
+
+    need_range_lab()
+    panel = pn.ScanPanel(targets="198.18.0.0/24", ports="80,443", method="syn", timing=4,
+                         rate=400, resolve="never")
+    delivered, listening = [0], []
+    on_event = panel.state._on_event
+
+    def counting(ev: Any) -> None:
+        delivered[0] += isinstance(ev, PortFound)
+        on_event(ev)
+
+    def sample(state: Any, _changed: frozenset[str]) -> None:
+        if state.running and len(state.open_ports) == MAX_ROWS and state.scan is not None:
+            listening.append(state.scan.bus.listens(PortFound))
+
+    panel.state._on_event = counting  # type: ignore[method-assign]
+    panel.state.observe(sample)
+    with RangeLab("198.18.0.0/24", tcp=(80, 443)):
+        panel.start()
+        res = panel.wait(60)
+    assert panel.state.status == "completed"
+    assert len(res.open_ports) == 512 == panel.state.open_count
+    assert MAX_ROWS <= delivered[0] < 512 and listening and not any(listening)
+    assert len(panel.state.open_ports) == MAX_ROWS
+    assert "512 open ports" in panel.table.value and "312 more" in panel.table.value
+    assert panel.progress_label.value.endswith(" 512 open")
+    panel.close()
+
+
+def test_a_long_series_is_drawn_thinned_with_its_latest_point(comms: list[Any]) -> None:
+    """Five hours of ticks (72,000 points) draw at most MAX_POINTS a line, the latest
+    included; an unchanged series is not sent again."""
+    from prtip_nb.widgets.live import MAX_POINTS, draw_series, make_chart
+    from prtip_nb.widgets.state import PanelState
+
+    state = PanelState()
+    n = 72_000
+    s = state.series
+    s.t, s.pps, s.rss_mib, s.cpu = [i / 4 for i in range(n)], [1.0] * n, [2.0] * n, [3.0] * n
+    s.limit, s.reason = [4.0] * n, ["growing"] * n
+    chart = make_chart()
+    empty = len(comms)
+    draw_series(chart, state)
+    assert len(comms) > empty
+    x = chart.data[0].x
+    assert MAX_POINTS // 2 <= len(x) <= MAX_POINTS and x[-1] == s.t[-1]
+    assert all(len(d.x) == len(x) for d in chart.data)
+    before = len(comms)
+    draw_series(chart, state)
+    assert len(comms) == before
