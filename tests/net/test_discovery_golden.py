@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +22,9 @@ import pytest
 import prtip_nb as pn
 from prtip_nb.engine.discovery import discover_first
 from prtip_nb.lab.veth import VethLab
-from tests.conftest import need
 
-from .test_discovery import ANY_REASON, ON4, ON6, R4, R6, TARGETS4, TARGETS6, _rules
+from . import test_discovery as _disc
+from .test_discovery import ANY_REASON, ON4, ON6, R4, R6, TARGETS4, TARGETS6
 
 pytestmark = pytest.mark.usefixtures("netns", "root")
 
@@ -43,14 +41,8 @@ SWEEPS: dict[str, list[str]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[VethLab]:
-    need(shutil.which("nft") is not None and shutil.which("nsenter") is not None,
-         "needs nftables and nsenter")
-    with VethLab(up=ON4 + ON6, routed_up=list(R4.values()) + list(R6.values()),
-                 tcp=[443]) as lab:
-        lab.nft(_rules())
-        yield lab
+#: The nftables veth lab of test_discovery (the module-scoped fixture, one lab per module).
+lab = _disc.lab
 
 
 def _rows(hosts) -> list[list[str]]:  # type: ignore[no-untyped-def]

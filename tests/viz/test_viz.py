@@ -192,7 +192,7 @@ def test_empty_results_say_so() -> None:
 def _hostile_ports() -> pd.DataFrame:
     now = datetime.now(UTC)
     return pd.DataFrame({
-        "scan_id": ["x"] * 3, "host": ["10.0.0.1"] * 3, "proto": ["tcp"] * 3,
+        "scan_id": ["x"] * 3, "host": ["10.0.0.1"] * 3, "proto": ["tcp"] * 3,  # parse-only
         "port": [22, 443, 8443], "state": ["open"] * 3,
         "service": ["ssh<img src=x onerror=alert(1)>", "https", "https"],
         "product": ["<b>evil</b>", None, None], "version": [None] * 3,

@@ -61,7 +61,7 @@ def test_typing_shows_the_grammars_message(comms: list[Any]) -> None:
     assert panel.start_button.disabled  # no Start while the form is wrong
     panel.inputs["ports"].value = "1-1024"
     assert panel.errors.value == "" and not panel.start_button.disabled
-    panel.inputs["targets"].value = "10.0.0.300"
+    panel.inputs["targets"].value = "10.0.0.300"  # parse-only: rejected by the form, never sent
     assert "octet 300" in panel.errors.value
     panel.inputs["targets"].value = "127.0.0.1"
     panel.inputs["rate"].value = "fast"
