@@ -150,6 +150,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "net-bottleneck": _lazy("network", "net-bottleneck"),
     "net-4096": _lazy("network", "net-4096"),
     "net-fixed": _lazy("network", "net-fixed"),
+    "connect-ceiling": _lazy("connfloor", "connect-ceiling"),
     "net-late": _lazy("ratelate", "net-late"),
     "scale-15": _lazy("scale", "scale-15"),
     "os-10": _lazy("osdetect", "os-10"),
