@@ -97,6 +97,7 @@ class ScanRuns:
                     tick=out.tick,
                     rate=pace.rate,
                     host_timeout=cfg.host_timeout,
+                    emit_many=out.emit_many,
                 )
                 try:
                     engine.run(probe_stream(

@@ -131,6 +131,7 @@ def _child_main() -> int:
         rate=job["rate"],
         host_timeout=job["host_timeout"],
         t_start=job.get("t_start"),
+        emit_many=out.emit_many,
     )
     try:
         engine.run(

@@ -30,6 +30,9 @@ Probe = tuple[int, str, int, int]
 #: emit(index, code, rtt_seconds or None): code is the connect()'s errno (0 = open), or
 #: NO_RESPONSE (-1) after the last retry; probes.verdicts.connect_verdict names it.
 Emit = Callable[[int, int, "float | None"], None]
+#: emit_many([(index, code, rtt_seconds), ...]): the answers a pass of the fill loop took
+#: (probes.records.RecordBuffer.emit_many); without it, emit is called for each.
+EmitMany = Callable[[list[tuple[int, int, float]]], None]
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _UNLIMITED = 1 << 62
@@ -68,6 +71,7 @@ class ConnectEngine:
         rate: float | None = None,
         host_timeout: float | None = None,
         t_start: float | None = None,
+        emit_many: EmitMany | None = None,
     ) -> None:
         self.rate = rate  # connect() calls per second, None = as fast as the window allows
         # RATE: the token bucket every scan kind is paced by (net.throttle), asked without
@@ -80,6 +84,7 @@ class ConnectEngine:
         self.host_timeout = host_timeout  # seconds from a host's first probe; then give up
         self._first_probe: dict[str, float] = {}
         self.emit = emit
+        self.emit_many = emit_many
         self.tick = tick  # called after every poll (<= 50 ms apart): lets buffers age out
         self.concurrency = max(1, concurrency)
         self.rtt = rtt
@@ -124,6 +129,12 @@ class ConnectEngine:
         bucket = self.bucket
         host_timeout = self.host_timeout
         first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
+        # ONE HAND-OFF A PASS: the answers the fill took (on a LAN, all of them: _ask_again)
+        # go out together at the pass's end, and the RTT estimator takes the pass's largest
+        # of them as its one sample (they are microseconds apart). Per answer, emit() and
+        # rtt.update() were 20 and 8 ms of a 25,600-probe scan's ~180 ms.
+        answered: list[tuple[int, int, float]] = []
+        emit_many = self.emit_many
 
         while True:
             if cancel.is_set():
@@ -187,9 +198,7 @@ class ConnectEngine:
                     # The usual answer (every closed port), first: what the general path
                     # below does for it (_reuse keeps the socket), without its tests.
                     pool.append(s)
-                    sample = clock() - now
-                    rtt.update(sample)
-                    emit(index, err, sample)
+                    answered.append((index, err, clock() - now))
                     continue
                 if err == errno.EALREADY:
                     fd = s.fileno()
@@ -217,10 +226,16 @@ class ConnectEngine:
                 if connect_answer(err) is None:
                     again.append((index, addr, fam, port, tries + 1))
                     continue
-                sample = clock() - now
-                rtt.update(sample)
-                emit(index, err, sample)
+                answered.append((index, err, clock() - now))
 
+            if answered:
+                rtt.update(max(a[2] for a in answered))
+                if emit_many is not None:
+                    emit_many(answered)
+                else:
+                    for a in answered:
+                        emit(*a)
+                answered = []
             if bucket is not None:
                 bucket.refund(budget)  # granted, not sent: the next pass has it
             if not pending:

@@ -58,6 +58,14 @@ class RecordBuffer:
         if len(self.out) >= self.limit or time.monotonic() - self.last > self.max_age:
             self.flush()
 
+    def emit_many(self, verdicts: list[tuple[int, int, float]]) -> None:
+        """Answered verdicts ``(index, code, rtt seconds)``, stamped with one time: a
+        connect scan's pass hands over up to 64 at once (net/connect.py)."""
+        t_us = time.time_ns() // 1000
+        self.out += b"".join([_pack(i, c, r * 1000.0, t_us, 0) for i, c, r in verdicts])
+        if len(self.out) >= self.limit or time.monotonic() - self.last > self.max_age:
+            self.flush()
+
     def write(self, records: bytes) -> None:
         """Records packed elsewhere (RECORD layout), e.g. by numpy for a whole block."""
         self.out += records
