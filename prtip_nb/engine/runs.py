@@ -62,8 +62,8 @@ class ScanRuns:
         from ..net.connect import ConnectEngine
         from ..probes.records import RecordBuffer
         from ..probes.verdicts import connect_verdict
+        from .probestream import probe_stream
         from .sink import RecordSink
-        from .workers import probe_stream
 
         cfg = self.config
         tmpl = cfg.template
