@@ -43,6 +43,8 @@ _UNLIMITED = 1 << 62
 #: with the whole window per pass, 0.34-0.39 s with 64 (in flight then: 64). A slow path
 #: still fills the whole window, 64 connects per pass.
 FILL_BURST = 64
+#: The smallest window the loss response cuts to (nmap's initial group window is 10).
+MIN_WINDOW = 10
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # l_onoff=1, l_linger=0: close() sends RST
 
@@ -121,7 +123,14 @@ class ConnectEngine:
         # a timer from its probe's successor (a socket and its fd are used again).
         timers: deque[tuple[float, int, list]] = deque()
         again: deque[tuple[int, str, int, int, int]] = deque()  # (index, addr, fam, port, tries)
-        limit = self.concurrency
+        limit = cap = self.concurrency
+        # LOSS: an answer to a retried probe means its earlier try was lost (a silent host
+        # answers no try, so filtering never counts). The window of connects in flight is
+        # halved then, at most once per RTT timeout, and grows back by one per window of
+        # answers (nmap's congestion avoidance), up to ``cap``. Without it a -T4 window of
+        # 2,048 behind a link carrying 5,000 probes/s lost ~28% of the open ports.
+        cut_until = 0.0
+        growth = 0.0
         exhausted = False
         clock = time.monotonic
         last_send = 0.0
@@ -180,7 +189,7 @@ class ConnectEngine:
                     s = pool.pop() if pool else _socket.socket(_AF[fam], _STREAM_NONBLOCK)
                 except OSError as exc:
                     if exc.errno in _BACKOFF and pending:
-                        limit = max(1, len(pending))  # the fd budget was smaller than thought
+                        limit = cap = max(1, len(pending))  # the fd budget was smaller
                         again.appendleft((index, addr, fam, port, tries))
                         budget += 1  # not sent
                         break
@@ -199,6 +208,8 @@ class ConnectEngine:
                     # below does for it (_reuse keeps the socket), without its tests.
                     pool.append(s)
                     answered.append((index, err, clock() - now))
+                    if tries and now >= cut_until:  # LOSS (above)
+                        limit, cut_until = max(MIN_WINDOW, limit // 2), now + timeout
                     continue
                 if err == errno.EALREADY:
                     fd = s.fileno()
@@ -211,7 +222,7 @@ class ConnectEngine:
                     c.sent -= 1  # refused by our own kernel: no packet left the host
                     budget += 1
                     again.appendleft((index, addr, fam, port, tries))
-                    limit = max(1, len(pending))
+                    limit = cap = max(1, len(pending))
                     break
                 # Answered within connect() itself (loopback does this often), or by the
                 # time it returned (a LAN's reset or SYN-ACK: _ask_again).
@@ -227,8 +238,14 @@ class ConnectEngine:
                     again.append((index, addr, fam, port, tries + 1))
                     continue
                 answered.append((index, err, clock() - now))
+                if tries and now >= cut_until:  # LOSS (above)
+                    limit, cut_until = max(MIN_WINDOW, limit // 2), now + timeout
 
             if answered:
+                if limit < cap:
+                    growth += len(answered) / limit
+                    if growth >= 1.0:
+                        limit, growth = min(cap, limit + int(growth)), growth % 1.0
                 rtt.update(max(a[2] for a in answered))
                 if emit_many is not None:
                     emit_many(answered)
@@ -277,6 +294,13 @@ class ConnectEngine:
                 sample = now - entry[6]
                 rtt.update(sample)
                 emit(entry[1], err, sample)
+                if entry[5] > 1:  # LOSS (above): a retry answered
+                    if now >= cut_until:
+                        limit, cut_until = max(MIN_WINDOW, limit // 2), now + rtt.timeout
+                elif limit < cap:
+                    growth += 1.0 / limit
+                    if growth >= 1.0:
+                        limit, growth = min(cap, limit + 1), growth - 1.0
 
             if self.tick is not None:
                 self.tick()
