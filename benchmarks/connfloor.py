@@ -239,6 +239,7 @@ def connect_ceiling(runs: int = 5) -> dict[str, Any]:
     n_open = 256 * len(OPEN)
     walls: dict[str, list[float]] = {"prtip_nb": [], "nmap": []}
     scan: dict[str, list[float]] = {"prtip_nb": [], "nmap": []}
+    rss: dict[str, list[int]] = {"prtip_nb": [], "nmap": []}
     floors: dict[str, list[float]] = {name: [] for name, _w, _m in VARIANTS}
     exact = {"prtip_nb": True, "nmap": True, "floor": True}
     work = Path(tempfile.mkdtemp(prefix="connfloor-"))
@@ -263,6 +264,7 @@ def connect_ceiling(runs: int = 5) -> dict[str, Any]:
                     m = pat.search(out[0])
                     walls[tool].append(r.wall_s)
                     scan[tool].append(float(m[1]) if m else float("nan"))
+                    rss[tool].append(r.peak_rss_bytes)
                     print(f"  {tool:9s} {r.wall_s:7.3f} s (scan {scan[tool][-1]:.3f} s) "
                           f"{r.peak_rss_bytes / 2**20:6.1f} MiB open {len(found)}/{len(truth)}",
                           flush=True)
@@ -282,6 +284,8 @@ def connect_ceiling(runs: int = 5) -> dict[str, Any]:
         "floor_vs_nmap_wall": best / med["nmap"],
         "floor_vs_nmap_scan": best / med_scan["nmap"],
         "ours_scan_vs_floor": med_scan["prtip_nb"] / best,
+        "prtip_nb_peak_rss_mib": max(rss["prtip_nb"]) / 2**20,
+        "nmap_peak_rss_mib": max(rss["nmap"]) / 2**20,
         "exact": exact["prtip_nb"], "nmap_exact": exact["nmap"], "floor_exact": exact["floor"],
     }
     print(f"  floor {best:.3f} s ({', '.join(f'{k} {v:.3f}' for k, v in med_floor.items())}); "
