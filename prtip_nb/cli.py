@@ -194,10 +194,10 @@ def main(argv: Sequence[str] | None = None, *, drop_root: bool | None = None) ->
     """Run the command line. ``drop_root``: whether ``scan``, run as root, gives root up
     once its raw sockets are open; by default only when run as the program (``argv`` None):
     ``main([...])`` called from Python never changes its caller's process for good."""
-    _lean_allocator()
-    guard.lean_start()
     if argv is None:  # the program: no collection while it imports (the scan resumes it)
         guard.pause_gc()
+    _lean_allocator()
+    guard.lean_start()
     try:
         args = build_parser().parse_args(argv)
         args.drop_root = argv is None if drop_root is None else drop_root
