@@ -194,20 +194,27 @@ def main(argv: Sequence[str] | None = None, *, drop_root: bool | None = None) ->
     """Run the command line. ``drop_root``: whether ``scan``, run as root, gives root up
     once its raw sockets are open; by default only when run as the program (``argv`` None):
     ``main([...])`` called from Python never changes its caller's process for good."""
+    if argv is None:  # the program: no collection while it imports (the scan resumes it)
+        guard.pause_gc()
     _lean_allocator()
     guard.lean_start()
-    args = build_parser().parse_args(argv)
-    args.drop_root = argv is None if drop_root is None else drop_root
-    with warnings.catch_warnings():
-        # One line per warning, as the other messages: not Python's file:line and source.
-        warnings.showwarning = guard.show_warning
-        code = _dispatch(args)
+    try:
+        args = build_parser().parse_args(argv)
+        args.drop_root = argv is None if drop_root is None else drop_root
+        with warnings.catch_warnings():
+            # One line per warning, as the other messages: not Python's file:line and source.
+            warnings.showwarning = guard.show_warning
+            code = _dispatch(args)
+    finally:
+        guard.resume_gc()
     if argv is None:  # the program: its outputs are written and closed; skip the teardown
         guard.exit_now(code)
     return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command != "scan":
+        guard.resume_gc()  # only a port scan's start-up is run without collection
     try:
         if args.command == "scan":
             return _cmd_scan(args)
@@ -345,6 +352,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
         options["shard"] = parse_shard(args.shard)
     guard.preflight(args, options)
+    if args.list_only or args.ping_only or not args.Pn:
+        guard.resume_gc()  # -sL, -sn and discovery run with collection (pause_gc)
     if args.list_only:
         return _cmd_list(args, options)
     if options["os"]:  # -O: before discovery sends its pings
@@ -391,6 +400,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         sc.subscribe(lambda ev: log.write(_event_json(ev) + "\n"))
     ended = sc.events(ScanCompleted)  # iterators get every terminal event: the wait below
     sc.start()
+    guard.resume_gc()  # the scan path is imported (pyarrow too): collect as usual from here
     show = sys.stderr.isatty() and not args.no_progress
     every = args.stats_every
     next_stats = time.monotonic() + every if every else float("inf")

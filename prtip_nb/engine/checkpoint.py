@@ -286,13 +286,14 @@ def open_builder(config: ScanConfig, plan: RunPlan, probes: int = 0) -> ResultBu
 
 def start_checkpoint(scan: Scan, sink: RecordSink) -> Checkpointer | None:
     """Checkpoint ``scan`` (if it writes a dataset): age-flush ``sink``, track its marks."""
-    from ..results._files import scan_dir
-    from .resume import space_digest
-
     cfg, plan, builder = scan.config, scan.plan, scan.builder
     scan.watch_sink(sink)  # the scan's poller age-flushes it for live views
     if cfg.output is None or builder is None:
         return None
+    # Only now: a scan without output= loads neither (engine.resume: hashlib, ckcheck).
+    from ..results._files import scan_dir
+    from .resume import space_digest
+
     tracker = ShardTracker(scan.space.size, cfg.seed or 0, cfg.shard, plan.start,
                            segments=scan.segments)
     sink.max_age = FLUSH_AGE

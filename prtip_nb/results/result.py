@@ -6,7 +6,6 @@ stays pandas-free, so the CLI does not pay pandas' import time and memory.
 
 from __future__ import annotations
 
-import html
 import os as _os  # as _os: ScanResult.os (the OS table) shadows the name in the class
 import shutil
 from collections.abc import Mapping, Sequence
@@ -190,6 +189,8 @@ class ScanResult:
         return f"<ScanResult {self.meta.scan_id}: {self._counts()}, {took}{note}>"
 
     def _repr_html_(self) -> str:
+        import html  # not at import: html.entities' table, for notebooks only
+
         head = f"<p><code>{html.escape(repr(self))}</code></p>"
         hosts = self.tables["hosts"].num_rows
         if hosts == 0:
