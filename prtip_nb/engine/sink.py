@@ -371,14 +371,18 @@ class RecordSink:
         del dec
         if host is None:
             host_col, name_col, family = self._one_host(n)
+        elif self._v4 is not None and not self.targets.has_hostnames:
+            # IPv4 ONLY: the hosts' text by Arrow kernels, not a Python call per host (6 us
+            # a row at a /15's 65K distinct hosts a flush: the scan's limit), from a table
+            # of every host's text (V4Text.column).
+            host_col, name_col = self._v4.column(host), None
+            family = _numeric(np.full(n, 4, np.uint8), pa.uint8())
         else:
             host_text: pa.Array | None = None
             uhost, hinv = np.unique(host, return_inverse=True)
             del host
             take = _index_array(hinv)
             if self._v4 is not None:
-                # IPv4 ONLY: the hosts' text in a few Arrow kernels, not a Python call per
-                # host (6 us a row at a /15's 65K distinct hosts a flush: the scan's limit).
                 host_text = self._v4.text(uhost)
                 family = _numeric(np.full(n, 4, np.uint8), pa.uint8())
             else:

@@ -7,6 +7,7 @@ complete.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -72,6 +73,39 @@ def scan_dirs(root: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
+def dictionary_columns(sch: pa.Schema) -> list[str]:
+    """The Parquet leaf columns of ``sch`` to dictionary-encode: all but floats and times.
+
+    WHY NOT THEM. An RTT or a first_seen is near unique per row, so a dictionary for it is
+    hashed, outgrows its page and is dropped (or kept, bigger than the values). Measured
+    on a /18 scan's 64K-row ports parts: writing 0.38 -> 0.31 us a row, 9.1 -> 7.2 B a
+    row on disk; at 13.1M rows (a /15 x 100 ports, every row written) ~1 s of the flush
+    thread. The other columns (host, port, state...) repeat and keep their dictionaries.
+    """
+    return _dict_leaves(sch.remove_metadata())
+
+
+@functools.lru_cache(maxsize=32)
+def _dict_leaves(sch: pa.Schema) -> list[str]:
+    out: list[str] = []
+
+    def walk(path: str, typ: pa.DataType) -> None:
+        if pa.types.is_struct(typ):
+            for i in range(typ.num_fields):
+                walk(f"{path}.{typ.field(i).name}", typ.field(i).type)
+        elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            walk(f"{path}.list.element", typ.value_type)
+        elif pa.types.is_map(typ):
+            walk(f"{path}.key_value.key", typ.key_type)
+            walk(f"{path}.key_value.value", typ.item_type)
+        elif not (pa.types.is_floating(typ) or pa.types.is_timestamp(typ)):
+            out.append(path)
+
+    for f in sch:
+        walk(f.name, f.type)
+    return out
+
+
 def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes],
                groups: list[int] | None = None) -> None:
     """Write an in-memory table (with scan_id) as a complete part file at ``path``;
@@ -87,11 +121,12 @@ def write_part(path: Path, table: pa.Table, metadata: dict[bytes, bytes],
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The temp name (.part-…parquet.XXXX.tmp) is hidden and not *.parquet: no reader globs it.
+        opts = {"compression": "zstd", "use_dictionary": dictionary_columns(table.schema)}
         with atomic_file(path) as fh:
             if not groups:
-                pq.write_table(table, fh, compression="zstd")
+                pq.write_table(table, fh, **opts)
             else:
-                with pq.ParquetWriter(fh, table.schema, compression="zstd") as writer:
+                with pq.ParquetWriter(fh, table.schema, **opts) as writer:
                     for lo, hi in zip([0, *groups], [*groups, table.num_rows], strict=True):
                         writer.write_table(table.slice(lo, hi - lo))
     except OSError as exc:

@@ -121,3 +121,46 @@ def test_timer_threads_hand_age_flushes_to_the_flush_thread() -> None:
         time.sleep(0.01)
     sink.stop_flusher()
     assert threads == ["prtip-sink-flush"]
+
+
+def test_host_text_by_whole_table_and_by_distinct_hosts_agree_with_ipaddress() -> None:
+    """V4Text.column: a table of every host's text (small target sets) or the distinct
+    hosts' text taken back (big ones) give each row its address, in any order, repeats
+    included, across ranges."""
+    import ipaddress
+
+    from prtip_nb.engine.hosttally import V4Text
+
+    targets = parse_targets(["198.18.0.0/22", "10.1.2.250-10.1.3.5", "192.0.2.7"])
+    index = np.random.default_rng(3).integers(0, targets.size, 5000).astype(np.uint64)
+    want = [targets.address(int(h)) for h in index]
+    assert all(str(ipaddress.ip_address(w)) == w for w in want)
+    v4 = V4Text(targets)
+    assert v4.column(index).to_pylist() == want
+    v4.WHOLE = 16  # as a target set bigger than the table's bound
+    assert v4.column(index).to_pylist() == want
+
+
+def test_parquet_dictionaries_are_for_every_leaf_but_floats_and_times() -> None:
+    """dictionary_columns names Parquet's own leaf paths (nested ones included): a path
+    Parquet does not know would silently leave that column without a dictionary."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prtip_nb.results import schema
+    from prtip_nb.results._files import dictionary_columns
+
+    for sch in (schema.PORTS, schema.HOSTS, schema.SCAN, schema.TELEMETRY, schema.OS):
+        buf = io.BytesIO()
+        pq.write_table(sch.empty_table(), buf)
+        leaves = {c.path: c for c in pq.ParquetFile(io.BytesIO(buf.getvalue())).schema}
+        chosen = dictionary_columns(sch)
+        assert set(chosen) <= set(leaves)
+        left = {p for p in leaves if p not in chosen}
+        assert all(leaves[p].physical_type in ("FLOAT", "DOUBLE")
+                   or leaves[p].logical_type.type == "TIMESTAMP" for p in left), left
+    plain = [f.name for f in schema.PORTS if f.name not in dictionary_columns(schema.PORTS)]
+    assert {"rtt_ms", "first_seen"} <= set(plain) and "host" not in plain
+    assert pa.types.is_string(schema.PORTS.field("host").type)
