@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -141,26 +142,38 @@ def test_host_text_by_whole_table_and_by_distinct_hosts_agree_with_ipaddress() -
     assert v4.column(index).to_pylist() == want
 
 
-def test_parquet_dictionaries_are_for_every_leaf_but_floats_and_times() -> None:
-    """dictionary_columns names Parquet's own leaf paths (nested ones included): a path
-    Parquet does not know would silently leave that column without a dictionary."""
+def test_parquet_options_name_parquet_leaves_dictionaries_but_floats_no_zstd_if_null(
+        tmp_path: Path) -> None:
+    """parquet_options names Parquet's own leaf paths (nested ones included: a name
+    Parquet does not know would silently be ignored): dictionaries for every leaf but
+    floats and times, zstd for every column with a value, none for all-null ones; and
+    a part written so reads back equal."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prtip_nb.results import schema
-    from prtip_nb.results._files import dictionary_columns
+    from prtip_nb.results import _files, schema
 
     for sch in (schema.PORTS, schema.HOSTS, schema.SCAN, schema.TELEMETRY, schema.OS):
         buf = io.BytesIO()
         pq.write_table(sch.empty_table(), buf)
         leaves = {c.path: c for c in pq.ParquetFile(io.BytesIO(buf.getvalue())).schema}
-        chosen = dictionary_columns(sch)
-        assert set(chosen) <= set(leaves)
-        left = {p for p in leaves if p not in chosen}
+        opts = _files.parquet_options(sch.empty_table())
+        assert set(opts["use_dictionary"]) <= set(leaves) and set(opts["compression"]) == set(
+            leaves)
+        plain = {p for p in leaves if p not in opts["use_dictionary"]}
         assert all(leaves[p].physical_type in ("FLOAT", "DOUBLE")
-                   or leaves[p].logical_type.type == "TIMESTAMP" for p in left), left
-    plain = [f.name for f in schema.PORTS if f.name not in dictionary_columns(schema.PORTS)]
-    assert {"rtt_ms", "first_seen"} <= set(plain) and "host" not in plain
-    assert pa.types.is_string(schema.PORTS.field("host").type)
+                   or leaves[p].logical_type.type == "TIMESTAMP" for p in plain), plain
+    ports = pa.table({"host": ["192.0.2.1", "192.0.2.2"], "rtt_ms": [1.5, None],
+                      "tls_san": pa.nulls(2, pa.list_(pa.string()))})
+    opts = _files.parquet_options(ports)
+    assert opts["use_dictionary"] == ["host", "tls_san.list.element"]
+    assert opts["compression"] == {"host": "ZSTD", "rtt_ms": "ZSTD",
+                                   "tls_san.list.element": "NONE"}
+    _files.write_part(tmp_path / "p.parquet", ports, {b"k": b"v"})
+    back = pq.ParquetFile(tmp_path / "p.parquet")
+    assert back.read().equals(ports)
+    codecs = {back.metadata.row_group(0).column(i).path_in_schema:
+              back.metadata.row_group(0).column(i).compression for i in range(3)}
+    assert codecs == {"host": "ZSTD", "rtt_ms": "ZSTD", "tls_san.list.element": "UNCOMPRESSED"}
