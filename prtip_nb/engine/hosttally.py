@@ -65,14 +65,17 @@ class HostTally:
         resp = self._responsive[st]
         if resp.any():
             rh, rt, rr = h[resp], t_us[resp], reason[resp]
-            # EARLIEST WINS: sort this flush's responsive rows by time, keep each host's
-            # first, and take it where it beats what earlier flushes saw.
-            order = np.argsort(rt, kind="stable")
-            rh, rt, rr = rh[order], rt[order], rr[order]
-            uh, first = np.unique(rh, return_index=True)
-            better = rt[first] < self.first_t[uh]
-            self.first_t[uh[better]] = rt[first][better]
-            self.first_reason[uh[better]] = rr[first][better]
+            # EARLIEST WINS: each host's earliest time by minimum.at; the rows that set a
+            # new earliest (strictly before what earlier flushes saw) give its reason, the
+            # first such row of a host when several tie. Few rows do (a host's first
+            # sight): a sort of those, not of the flush (an argsort and a unique of every
+            # responsive row were ~12 ms a 64K-row flush of a /15, now ~1).
+            before = self.first_t[rh]
+            np.minimum.at(self.first_t, rh, rt)
+            won = np.flatnonzero((rt < before) & (rt == self.first_t[rh]))
+            if len(won):
+                uh, first = np.unique(rh[won], return_index=True)
+                self.first_reason[uh] = rr[won[first]]
 
     def table(self, targets: TargetSet, scan_id: str, reasons: Sequence[str]) -> pa.Table:
         """The hosts rows (schema.HOSTS) of every host with at least one row tallied.

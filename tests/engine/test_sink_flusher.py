@@ -177,3 +177,34 @@ def test_parquet_options_name_parquet_leaves_dictionaries_but_floats_no_zstd_if_
     codecs = {back.metadata.row_group(0).column(i).path_in_schema:
               back.metadata.row_group(0).column(i).compression for i in range(3)}
     assert codecs == {"host": "ZSTD", "rtt_ms": "ZSTD", "tls_san.list.element": "UNCOMPRESSED"}
+
+
+def test_host_tally_keeps_each_hosts_earliest_reason_ties_to_the_first_row() -> None:
+    """HostTally.add against a row-by-row reference, over flushes with many ties in time:
+    counts per state, smallest RTT, and the reason of the earliest responsive row (the
+    first row among equal times; an earlier flush wins a tie)."""
+    from prtip_nb.engine.hosttally import HostTally
+
+    rng = np.random.default_rng(7)
+    n_hosts = 50
+    tally = HostTally(n_hosts)
+    counts = np.zeros_like(tally.counts)
+    first_t = {h: None for h in range(n_hosts)}
+    first_reason = np.full(n_hosts, -1)
+    rtt = np.full(n_hosts, np.inf, np.float32)
+    for _flush in range(8):
+        n = 400
+        h = rng.integers(0, n_hosts, n).astype(np.int64)
+        st = rng.integers(0, 4, n).astype(np.int32)  # open, closed, filtered, unfiltered
+        why = rng.integers(0, 6, n).astype(np.int32)
+        t_us = rng.integers(0, 300, n).astype(np.int64)
+        rtts = rng.random(n).astype(np.float32)
+        tally.add(h, st, why, rtts, t_us, st < 3)
+        for k in range(n):
+            counts[h[k], st[k]] += 1
+            if st[k] < 3:
+                rtt[h[k]] = min(rtt[h[k]], rtts[k])
+            if tally._responsive[st[k]] and (first_t[h[k]] is None or t_us[k] < first_t[h[k]]):
+                first_t[h[k]], first_reason[h[k]] = t_us[k], why[k]
+    assert (tally.counts == counts).all() and (tally.rtt == rtt).all()
+    assert (tally.first_reason == first_reason).all()
