@@ -159,9 +159,9 @@ class SynEngine(RoundScan):
         self._senders = senders
         limiter = self.limiter = self._make_limiter()
         on_replies = None
+        # Send times are time.time() - t_base; the limiters' clock is monotonic.
+        offset = self.clock_offset = time.monotonic() - (time.time() - self.t_base)
         if isinstance(limiter, AdaptiveRate):
-            # Send times are time.time() - t_base; the controller's clock is monotonic.
-            offset = time.monotonic() - (time.time() - self.t_base)
             ctl = limiter
             on_replies = lambda st: ctl.replied(st.astype(np.float64) + offset)  # noqa: E731
         rx = Receiver(capture=capture, hosts=self.hosts, ports=self.port_index,

@@ -285,18 +285,25 @@ class AdaptiveRate:
         return RateState(self.bucket.rate, self.reason)
 
     def take(self, want: int, cancel: threading.Event) -> int:
-        got = self.bucket.take(want, cancel)
+        return self.take_at(want, cancel)[0]
+
+    def take_at(self, want: int, cancel: threading.Event) -> tuple[int, float]:
+        """``take``, and the grant's time (``clock``): the probes are charged to its epoch,
+        so the engine stamps them with it (engine.rounds.send_runs) and their replies
+        come back to that epoch. A stamp read after ``take`` returned could land in a
+        later epoch under GIL contention: one epoch short of its replies (a false loss),
+        the next one over-answered."""
+        got, granted = self.bucket.take_at(want, cancel)
         if got:
             with self.lock:
-                now = self.clock()
-                e = int(now / self.EPOCH)
+                e = int(granted / self.EPOCH)
                 cell = self._epochs.get(e)
                 if cell is None:
                     self._epochs[e] = [got, 0]
                 else:
                     cell[0] += got
-                self._settle(now)
-        return got
+                self._settle(self.clock())
+        return got, granted
 
     def replied(self, send_times: Any) -> None:
         """Charge replies to the epochs their probes were sent in (``clock`` seconds)."""
