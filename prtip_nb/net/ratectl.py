@@ -443,12 +443,12 @@ class AdaptiveRate:
         """Keep a backoff's window open to late replies (see _Cut), with the epochs sent
         after it at the old rate (the cut's restart leaves them unjudged).
 
-        Those epochs matter: sends are counted when the bucket grants them, the engines
-        stamp them just after, and a transmit thread that waits for the GIL between the two
-        (the receive thread parsing a block) stamps a whole batch into a later epoch. Its
-        replies then count there, the window it was counted in looks short by that batch
-        (measured: one 256-probe batch of a 1,536-probe window, z > 3), and only the
-        epochs after it can show that nothing was lost."""
+        Those epochs matter: a batch stamped later than its grant (a transmit thread that
+        waited for the GIL between the two, while the receive thread parsed a block) has
+        its replies counted in a later epoch, and the window it was counted in looks short
+        by that batch (measured: one 256-probe batch of a 1,536-probe window, z > 3); only
+        the epochs after it can show that nothing was lost. The SYN and UDP engines now
+        stamp with the grant's time (``take_at``); a caller of ``take`` still may not."""
         if cut.last < cut.first:
             return
         current = int(now / self.EPOCH)  # still being sent in (at the new rate, soon)
