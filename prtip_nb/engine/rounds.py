@@ -108,6 +108,11 @@ class RoundScan:
     hosts: HostTable
     port_index: PortIndex
     t_base: float  # time.time() at the start; send times are relative to it
+    #: The limiters' clock (monotonic) minus the send-time scale (time.time() - t_base),
+    #: fixed when the kind opens: send times are stamped from the limiter's grant with
+    #: it, and the adaptive rate maps replies' send times back with the same constant.
+    #: None: stamped with time.time() after the grant.
+    clock_offset: float | None = None
 
     #: A kind's words for its warnings: what its probes are called, and what a port whose
     #: probe could not be sent is reported as.
@@ -213,11 +218,20 @@ class RoundScan:
                 time.sleep(0.0003)
             self.before_run()
             want = min(RUN, total - off)
-            count = limiter.take(want, self.cancel) if limiter is not None else want
+            granted = None
+            if limiter is not None:
+                count, granted = limiter.take_at(want, self.cancel)
+            else:
+                count = want
             if not count:
                 break
             if sent_at is not None:
-                sent_at[js[off : off + count]] = time.time() - self.t_base
+                # THE GRANT'S TIME, when the limiter has one: the epoch the adaptive rate
+                # charged these probes to (a stamp read now may be a GIL wait later).
+                offset = self.clock_offset
+                sent_at[js[off : off + count]] = (
+                    time.time() - self.t_base if granted is None or offset is None
+                    else granted - offset)
             t = time.monotonic()
             sender.send(off, count)
             off += count

@@ -283,9 +283,10 @@ class Receiver:
             if self.on_replies is not None:  # no send times kept: about one RTT ago
                 self.on_replies(ts - self.t_base - (self.rtt.srtt or 0.0))
         else:
+            sent = sent_at[j]  # one gather (random reads of 4 B a probe: 52 MiB at a /15)
             if self.on_replies is not None:
-                self.on_replies(sent_at[j])
-            rtt = np.maximum(0.0, ts - self.t_base - sent_at[j])
+                self.on_replies(sent)
+            rtt = np.maximum(0.0, ts - self.t_base - sent)
             rec["rtt_ms"] = rtt * 1000.0
             for sample in rtt[:: max(1, len(rtt) // 8)].tolist():  # a sample is enough
                 self.rtt.update(sample)

@@ -244,9 +244,10 @@ class UdpEngine(RoundScan):
             sport=self.sport, out=self.out, rtt=self.rtt, total=self.total,
             t_base=self.t_base, record_dtype=RECORD_DTYPE)
         ctl: AdaptiveRate | None = None
+        # Send times are time.time() - t_base; the limiters' clock is monotonic.
+        offset = self.clock_offset = time.monotonic() - (time.time() - self.t_base)
         if isinstance(self.rate, RatePolicy):
             ctl = AdaptiveRate.for_rtt(self.rate, self.rtt, max_batch=RUN)
-            offset = time.monotonic() - (time.time() - self.t_base)
             adaptive = ctl
             rx.on_replies = lambda st: adaptive.replied(st.astype(np.float64) + offset)
             ctl.horizon = lambda: rx.caught_up

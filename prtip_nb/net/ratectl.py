@@ -285,18 +285,25 @@ class AdaptiveRate:
         return RateState(self.bucket.rate, self.reason)
 
     def take(self, want: int, cancel: threading.Event) -> int:
-        got = self.bucket.take(want, cancel)
+        return self.take_at(want, cancel)[0]
+
+    def take_at(self, want: int, cancel: threading.Event) -> tuple[int, float]:
+        """``take``, and the grant's time (``clock``): the probes are charged to its epoch,
+        so the engine stamps them with it (engine.rounds.send_runs) and their replies
+        come back to that epoch. A stamp read after ``take`` returned could land in a
+        later epoch under GIL contention: one epoch short of its replies (a false loss),
+        the next one over-answered."""
+        got, granted = self.bucket.take_at(want, cancel)
         if got:
             with self.lock:
-                now = self.clock()
-                e = int(now / self.EPOCH)
+                e = int(granted / self.EPOCH)
                 cell = self._epochs.get(e)
                 if cell is None:
                     self._epochs[e] = [got, 0]
                 else:
                     cell[0] += got
-                self._settle(now)
-        return got
+                self._settle(self.clock())
+        return got, granted
 
     def replied(self, send_times: Any) -> None:
         """Charge replies to the epochs their probes were sent in (``clock`` seconds)."""
@@ -436,12 +443,12 @@ class AdaptiveRate:
         """Keep a backoff's window open to late replies (see _Cut), with the epochs sent
         after it at the old rate (the cut's restart leaves them unjudged).
 
-        Those epochs matter: sends are counted when the bucket grants them, the engines
-        stamp them just after, and a transmit thread that waits for the GIL between the two
-        (the receive thread parsing a block) stamps a whole batch into a later epoch. Its
-        replies then count there, the window it was counted in looks short by that batch
-        (measured: one 256-probe batch of a 1,536-probe window, z > 3), and only the
-        epochs after it can show that nothing was lost."""
+        Those epochs matter: a batch stamped later than its grant (a transmit thread that
+        waited for the GIL between the two, while the receive thread parsed a block) has
+        its replies counted in a later epoch, and the window it was counted in looks short
+        by that batch (measured: one 256-probe batch of a 1,536-probe window, z > 3); only
+        the epochs after it can show that nothing was lost. The SYN and UDP engines now
+        stamp with the grant's time (``take_at``); a caller of ``take`` still may not."""
         if cut.last < cut.first:
             return
         current = int(now / self.EPOCH)  # still being sent in (at the new rate, soon)

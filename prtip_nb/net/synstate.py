@@ -13,8 +13,10 @@ shard k/n pays for the space, not for its 1/n of it.
 
 from __future__ import annotations
 
+import ctypes
 import random
 import socket
+import struct
 import threading
 from bisect import bisect_right
 from typing import NamedTuple
@@ -51,17 +53,39 @@ def route_source(family: int, dst: bytes) -> bytes:
     """The source address the kernel would use towards ``dst`` (a UDP connect sends
     nothing). Zeros when there is no route: those probes fail to send and end filtered.
 
-    A NEW SOCKET EACH TIME: a connected UDP socket keeps the source address of its first
-    connect (Linux fixes inet_saddr then), so connecting one socket again reports the
-    first route's source for every destination (tried: discovery then missed hosts)."""
-    s = socket.socket(_AF[family], socket.SOCK_DGRAM)
+    ONE SOCKET A THREAD, DISCONNECTED AFTER EACH ASK. A connected UDP socket keeps the
+    source address of its first connect (Linux fixes inet_saddr then), so connecting it
+    again reports the first route's source for every destination (tried: discovery then
+    missed hosts). A connect to AF_UNSPEC resets that address (udp_disconnect, for a
+    socket never bound to one), so the next connect routes afresh: 5.5 -> 2.7 us a host,
+    with the GIL, for each of a /15's 131K hosts (tested against a new socket each time).
+    """
+    socks: dict[int, socket.socket] = _ROUTE.__dict__.setdefault("socks", {})
+    s = socks.get(family)
+    if s is None:
+        s = socks[family] = socket.socket(_AF[family], socket.SOCK_DGRAM)
     try:
         s.connect((socket.inet_ntop(_AF[family], dst), 9))
         return socket.inet_pton(_AF[family], s.getsockname()[0])
     except OSError:
         return bytes(len(dst))
     finally:
-        s.close()
+        if _disconnect(s.fileno()) != 0:  # not reset: never reuse it
+            socks.pop(family, None)
+            s.close()
+
+
+_ROUTE = threading.local()
+_UNSPEC = struct.pack("=H14x", socket.AF_UNSPEC)
+_libc: ctypes.CDLL | None = None
+
+
+def _disconnect(fd: int) -> int:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    result: int = _libc.connect(fd, _UNSPEC, len(_UNSPEC))
+    return result
 
 
 class HostTable:

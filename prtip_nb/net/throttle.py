@@ -76,6 +76,11 @@ class TokenBucket:
                 self.tokens = min(self.cap, self.tokens + n)
 
     def take(self, want: int, cancel: threading.Event) -> int:
+        return self.take_at(want, cancel)[0]
+
+    def take_at(self, want: int, cancel: threading.Event) -> tuple[int, float]:
+        """``take``, and the ``clock`` time of the grant (the time to stamp the probes
+        with: see engine.rounds.send_runs)."""
         while True:
             with self.lock:
                 # The batch is read afresh on every pass: set_rate may shrink it (and the
@@ -89,7 +94,7 @@ class TokenBucket:
                 self.last = now
                 if self.tokens >= need - 1e-6:  # not a hair short after a rounding wait
                     self.tokens -= need
-                    return need
+                    return need, now
                 wait = (need - self.tokens) / self.rate
             if cancel.wait(wait):
-                return 0
+                return 0, now

@@ -356,8 +356,11 @@ def _held(batch: pa.RecordBatch, hold: str) -> pa.RecordBatch:
     words = state.dictionary.to_pylist()
     if "open" not in words:
         return batch.slice(0, 0)
-    # The dictionary's index of "open", compared with the indices: no string per row.
-    return batch.filter(pc.equal(state.indices, words.index("open")))
+    # The dictionary's index of "open", compared with the indices: no string per row. A
+    # scalar from a buffer, not a Python int: pyarrow converts an int through its pandas
+    # shim, importing pandas on the flush thread in the middle of a scan (~1 s with the GIL).
+    at = cv.numbers([words.index("open")], state.indices.type)[0]
+    return batch.filter(pc.equal(state.indices, at))
 
 
 def _with_scan_id(table: pa.Table, scan_id: str) -> pa.Table:

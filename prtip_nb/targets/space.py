@@ -96,7 +96,8 @@ def split_index(js: np.ndarray, n_hosts: int) -> tuple[np.ndarray, np.ndarray]:
     """(host index, port index) of scan indices ``js``: host ``j % H``, port ``j // H``
     (the layout above), in ``js``'s dtype. ``join_index`` is its inverse."""
     n = js.dtype.type(n_hosts)
-    return js % n, js // n
+    q = js // n  # ``js - q * n``, not ``js % n``: numpy divides by a scalar with libdivide,
+    return js - q * n, q  # its remainder loop divides each element (~2.5x slower)
 
 
 def join_index(host: np.ndarray, port_index: np.ndarray, n_hosts: int) -> np.ndarray:

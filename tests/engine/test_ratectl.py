@@ -165,6 +165,26 @@ def test_a_late_stamped_batch_is_not_loss() -> None:
     assert ctl.rate == 200_000
 
 
+def test_take_at_names_the_epoch_its_probes_were_charged_to() -> None:
+    """take_at returns the grant's clock time: the engine stamps the probes with it, so
+    their replies come back to the epoch the grant counted them in, however late the
+    engine got to stamp them (a GIL wait). TokenBucket's take_at is the same grant."""
+    clock = [10.0]
+    ctl = AdaptiveRate(policy_for("aggressive"), timeout=lambda: None, clock=lambda: clock[0])
+    never = threading.Event()
+    ctl.bucket.tokens = 1000.0
+    got, granted = ctl.take_at(256, never)  # (a batch: 1 ms of the start rate)
+    assert got > 0 and granted == 10.0
+    clock[0] += 0.005  # the transmit thread waits for the GIL before stamping: 2.5 epochs
+    cell = ctl._epochs[int(granted / ctl.EPOCH)]
+    assert cell == [got, 0]
+    ctl.replied([granted] * got)
+    assert cell == [got, got]  # every reply in the epoch its probe was counted in
+    bucket = TokenBucket(1000.0, clock=lambda: clock[0])
+    bucket.tokens = 10.0
+    assert bucket.take_at(5, never) == (5, clock[0]) and bucket.take(5, never) == 5
+
+
 def test_real_loss_is_not_undone() -> None:
     """A bottleneck's drops never get their replies: the cuts stand (see settles_near)."""
     path = Path(capacity=20_000.0, queue=64, answer=1.0)

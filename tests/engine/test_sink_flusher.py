@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -121,3 +122,89 @@ def test_timer_threads_hand_age_flushes_to_the_flush_thread() -> None:
         time.sleep(0.01)
     sink.stop_flusher()
     assert threads == ["prtip-sink-flush"]
+
+
+def test_host_text_by_whole_table_and_by_distinct_hosts_agree_with_ipaddress() -> None:
+    """V4Text.column: a table of every host's text (small target sets) or the distinct
+    hosts' text taken back (big ones) give each row its address, in any order, repeats
+    included, across ranges."""
+    import ipaddress
+
+    from prtip_nb.engine.hosttally import V4Text
+
+    targets = parse_targets(["198.18.0.0/22", "10.1.2.250-10.1.3.5", "192.0.2.7"])
+    index = np.random.default_rng(3).integers(0, targets.size, 5000).astype(np.uint64)
+    want = [targets.address(int(h)) for h in index]
+    assert all(str(ipaddress.ip_address(w)) == w for w in want)
+    v4 = V4Text(targets)
+    assert v4.column(index).to_pylist() == want
+    v4.WHOLE = 16  # as a target set bigger than the table's bound
+    assert v4.column(index).to_pylist() == want
+
+
+def test_parquet_options_name_parquet_leaves_dictionaries_but_floats_no_zstd_if_null(
+        tmp_path: Path) -> None:
+    """parquet_options names Parquet's own leaf paths (nested ones included: a name
+    Parquet does not know would silently be ignored): dictionaries for every leaf but
+    floats and times, zstd for every column with a value, none for all-null ones; and
+    a part written so reads back equal."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prtip_nb.results import _files, schema
+
+    for sch in (schema.PORTS, schema.HOSTS, schema.SCAN, schema.TELEMETRY, schema.OS):
+        buf = io.BytesIO()
+        pq.write_table(sch.empty_table(), buf)
+        leaves = {c.path: c for c in pq.ParquetFile(io.BytesIO(buf.getvalue())).schema}
+        opts = _files.parquet_options(sch.empty_table())
+        assert set(opts["use_dictionary"]) <= set(leaves) and set(opts["compression"]) == set(
+            leaves)
+        plain = {p for p in leaves if p not in opts["use_dictionary"]}
+        assert all(leaves[p].physical_type in ("FLOAT", "DOUBLE")
+                   or leaves[p].logical_type.type == "TIMESTAMP" for p in plain), plain
+    ports = pa.table({"host": ["192.0.2.1", "192.0.2.2"], "rtt_ms": [1.5, None],
+                      "tls_san": pa.nulls(2, pa.list_(pa.string()))})
+    opts = _files.parquet_options(ports)
+    assert opts["use_dictionary"] == ["host", "tls_san.list.element"]
+    assert opts["compression"] == {"host": "ZSTD", "rtt_ms": "ZSTD",
+                                   "tls_san.list.element": "NONE"}
+    _files.write_part(tmp_path / "p.parquet", ports, {b"k": b"v"})
+    back = pq.ParquetFile(tmp_path / "p.parquet")
+    assert back.read().equals(ports)
+    codecs = {back.metadata.row_group(0).column(i).path_in_schema:
+              back.metadata.row_group(0).column(i).compression for i in range(3)}
+    assert codecs == {"host": "ZSTD", "rtt_ms": "ZSTD", "tls_san.list.element": "UNCOMPRESSED"}
+
+
+def test_host_tally_keeps_each_hosts_earliest_reason_ties_to_the_first_row() -> None:
+    """HostTally.add against a row-by-row reference, over flushes with many ties in time:
+    counts per state, smallest RTT, and the reason of the earliest responsive row (the
+    first row among equal times; an earlier flush wins a tie)."""
+    from prtip_nb.engine.hosttally import HostTally
+
+    rng = np.random.default_rng(7)
+    n_hosts = 50
+    tally = HostTally(n_hosts)
+    counts = np.zeros_like(tally.counts)
+    first_t = {h: None for h in range(n_hosts)}
+    first_reason = np.full(n_hosts, -1)
+    rtt = np.full(n_hosts, np.inf, np.float32)
+    for _flush in range(8):
+        n = 400
+        h = rng.integers(0, n_hosts, n).astype(np.int64)
+        st = rng.integers(0, 4, n).astype(np.int32)  # open, closed, filtered, unfiltered
+        why = rng.integers(0, 6, n).astype(np.int32)
+        t_us = rng.integers(0, 300, n).astype(np.int64)
+        rtts = rng.random(n).astype(np.float32)
+        tally.add(h, st, why, rtts, t_us, st < 3)
+        for k in range(n):
+            counts[h[k], st[k]] += 1
+            if st[k] < 3:
+                rtt[h[k]] = min(rtt[h[k]], rtts[k])
+            if tally._responsive[st[k]] and (first_t[h[k]] is None or t_us[k] < first_t[h[k]]):
+                first_t[h[k]], first_reason[h[k]] = t_us[k], why[k]
+    assert (tally.counts == counts).all() and (tally.rtt == rtt).all()
+    assert (tally.first_reason == first_reason).all()

@@ -240,3 +240,42 @@ def test_sender_writes_each_ipv4_id() -> None:
         assert bytes(sender.packets[3, :44]) == template  # not loaded: the template's id 0
     finally:
         sender.close()
+
+
+@pytest.mark.usefixtures("netns", "root")
+def test_route_source_asks_each_destination_afresh_on_one_socket() -> None:
+    """route_source reuses one UDP socket a thread, disconnected after each question: each
+    destination still gets its own route's source, as a new socket gives (a socket
+    connected again without the disconnect keeps its first source), IPv4 and IPv6, and
+    a destination without a route gets zeros."""
+    import subprocess
+
+    from prtip_nb.net.synstate import route_source
+
+    def run(cmd: str) -> None:
+        subprocess.run(cmd.split(), check=True, capture_output=True)
+
+    for name, v4, v6 in (("rsa", "10.91.0.1/16", "2001:db8:91::1/64"),
+                         ("rsb", "10.92.0.1/16", "2001:db8:92::1/64")):
+        run(f"ip link add {name} type veth peer name {name}p")
+        run(f"ip link set {name} up")
+        run(f"ip link set {name}p up")
+        run(f"ip addr add {v4} dev {name}")
+        run(f"ip -6 addr add {v6} dev {name} nodad")
+    try:
+        for fam, dsts in ((4, ["10.91.3.4", "10.92.3.4", "127.0.0.1", "10.91.9.9", "10.93.0.1"]),
+                          (6, ["2001:db8:91::5", "2001:db8:92::5", "::1", "2001:db8:91::7"])):
+            af = socket.AF_INET if fam == 4 else socket.AF_INET6
+            want = []
+            for d in dsts:
+                with socket.socket(af, socket.SOCK_DGRAM) as s:
+                    try:
+                        s.connect((d, 9))
+                        want.append(socket.inet_pton(af, s.getsockname()[0]))
+                    except OSError:
+                        want.append(bytes(4 if fam == 4 else 16))
+            got = [route_source(fam, socket.inet_pton(af, d)) for d in dsts]
+            assert got == want and len(set(got)) == len(dsts) - 1, (fam, got)
+    finally:
+        run("ip link del rsa")
+        run("ip link del rsb")
