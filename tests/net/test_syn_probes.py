@@ -255,15 +255,16 @@ def test_route_source_asks_each_destination_afresh_on_one_socket() -> None:
     def run(cmd: str) -> None:
         subprocess.run(cmd.split(), check=True, capture_output=True)
 
-    for name, v4, v6 in (("rsa", "10.91.0.1/16", "2001:db8:91::1/64"),
-                         ("rsb", "10.92.0.1/16", "2001:db8:92::1/64")):
+    for name, v4, v6 in (("rsa", "198.51.100.1/24", "2001:db8:91::1/64"),
+                         ("rsb", "203.0.113.1/24", "2001:db8:92::1/64")):
         run(f"ip link add {name} type veth peer name {name}p")
         run(f"ip link set {name} up")
         run(f"ip link set {name}p up")
         run(f"ip addr add {v4} dev {name}")
         run(f"ip -6 addr add {v6} dev {name} nodad")
     try:
-        for fam, dsts in ((4, ["10.91.3.4", "10.92.3.4", "127.0.0.1", "10.91.9.9", "10.93.0.1"]),
+        v4_dsts = ["198.51.100.4", "203.0.113.4", "127.0.0.1", "198.51.100.9", "198.18.0.1"]
+        for fam, dsts in ((4, v4_dsts),
                           (6, ["2001:db8:91::5", "2001:db8:92::5", "::1", "2001:db8:91::7"])):
             af = socket.AF_INET if fam == 4 else socket.AF_INET6
             want = []
