@@ -32,8 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .harness import nmap_path, save, timed
-from .network import _NMAP_S, _OURS_S, OPEN, _truth, open_pairs
+from .harness import compile_c, nmap_path, save, timed
+from .network import OPEN, _truth, measured_run
 
 FLOOR_PROBES = 1_000_000  # bounds: whichever comes first
 FLOOR_S = 20.0
@@ -190,14 +190,7 @@ int main(int argc, char **argv) {
 
 def build_floor(directory: Path) -> Path:
     """Write and compile the floor program; its path."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("the connect floor needs a C compiler: apt-get install gcc")
-    src, exe = directory / "connfloor.c", directory / "connfloor"
-    src.write_text(_FLOOR_C)
-    subprocess.run([gcc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True,
-                   capture_output=True, text=True)
-    return exe
+    return compile_c(directory, "connfloor", _FLOOR_C, "the connect floor")
 
 
 def floor(exe: Path, prefix: str, ports: list[int], window: int, mode: int) -> dict[str, Any]:
@@ -256,18 +249,12 @@ def connect_ceiling(runs: int = 5) -> dict[str, Any]:
                                        and f["refused"] == 25_600 - n_open)
                     floors[name].append(f["scan_s"])
                     print(f"  floor {name:10s} {f['scan_s']:.3f} s  {f}", flush=True)
-                for cmd, tool, pat in ((ours, "prtip_nb", _OURS_S), (theirs, "nmap", _NMAP_S)):
-                    out: list[str] = []
-                    r = timed(cmd, tool, timeout=300, capture=out)
-                    found = open_pairs(out[0])
-                    exact[tool] &= found == truth
-                    m = pat.search(out[0])
-                    walls[tool].append(r.wall_s)
-                    scan[tool].append(float(m[1]) if m else float("nan"))
-                    rss[tool].append(r.peak_rss_bytes)
-                    print(f"  {tool:9s} {r.wall_s:7.3f} s (scan {scan[tool][-1]:.3f} s) "
-                          f"{r.peak_rss_bytes / 2**20:6.1f} MiB open {len(found)}/{len(truth)}",
-                          flush=True)
+                for cmd, tool in ((ours, "prtip_nb"), (theirs, "nmap")):
+                    wall, own, peak, ok = measured_run(cmd, tool, truth, "-sT /24", timeout=300)
+                    exact[tool] &= ok
+                    walls[tool].append(wall)
+                    scan[tool].append(own)
+                    rss[tool].append(peak)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in walls.items()}

@@ -138,6 +138,21 @@ def compile_sources() -> None:
         _COMPILED.append(True)
 
 
+def compile_c(directory: Path, name: str, source: str, what: str) -> Path:
+    """Write ``source`` to ``directory``/``name``.c and compile it with gcc -O2 -Werror; the
+    executable's path. ``what`` names it in the error when there is no C compiler."""
+    import shutil
+
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit(f"{what} needs a C compiler: apt-get install gcc")
+    src, exe = directory / f"{name}.c", directory / name
+    src.write_text(source)
+    subprocess.run([gcc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True,
+                   capture_output=True, text=True)
+    return exe
+
+
 def env_for_scan() -> dict[str, str]:
     compile_sources()
     env = dict(os.environ)

@@ -55,6 +55,20 @@ def _truth(lab: Any, hosts: list[str], ports: tuple[int, ...]) -> set[tuple[str,
     return {(h, p) for h in hosts for p in OPEN if p in ports and not t.is_dropped(h)}
 
 
+def measured_run(cmd: list[str], tool: str, truth: set[tuple[str, int]], label: str,
+                 timeout: float = 900) -> tuple[float, float, int, bool]:
+    """One whole-process run of ``tool``: (wall s, its own scan time s, peak RSS bytes,
+    whether the open ports it printed are exactly ``truth``), printed as it goes."""
+    out: list[str] = []
+    r = timed(cmd, tool, timeout=timeout, capture=out)
+    found = open_pairs(out[0])
+    m = (_OURS_S if tool == "prtip_nb" else _NMAP_S).search(out[0])
+    scan = float(m[1]) if m else float("nan")
+    print(f"  {label:14s} {tool:9s} {r.wall_s:7.3f} s (scan {scan:.3f} s) "
+          f"{r.peak_rss_bytes / 2**20:6.1f} MiB  open {len(found)}/{len(truth)}", flush=True)
+    return r.wall_s, scan, r.peak_rss_bytes, found == truth
+
+
 def _row(name: str, ours: list[str], theirs: list[str], truth: set[tuple[str, int]],
          runs: int) -> dict[str, Any]:
     """Both commands ``runs`` times, alternately, after one warm-up each."""
@@ -65,18 +79,12 @@ def _row(name: str, ours: list[str], theirs: list[str], truth: set[tuple[str, in
     timed(ours, "prtip_nb", timeout=900)
     timed(theirs, "nmap", timeout=900)
     for _ in range(runs):
-        for cmd, tool, pat in ((ours, "prtip_nb", _OURS_S), (theirs, "nmap", _NMAP_S)):
-            out: list[str] = []
-            r = timed(cmd, tool, timeout=900, capture=out)
-            found = open_pairs(out[0])
-            exact[tool] &= found == truth
-            m = pat.search(out[0])
-            walls[tool].append(r.wall_s)
-            own[tool].append(float(m[1]) if m else float("nan"))
-            rss[tool].append(r.peak_rss_bytes)
-            print(f"  {name:14s} {tool:9s} {r.wall_s:7.3f} s (scan {own[tool][-1]:.3f} s) "
-                  f"{r.peak_rss_bytes / 2**20:6.1f} MiB  open {len(found)}/{len(truth)}",
-                  flush=True)
+        for cmd, tool in ((ours, "prtip_nb"), (theirs, "nmap")):
+            wall, scan, peak, ok = measured_run(cmd, tool, truth, name, timeout=900)
+            exact[tool] &= ok
+            walls[tool].append(wall)
+            own[tool].append(scan)
+            rss[tool].append(peak)
     med = {k: statistics.median(v) for k, v in walls.items()}
     med_own = {k: statistics.median(v) for k, v in own.items()}
     return {
@@ -237,4 +245,5 @@ def net_fixed(runs: int = 5) -> dict[str, Any]:
     return {"summary": summary}
 
 
-__all__ = ["as_dict", "net_4096", "net_bottleneck", "net_fixed", "net_table", "open_pairs"]
+__all__ = ["as_dict", "measured_run", "net_4096", "net_bottleneck", "net_fixed", "net_table",
+           "open_pairs"]

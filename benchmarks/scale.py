@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import save, timed
+from .harness import compile_c, save, timed
 
 RANGE = "198.18.0.0/15"
 SMALL = "198.18.0.0/20"  # the marginal-memory reference
@@ -166,14 +166,7 @@ int main(int argc, char **argv) {
 
 def build_ceiling(directory: Path) -> Path:
     """Write and compile the ceiling program; its path."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("the kernel ceiling needs a C compiler: apt-get install gcc")
-    src, exe = directory / "ceiling.c", directory / "ceiling"
-    src.write_text(_CEILING_C)
-    subprocess.run([gcc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True,
-                   capture_output=True, text=True)
-    return exe
+    return compile_c(directory, "ceiling", _CEILING_C, "the kernel ceiling")
 
 
 def ceiling(exe: Path, prefix: str, ports: list[int]) -> dict[str, Any]:

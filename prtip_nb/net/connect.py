@@ -138,7 +138,7 @@ class ConnectEngine:
         bucket = self.bucket
         host_timeout = self.host_timeout
         first_probe = self._first_probe  # host -> time of its first probe (host_timeout)
-        # ONE HAND-OFF A PASS: the answers the fill took (on a LAN, all of them: _ask_again)
+        # ONE HAND-OFF A PASS: the answers the fill took (on a LAN, all of them: ASK AGAIN, below)
         # go out together at the pass's end, and the RTT estimator takes the pass's largest
         # of them as its one sample (they are microseconds apart). Per answer, emit() and
         # rtt.update() were 20 and 8 ms of a 25,600-probe scan's ~180 ms.
@@ -202,7 +202,7 @@ class ConnectEngine:
                     err = s.connect_ex(sa)
                 c.sent += 1
                 if err == errno.EINPROGRESS:
-                    err = s.connect_ex(sa)  # ASK AGAIN: see _ask_again
+                    err = s.connect_ex(sa)  # see ASK AGAIN below
                 if err == errno.ECONNREFUSED:
                     # The usual answer (every closed port), first: what the general path
                     # below does for it (_reuse keeps the socket), without its tests.
@@ -225,7 +225,7 @@ class ConnectEngine:
                     limit = cap = max(1, len(pending))
                     break
                 # Answered within connect() itself (loopback does this often), or by the
-                # time it returned (a LAN's reset or SYN-ACK: _ask_again).
+                # time it returned (a LAN's reset or SYN-ACK: ASK AGAIN, below).
                 if err == 0 and _is_self_connect(s):
                     s.close()
                     c.retries += 1  # SELF-CONNECT: sent again, so sent = probes + retries
@@ -273,7 +273,7 @@ class ConnectEngine:
                 entry = pending[fd]
                 s = entry[0]
                 # connect() again gives the result (as SO_ERROR would) and resets a refused
-                # socket, so its next probe needs no ECONNABORTED connect() (_ask_again).
+                # socket, so its next probe needs no ECONNABORTED connect() (ASK AGAIN, below).
                 err = s.connect_ex((entry[2], entry[4]))
                 if err == errno.EALREADY:
                     continue  # not answered after all: still registered, still pending
@@ -331,23 +331,22 @@ class ConnectEngine:
             self.emit(entry[1], NO_RESPONSE, None)
 
 
-def _ask_again() -> None:
-    """ASK AGAIN (documentation only): why the fill calls connect() a second time at once.
-
-    On a LAN the answer is usually in before the first connect() returns EINPROGRESS: the
-    SYN leaves from inside connect(), the softirq that runs when the send path re-enables
-    bottom halves carries it through the veth/NIC driver to the target and the reset or
-    SYN-ACK back, and release_sock() at connect()'s end runs the socket's backlog, which
-    holds that answer (net/ipv4/af_inet.c, __inet_stream_connect; measured on a RangeLab
-    /24: every one of 25,600 probes). A second connect() on the same socket then returns
-    the verdict (0 when connected, else the error, e.g. ECONNREFUSED, and a refused socket
-    is reset for use again), or EALREADY while the probe is really in flight. The answer
-    costs one cheap system call instead of a poll registration, a poll() share and a
-    getsockopt(SO_ERROR) (plus, for a refused socket, an ECONNABORTED connect(): see
-    _reuse). A probe that was in flight is answered the same way once poll() reports it:
-    connect() again, not getsockopt(SO_ERROR). Measured on the /24 x 100 ports, C: 0.118 s
-    against 0.131 s; the engine: 0.29-0.47 s against 0.16 s. A path with a real round trip
-    pays one EALREADY connect() (~0.3 us of kernel time) a probe."""
+# ASK AGAIN: why the fill calls connect() a second time at once.
+#
+# On a LAN the answer is usually in before the first connect() returns EINPROGRESS: the
+# SYN leaves from inside connect(), the softirq that runs when the send path re-enables
+# bottom halves carries it through the veth/NIC driver to the target and the reset or
+# SYN-ACK back, and release_sock() at connect()'s end runs the socket's backlog, which
+# holds that answer (net/ipv4/af_inet.c, __inet_stream_connect; measured on a RangeLab
+# /24: every one of 25,600 probes). A second connect() on the same socket then returns
+# the verdict (0 when connected, else the error, e.g. ECONNREFUSED, and a refused socket
+# is reset for use again), or EALREADY while the probe is really in flight. The answer
+# costs one cheap system call instead of a poll registration, a poll() share and a
+# getsockopt(SO_ERROR) (plus, for a refused socket, an ECONNABORTED connect(): see
+# _reuse). A probe that was in flight is answered the same way once poll() reports it:
+# connect() again, not getsockopt(SO_ERROR). Measured on the /24 x 100 ports, C: 0.118 s
+# against 0.131 s; the engine: 0.29-0.47 s against 0.16 s. A path with a real round trip
+# pays one EALREADY connect() (~0.3 us of kernel time) a probe.
 
 
 def _reuse(s: _socket.socket, err: int, pool: list[_socket.socket]) -> None:
@@ -356,7 +355,7 @@ def _reuse(s: _socket.socket, err: int, pool: list[_socket.socket]) -> None:
     SOCKETS USED AGAIN. A connect scan's usual answer is a reset (every closed port), and a
     socket refused by one is closed on our side (TCP_CLOSE, its port released): Linux connects
     it again. The connect() that reports the refusal resets it (the engine asks connect(), not
-    SO_ERROR, for every result: _ask_again); had the error been read otherwise, its next
+    SO_ERROR, for every result: ASK AGAIN, below); had the error been read otherwise, its next
     connect() returns ECONNABORTED at once, resetting it, no packet sent (net/ipv4/af_inet.c,
     __inet_stream_connect). That saves socket() and close() a probe, the costliest system calls
     after connect() (25% and 12% of the loop's samples): a RangeLab /24 x 100 ports at -T4 took

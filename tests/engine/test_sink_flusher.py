@@ -170,7 +170,7 @@ def test_parquet_options_name_parquet_leaves_dictionaries_but_floats_no_zstd_if_
         plain = {p for p in leaves if p not in opts["use_dictionary"]}
         assert all(leaves[p].physical_type in ("FLOAT", "DOUBLE")
                    or leaves[p].logical_type.type == "TIMESTAMP" for p in plain), plain
-    ports = pa.table({"host": ["192.0.2.1", "192.0.2.2"], "rtt_ms": [1.5, None],
+    ports = pa.table({"host": ["198.51.100.1", "198.51.100.2"], "rtt_ms": [1.5, None],
                       "tls_san": pa.nulls(2, pa.list_(pa.string()))})
     opts = _files.parquet_options(ports)
     assert opts["use_dictionary"] == ["host", "tls_san.list.element"]

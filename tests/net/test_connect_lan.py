@@ -2,7 +2,7 @@
 test creates.
 
 On a LAN the answer to a connect() is in before the call returns, and the engine takes it
-by calling connect() again at once (net/connect.py, _ask_again); through a bottleneck that
+by calling connect() again at once (net/connect.py, "ASK AGAIN"); through a bottleneck that
 queues and drops probes, answers come later and are taken from poll(), and lost probes are
 retried. Both must be exact against the lab's truth, and agree with nmap -sT on the same lab.
 """
